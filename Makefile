@@ -1,0 +1,36 @@
+# The two commands a new machine needs: `make run` (the main job) and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATASETS_DIR ?= ../shared/datasets
+export DATASETS_DIR
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
+
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint clean
+
+setup: $(STAMP)
+
+# Re-installs only when the lock or the project metadata changes; otherwise a no-op.
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/mdctr run --datasets-dir $(DATASETS_DIR)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests components pipelines benchmarks
+	$(BIN)/ruff format --check src tests components pipelines benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,177 @@
+"""Encoding: vocabularies and scalers fitted on the train split only, splits, and the JSON feature spec.
+
+The :class:`FeatureSpec` is what serving loads to encode raw rows exactly as training did. Sparse values map
+to indices ``1..V`` (0 is the out-of-vocabulary bucket); dense values are standardised with the train mean
+and standard deviation; NaN dense values become 0 after scaling (the train mean).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from mdctr.schema import FeatureSchema, SchemaError
+
+OOV_INDEX = 0
+SPEC_VERSION = 1
+SplitKind = Literal["random", "time"]
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Fitted encoding of a schema: per sparse column its vocabulary, per dense column mean and std.
+
+    ``vocab[col]`` lists the raw values seen in train; the value at position i encodes to index i + 1.
+    ``kinds[col]`` is ``"int"`` or ``"str"``: how raw values are cast before lookup.
+    """
+
+    schema: FeatureSchema
+    vocab: dict[str, list[Any]]
+    kinds: dict[str, str]
+    mean: dict[str, float]
+    std: dict[str, float]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """Embedding table size per sparse column (vocabulary + the OOV bucket), in schema order."""
+        return tuple(len(self.vocab[c]) + 1 for c in self.schema.sparse)
+
+    @property
+    def num_dense(self) -> int:
+        return len(self.schema.dense)
+
+    # -- fitting ------------------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, train: pd.DataFrame, schema: FeatureSchema, meta: dict[str, Any] | None = None) -> FeatureSpec:
+        vocab: dict[str, list[Any]] = {}
+        kinds: dict[str, str] = {}
+        for col in schema.sparse:
+            values = train[col]
+            kind = "int" if pd.api.types.is_integer_dtype(values) else "str"
+            uniq = pd.unique(values if kind == "int" else values.astype(str))
+            uniq = np.sort(uniq)
+            vocab[col] = [int(v) for v in uniq] if kind == "int" else [str(v) for v in uniq]
+            kinds[col] = kind
+        mean: dict[str, float] = {}
+        std: dict[str, float] = {}
+        for col in schema.dense:
+            x = pd.to_numeric(train[col], errors="coerce").astype("float64")
+            m = float(np.nanmean(x)) if x.notna().any() else 0.0
+            s = float(np.nanstd(x)) if x.notna().any() else 1.0
+            mean[col], std[col] = m, (s if s > 1e-12 else 1.0)
+        return cls(schema=schema, vocab=vocab, kinds=kinds, mean=mean, std=std, meta=dict(meta or {}))
+
+    # -- encoding -----------------------------------------------------------------------------------------
+    def encode_frame(
+        self, df: pd.DataFrame, *, source: str = "input", unseen: Literal["oov", "error"] = "oov",
+        require_label: bool = True,
+    ) -> pd.DataFrame:
+        """Encode raw rows to model inputs (same column names; sparse → int64 index, dense → float32).
+
+        ``unseen="error"`` rejects sparse values not in the vocabulary (serving's strict mode).
+        With ``require_label=False`` the label column may be absent (serving).
+        """
+        sch = self.schema
+        needed = list(sch.features) + [sch.domain] + ([sch.label] if require_label else [])
+        missing = [c for c in needed if c not in df.columns]
+        if missing:
+            raise SchemaError(f"{source}: missing column(s) {missing}; expected {needed}")
+        out: dict[str, Any] = {}
+        for col in sch.sparse:
+            raw = df[col]
+            if self.kinds[col] == "int":
+                num = pd.to_numeric(raw, errors="coerce")
+                bad = num.isna() | (num != np.floor(num.fillna(0)))
+                if bad.any():
+                    raise SchemaError(
+                        f"{source}: column {col!r} expects integer ids; found {int(bad.sum())} bad value(s), "
+                        f"e.g. {raw[bad].iloc[0]!r}"
+                    )
+                keys = num.astype("int64")
+            else:
+                if raw.isna().any():
+                    raise SchemaError(f"{source}: column {col!r} has {int(raw.isna().sum())} null value(s)")
+                keys = raw.astype(str)
+            idx = pd.Index(self.vocab[col]).get_indexer(keys)
+            if unseen == "error" and (idx < 0).any():
+                first = keys[idx < 0].iloc[0]
+                raise SchemaError(
+                    f"{source}: column {col!r} has {int((idx < 0).sum())} value(s) unseen in training, "
+                    f"e.g. {first!r}"
+                )
+            out[col] = (idx + 1).astype("int64")  # -1 (unseen) → 0 = OOV_INDEX
+        for col in sch.dense:
+            x = pd.to_numeric(df[col], errors="coerce")
+            bad = x.isna() & df[col].notna()
+            if bad.any():
+                raise SchemaError(
+                    f"{source}: column {col!r} expects numbers; found {int(bad.sum())} non-numeric value(s), "
+                    f"e.g. {df[col][bad].iloc[0]!r}"
+                )
+            out[col] = ((x.astype("float64") - self.mean[col]) / self.std[col]).fillna(0.0).astype("float32")
+        dom = pd.to_numeric(df[sch.domain], errors="coerce")
+        bad = ~dom.isin(list(range(sch.num_domains)))
+        if bad.any():
+            raise SchemaError(
+                f"{source}: column {sch.domain!r} must be one of 0..{sch.num_domains - 1}; found "
+                f"{int(bad.sum())} row(s) outside, e.g. {df[sch.domain][bad].iloc[0]!r}"
+            )
+        out[sch.domain] = dom.astype("int64")
+        if sch.label in df.columns:
+            out[sch.label] = df[sch.label].astype("float32")
+        return pd.DataFrame(out, index=df.index)
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": SPEC_VERSION,
+            "schema": self.schema.to_dict(),
+            "vocab": self.vocab,
+            "kinds": self.kinds,
+            "mean": self.mean,
+            "std": self.std,
+            "meta": self.meta,
+        }
+
+    def save(self, path: Path | str) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: Path | str) -> FeatureSpec:
+        d = json.loads(Path(path).read_text())
+        if d.get("version") != SPEC_VERSION:
+            raise SchemaError(f"{path}: feature spec version {d.get('version')!r}; expected {SPEC_VERSION}")
+        return cls(
+            schema=FeatureSchema.from_dict(d["schema"]), vocab=d["vocab"], kinds=d["kinds"],
+            mean=d["mean"], std=d["std"], meta=d.get("meta", {}),
+        )
+
+
+def split_table(
+    table: pd.DataFrame, schema: FeatureSchema, *, kind: SplitKind = "random", seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> dict[str, pd.DataFrame]:
+    """Split rows into train/valid/test: a seeded random permutation, or by time (oldest rows train)."""
+    if abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    n = len(table)
+    if kind == "random":
+        order = np.random.default_rng(seed).permutation(n)
+    elif kind == "time":
+        if not schema.time:
+            raise SchemaError(f"dataset {schema.name!r} has no time column; a time split is not possible")
+        order = np.argsort(table[schema.time].to_numpy(), kind="stable")
+    else:
+        raise ValueError(f"unknown split kind {kind!r}; expected 'random' or 'time'")
+    n_train = int(round(fractions[0] * n))
+    n_valid = int(round(fractions[1] * n))
+    cuts = {"train": order[:n_train], "valid": order[n_train : n_train + n_valid],
+            "test": order[n_train + n_valid :]}
+    return {k: table.iloc[np.sort(v) if kind == "random" else v].reset_index(drop=True) for k, v in cuts.items()}

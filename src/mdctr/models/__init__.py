@@ -1,0 +1,14 @@
+"""Model zoo: every model registers itself under a lowercase key (see :mod:`mdctr.models.base`)."""
+
+from mdctr.models import dnn  # noqa: F401  (registers models)
+from mdctr.models.base import (
+    DOMAIN_SOURCES,
+    CTRModel,
+    ModelInputs,
+    build_model,
+    model_class,
+    model_names,
+    register,
+)
+
+__all__ = ["DOMAIN_SOURCES", "CTRModel", "ModelInputs", "build_model", "model_class", "model_names", "register"]

@@ -1,0 +1,182 @@
+"""Building blocks every model shares: the embedding layer, an MLP, domain routing and the registry.
+
+A model maps a :class:`~mdctr.data.tensors.Batch` to logits ``[B]``: no loss, optimiser, device moves or
+I/O inside. A model with an auxiliary loss (the VQ-VAE of ``adaptive2``) exposes it via :meth:`CTRModel.aux_loss`
+after each forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from mdctr.config import from_dict
+from mdctr.data.tensors import Batch
+
+DOMAIN_SOURCES = ("handcrafted", "mined", "none")
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model needs to know about the data (derived from the feature spec).
+
+    Attributes:
+        vocab_sizes: embedding table size per sparse feature (includes the OOV bucket).
+        num_dense: number of dense features.
+        num_domains: number of routing domains (1 for the ``none`` source).
+        embed_dim: embedding dimension shared by every model (16 by default).
+    """
+
+    vocab_sizes: tuple[int, ...]
+    num_dense: int
+    num_domains: int
+    embed_dim: int = 16
+
+    @property
+    def input_dim(self) -> int:
+        """Width of the flattened input representation: S·E + D."""
+        return len(self.vocab_sizes) * self.embed_dim + self.num_dense
+
+
+class FeatureEmbedding(nn.Module):
+    """All sparse features in one table (offsets per feature) + raw dense values.
+
+    forward(sparse [B, S] int64, dense [B, D] float32) → [B, S·E + D].
+    Initialised N(0, init_std²) (1e-4 as in the HAMUR code), identically for every model.
+    """
+
+    def __init__(self, vocab_sizes: Sequence[int], num_dense: int, embed_dim: int = 16, init_std: float = 1e-4):
+        super().__init__()
+        self.num_sparse = len(vocab_sizes)
+        self.embed_dim = embed_dim
+        self.num_dense = num_dense
+        starts = [0]
+        for size in list(vocab_sizes)[:-1]:
+            starts.append(starts[-1] + int(size))
+        offsets = torch.tensor(starts[: len(vocab_sizes)], dtype=torch.int64)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.table = nn.Embedding(int(sum(vocab_sizes)) or 1, embed_dim)
+        nn.init.normal_(self.table.weight, std=init_std)
+
+    @property
+    def output_dim(self) -> int:
+        return self.num_sparse * self.embed_dim + self.num_dense
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        emb = self.table(sparse + self.offsets).flatten(1)  # [B, S·E]
+        return torch.cat([emb, dense], dim=1) if self.num_dense else emb
+
+
+class MLP(nn.Sequential):
+    """Linear → [BatchNorm] → ReLU → [Dropout] per hidden size. [B, in_dim] → [B, hidden[-1]]."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], *, batchnorm: bool = False, dropout: float = 0.0):
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers.append(nn.Linear(in_dim, h))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            in_dim = h
+        super().__init__(*layers)
+        self.output_dim = in_dim
+
+
+def route(x: torch.Tensor, domain: torch.Tensor, experts: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+          out_dim: int) -> torch.Tensor:
+    """Route, don't mask: rows of domain d go through ``experts[d]`` only (gather → module → scatter).
+
+    x [B, F], domain [B] int64 in range(len(experts)) → [B, out_dim]. Absent domains cost nothing.
+    """
+    n = len(experts)
+    if n == 1:
+        return experts[0](x)
+    order = torch.argsort(domain, stable=True)
+    counts = torch.bincount(domain, minlength=n).tolist()
+    out = x.new_empty((x.shape[0], out_dim))
+    for d, idx in enumerate(torch.split(order, counts)):
+        if counts[d]:
+            out.index_copy_(0, idx, experts[d](x.index_select(0, idx)))
+    return out
+
+
+def scale_widths(hidden: Sequence[int], width: float) -> tuple[int, ...]:
+    """Hidden sizes multiplied by ``width`` (the FLOP-budget knob), at least 1 unit each."""
+    return tuple(max(1, round(h * width)) for h in hidden)
+
+
+class CTRModel(nn.Module):
+    """Base class. Subclasses define ``Config`` (a frozen dataclass) and ``forward(batch) -> logits [B]``.
+
+    Class attributes:
+        domain_sources: which routing sources the model accepts (``dnn`` only ``none``; ``adaptive2`` only
+            ``mined``, from its own VQ-VAE).
+    """
+
+    Config: ClassVar[type] = object
+    domain_sources: ClassVar[tuple[str, ...]] = DOMAIN_SOURCES
+    name: ClassVar[str] = ""
+
+    def __init__(self, inputs: ModelInputs, config: Any, width: float = 1.0):
+        super().__init__()
+        self.inputs = inputs
+        self.config = config
+        self.width = width
+        self.embedding = FeatureEmbedding(inputs.vocab_sizes, inputs.num_dense, inputs.embed_dim)
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """[B, S·E + D] input representation."""
+        return self.embedding(batch.sparse, batch.dense)
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """Extra training loss from the last forward (e.g. VQ loss), or None."""
+        return None
+
+    def dense_parameters(self) -> int:
+        """Parameters outside the embedding table (reported beside FLOPs)."""
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("embedding."))
+
+
+_MODELS: dict[str, type[CTRModel]] = {}
+
+
+def register(name: str) -> Callable[[type[CTRModel]], type[CTRModel]]:
+    def deco(cls: type[CTRModel]) -> type[CTRModel]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        if not dataclasses.is_dataclass(cls.Config):
+            raise TypeError(f"model {name!r}: Config must be a dataclass")
+        cls.name = name
+        _MODELS[name] = cls
+        return cls
+
+    return deco
+
+
+def model_names() -> list[str]:
+    return sorted(_MODELS)
+
+
+def model_class(name: str) -> type[CTRModel]:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered: {model_names()}") from None
+
+
+def build_model(name: str, inputs: ModelInputs, *, width: float = 1.0,
+                config: dict[str, Any] | None = None) -> CTRModel:
+    """Instantiate a registered model; ``config`` overrides its defaults strictly (unknown keys fail)."""
+    cls = model_class(name)
+    cfg = from_dict(cls.Config, config, where=f"model {name!r} config")
+    return cls(inputs, cfg, width=width)
