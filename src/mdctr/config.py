@@ -25,7 +25,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "con
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}"
+        )
     for key, value in list(data.items()):
         if isinstance(value, list):
             data[key] = tuple(value)

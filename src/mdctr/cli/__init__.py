@@ -9,18 +9,24 @@ import typer
 
 from mdctr.cli import data as _data
 
-app = typer.Typer(help="mdctr: multi-domain CTR prediction workflow.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="mdctr: multi-domain CTR prediction workflow.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 app.add_typer(_data.app, name="data")
 _data.register_top_level(app)
 
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for var, value in (("GX_ANALYTICS_ENABLED", "false"), ("MLFLOW_DISABLE_TELEMETRY", "true"),
-                       ("DVC_NO_ANALYTICS", "1")):
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for var, value in (
+        ("GX_ANALYTICS_ENABLED", "false"),
+        ("MLFLOW_DISABLE_TELEMETRY", "true"),
+        ("DVC_NO_ANALYTICS", "1"),
+    ):
         os.environ.setdefault(var, value)
 
 

@@ -19,8 +19,11 @@ SourceOpt = typer.Option(None, "--source", "-s", help="Raw data directory (defau
 
 
 @app.command("describe")
-def describe(dataset: str = DatasetOpt, source: Path | None = SourceOpt,
-             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def describe(
+    dataset: str = DatasetOpt,
+    source: Path | None = SourceOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """Rows, users, items, positive rate and per-domain rows/positive rate."""
     with user_errors():
         d = describe_table(load_dataset(dataset, source or datasets_dir()))
@@ -28,10 +31,13 @@ def describe(dataset: str = DatasetOpt, source: Path | None = SourceOpt,
 
 
 @app.command("prepare")
-def prepare(dataset: str = DatasetOpt, source: Path | None = SourceOpt,
-            out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
-            split: str = typer.Option("random", help="random (seeded 80/10/10) or time."),
-            seed: int = typer.Option(0, help="Split seed.")) -> None:
+def prepare(
+    dataset: str = DatasetOpt,
+    source: Path | None = SourceOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
+    split: str = typer.Option("random", help="random (seeded 80/10/10) or time."),
+    seed: int = typer.Option(0, help="Split seed."),
+) -> None:
     """Encode a dataset (train-only vocabularies/scalers) into train/valid/test parquet + feature_spec.json."""
     from mdctr.data.prepare import write_prepared
 
@@ -43,8 +49,10 @@ def prepare(dataset: str = DatasetOpt, source: Path | None = SourceOpt,
 
 def register_top_level(root: typer.Typer) -> None:
     @root.command("run")
-    def run(datasets: Path = typer.Option(None, "--datasets-dir", help="Datasets root (default $DATASETS_DIR)."),
-            out: Path = typer.Option(Path("runs/ml-1m/prepared"), help="Where prepared data goes.")) -> None:
+    def run(
+        datasets: Path = typer.Option(None, "--datasets-dir", help="Datasets root (default $DATASETS_DIR)."),
+        out: Path = typer.Option(Path("runs/ml-1m/prepared"), help="Where prepared data goes."),
+    ) -> None:
         """The main job (for now: prepare ML-1M and print its per-domain summary)."""
         from mdctr.data.prepare import write_prepared
 

@@ -13,8 +13,14 @@ def describe(loaded: LoadedDataset) -> dict[str, Any]:
     domains = []
     for d, name in enumerate(s.domain_names):
         rows = int(grouped["size"].get(d, 0))
-        domains.append({"domain": d, "name": name, "rows": rows,
-                        "positive_rate": float(grouped["mean"].get(d, float("nan"))) if rows else None})
+        domains.append(
+            {
+                "domain": d,
+                "name": name,
+                "rows": rows,
+                "positive_rate": float(grouped["mean"].get(d, float("nan"))) if rows else None,
+            }
+        )
     return {
         "dataset": s.name,
         "rows": len(t),

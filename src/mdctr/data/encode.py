@@ -49,7 +49,9 @@ class FeatureSpec:
 
     # -- fitting ------------------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, train: pd.DataFrame, schema: FeatureSchema, meta: dict[str, Any] | None = None) -> FeatureSpec:
+    def fit(
+        cls, train: pd.DataFrame, schema: FeatureSchema, meta: dict[str, Any] | None = None
+    ) -> FeatureSpec:
         vocab: dict[str, list[Any]] = {}
         kinds: dict[str, str] = {}
         for col in schema.sparse:
@@ -70,7 +72,11 @@ class FeatureSpec:
 
     # -- encoding -----------------------------------------------------------------------------------------
     def encode_frame(
-        self, df: pd.DataFrame, *, source: str = "input", unseen: Literal["oov", "error"] = "oov",
+        self,
+        df: pd.DataFrame,
+        *,
+        source: str = "input",
+        unseen: Literal["oov", "error"] = "oov",
         require_label: bool = True,
     ) -> pd.DataFrame:
         """Encode raw rows to model inputs (same column names; sparse → int64 index, dense → float32).
@@ -149,13 +155,21 @@ class FeatureSpec:
         if d.get("version") != SPEC_VERSION:
             raise SchemaError(f"{path}: feature spec version {d.get('version')!r}; expected {SPEC_VERSION}")
         return cls(
-            schema=FeatureSchema.from_dict(d["schema"]), vocab=d["vocab"], kinds=d["kinds"],
-            mean=d["mean"], std=d["std"], meta=d.get("meta", {}),
+            schema=FeatureSchema.from_dict(d["schema"]),
+            vocab=d["vocab"],
+            kinds=d["kinds"],
+            mean=d["mean"],
+            std=d["std"],
+            meta=d.get("meta", {}),
         )
 
 
 def split_table(
-    table: pd.DataFrame, schema: FeatureSchema, *, kind: SplitKind = "random", seed: int = 0,
+    table: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    kind: SplitKind = "random",
+    seed: int = 0,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> dict[str, pd.DataFrame]:
     """Split rows into train/valid/test: a seeded random permutation, or by time (oldest rows train)."""
@@ -172,6 +186,11 @@ def split_table(
         raise ValueError(f"unknown split kind {kind!r}; expected 'random' or 'time'")
     n_train = int(round(fractions[0] * n))
     n_valid = int(round(fractions[1] * n))
-    cuts = {"train": order[:n_train], "valid": order[n_train : n_train + n_valid],
-            "test": order[n_train + n_valid :]}
-    return {k: table.iloc[np.sort(v) if kind == "random" else v].reset_index(drop=True) for k, v in cuts.items()}
+    cuts = {
+        "train": order[:n_train],
+        "valid": order[n_train : n_train + n_valid],
+        "test": order[n_train + n_valid :],
+    }
+    return {
+        k: table.iloc[np.sort(v) if kind == "random" else v].reset_index(drop=True) for k, v in cuts.items()
+    }

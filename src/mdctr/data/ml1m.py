@@ -46,12 +46,15 @@ def _read_colon_file(path: Path, names: list[str], dtypes: dict[str, str]) -> pd
     """
     n = len(names)
     try:
-        df = pd.read_csv(path, sep=":", header=None, engine="c", dtype=str, keep_default_na=False,
-                         encoding="latin-1")
+        df = pd.read_csv(
+            path, sep=":", header=None, engine="c", dtype=str, keep_default_na=False, encoding="latin-1"
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"ml-1m: {path} is empty; expected {n} '::'-separated fields per line") from None
     except pd.errors.ParserError as e:
-        raise DataError(f"ml-1m: {path} cannot be parsed as '::'-separated ({n} fields per line): {e}") from None
+        raise DataError(
+            f"ml-1m: {path} cannot be parsed as '::'-separated ({n} fields per line): {e}"
+        ) from None
     if df.shape[1] != 2 * n - 1 or (df.shape[1] > 1 and (df.iloc[:, 1::2] != "").any().any()):
         found = (df.shape[1] + 1) // 2 if df.shape[1] > 1 else 1
         raise DataError(
@@ -94,7 +97,9 @@ def _read_movies(path: Path) -> pd.DataFrame:
             try:
                 movie_id = int(parts[0])
             except ValueError:
-                raise DataError(f"ml-1m: {path} line {lineno}: MovieID {parts[0]!r} is not an integer") from None
+                raise DataError(
+                    f"ml-1m: {path} line {lineno}: MovieID {parts[0]!r} is not an integer"
+                ) from None
             rows.append((movie_id, parts[2].split("|")[0]))
     if not rows:
         raise DataError(f"ml-1m: {path} has no rows")
@@ -111,13 +116,16 @@ class MovieLens1M(DatasetAdapter):
         movies_path = require_file(source / "movies.dat", self.name)
 
         ratings = _read_colon_file(
-            ratings_path, ["user_id", "movie_id", "rating", "timestamp"],
+            ratings_path,
+            ["user_id", "movie_id", "rating", "timestamp"],
             {"user_id": "int", "movie_id": "int", "timestamp": "int", "rating": "str"},
         )
-        ratings["label"] = to_binary_label(ratings["rating"], 3, strict_greater=True,
-                                           where=f"ml-1m: {ratings_path} column 'rating'")
+        ratings["label"] = to_binary_label(
+            ratings["rating"], 3, strict_greater=True, where=f"ml-1m: {ratings_path} column 'rating'"
+        )
         users = _read_colon_file(
-            users_path, ["user_id", "gender", "age", "occupation", "zip"],
+            users_path,
+            ["user_id", "gender", "age", "occupation", "zip"],
             {"user_id": "int", "age": "int", "occupation": "int"},
         )
         movies = _read_movies(movies_path)

@@ -34,13 +34,17 @@ class PreparedData:
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
 
-def encode_splits(loaded: LoadedDataset, *, split: SplitKind = "random", seed: int = 0
-                  ) -> tuple[FeatureSpec, dict[str, pd.DataFrame]]:
+def encode_splits(
+    loaded: LoadedDataset, *, split: SplitKind = "random", seed: int = 0
+) -> tuple[FeatureSpec, dict[str, pd.DataFrame]]:
     """Split, fit the spec on train only, and encode every split."""
     schema = loaded.schema
     parts = split_table(loaded.table, schema, kind=split, seed=seed)
-    spec = FeatureSpec.fit(parts["train"], schema, meta={"split": split, "seed": seed,
-                                                         "rows": {k: len(v) for k, v in parts.items()}})
+    spec = FeatureSpec.fit(
+        parts["train"],
+        schema,
+        meta={"split": split, "seed": seed, "rows": {k: len(v) for k, v in parts.items()}},
+    )
     encoded = {k: spec.encode_frame(v, source=f"{schema.name}/{k}") for k, v in parts.items()}
     return spec, encoded
 
@@ -50,8 +54,9 @@ def prepare_in_memory(loaded: LoadedDataset, *, split: SplitKind = "random", see
     return PreparedData(spec, *(TensorData.from_frame(encoded[k], spec.schema) for k in SPLIT_NAMES))
 
 
-def write_prepared(loaded: LoadedDataset, out: Path | str, *, split: SplitKind = "random", seed: int = 0
-                   ) -> FeatureSpec:
+def write_prepared(
+    loaded: LoadedDataset, out: Path | str, *, split: SplitKind = "random", seed: int = 0
+) -> FeatureSpec:
     t0 = time.perf_counter()
     spec, encoded = encode_splits(loaded, split=split, seed=seed)
     with atomic_dir(out) as tmp:

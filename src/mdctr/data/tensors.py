@@ -37,7 +37,9 @@ class Batch:
         return int(self.label.shape[0])
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.sparse, self.dense, self.domain, self.label)))
+        return Batch(
+            *(t.to(device, non_blocking=True) for t in (self.sparse, self.dense, self.domain, self.label))
+        )
 
 
 @dataclass(frozen=True)
@@ -72,22 +74,32 @@ class TensorData:
         """A view of the same rows routed by another domain assignment (mined codes or zeros)."""
         d = torch.as_tensor(domain, dtype=torch.int64)
         if d.shape != self.domain.shape:
-            raise ValueError(f"domain assignment has shape {tuple(d.shape)}; expected {tuple(self.domain.shape)}")
+            raise ValueError(
+                f"domain assignment has shape {tuple(d.shape)}; expected {tuple(self.domain.shape)}"
+            )
         return replace(self, domain=d.contiguous())
 
     def take(self, index: torch.Tensor) -> TensorData:
-        return TensorData(*(t.index_select(0, index) for t in
-                            (self.sparse, self.dense, self.domain, self.label, self.handcrafted)))
+        return TensorData(
+            *(
+                t.index_select(0, index)
+                for t in (self.sparse, self.dense, self.domain, self.label, self.handcrafted)
+            )
+        )
 
     def head(self, n: int) -> TensorData:
-        return TensorData(*(t[:n] for t in (self.sparse, self.dense, self.domain, self.label, self.handcrafted)))
+        return TensorData(
+            *(t[:n] for t in (self.sparse, self.dense, self.domain, self.label, self.handcrafted))
+        )
 
     def batch(self, start: int, stop: int) -> Batch:
-        return Batch(self.sparse[start:stop], self.dense[start:stop], self.domain[start:stop],
-                     self.label[start:stop])
+        return Batch(
+            self.sparse[start:stop], self.dense[start:stop], self.domain[start:stop], self.label[start:stop]
+        )
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
-                ) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
         """Yield batches; with ``shuffle`` the whole split is permuted once (one gather), then sliced."""
         data = self.take(torch.randperm(len(self), generator=generator)) if shuffle else self
         for start in range(0, len(data), batch_size):

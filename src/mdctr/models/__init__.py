@@ -11,4 +11,12 @@ from mdctr.models.base import (
     register,
 )
 
-__all__ = ["DOMAIN_SOURCES", "CTRModel", "ModelInputs", "build_model", "model_class", "model_names", "register"]
+__all__ = [
+    "DOMAIN_SOURCES",
+    "CTRModel",
+    "ModelInputs",
+    "build_model",
+    "model_class",
+    "model_names",
+    "register",
+]

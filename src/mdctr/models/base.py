@@ -50,7 +50,9 @@ class FeatureEmbedding(nn.Module):
     Initialised N(0, init_std²) (1e-4 as in the HAMUR code), identically for every model.
     """
 
-    def __init__(self, vocab_sizes: Sequence[int], num_dense: int, embed_dim: int = 16, init_std: float = 1e-4):
+    def __init__(
+        self, vocab_sizes: Sequence[int], num_dense: int, embed_dim: int = 16, init_std: float = 1e-4
+    ):
         super().__init__()
         self.num_sparse = len(vocab_sizes)
         self.embed_dim = embed_dim
@@ -89,8 +91,12 @@ class MLP(nn.Sequential):
         self.output_dim = in_dim
 
 
-def route(x: torch.Tensor, domain: torch.Tensor, experts: Sequence[Callable[[torch.Tensor], torch.Tensor]],
-          out_dim: int) -> torch.Tensor:
+def route(
+    x: torch.Tensor,
+    domain: torch.Tensor,
+    experts: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+    out_dim: int,
+) -> torch.Tensor:
     """Route, don't mask: rows of domain d go through ``experts[d]`` only (gather → module → scatter).
 
     x [B, F], domain [B] int64 in range(len(experts)) → [B, out_dim]. Absent domains cost nothing.
@@ -174,8 +180,9 @@ def model_class(name: str) -> type[CTRModel]:
         raise KeyError(f"unknown model {name!r}; registered: {model_names()}") from None
 
 
-def build_model(name: str, inputs: ModelInputs, *, width: float = 1.0,
-                config: dict[str, Any] | None = None) -> CTRModel:
+def build_model(
+    name: str, inputs: ModelInputs, *, width: float = 1.0, config: dict[str, Any] | None = None
+) -> CTRModel:
     """Instantiate a registered model; ``config`` overrides its defaults strictly (unknown keys fail)."""
     cls = model_class(name)
     cfg = from_dict(cls.Config, config, where=f"model {name!r} config")

@@ -25,8 +25,12 @@ class DNN(CTRModel):
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)
-        self.mlp = MLP(inputs.input_dim, scale_widths(config.hidden, width), batchnorm=config.batchnorm,
-                       dropout=config.dropout)
+        self.mlp = MLP(
+            inputs.input_dim,
+            scale_widths(config.hidden, width),
+            batchnorm=config.batchnorm,
+            dropout=config.dropout,
+        )
         self.head = nn.Linear(self.mlp.output_dim, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
