@@ -39,6 +39,8 @@ class DatasetAdapter(ABC):
     name: str = ""
     #: path of this dataset's files relative to the datasets root (``DATASETS_DIR``)
     default_subdir: str = ""
+    #: False for generated datasets (synthetic), which ignore the source directory
+    needs_source: bool = True
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -85,7 +87,7 @@ def load_dataset(name: str, source: Path | str, **options: Any) -> LoadedDataset
     """Load a registered dataset from ``source`` and check the table against its schema."""
     adapter = get_dataset(name, **options)
     src = adapter.resolve_source(Path(source))
-    if not src.exists():
+    if adapter.needs_source and not src.exists():
         raise DataError(f"dataset {name!r}: source {src} does not exist")
     loaded = adapter.load(src)
     loaded.schema.check_table(loaded.table, f"dataset {name!r} from {src}")
