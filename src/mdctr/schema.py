@@ -20,9 +20,16 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 class SchemaError(ValueError):
     """The data does not match its schema; the message names the file, column and expected vs found."""
+
+
+def plain_value(v: Any) -> Any:
+    """A numpy scalar as the Python value, so error messages read ``3`` rather than ``np.int64(3)``."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 @dataclass(frozen=True)
@@ -131,12 +138,12 @@ class FeatureSchema:
         if bad_label.any():
             raise SchemaError(
                 f"{source}: column {self.label!r} must be 0/1; found {int(bad_label.sum())} row(s) with "
-                f"other values, e.g. {df.loc[bad_label, self.label].iloc[0]!r}"
+                f"other values, e.g. {plain_value(df.loc[bad_label, self.label].iloc[0])!r}"
             )
         dom = df[self.domain]
         bad_dom = ~dom.isin(list(range(self.num_domains)))
         if bad_dom.any():
             raise SchemaError(
                 f"{source}: column {self.domain!r} must be in 0..{self.num_domains - 1}; found "
-                f"{int(bad_dom.sum())} row(s) outside, e.g. {dom[bad_dom].iloc[0]!r}"
+                f"{int(bad_dom.sum())} row(s) outside, e.g. {plain_value(dom[bad_dom].iloc[0])!r}"
             )

@@ -1,6 +1,13 @@
 """Dataset layer: one adapter per dataset, registered by name (see :mod:`mdctr.data.base`)."""
 
-from mdctr.data import ml1m  # noqa: F401  (registers adapters)
+from mdctr.data import (  # noqa: F401  (importing an adapter module registers it)
+    aliccp,
+    epinions,
+    kuairand,
+    ml1m,
+    synthetic,
+    table,
+)
 from mdctr.data.base import (
     DataError,
     DatasetAdapter,

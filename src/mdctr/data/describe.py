@@ -33,13 +33,14 @@ def describe(loaded: LoadedDataset) -> dict[str, Any]:
 
 
 def format_description(d: dict[str, Any]) -> str:
+    width = max([24, *(len(row["name"]) for row in d["domains"])])  # long category names stay aligned
     lines = [
         f"dataset {d['dataset']}: {d['rows']:,} rows, "
         f"{d['users'] if d['users'] is not None else '-'} users, "
         f"{d['items'] if d['items'] is not None else '-'} items, positive rate {d['positive_rate']:.3f}",
-        f"{'domain':>6}  {'name':<24} {'rows':>10} {'pos.rate':>9}",
+        f"{'domain':>6}  {'name':<{width}} {'rows':>10} {'pos.rate':>9}",
     ]
     for row in d["domains"]:
         rate = "-" if row["positive_rate"] is None else f"{row['positive_rate']:.3f}"
-        lines.append(f"{row['domain']:>6}  {row['name']:<24} {row['rows']:>10,} {rate:>9}")
+        lines.append(f"{row['domain']:>6}  {row['name']:<{width}} {row['rows']:>10,} {rate:>9}")
     return "\n".join(lines)

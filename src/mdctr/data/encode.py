@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from mdctr.schema import FeatureSchema, SchemaError
+from mdctr.schema import FeatureSchema, SchemaError, plain_value
 
 OOV_INDEX = 0
 SPEC_VERSION = 1
@@ -107,7 +107,7 @@ class FeatureSpec:
                 keys = raw.astype(str)
             idx = pd.Index(self.vocab[col]).get_indexer(keys)
             if unseen == "error" and (idx < 0).any():
-                first = keys[idx < 0].iloc[0]
+                first = plain_value(keys[idx < 0].iloc[0])
                 raise SchemaError(
                     f"{source}: column {col!r} has {int((idx < 0).sum())} value(s) unseen in training, "
                     f"e.g. {first!r}"
@@ -127,7 +127,7 @@ class FeatureSpec:
         if bad.any():
             raise SchemaError(
                 f"{source}: column {sch.domain!r} must be one of 0..{sch.num_domains - 1}; found "
-                f"{int(bad.sum())} row(s) outside, e.g. {df[sch.domain][bad].iloc[0]!r}"
+                f"{int(bad.sum())} row(s) outside, e.g. {plain_value(df[sch.domain][bad].iloc[0])!r}"
             )
         out[sch.domain] = dom.astype("int64")
         if sch.label in df.columns:

@@ -1,0 +1,289 @@
+"""Bring-your-own table: a CSV or parquet file described by a small ``schema.yaml``.
+
+Layout of a source directory::
+
+    my-data/
+      schema.yaml     # roles of the columns (below)
+      events.parquet  # or events.csv; exactly one data file unless schema.yaml names it with ``file``
+
+``schema.yaml`` keys (loaded strictly: an unknown key is an error naming it)::
+
+    name: my-data               # required
+    label: clicked              # required; 0/1 (or bool), or set label_threshold to binarise a rating
+    domain: country             # required; raw values mapped to 0..n-1 by sorted order ...
+    domain_values: [us, de, fr] # ... or by this list, which is then the known set (others are an error)
+    domain_names: [US, DE, FR]  # optional display names, one per domain
+    sparse: [user, item, city]  # categorical features
+    dense: [price]              # numeric features (NaN allowed; the encoder fills the train mean)
+    user: user                  # optional, for descriptions
+    item: item                  # optional, for descriptions
+    time: ts                    # optional int64 seconds; enables the time split
+    file: events.csv            # optional, relative to schema.yaml
+    label_threshold: 4          # optional: label = value >= threshold
+    sep: ","                    # optional CSV separator
+
+Options ``path=`` (the data file) and ``schema=`` (the YAML file) override the directory layout.
+
+This module also holds the checked readers that the CSV-based adapters (Ali-CCP, KuaiRand) share.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mdctr.config import ConfigError, from_dict
+from mdctr.data.base import (
+    DataError,
+    DatasetAdapter,
+    LoadedDataset,
+    register_dataset,
+    require_file,
+    to_binary_label,
+)
+from mdctr.schema import FeatureSchema
+from mdctr.schema import plain_value as plain
+
+log = logging.getLogger(__name__)
+
+SCHEMA_FILE = "schema.yaml"
+DATA_SUFFIXES = (".parquet", ".csv")
+
+
+# -- checked readers shared by the file-based adapters ------------------------------------------------------
+def read_table_file(path: Path, dataset: str, *, sep: str = ",") -> pd.DataFrame:
+    """Read a CSV or parquet file; every failure is a :class:`DataError` naming the file."""
+    require_file(path, dataset)
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, sep=sep, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"dataset {dataset!r}: {path} is empty (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"dataset {dataset!r}: {path} cannot be parsed as {sep!r}-separated CSV: {e}"
+        ) from None
+    except (OSError, ValueError) as e:  # pyarrow's errors derive from these
+        raise DataError(f"dataset {dataset!r}: {path} cannot be read as parquet: {e}") from None
+    if len(df) == 0:
+        raise DataError(f"dataset {dataset!r}: {path} has a header but 0 rows; expected at least 1 row")
+    return df
+
+
+def require_columns(df: pd.DataFrame, path: Path, dataset: str, expected: Sequence[str]) -> None:
+    """Raise naming the file and the missing columns (with a separator hint when everything is one column)."""
+    missing = [c for c in expected if c not in df.columns]
+    if missing:
+        hint = " (wrong separator? the header was read as a single column)" if df.shape[1] == 1 else ""
+        raise DataError(
+            f"dataset {dataset!r}: {path} lacks column(s) {missing}{hint}; expected {list(expected)}, "
+            f"found {list(df.columns)}"
+        )
+
+
+def numeric_column(
+    df: pd.DataFrame, col: str, path: Path, dataset: str, *, integer: bool = False, allow_nan: bool = False
+) -> pd.Series:
+    """``df[col]`` as numbers (int64 if ``integer``); a non-numeric/non-integer value is a DataError."""
+    raw = df[col]
+    num = pd.to_numeric(raw, errors="coerce")
+    bad = num.isna() & (raw.notna() | (not allow_nan))
+    if integer:
+        bad |= num.notna() & (num != np.round(num))
+    if bad.any():
+        what = "integers" if integer else "numbers"
+        raise DataError(
+            f"dataset {dataset!r}: {path} column {col!r} expects {what}; found {int(bad.sum())} bad row(s), "
+            f"e.g. {plain(raw[bad].iloc[0])!r}"
+        )
+    return num.astype("int64") if integer else num.astype("float64")
+
+
+def binary_label(df: pd.DataFrame, col: str, path: Path, dataset: str) -> pd.Series:
+    """A 0/1 (or boolean) label column as int8; anything else is a DataError naming file and column."""
+    raw = df[col]
+    num = pd.to_numeric(raw.astype("object").replace({True: 1, False: 0}), errors="coerce")
+    bad = ~num.isin([0, 1])
+    if bad.any():
+        raise DataError(
+            f"dataset {dataset!r}: {path} label column {col!r} must be 0/1; found {int(bad.sum())} row(s) "
+            f"with other values, e.g. {plain(raw[bad].iloc[0])!r}"
+        )
+    return num.astype("int8")
+
+
+def map_domain(values: pd.Series, known: Sequence[Any], path: Path, dataset: str, col: str) -> np.ndarray:
+    """Map raw domain values to their index in ``known``; a value outside it is a DataError.
+
+    Values are compared by their string form so that ``1`` in YAML matches ``"1"`` in a CSV and vice versa.
+    Returns int64 [rows].
+    """
+    if values.isna().any():
+        raise DataError(
+            f"dataset {dataset!r}: {path} domain column {col!r} has {int(values.isna().sum())} null value(s)"
+        )
+    keys = [_key(v) for v in known]
+    idx = pd.Index(keys).get_indexer(values.map(_key))
+    outside = idx < 0
+    if outside.any():
+        raise DataError(
+            f"dataset {dataset!r}: {path} domain column {col!r} must be one of {list(known)}; found "
+            f"{int(outside.sum())} row(s) outside, e.g. {plain(values[outside].iloc[0])!r}"
+        )
+    return idx.astype(np.int64)
+
+
+def _key(v: Any) -> str:
+    # 3 and 3.0 (a CSV column with NaN elsewhere becomes float) are the same domain
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def sorted_values(values: pd.Series) -> list[Any]:
+    """Distinct values in sorted order (numeric order for numbers, else by string)."""
+    uniq = pd.unique(values.dropna())
+    try:
+        return sorted(uniq.tolist())
+    except TypeError:  # mixed types
+        return sorted(uniq.tolist(), key=str)
+
+
+# -- the bring-your-own adapter -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TableSchemaConfig:
+    """Contents of ``schema.yaml`` (see module docstring)."""
+
+    name: str
+    label: str
+    domain: str
+    sparse: tuple[str, ...] = ()
+    dense: tuple[str, ...] = ()
+    domain_values: tuple[Any, ...] | None = None
+    domain_names: tuple[str, ...] | None = None
+    user: str | None = None
+    item: str | None = None
+    time: str | None = None
+    file: str | None = None
+    label_threshold: float | None = None
+    sep: str = ","
+
+
+def load_table_config(path: Path) -> TableSchemaConfig:
+    """Strictly load ``schema.yaml``; unknown or missing keys raise :class:`ConfigError` naming them."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"dataset 'table': schema file {path} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    required = ("name", "label", "domain")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ConfigError(f"{path}: missing required key(s) {missing}")
+    cfg = from_dict(TableSchemaConfig, data, where=str(path))
+    if (
+        cfg.domain_names is not None
+        and cfg.domain_values is not None
+        and len(cfg.domain_names) != len(cfg.domain_values)
+    ):
+        raise ConfigError(
+            f"{path}: domain_names has {len(cfg.domain_names)} entries but domain_values has "
+            f"{len(cfg.domain_values)}"
+        )
+    return cfg
+
+
+@register_dataset("table")
+class Table(DatasetAdapter):
+    """Options: ``path`` (data file) and ``schema`` (YAML file); both default to the source directory."""
+
+    def __init__(self, path: str | Path | None = None, schema: str | Path | None = None, **options: Any):
+        if options:
+            raise ConfigError(
+                f"dataset 'table': unknown option(s) {sorted(options)}; valid: ['path', 'schema']"
+            )
+        super().__init__(path=path, schema=schema)
+        self.path = Path(path) if path is not None else None
+        self.schema_path = Path(schema) if schema is not None else None
+
+    def _data_file(self, source: Path, cfg: TableSchemaConfig, schema_path: Path) -> Path:
+        if self.path is not None:
+            return self.path
+        if cfg.file:
+            return schema_path.parent / cfg.file
+        candidates = sorted(p for p in source.iterdir() if p.suffix in DATA_SUFFIXES)
+        if len(candidates) != 1:
+            raise DataError(
+                f"dataset 'table': {source} must hold exactly one data file ({', '.join(DATA_SUFFIXES)}) or "
+                f"{schema_path} must name one with 'file'; found {[p.name for p in candidates]}"
+            )
+        return candidates[0]
+
+    def load(self, source: Path) -> LoadedDataset:
+        schema_path = self.schema_path or source / SCHEMA_FILE
+        cfg = load_table_config(schema_path)
+        path = self._data_file(source, cfg, schema_path)
+        ds = cfg.name
+        df = read_table_file(path, ds, sep=cfg.sep)
+        needed = [*cfg.sparse, *cfg.dense, cfg.label, cfg.domain, *([cfg.time] if cfg.time else [])]
+        require_columns(df, path, ds, needed)
+
+        out: dict[str, Any] = {}
+        for col in cfg.sparse:
+            n_null = int(df[col].isna().sum())
+            if n_null:
+                raise DataError(f"dataset {ds!r}: {path} sparse column {col!r} has {n_null} null value(s)")
+            out[col] = df[col]
+        for col in cfg.dense:
+            out[col] = numeric_column(df, col, path, ds, allow_nan=True).astype("float32")
+        if cfg.label_threshold is not None:
+            out[cfg.label] = to_binary_label(
+                df[cfg.label],
+                cfg.label_threshold,
+                strict_greater=False,
+                where=f"dataset {ds!r}: {path} label column {cfg.label!r}",
+            )
+        else:
+            out[cfg.label] = binary_label(df, cfg.label, path, ds)
+
+        known = list(cfg.domain_values) if cfg.domain_values is not None else sorted_values(df[cfg.domain])
+        out[cfg.domain] = map_domain(df[cfg.domain], known, path, ds, cfg.domain)
+        names = cfg.domain_names or tuple(str(v) for v in known)
+        if len(names) != len(known):
+            raise ConfigError(
+                f"{schema_path}: domain_names has {len(names)} entries but the data has {len(known)} domains "
+                f"{known}"
+            )
+        if cfg.time:
+            out[cfg.time] = numeric_column(df, cfg.time, path, ds, integer=True)
+
+        schema = FeatureSchema(
+            name=ds,
+            sparse=tuple(cfg.sparse),
+            dense=tuple(cfg.dense),
+            label=cfg.label,
+            domain=cfg.domain,
+            domain_names=tuple(str(n) for n in names),
+            user=cfg.user,
+            item=cfg.item,
+            time=cfg.time,
+        )
+        for role, col in (("user", cfg.user), ("item", cfg.item)):
+            if col is not None and col not in schema.columns:
+                raise ConfigError(
+                    f"{schema_path}: {role} column {col!r} must also be listed in sparse or dense"
+                )
+        table = pd.DataFrame({c: out[c] for c in schema.columns}).reset_index(drop=True)
+        return LoadedDataset(table=table, schema=schema, extras={"source_file": str(path)})
