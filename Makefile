@@ -11,7 +11,7 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint clean data
 
 setup: $(STAMP)
 
@@ -34,3 +34,7 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Version the raw datasets with DVC (data/ -> data.dvc) and push them to the default remote (docs/data.md).
+data: setup
+	$(BIN)/mdctr data import --source $(DATASETS_DIR)

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import typer
 
+from mdctr.cli import data_ops as _data_ops
 from mdctr.cli.common import datasets_dir, user_errors
 from mdctr.data import dataset_names, load_dataset
 from mdctr.data.describe import describe as describe_table
 from mdctr.data.describe import format_description
 
 app = typer.Typer(help="Prepare and describe datasets.", no_args_is_help=True)
+# import/validate (DVC + Great Expectations) live in their own module.
+_data_ops.register(app)
 
 DatasetOpt = typer.Option(..., "--dataset", "-d", help=f"One of: {', '.join(dataset_names())}.")
 SourceOpt = typer.Option(None, "--source", "-s", help="Raw data directory (default: $DATASETS_DIR).")

@@ -1,0 +1,382 @@
+"""Validate a canonical table with a Great Expectations suite derived from its :class:`FeatureSchema`.
+
+The suite is never written by hand: :func:`suite_specs` lists the expectations a schema implies and
+:func:`build_suite` turns them into a GX ``ExpectationSuite``. Two table-level rules have no built-in GX
+expectation for pandas (share of duplicated rows, rows per domain), so :func:`validate_table` adds two derived
+columns to the batch and the suite checks them with ordinary column expectations; every check therefore runs
+in one GX validation and appears in one report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mdctr.schema import FeatureSchema, SchemaError
+
+log = logging.getLogger(__name__)
+
+#: derived column: True where the row repeats an earlier row exactly (over the schema columns)
+DUPLICATE_COL = "_mdctr_duplicate_row"
+#: derived column: number of rows in this row's hand-crafted domain
+DOMAIN_ROWS_COL = "_mdctr_domain_rows"
+
+INT_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+FLOAT_TYPES = ["float16", "float32", "float64"]
+# pandas 3 stores strings as the "str" extension dtype, which GX 1.24's type check does not recognise;
+# validate_table hands GX such columns as object dtype, whose values GX then checks one by one ("str").
+STRING_TYPES = ["object", "str"]
+
+HTML_NAME = "validation_report.html"
+JSON_NAME = "validation_report.json"
+
+
+@dataclass(frozen=True)
+class ExpectationSpec:
+    """One expectation implied by the schema: GX type (snake case), its arguments, and why it exists."""
+
+    type: str
+    kwargs: dict[str, Any]
+    why: str
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """Result of one expectation (or of loading the data, ``type="load_dataset"``)."""
+
+    type: str
+    column: str
+    success: bool
+    why: str
+    message: str
+    observed: Any = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    examples: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Outcome of validating one table.
+
+    Attributes:
+        success: every expectation passed.
+        results: one outcome per expectation, in suite order.
+        n_failed: number of failed expectations.
+        html_path: self-contained HTML report (inline CSS, one file).
+        json_path: the same as JSON.
+        dataset: schema/dataset name.
+        rows: rows validated (0 when the data could not be loaded).
+        seconds: wall time of the validation (GX import included on first use).
+    """
+
+    success: bool
+    results: tuple[ExpectationOutcome, ...]
+    n_failed: int
+    html_path: Path
+    json_path: Path
+    dataset: str
+    rows: int
+    seconds: float
+    failures: tuple[str, ...] = field(default=())
+
+
+# -- the suite --------------------------------------------------------------------------------------------
+def suite_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
+    """The expectations ``schema`` implies, in report order."""
+    specs: list[ExpectationSpec] = [
+        ExpectationSpec("expect_table_row_count_to_be_between", {"min_value": 1}, "the table has rows"),
+    ]
+    for col in schema.columns:
+        specs.append(ExpectationSpec("expect_column_to_exist", {"column": col}, "schema column present"))
+    for col in schema.columns:
+        specs.append(
+            ExpectationSpec("expect_column_values_to_not_be_null", {"column": col}, "no missing values")
+        )
+    role_types = (
+        [(c, INT_TYPES + STRING_TYPES, "sparse: integer or string categories") for c in schema.sparse]
+        + [(c, FLOAT_TYPES, "dense: floats") for c in schema.dense]
+        + [(schema.label, INT_TYPES, "label: integer 0/1"), (schema.domain, INT_TYPES, "domain: integer id")]
+        + ([(schema.time, INT_TYPES, "time: integer timestamp")] if schema.time else [])
+    )
+    for col, types, why in role_types:
+        specs.append(
+            ExpectationSpec(
+                "expect_column_values_to_be_in_type_list", {"column": col, "type_list": types}, why
+            )
+        )
+    specs.append(
+        ExpectationSpec(
+            "expect_column_values_to_be_in_set", {"column": schema.label, "value_set": [0, 1]}, "label is 0/1"
+        )
+    )
+    domains = list(range(schema.num_domains))
+    specs.append(
+        ExpectationSpec(
+            "expect_column_values_to_be_in_set",
+            {"column": schema.domain, "value_set": domains},
+            f"domain is a known id 0..{schema.num_domains - 1} ({', '.join(schema.domain_names)})",
+        )
+    )
+    for col in dict.fromkeys(c for c in (schema.user, schema.item) if c and c in schema.sparse):
+        specs.append(
+            ExpectationSpec(
+                "expect_column_values_to_be_between", {"column": col, "min_value": 0}, "ids are non-negative"
+            )
+        )
+    for col, rng in schema.dense_ranges.items():
+        specs.append(
+            ExpectationSpec(
+                "expect_column_values_to_be_between",
+                {"column": col, "min_value": rng.low, "max_value": rng.high},
+                f"dense value within [{rng.low}, {rng.high}]",
+            )
+        )
+    specs.append(
+        ExpectationSpec(
+            "expect_column_values_to_be_in_set",
+            {"column": DUPLICATE_COL, "value_set": [False], "mostly": 1.0 - schema.max_duplicate_rate},
+            f"at most {schema.max_duplicate_rate:.2%} of rows duplicate an earlier row",
+        )
+    )
+    if schema.min_domain_rows > 0:
+        specs.append(
+            ExpectationSpec(
+                "expect_column_distinct_values_to_contain_set",
+                {"column": schema.domain, "value_set": domains},
+                "every domain has rows",
+            )
+        )
+        specs.append(
+            ExpectationSpec(
+                "expect_column_values_to_be_between",
+                {"column": DOMAIN_ROWS_COL, "min_value": schema.min_domain_rows},
+                f"every domain has at least {schema.min_domain_rows} rows",
+            )
+        )
+    return specs
+
+
+def _gx_class(snake: str) -> Any:
+    import great_expectations.expectations as gxe
+
+    return getattr(gxe, "".join(part.title() for part in snake.split("_")))
+
+
+def build_suite(schema: FeatureSchema) -> Any:
+    """A GX ``ExpectationSuite`` named ``mdctr-<dataset>`` holding :func:`suite_specs` (imports GX)."""
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name=f"mdctr-{schema.name}")
+    for spec in suite_specs(schema):
+        suite.add_expectation(_gx_class(spec.type)(**spec.kwargs, meta={"why": spec.why}))
+    return suite
+
+
+# -- running it -------------------------------------------------------------------------------------------
+def _batch_frame(table: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+    """The frame GX sees: schema columns present (string dtype as object) plus the two derived columns."""
+    present = [c for c in schema.columns if c in table.columns]
+    cols: dict[str, Any] = {}
+    for c in table.columns:
+        s = table[c]
+        cols[c] = s.astype(object) if isinstance(s.dtype, pd.StringDtype) else s
+    frame = pd.DataFrame(cols, index=table.index)
+    frame[DUPLICATE_COL] = table.duplicated(subset=present) if present else False
+    if schema.domain in table.columns:
+        frame[DOMAIN_ROWS_COL] = table.groupby(schema.domain, dropna=False)[schema.domain].transform("size")
+    return frame.reset_index(drop=True)
+
+
+def _raised_message(res: Any) -> str:
+    info = res.exception_info or {}
+    if info.get("raised_exception"):
+        return str(info.get("exception_message") or "")
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message") or "")
+    return ""
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _outcome(res: Any, why: str) -> ExpectationOutcome:
+    cfg = res.expectation_config
+    kwargs = dict(cfg.kwargs)
+    column = str(kwargs.get("column") or ",".join(kwargs.get("column_list") or []) or "(table)")
+    r = res.result or {}
+    observed = r.get("observed_value")
+    count = r.get("unexpected_count")
+    pct = r.get("unexpected_percent")
+    examples = tuple(_jsonable(r.get("partial_unexpected_list") or [])[:5])
+    raised = _raised_message(res)
+    expected = {k: v for k, v in kwargs.items() if k not in ("column", "batch_id", "result_format")}
+    if res.success:
+        message = "ok"
+    elif raised:
+        message = f"could not be checked: {raised}"
+    elif count is not None:
+        message = f"{count} row(s) ({pct:.3g}%) unexpected; expected {expected}; e.g. {list(examples)}"
+    else:
+        message = f"observed {observed!r}; expected {expected}"
+    return ExpectationOutcome(
+        type=cfg.type,
+        column=column,
+        success=bool(res.success),
+        why=why,
+        message=message,
+        observed=_jsonable(observed),
+        unexpected_count=None if count is None else int(count),
+        unexpected_percent=None if pct is None else float(pct),
+        examples=examples,
+    )
+
+
+def _run_gx(frame: pd.DataFrame, schema: FeatureSchema) -> list[ExpectationOutcome]:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # GX logs its set-up at INFO, one line per internal registration: noise in step logs.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    # Progress bars would flood non-TTY logs (KFP, CI).
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    batch_def = (
+        context.data_sources.add_pandas("mdctr")
+        .add_dataframe_asset(schema.name)
+        .add_batch_definition_whole_dataframe("table")
+    )
+    suite = context.suites.add(build_suite(schema))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(data=batch_def, suite=suite, name=f"validate-{schema.name}")
+    )
+    run = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+    whys = [s.why for s in suite_specs(schema)]
+    # GX returns results in suite order; fall back to the expectation's meta if that ever changes.
+    return [
+        _outcome(res, (res.expectation_config.meta or {}).get("why") or (whys[i] if i < len(whys) else ""))
+        for i, res in enumerate(run.results)
+    ]
+
+
+def validate_table(
+    table: pd.DataFrame, schema: FeatureSchema, report_dir: Path, *, source: str = ""
+) -> ValidationResult:
+    """Run the schema's suite over ``table``; write ``validation_report.{html,json}`` into ``report_dir``.
+
+    Failures do not raise: the result says which expectations failed (callers decide to stop the run).
+    """
+    start = time.perf_counter()
+    outcomes = _run_gx(_batch_frame(table, schema), schema)
+    return _finish(outcomes, schema.name, len(table), report_dir, start, source)
+
+
+def validate_dataset(name: str, source: Path | str, report_dir: Path, **options: Any) -> ValidationResult:
+    """Load dataset ``name`` from ``source`` with its adapter and validate it.
+
+    A file the adapter cannot read (missing, empty, truncated, wrong separator, corrupt zip, …) is reported as
+    a failed ``load_dataset`` outcome carrying the adapter's message, with the same report files.
+    """
+    from mdctr.data import load_dataset
+
+    start = time.perf_counter()
+    try:
+        loaded = load_dataset(name, source, **options)
+    except SchemaError as e:
+        outcome = ExpectationOutcome(
+            type="load_dataset",
+            column="(files)",
+            success=False,
+            why="the raw files can be read",
+            message=str(e),
+        )
+        log.error("validation of %s failed at load: %s", name, e)
+        return _finish([outcome], name, 0, report_dir, start, str(source))
+    return validate_table(loaded.table, loaded.schema, report_dir, source=str(source))
+
+
+def _finish(
+    outcomes: list[ExpectationOutcome], dataset: str, rows: int, report_dir: Path, start: float, source: str
+) -> ValidationResult:
+    report_dir = Path(report_dir)
+    failed = [o for o in outcomes if not o.success]
+    seconds = time.perf_counter() - start
+    html_path, json_path = report_dir / HTML_NAME, report_dir / JSON_NAME
+    summary = {
+        "dataset": dataset,
+        "source": source,
+        "rows": rows,
+        "success": not failed,
+        "n_expectations": len(outcomes),
+        "n_failed": len(failed),
+        "seconds": round(seconds, 3),
+        "results": [asdict(o) for o in outcomes],
+    }
+    report_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(json_path, json.dumps(summary, indent=2, default=str))
+    _write_atomic(html_path, render_html(summary))
+    level = logging.INFO if not failed else logging.ERROR
+    log.log(
+        level, "validated %s: %d rows, %d/%d expectations failed", dataset, rows, len(failed), len(outcomes)
+    )
+    return ValidationResult(
+        success=not failed,
+        results=tuple(outcomes),
+        n_failed=len(failed),
+        html_path=html_path,
+        json_path=json_path,
+        dataset=dataset,
+        rows=rows,
+        seconds=seconds,
+        failures=tuple(f"{o.type} [{o.column}]: {o.message}" for o in failed),
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.3em} .ok{color:#176f2c} .bad{color:#b3261e}
+table{border-collapse:collapse;width:100%;font-size:.9em}
+th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
+th{background:#f3f3f3} tr.fail td{background:#fdecea} code{font-size:.95em}
+"""
+
+
+def render_html(summary: dict[str, Any]) -> str:
+    """One self-contained HTML page (inline CSS, no scripts or external assets) for the KFP UI."""
+    esc = html.escape
+    status = "PASSED" if summary["success"] else "FAILED"
+    cls = "ok" if summary["success"] else "bad"
+    rows = []
+    for r in summary["results"]:
+        mark = "✔" if r["success"] else "✘"
+        rows.append(
+            f"<tr class='{'pass' if r['success'] else 'fail'}'><td>{mark}</td><td><code>{esc(r['type'])}</code></td>"
+            f"<td>{esc(r['column'])}</td><td>{esc(r['why'])}</td><td>{esc(str(r['message']))}</td></tr>"
+        )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>Validation {esc(summary['dataset'])}: {status}</title><style>{_CSS}</style></head><body>"
+        f"<h1>Data validation: {esc(summary['dataset'])} — <span class='{cls}'>{status}</span></h1>"
+        f"<p>{summary['rows']} rows from <code>{esc(str(summary['source']))}</code>; "
+        f"{summary['n_failed']} of {summary['n_expectations']} expectations failed; {summary['seconds']} s.</p>"
+        "<table><tr><th></th><th>expectation</th><th>column</th><th>rule</th><th>result</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )

@@ -1,0 +1,182 @@
+"""The Great Expectations gate on tiny ML-1M-format files and their broken variants."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mdctr.data import load_dataset
+from mdctr.data.ml1m import SCHEMA
+from mdctr.validation import ValidationResult, suite_specs, validate_dataset, validate_table
+from mdctr.validation.gate import DOMAIN_ROWS_COL, DUPLICATE_COL
+
+USERS = "1::F::1::10::48067\n2::M::25::16::70072\n3::M::35::15::55117\n4::F::56::7::02460\n"
+MOVIES = "1::Toy Story (1995)::Animation|Children's\n2::Jumanji (1995)::Adventure\n3::Heat (1995)::Action\n"
+
+
+def _ratings(n: int = 30) -> list[str]:
+    return [f"{1 + i % 4}::{1 + i % 3}::{1 + i % 5}::{978300000 + i}" for i in range(n)]
+
+
+def write_ml1m(root: Path, ratings: list[str] | None = None, **overrides: str) -> Path:
+    """A tiny ML-1M directory; ``overrides`` replace whole files (name without ``.dat``)."""
+    d = root / "ml-1m"
+    d.mkdir(parents=True, exist_ok=True)
+    texts = {
+        "ratings": "\n".join(ratings or _ratings()) + "\n",
+        "users": USERS,
+        "movies": MOVIES,
+        **overrides,
+    }
+    for name, text in texts.items():
+        (d / f"{name}.dat").write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def good_table(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    return load_dataset("ml-1m", write_ml1m(tmp_path_factory.mktemp("ml1m"))).table
+
+
+def _failed(result: ValidationResult) -> dict[tuple[str, str], str]:
+    return {(o.type, o.column): o.message for o in result.results if not o.success}
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_suite_is_derived_from_the_schema() -> None:
+    specs = suite_specs(SCHEMA)
+    exist = {s.kwargs["column"] for s in specs if s.type == "expect_column_to_exist"}
+    not_null = {s.kwargs["column"] for s in specs if s.type == "expect_column_values_to_not_be_null"}
+    assert exist == not_null == set(SCHEMA.columns)
+    ranges = [
+        s.kwargs for s in specs if s.type == "expect_column_values_to_be_between" and "max_value" in s.kwargs
+    ]
+    assert ranges == [{"column": "age", "min_value": 1, "max_value": 56}]
+    derived = {s.kwargs["column"] for s in specs if "column" in s.kwargs} - set(SCHEMA.columns)
+    assert derived == {DUPLICATE_COL, DOMAIN_ROWS_COL}
+
+
+def test_valid_data_passes_and_writes_a_self_contained_report(tmp_path: Path) -> None:
+    result = validate_dataset("ml-1m", write_ml1m(tmp_path / "src"), tmp_path / "report")
+    assert result.success, result.failures
+    assert result.n_failed == 0 and result.rows == 30
+    page = result.html_path.read_text()
+    assert "<style>" in page and "PASSED" in page and "<script" not in page and "href=" not in page
+    assert '"success": true' in result.json_path.read_text()
+
+
+def test_missing_column(good_table: pd.DataFrame, tmp_path: Path) -> None:
+    result = validate_table(good_table.drop(columns=["genre"]), SCHEMA, tmp_path)
+    assert not result.success
+    assert ("expect_column_to_exist", "genre") in _failed(result)
+
+
+def test_wrong_dtype(good_table: pd.DataFrame, tmp_path: Path) -> None:
+    table = good_table.assign(age=good_table["age"].astype(str))
+    failed = _failed(validate_table(table, SCHEMA, tmp_path))
+    assert ("expect_column_values_to_be_in_type_list", "age") in failed
+
+
+def test_nan_labels(good_table: pd.DataFrame, tmp_path: Path) -> None:
+    label = good_table["label"].astype("float64")
+    label.iloc[[0, 3]] = np.nan
+    failed = _failed(validate_table(good_table.assign(label=label), SCHEMA, tmp_path))
+    assert failed[("expect_column_values_to_not_be_null", "label")].startswith("2 row(s)")
+
+
+def test_nan_rating_in_the_raw_file(tmp_path: Path) -> None:
+    ratings = [*_ratings(), "1::2::NaN::978309999"]
+    result = validate_dataset("ml-1m", write_ml1m(tmp_path / "src", ratings), tmp_path / "r")
+    assert not result.success and "non-numeric" in result.failures[0] and "'rating'" in result.failures[0]
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    result = validate_dataset("ml-1m", write_ml1m(tmp_path / "src", ratings=[""]), tmp_path / "r")
+    assert [o.type for o in result.results] == ["load_dataset"]
+    assert "ratings.dat" in result.failures[0] and "empty" in result.failures[0]
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    ratings = [*_ratings(), "4::3:"]  # the download stopped mid-line
+    result = validate_dataset("ml-1m", write_ml1m(tmp_path / "src", ratings), tmp_path / "r")
+    assert not result.success and "ratings.dat" in result.failures[0]
+
+
+def test_unknown_domain_value(good_table: pd.DataFrame, tmp_path: Path) -> None:
+    domain = good_table["domain"].copy()
+    domain.iloc[0] = 7
+    failed = _failed(validate_table(good_table.assign(domain=domain), SCHEMA, tmp_path))
+    assert "[7]" in failed[("expect_column_values_to_be_in_set", "domain")]
+
+
+def test_duplicated_rows(tmp_path: Path) -> None:
+    ratings = _ratings()
+    result = validate_dataset("ml-1m", write_ml1m(tmp_path / "src", ratings + ratings[:3]), tmp_path / "r")
+    failed = _failed(result)
+    assert failed[("expect_column_values_to_be_in_set", DUPLICATE_COL)].startswith("3 row(s)")
+
+
+def test_negative_ids(tmp_path: Path) -> None:
+    users = USERS + "-5::M::25::3::10001\n"
+    ratings = [*_ratings(), "-5::1::4::978309999"]
+    result = validate_dataset("ml-1m", write_ml1m(tmp_path / "src", ratings, users=users), tmp_path / "r")
+    failed = _failed(result)
+    assert "[-5]" in failed[("expect_column_values_to_be_between", "user_id")]
+
+
+def test_corrupted_zip(tmp_path: Path) -> None:
+    src = tmp_path / "epinions"
+    src.mkdir()
+    (src / "epinions.zip").write_bytes(b"PK\x03\x04 this is not really a zip archive" * 10)
+    result = validate_dataset("epinions", src, tmp_path / "r")
+    assert not result.success and "epinions.zip" in result.failures[0] and "zip" in result.failures[0]
+
+
+def test_wrong_separator(tmp_path: Path) -> None:
+    ratings = [line.replace("::", "\t") for line in _ratings()]
+    result = validate_dataset("ml-1m", write_ml1m(tmp_path / "src", ratings), tmp_path / "r")
+    assert not result.success and "separator" in result.failures[0]
+
+
+def test_dense_value_out_of_range(good_table: pd.DataFrame, tmp_path: Path) -> None:
+    age = good_table["age"].copy()
+    age.iloc[2] = 200.0
+    failed = _failed(validate_table(good_table.assign(age=age), SCHEMA, tmp_path))
+    assert "[200.0]" in failed[("expect_column_values_to_be_between", "age")]
+
+
+def test_too_few_rows_in_a_domain(good_table: pd.DataFrame, tmp_path: Path) -> None:
+    strict = dataclasses.replace(SCHEMA, min_domain_rows=10)
+    failed = _failed(validate_table(good_table, strict, tmp_path))
+    assert ("expect_column_values_to_be_between", DOMAIN_ROWS_COL) in failed
+
+
+def test_a_failure_leaves_earlier_reports_alone(tmp_path: Path) -> None:
+    good = validate_dataset("ml-1m", write_ml1m(tmp_path / "good"), tmp_path / "report-good")
+    before = _tree_bytes(tmp_path / "report-good")
+    bad = validate_dataset("ml-1m", write_ml1m(tmp_path / "bad", ratings=[""]), tmp_path / "report-bad")
+    assert good.success and not bad.success
+    assert _tree_bytes(tmp_path / "report-good") == before
+
+
+def test_cli_prints_each_expectation_and_fails_on_violation(tmp_path: Path) -> None:
+    from mdctr.cli import app
+
+    src = write_ml1m(
+        tmp_path / "src", [*_ratings(), "-5::1::4::978309999"], users=USERS + "-5::M::25::3::1\n"
+    )
+    out = CliRunner().invoke(
+        app,
+        ["data", "validate", "--dataset", "ml-1m", "--source", str(src), "--report-dir", str(tmp_path / "r")],
+    )
+    assert out.exit_code == 1
+    assert "FAIL expect_column_values_to_be_between [user_id]" in out.output
+    assert "PASS expect_column_to_exist [label]" in out.output
