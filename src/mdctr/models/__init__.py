@@ -1,6 +1,15 @@
 """Model zoo: every model registers itself under a lowercase key (see :mod:`mdctr.models.base`)."""
 
-from mdctr.models import dnn  # noqa: F401  (registers models)
+from mdctr.models import (  # noqa: F401  (registers models)
+    adaptive2,
+    dnn,
+    hamur,
+    mmoe,
+    pepnet,
+    ple,
+    shared_bottom,
+    star,
+)
 from mdctr.models.base import (
     DOMAIN_SOURCES,
     CTRModel,

@@ -74,6 +74,22 @@ class FeatureEmbedding(nn.Module):
         return torch.cat([emb, dense], dim=1) if self.num_dense else emb
 
 
+class BatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm that tolerates one-row inputs in training mode. [B, C] → [B, C].
+
+    A routed domain group can hold a single row; one row has no variance, so plain BatchNorm raises. For
+    such a group we normalise with the running statistics (as in eval) and leave them unchanged: the
+    population estimate is the best statistic available, and one sample must not skew it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
 class MLP(nn.Sequential):
     """Linear → [BatchNorm] → ReLU → [Dropout] per hidden size. [B, in_dim] → [B, hidden[-1]]."""
 
@@ -82,7 +98,7 @@ class MLP(nn.Sequential):
         for h in hidden:
             layers.append(nn.Linear(in_dim, h))
             if batchnorm:
-                layers.append(nn.BatchNorm1d(h))
+                layers.append(BatchNorm1d(h))
             layers.append(nn.ReLU())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))

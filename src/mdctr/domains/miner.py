@@ -1,0 +1,225 @@
+"""The domain miner: a VQ-VAE over each sample's input representation assigns a mined domain (a code).
+
+:class:`DomainMiner` holds its own :class:`~mdctr.models.base.FeatureEmbedding`, a :class:`VQVAE` and a small
+CTR head used **only during pre-training**. Why the head: the embedding is what the VQ-VAE clusters, and a
+freshly initialised embedding (N(0, 1e-4)) carries no structure. Pre-training minimises CTR loss + VQ loss
+jointly; the VQ-VAE sees the embedding through a stop-gradient, so the representation is shaped by the click
+signal (what a domain should mean for ranking) and cannot shrink or distort itself just to be easy to
+reconstruct. At assignment time only embedding → encoder → nearest code runs.
+
+:func:`fit_miner` uses the train split only and is seeded and deterministic on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mdctr.config import from_dict
+from mdctr.data.tensors import Batch, TensorData
+from mdctr.domains.vqvae import VQVAE, VQOutput, feature_recon_loss
+from mdctr.models.base import MLP, FeatureEmbedding, ModelInputs
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "miner_config.json"
+INPUTS_FILE = "model_inputs.json"
+STATE_FILE = "miner_state.pt"
+
+
+@dataclass(frozen=True)
+class MinerConfig:
+    """Options of the domain miner and its pre-training.
+
+    Attributes:
+        num_codes: number m of mined domains (codebook size).
+        latent_dim: codebook vector width.
+        hidden: VQ-VAE encoder hidden sizes (decoder mirrors them).
+        head_hidden: hidden sizes of the pre-training CTR head.
+        beta: commitment weight β.
+        usage_weight: weight of the codebook-usage entropy regulariser.
+        usage_temperature: temperature of the soft assignment in the usage term.
+        restart_dead: re-seed dead codes from batch encodings during training.
+        ema_decay: EMA decay of the codebook update (None: codebook learnt by its loss term).
+        vq_weight: weight of the VQ loss relative to the CTR loss in pre-training.
+        epochs: passes over the train split.
+        batch_size: rows per step.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        seed: seeds initialisation and shuffling.
+        embed_dim: embedding dimension of the miner's own embedding table.
+        recon: what the decoder reconstructs: ``"features"`` (the sample's ids by a softmax tied to the
+            embedding table, and its dense values; see :func:`feature_recon_loss`) or ``"embedding"`` (MSE
+            to the normalised embedding vector, which the VQ-VAE then sees through a stop-gradient).
+    """
+
+    num_codes: int = 4
+    latent_dim: int = 16
+    hidden: tuple[int, ...] = (64,)
+    head_hidden: tuple[int, ...] = (64,)
+    beta: float = 0.25
+    usage_weight: float = 0.1
+    usage_temperature: float = 1.0
+    restart_dead: bool = True
+    ema_decay: float | None = 0.95
+    vq_weight: float = 1.0
+    epochs: int = 3
+    batch_size: int = 1024
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    embed_dim: int = 16
+    recon: str = "features"
+
+    def __post_init__(self) -> None:
+        if self.recon not in ("features", "embedding"):
+            raise ValueError(f"MinerConfig.recon must be 'features' or 'embedding', got {self.recon!r}")
+        if self.num_codes < 1:
+            raise ValueError(f"MinerConfig.num_codes must be >= 1, got {self.num_codes}")
+
+
+class DomainMiner(nn.Module):
+    """Embedding + VQ-VAE (+ pre-training head). forward(batch) → codes [B] int64."""
+
+    def __init__(self, inputs: ModelInputs, config: MinerConfig):
+        super().__init__()
+        self.inputs = inputs
+        self.config = config
+        self.embedding = FeatureEmbedding(inputs.vocab_sizes, inputs.num_dense, config.embed_dim)
+        in_dim = self.embedding.output_dim
+        self.vqvae = VQVAE(
+            in_dim,
+            config.num_codes,
+            config.latent_dim,
+            config.hidden,
+            beta=config.beta,
+            usage_weight=config.usage_weight,
+            usage_temperature=config.usage_temperature,
+            restart_dead=config.restart_dead,
+            ema_decay=config.ema_decay,
+        )
+        self.head = nn.Sequential(MLP(in_dim, config.head_hidden), nn.Linear(config.head_hidden[-1], 1))
+        # output embedding of the feature reconstruction (pre-training only); a separate table because the
+        # input table starts at N(0, 1e-4), where tied softmax logits are all ~0 and learn very slowly
+        self.recon_embedding = FeatureEmbedding(
+            inputs.vocab_sizes, inputs.num_dense, config.embed_dim, init_std=config.embed_dim**-0.5
+        )
+
+    @property
+    def num_codes(self) -> int:
+        return self.config.num_codes
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """[B, S·E + D] input representation."""
+        return self.embedding(batch.sparse, batch.dense)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """codes [B] int64: embedding → encoder → nearest codebook vector (no decoder)."""
+        return self.vqvae.assign(self.embed(batch))
+
+    def pretrain_step(self, batch: Batch) -> tuple[torch.Tensor, VQOutput]:
+        """Pre-training loss (CTR BCE + vq_weight·VQ) on one batch → (scalar loss, VQ output)."""
+        x = self.embed(batch)
+        if self.config.recon == "features":
+            out = self.vqvae(
+                x, lambda dec: feature_recon_loss(dec, batch.sparse, batch.dense, self.recon_embedding)
+            )
+        else:
+            out = self.vqvae(x.detach())
+        logits = self.head(x).squeeze(-1)
+        ctr = F.binary_cross_entropy_with_logits(logits, batch.label)
+        return ctr + self.config.vq_weight * out.loss, out
+
+    @torch.no_grad()
+    def assign(self, data: TensorData, batch_size: int = 65536) -> torch.Tensor:
+        """Code of every row of ``data`` → [N] int64 (eval mode; the miner's mode is restored after)."""
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [self(data.batch(s, s + batch_size)) for s in range(0, len(data), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def save(self, directory: Path | str) -> None:
+        """Write config, inputs (JSON) and the state dict into ``directory`` (created if missing)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
+        (d / INPUTS_FILE).write_text(json.dumps(dataclasses.asdict(self.inputs), indent=2))
+        torch.save(self.state_dict(), d / STATE_FILE)
+
+    @classmethod
+    def load(cls, directory: Path | str) -> DomainMiner:
+        """Inverse of :meth:`save`; returns the miner in eval mode (identical assignments)."""
+        d = Path(directory)
+        config = from_dict(MinerConfig, json.loads((d / CONFIG_FILE).read_text()), where=str(d / CONFIG_FILE))
+        raw = json.loads((d / INPUTS_FILE).read_text())
+        raw["vocab_sizes"] = tuple(raw["vocab_sizes"])
+        inputs = from_dict(ModelInputs, raw, where=str(d / INPUTS_FILE))
+        miner = cls(inputs, config)
+        miner.load_state_dict(torch.load(d / STATE_FILE, map_location="cpu", weights_only=True))
+        return miner.eval()
+
+
+def fit_miner(train: TensorData, inputs: ModelInputs, config: MinerConfig) -> DomainMiner:
+    """Pre-train a miner on the train split (CTR + VQ loss, Adam); seeded, deterministic on CPU.
+
+    The codebook is initialised from encodings of the first shuffled batch (data-dependent init) so that
+    every code starts on real data.
+    """
+    torch.manual_seed(config.seed)
+    miner = DomainMiner(inputs, config)
+    gen = torch.Generator().manual_seed(config.seed)
+    opt = torch.optim.Adam(miner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    miner.train()
+    t0 = time.perf_counter()
+    first = True
+    for epoch in range(config.epochs):
+        total, steps = 0.0, 0
+        for batch in train.batches(config.batch_size, shuffle=True, generator=gen):
+            if len(batch) < 2:
+                continue  # BatchNorm needs two rows; a trailing single row adds nothing
+            if first:
+                _init_codebook(miner, batch, gen)
+                first = False
+            loss, _ = miner.pretrain_step(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            steps += 1
+        used = int((miner.vqvae.usage > 0.1 / config.num_codes).sum())
+        log.info(
+            "miner epoch %d/%d: loss %.4f, codes in use %d/%d",
+            epoch + 1,
+            config.epochs,
+            total / max(1, steps),
+            used,
+            config.num_codes,
+        )
+    log.info("fitted miner on %d rows in %.1fs", len(train), time.perf_counter() - t0)
+    return miner.eval()
+
+
+@torch.no_grad()
+def _init_codebook(miner: DomainMiner, batch: Batch, gen: torch.Generator) -> None:
+    """Set the codebook to encodings of distinct random rows of ``batch``."""
+    z = miner.vqvae.encode(miner.embed(batch))
+    pick = torch.randperm(z.shape[0], generator=gen)[: miner.num_codes]
+    if pick.numel() < miner.num_codes:  # tiny batch: repeat rows, restarts will spread them later
+        pick = pick.repeat(miner.num_codes // max(1, pick.numel()) + 1)[: miner.num_codes]
+    vq = miner.vqvae
+    vq.codebook.data.copy_(z[pick])
+    if vq.ema_decay is not None:
+        vq.ema_sum.copy_(z[pick])
+        vq.ema_count.fill_(1.0)

@@ -1,0 +1,176 @@
+"""Adaptive² (domain mining + adaptation): a VQ-VAE miner assigns each sample a code k (its mined domain);
+a shared network sees every sample, the domain-specific network of code k sees the rows of code k (routed),
+their outputs are fused and fed to the prediction head. Hand-crafted domain ids are not used.
+
+Two miner modes:
+
+* ``miner="joint"``: the model owns a :class:`~mdctr.domains.vqvae.VQVAE` over its own embedding output,
+  trained end to end with the CTR loss; :meth:`Adaptive2.aux_loss` returns the VQ loss of the last training
+  forward. With ``recon="features"`` the decoder reconstructs the sample's ids and dense values (see
+  :func:`~mdctr.domains.vqvae.feature_recon_loss`) and the VQ gradient also reaches the embedding; with
+  ``recon="embedding"`` it reconstructs the normalised embedding vector, seen through a stop-gradient so
+  that the embedding cannot collapse to make reconstruction trivial.
+* ``miner="pretrained"``: a frozen :class:`~mdctr.domains.miner.DomainMiner` attached with
+  :meth:`Adaptive2.load_miner` assigns the codes; no auxiliary loss.
+
+In eval mode only the code assignment runs (encoder + nearest code), so counted FLOPs equal served FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from mdctr.data.tensors import Batch
+from mdctr.models.base import MLP, CTRModel, FeatureEmbedding, ModelInputs, register, route, scale_widths
+
+if TYPE_CHECKING:
+    from mdctr.domains.miner import DomainMiner
+    from mdctr.domains.vqvae import VQVAE
+
+MINER_MODES = ("joint", "pretrained")
+FUSIONS = ("concat", "gate")
+
+
+@register("adaptive2")
+class Adaptive2(CTRModel):
+    """embed → codes k → [shared(x) ‖ specific_k(x)] (or gated sum) → head → logit [B].
+
+    Width scales the shared, specific and VQ-VAE hidden sizes.
+    """
+
+    @dataclass(frozen=True)
+    class Config:
+        num_codes: int = 4
+        miner: str = "joint"
+        shared: tuple[int, ...] = (256, 128)
+        specific: tuple[int, ...] = (128, 64)
+        fusion: str = "concat"
+        vq_hidden: tuple[int, ...] = (64,)
+        latent_dim: int = 16
+        beta: float = 0.25
+        usage_weight: float = 0.1
+        ema_decay: float | None = 0.95
+        recon: str = "features"
+        vq_weight: float = 1.0
+        dropout: float = 0.0
+
+        def __post_init__(self) -> None:
+            if self.miner not in MINER_MODES:
+                raise ValueError(f"adaptive2: miner must be one of {MINER_MODES}, got {self.miner!r}")
+            if self.fusion not in FUSIONS:
+                raise ValueError(f"adaptive2: fusion must be one of {FUSIONS}, got {self.fusion!r}")
+            if self.recon not in ("features", "embedding"):
+                raise ValueError(f"adaptive2: recon must be 'features' or 'embedding', got {self.recon!r}")
+            if self.num_codes < 1:
+                raise ValueError(f"adaptive2: num_codes must be >= 1, got {self.num_codes}")
+
+    domain_sources = ("mined",)
+
+    def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
+        super().__init__(inputs, config, width)
+        # imported here: mdctr.domains builds on mdctr.models.base, whose package imports this module
+        from mdctr.domains.vqvae import VQVAE
+
+        in_dim = inputs.input_dim
+        kw = {"dropout": config.dropout}
+        self.shared = MLP(in_dim, scale_widths(config.shared, width), **kw)
+        specific = scale_widths(config.specific, width)
+        if config.fusion == "gate":  # a gated sum needs equal widths: the last specific layer follows shared
+            specific = (*specific[:-1], self.shared.output_dim)
+        self.specific = nn.ModuleList(MLP(in_dim, specific, **kw) for _ in range(config.num_codes))
+        self.specific_dim = specific[-1]
+        if config.fusion == "gate":
+            self.gate = nn.Linear(in_dim, self.shared.output_dim)
+            head_in = self.shared.output_dim
+        else:
+            self.gate = None
+            head_in = self.shared.output_dim + self.specific_dim
+        self.head = nn.Linear(head_in, 1)
+        self.vqvae: VQVAE | None = None
+        self.recon_embedding: FeatureEmbedding | None = None
+        self.miner: DomainMiner | None = None
+        if config.miner == "joint":
+            self.vqvae = VQVAE(
+                in_dim,
+                config.num_codes,
+                config.latent_dim,
+                scale_widths(config.vq_hidden, width),
+                beta=config.beta,
+                usage_weight=config.usage_weight,
+                ema_decay=config.ema_decay,
+            )
+            if config.recon == "features":
+                self.recon_embedding = FeatureEmbedding(
+                    inputs.vocab_sizes, inputs.num_dense, inputs.embed_dim, init_std=inputs.embed_dim**-0.5
+                )
+        self._aux: torch.Tensor | None = None
+        self.last_codes: torch.Tensor | None = None
+
+    # -- miner --------------------------------------------------------------------------------------------
+    def load_miner(self, miner: DomainMiner) -> None:
+        """Attach a pre-trained miner (``miner="pretrained"`` only); it is frozen and kept in eval mode."""
+        if self.config.miner != "pretrained":
+            raise ValueError("adaptive2: load_miner needs config miner='pretrained'")
+        if miner.num_codes != self.config.num_codes:
+            raise ValueError(
+                f"adaptive2: miner has {miner.num_codes} codes; the model was built for {self.config.num_codes}"
+            )
+        if tuple(miner.inputs.vocab_sizes) != tuple(self.inputs.vocab_sizes):
+            raise ValueError("adaptive2: the miner was fitted on other features (vocabulary sizes differ)")
+        for p in miner.parameters():
+            p.requires_grad_(False)
+        self.miner = miner.eval()
+
+    def train(self, mode: bool = True) -> Adaptive2:
+        super().train(mode)
+        if self.miner is not None:
+            self.miner.eval()  # frozen: its BatchNorm statistics must not move either
+        return self
+
+    def codes(self, batch: Batch, x: torch.Tensor) -> torch.Tensor:
+        """Mined domain of each row → [B] int64; in joint training also records the VQ loss."""
+        self._aux = None
+        if self.config.miner == "pretrained":
+            if self.miner is None:
+                raise RuntimeError("adaptive2: miner='pretrained' but no miner loaded; call load_miner()")
+            with torch.no_grad():
+                return self.miner(batch)
+        assert self.vqvae is not None
+        if not self.training:
+            return self.vqvae.assign(x)
+        if self.recon_embedding is not None:
+            from mdctr.domains.vqvae import feature_recon_loss
+
+            emb = self.recon_embedding
+            out = self.vqvae(x, lambda dec: feature_recon_loss(dec, batch.sparse, batch.dense, emb))
+        else:
+            out = self.vqvae(x.detach())
+        self._aux = self.config.vq_weight * out.loss
+        return out.codes
+
+    # -- model --------------------------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> torch.Tensor:
+        x = self.embed(batch)
+        k = self.codes(batch, x)
+        self.last_codes = k.detach()
+        shared = self.shared(x)  # [B, H]
+        specific = route(x, k, list(self.specific), self.specific_dim)  # [B, H_s]
+        if self.gate is not None:
+            g = torch.sigmoid(self.gate(x))
+            fused = g * shared + (1.0 - g) * specific
+        else:
+            fused = torch.cat([shared, specific], dim=1)
+        return self.head(fused).squeeze(-1)
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """VQ loss (×vq_weight) of the last training forward in joint mode, else None."""
+        return self._aux
+
+    def dense_parameters(self) -> int:
+        """Parameters outside embedding tables (the model's, the reconstruction's and a loaded miner's)."""
+        skip = ("embedding.", "recon_embedding.", "miner.embedding.", "miner.recon_embedding.")
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))

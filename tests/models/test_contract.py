@@ -1,0 +1,148 @@
+"""Contract every registered model meets, for every routing source it accepts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from mdctr.data.tensors import Batch
+from mdctr.models import build_model, model_class, model_names
+from mdctr.models.adaptive2 import Adaptive2
+from mdctr.models.base import ModelInputs
+
+VOCAB = (11, 7, 5)
+NUM_DENSE = 2
+NUM_DOMAINS = 3
+
+
+def inputs_for(source: str) -> ModelInputs:
+    return ModelInputs(VOCAB, NUM_DENSE, 1 if source == "none" else NUM_DOMAINS)
+
+
+def make_batch(rows: int, num_domains: int, seed: int = 0, domain: torch.Tensor | None = None) -> Batch:
+    """Random batch; by default domains cycle 0..num_domains-1 so every domain is present."""
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, v, (rows,), generator=g) for v in VOCAB], dim=1)
+    dense = torch.randn(rows, NUM_DENSE, generator=g)
+    if domain is None:
+        domain = torch.arange(rows) % num_domains
+    label = torch.randint(0, 2, (rows,), generator=g).float()
+    return Batch(sparse, dense, domain.to(torch.int64), label)
+
+
+CASES = [(name, source) for name in model_names() for source in model_class(name).domain_sources]
+BATCH = 24
+
+
+def _build(name: str, source: str, seed: int = 0, width: float = 1.0):
+    torch.manual_seed(seed)
+    return build_model(name, inputs_for(source), width=width)
+
+
+def _batch(source: str, rows: int = BATCH, seed: int = 0, domain: torch.Tensor | None = None):
+    n = inputs_for(source).num_domains
+    if source == "mined" and domain is None:
+        # mined codes arrive as arbitrary ids in range: shuffle them rather than cycling
+        domain = torch.randint(0, n, (rows,), generator=torch.Generator().manual_seed(seed + 1))
+        domain[:n] = torch.arange(n)
+    return make_batch(rows, n, seed, domain)
+
+
+def _cover_all_codes(model, batch) -> None:
+    """adaptive2 picks its own codes: put one codebook vector on each of the first m rows' encodings."""
+    if isinstance(model, Adaptive2) and model.vqvae is not None:
+        with torch.no_grad():
+            z = model.vqvae.encode(model.embed(batch))
+            model.vqvae._set_codebook(z[: model.config.num_codes].clone())
+
+
+def test_every_model_accepts_a_known_source():
+    assert CASES
+    for name in model_names():
+        assert set(model_class(name).domain_sources) <= {"handcrafted", "mined", "none"}, name
+
+
+@pytest.mark.parametrize(("name", "source"), CASES)
+def test_output_shape_and_finite(name, source):
+    model = _build(name, source)
+    batch = _batch(source)
+    for train in (True, False):
+        model.train(train)
+        out = model(batch)
+        assert out.shape == (BATCH,), (name, train)
+        assert torch.isfinite(out).all(), (name, train)
+
+
+@pytest.mark.parametrize(("name", "source"), CASES)
+def test_gradient_reaches_every_parameter(name, source):
+    model = _build(name, source).train()
+    batch = _batch(source, rows=48)
+    _cover_all_codes(model, batch)
+    logits = model(batch)
+    loss = F.binary_cross_entropy_with_logits(logits, batch.label)
+    aux = model.aux_loss()
+    if aux is not None:
+        loss = loss + aux
+    loss.backward()
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)
+    ]
+    assert not missing, f"{name}/{source}: no gradient for {missing}"
+
+
+@pytest.mark.parametrize(("name", "source"), CASES)
+def test_same_seed_same_output(name, source):
+    batch = _batch(source)
+    a = _build(name, source, seed=3).eval()(batch)
+    b = _build(name, source, seed=3).eval()(batch)
+    c = _build(name, source, seed=4).eval()(batch)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize(("name", "source"), CASES)
+def test_batch_with_absent_domains(name, source):
+    model = _build(name, source)
+    domain = torch.zeros(BATCH, dtype=torch.int64)  # only domain 0 present
+    batch = _batch(source, domain=domain)
+    for train in (True, False):
+        out = model.train(train)(batch)
+        assert out.shape == (BATCH,)
+        assert torch.isfinite(out).all()
+    # a row's eval output does not depend on which other domains share its batch
+    model.eval()
+    full = _batch(source)
+    alone = model(make_row_subset(full, full.domain == full.domain[0]))
+    assert torch.allclose(alone, model(full)[full.domain == full.domain[0]], atol=1e-5)
+
+
+def make_row_subset(batch: Batch, mask: torch.Tensor) -> Batch:
+    return Batch(batch.sparse[mask], batch.dense[mask], batch.domain[mask], batch.label[mask])
+
+
+@pytest.mark.parametrize(("name", "source"), CASES)
+def test_one_row_batch(name, source):
+    model = _build(name, source)
+    batch = _batch(source, rows=1, domain=torch.tensor([inputs_for(source).num_domains - 1]))
+    out = model.eval()(batch)
+    assert out.shape == (1,)
+    assert torch.isfinite(out).all()
+    out = model.train()(batch)  # one-row groups through BatchNorm must not crash
+    assert out.shape == (1,)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(("name", "source"), CASES)
+def test_flops_grow_with_width(name, source):
+    batch = _batch(source)
+    flops = []
+    for width in (0.5, 1.0, 2.0):
+        model = _build(name, source, width=width).eval()
+        with FlopCounterMode(display=False) as counter:
+            model(batch)
+        flops.append(counter.get_total_flops())
+    assert flops[0] < flops[1] < flops[2], f"{name}: {flops}"

@@ -1,0 +1,179 @@
+"""Model-specific behaviour: routing, one-row BatchNorm, HAMUR adapter options, STAR partitioned norm,
+PLE depth, and the two Adaptive² miner modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mdctr.data.tensors import Batch
+from mdctr.domains.miner import DomainMiner, MinerConfig
+from mdctr.models import build_model
+from mdctr.models.base import BatchNorm1d, ModelInputs, route
+from mdctr.models.hamur import HyperAdapter
+
+INPUTS = ModelInputs((11, 7, 5), 2, 3)
+
+
+def make_batch(rows: int, domain: torch.Tensor | None = None, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, v, (rows,), generator=g) for v in INPUTS.vocab_sizes], dim=1)
+    dense = torch.randn(rows, INPUTS.num_dense, generator=g)
+    domain = torch.arange(rows) % INPUTS.num_domains if domain is None else domain
+    label = torch.randint(0, 2, (rows,), generator=g).float()
+    return Batch(sparse, dense, domain, label)
+
+
+class Recorder(nn.Module):
+    """Expert that records the rows it saw and tags its output with its own id."""
+
+    def __init__(self, ident: int):
+        super().__init__()
+        self.ident = ident
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return torch.full((x.shape[0], 1), float(self.ident)) + x[:, :1]
+
+
+def test_route_sends_each_row_only_to_its_own_expert():
+    x = torch.arange(10, dtype=torch.float32).unsqueeze(1) * 100  # row i holds 100·i
+    domain = torch.tensor([2, 0, 2, 2, 0, 2, 0, 2, 2, 0])  # domain 1 absent
+    experts = [Recorder(d) for d in range(3)]
+    out = route(x, domain, experts, 1)
+    assert [len(e.seen) for e in experts] == [1, 0, 1]  # an absent domain's expert never runs
+    for d in (0, 2):
+        assert sorted(experts[d].seen[0][:, 0].tolist()) == sorted(x[domain == d, 0].tolist())
+    assert torch.equal(out[:, 0], x[:, 0] + domain.float())  # scattered back to the original rows
+
+
+def test_batchnorm_one_row_in_training_uses_running_stats_without_updating_them():
+    bn = BatchNorm1d(3)
+    bn.running_mean.fill_(1.0)
+    bn.running_var.fill_(4.0)
+    out = bn.train()(torch.full((1, 3), 5.0))
+    assert torch.allclose(out, torch.full((1, 3), 2.0), atol=1e-4)  # (5 − 1)/√4
+    assert torch.equal(bn.running_mean, torch.ones(3))
+    bn(torch.randn(8, 3))  # two or more rows: ordinary BatchNorm, statistics move
+    assert not torch.equal(bn.running_mean, torch.ones(3))
+
+
+@pytest.mark.parametrize("per_domain", [True, False])
+@pytest.mark.parametrize("norm", ["running", "batch"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_hamur_adapter_options(per_domain, norm, layers):
+    torch.manual_seed(0)
+    cfg = {"adapter_per_domain": per_domain, "adapter_norm": norm, "adapter_layers": layers}
+    model = build_model("hamur", INPUTS, config=cfg)
+    assert len(model.adapters) == (INPUTS.num_domains if per_domain else 1)
+    assert all(len(a) == layers for a in model.adapters)
+    batch = make_batch(30)
+    loss = F.binary_cross_entropy_with_logits(model.train()(batch), batch.label)
+    loss.backward()
+    assert all(p.grad is not None for p in model.adapters.parameters())
+    model.eval()
+    full = model(batch)
+    alone = model(Batch(batch.sparse[:1], batch.dense[:1], batch.domain[:1], batch.label[:1]))
+    if norm == "running":  # eval output of a row does not depend on the rest of the batch
+        assert torch.allclose(alone, full[:1], atol=1e-5)
+    else:  # the public code's flaw, reproduced on request: batch statistics at eval time
+        assert not torch.allclose(alone, full[:1], atol=1e-5)
+
+
+def test_hyper_adapter_matches_materialised_weights():
+    torch.manual_seed(0)
+    ad = HyperAdapter(dim=6, k=4, bottleneck=3, norm="batch", init="normal").train()
+    h, hyper = torch.randn(5, 6), torch.randn(5, 4, 4)
+    w_down = ad.u1 @ hyper @ ad.v1  # [5, 6, 3]: per-sample weights, the slow way
+    w_up = ad.u2 @ hyper @ ad.v2
+    up = torch.einsum("nr,nrd->nd", torch.sigmoid(torch.einsum("nd,ndr->nr", h, w_down)), w_up)
+    expected = h + (up - up.mean(0)) / torch.sqrt(up.var(0, unbiased=False) + ad.eps)
+    assert torch.allclose(ad(h, hyper), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("init", ["ones", "normal"])
+def test_hamur_trains(init):
+    """A few Adam steps fit a domain-dependent rule; with the authors' ones initialisation too."""
+    torch.manual_seed(0)
+    model = build_model("hamur", INPUTS, width=0.25, config={"adapter_init": init})
+    batch = make_batch(256, seed=1)
+    label = ((batch.sparse[:, 0] % 2 == 0) ^ (batch.domain == 1)).float()
+    batch = Batch(batch.sparse, batch.dense, batch.domain, label)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss = F.binary_cross_entropy_with_logits(model.train()(batch), batch.label)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_star_partitioned_norm_uses_each_domains_statistics():
+    torch.manual_seed(0)
+    model = build_model("star", INPUTS)
+    pn = model.pn
+    domain = torch.tensor([0] * 20 + [2] * 20)
+    x = torch.cat([torch.randn(20, INPUTS.input_dim) + 5.0, torch.randn(20, INPUTS.input_dim) - 5.0])
+    out = pn.train()(x, domain)
+    # each domain is centred with its own batch statistics
+    assert out[:20].mean().abs() < 1e-4 and out[20:].mean().abs() < 1e-4
+    # running statistics are per domain: domain 0 moved up, domain 2 down, domain 1 (absent) untouched
+    assert pn.stats[0].running_mean.mean() > 0.3
+    assert pn.stats[2].running_mean.mean() < -0.3
+    assert torch.equal(pn.stats[1].running_mean, torch.zeros(INPUTS.input_dim))
+    # domain-specific affine parameters are applied only to their own rows
+    with torch.no_grad():
+        pn.beta_d[2].fill_(7.0)
+    out = pn.eval()(x, domain)
+    shifted = pn(x, torch.zeros_like(domain))
+    assert torch.allclose(out[:20], shifted[:20])
+    assert not torch.allclose(out[20:], shifted[20:])
+
+
+def test_ple_two_levels_reach_every_parameter():
+    torch.manual_seed(0)
+    model = build_model("ple", INPUTS, config={"num_levels": 2})
+    batch = make_batch(30)
+    F.binary_cross_entropy_with_logits(model.train()(batch), batch.label).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_adaptive2_joint_aux_loss_only_in_training():
+    torch.manual_seed(0)
+    model = build_model("adaptive2", INPUTS)
+    batch = make_batch(16)
+    model.train()(batch)
+    aux = model.aux_loss()
+    assert aux is not None and aux.dim() == 0 and torch.isfinite(aux)
+    model.eval()(batch)
+    assert model.aux_loss() is None
+    # hand-crafted ids are ignored: another batch.domain gives the same output
+    other = Batch(batch.sparse, batch.dense, torch.zeros_like(batch.domain), batch.label)
+    assert torch.equal(model(batch), model(other))
+
+
+def test_adaptive2_pretrained_miner_is_frozen():
+    torch.manual_seed(0)
+    model = build_model("adaptive2", INPUTS, config={"miner": "pretrained", "num_codes": 3})
+    batch = make_batch(16)
+    with pytest.raises(RuntimeError, match="load_miner"):
+        model(batch)
+    miner = DomainMiner(INPUTS, MinerConfig(num_codes=3))
+    with pytest.raises(ValueError, match="codes"):
+        build_model("adaptive2", INPUTS, config={"miner": "pretrained"}).load_miner(miner)
+    model.load_miner(miner)
+    before = {k: v.clone() for k, v in miner.state_dict().items()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    loss = F.binary_cross_entropy_with_logits(model.train()(batch), batch.label)
+    assert model.aux_loss() is None
+    loss.backward()
+    opt.step()
+    assert not miner.training
+    assert all(torch.equal(before[k], v) for k, v in miner.state_dict().items())
+    assert torch.equal(model.last_codes, miner(batch))
+    assert model.dense_parameters() < sum(p.numel() for p in model.parameters())
