@@ -1,0 +1,285 @@
+"""The model bundle: one directory holding everything serving needs, and the :class:`Predictor` over it.
+
+Layout (written atomically with :func:`mdctr.io.atomic_dir`)::
+
+    bundle.json          format version, model name/config/width, ModelInputs, domain source, unseen policy
+    feature_spec.json    the fitted FeatureSpec (vocabularies, scalers, schema)
+    model.pt             the model's state_dict (loaded with ``weights_only=True``)
+    miner/               the pre-trained DomainMiner (only when the domain source is ``mined``)
+    metrics.json         test metrics: {"overall": {...}, "per_domain": [{"domain": id, ...}, ...]}
+
+A request carries the RAW columns ``schema.serving_columns`` (features + hand-crafted domain id; no label).
+Unseen sparse values are handled per column, and the choice is written into ``bundle.json``:
+
+* ``closed`` columns (by default: vocabulary of at most ``closed_vocab_max`` values, e.g. gender, occupation)
+  reject an unseen value with :class:`SchemaError` (a 4xx when served) — such a value is a client bug;
+* every other sparse column (ids: user, item, zip…) maps unseen values to the OOV bucket (index 0), because new
+  users and items are normal traffic for a CTR model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mdctr.data.encode import FeatureSpec
+from mdctr.data.tensors import Batch, TensorData
+from mdctr.io import atomic_dir, write_json_atomic
+from mdctr.models import DOMAIN_SOURCES, CTRModel, ModelInputs, build_model
+from mdctr.schema import SchemaError
+
+log = logging.getLogger(__name__)
+
+BUNDLE_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+SPEC_FILE = "feature_spec.json"
+WEIGHTS_FILE = "model.pt"
+MINER_DIR = "miner"
+METRICS_FILE = "metrics.json"
+#: sparse columns with at most this many training values reject unseen values by default
+DEFAULT_CLOSED_VOCAB_MAX = 100
+#: rows per forward pass when predicting (bounds memory for large requests)
+PREDICT_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """Contents of ``bundle.json``: how to rebuild and route the model.
+
+    Attributes:
+        model_name: registry key of the model (``mdctr.models``).
+        model_config: the model's config overrides (strict, as for ``build_model``).
+        width: width multiplier fitted to the FLOP budget.
+        inputs: the :class:`ModelInputs` the model was built with.
+        domain_source: ``handcrafted`` | ``mined`` | ``none``: what fills ``batch.domain``.
+        closed_columns: sparse columns whose unseen values are rejected (others map to OOV).
+        version: bundle format version.
+    """
+
+    model_name: str
+    model_config: dict[str, Any]
+    width: float
+    inputs: ModelInputs
+    domain_source: str
+    closed_columns: tuple[str, ...]
+    version: int = BUNDLE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["closed_columns"] = list(self.closed_columns)
+        d["inputs"]["vocab_sizes"] = list(self.inputs.vocab_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BundleInfo:
+        d = dict(d)
+        if d.get("version") != BUNDLE_VERSION:
+            raise SchemaError(f"bundle format version {d.get('version')!r}; expected {BUNDLE_VERSION}")
+        inp = dict(d["inputs"])
+        inp["vocab_sizes"] = tuple(inp["vocab_sizes"])
+        d["inputs"] = ModelInputs(**inp)
+        d["closed_columns"] = tuple(d.get("closed_columns", ()))
+        return cls(**d)
+
+
+def default_closed_columns(
+    spec: FeatureSpec, closed_vocab_max: int = DEFAULT_CLOSED_VOCAB_MAX
+) -> tuple[str, ...]:
+    """Sparse columns with a small (closed) vocabulary: at most ``closed_vocab_max`` training values."""
+    return tuple(c for c in spec.schema.sparse if len(spec.vocab[c]) <= closed_vocab_max)
+
+
+def normalise_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Bring test metrics to the bundle form ``{"overall": {name: float}, "per_domain": [dict, ...]}``.
+
+    Accepts that form, or a flat dict of scalars with an optional ``per_domain`` list (as a trainer returns).
+    Every per-domain entry must name its hand-crafted domain id under ``domain``.
+    """
+    if not metrics:
+        return {"overall": {}, "per_domain": []}
+    m = dict(metrics)
+    per_domain = [dict(d) for d in m.pop("per_domain", [])]
+    overall = m.pop("overall", None)
+    if overall is None:
+        overall = {
+            k: float(v) for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+    for entry in per_domain:
+        if "domain" not in entry:
+            raise ValueError(f"per-domain metrics entry {entry} lacks the 'domain' id")
+        entry["domain"] = int(entry["domain"])
+    return {"overall": {k: float(v) for k, v in overall.items()}, "per_domain": per_domain}
+
+
+def save_bundle(
+    directory: Path | str,
+    *,
+    model: CTRModel,
+    model_name: str,
+    model_config: Mapping[str, Any],
+    width: float,
+    spec: FeatureSpec,
+    domain_source: str,
+    miner: Any | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    closed_columns: Sequence[str] | None = None,
+    closed_vocab_max: int = DEFAULT_CLOSED_VOCAB_MAX,
+) -> Path:
+    """Write a bundle atomically to ``directory`` (replacing it) and return its path.
+
+    ``miner`` (a ``mdctr.domains.DomainMiner``) is required when ``domain_source == "mined"`` and must be None
+    otherwise. ``closed_columns`` overrides which sparse columns reject unseen values (default: those with at
+    most ``closed_vocab_max`` training values). ``metrics``: see :func:`normalise_metrics`.
+    """
+    if domain_source not in DOMAIN_SOURCES:
+        raise ValueError(f"unknown domain source {domain_source!r}; expected one of {DOMAIN_SOURCES}")
+    if (domain_source == "mined") != (miner is not None):
+        raise ValueError(
+            f"domain source {domain_source!r} {'needs' if miner is None else 'takes no'} domain miner"
+        )
+    closed = (
+        tuple(closed_columns)
+        if closed_columns is not None
+        else default_closed_columns(spec, closed_vocab_max)
+    )
+    unknown = sorted(set(closed) - set(spec.schema.sparse))
+    if unknown:
+        raise ValueError(f"closed_columns {unknown} are not sparse columns of {spec.schema.name!r}")
+    info = BundleInfo(
+        model_name=model_name,
+        model_config=dict(model_config),
+        width=float(width),
+        inputs=model.inputs,
+        domain_source=domain_source,
+        closed_columns=closed,
+    )
+    with atomic_dir(directory) as tmp:
+        write_json_atomic(tmp / BUNDLE_FILE, info.to_dict())
+        spec.save(tmp / SPEC_FILE)
+        # cpu tensors so a bundle trained on a GPU loads anywhere
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
+        if miner is not None:
+            miner.save(tmp / MINER_DIR)
+        write_json_atomic(tmp / METRICS_FILE, normalise_metrics(metrics))
+    log.info("saved %s bundle (%s domains) to %s", model_name, domain_source, directory)
+    return Path(directory)
+
+
+def read_metrics(directory: Path | str) -> dict[str, Any]:
+    """The bundle's test metrics (``{"overall": ..., "per_domain": [...]}``)."""
+    return json.loads((Path(directory) / METRICS_FILE).read_text())
+
+
+class Predictor:
+    """Raw rows in, pCTR out, exactly as training encoded and routed them. Load with :meth:`load`."""
+
+    def __init__(self, info: BundleInfo, spec: FeatureSpec, model: CTRModel, miner: Any | None = None):
+        self.info = info
+        self.spec = spec
+        self.model = model.eval()
+        self.miner = miner
+        schema = spec.schema
+        self.columns: tuple[str, ...] = schema.serving_columns
+        self._closed_vocab = {c: pd.Index(spec.vocab[c]) for c in info.closed_columns}
+
+    @classmethod
+    def load(cls, directory: Path | str) -> Predictor:
+        """Rebuild the model from a bundle directory (CPU, eval mode)."""
+        directory = Path(directory)
+        if not (directory / BUNDLE_FILE).is_file():
+            raise FileNotFoundError(f"{directory} is not a model bundle: {BUNDLE_FILE} not found")
+        info = BundleInfo.from_dict(json.loads((directory / BUNDLE_FILE).read_text()))
+        spec = FeatureSpec.load(directory / SPEC_FILE)
+        model = build_model(info.model_name, info.inputs, width=info.width, config=info.model_config)
+        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        miner = None
+        if info.domain_source == "mined":
+            from mdctr.domains.miner import DomainMiner  # only mined bundles need the miner code
+
+            miner = DomainMiner.load(directory / MINER_DIR)
+        return cls(info, spec, model, miner)
+
+    # -- input checks -------------------------------------------------------------------------------------
+    def check_frame(self, df: pd.DataFrame) -> None:
+        """Raise :class:`SchemaError` naming the problem if ``df`` is not a valid request.
+
+        Strict where the encoder is lenient: column dtypes must match the training kinds (no "5" for an
+        integer id), and closed-vocabulary columns must hold known values.
+        """
+        sch = self.spec.schema
+        if not isinstance(df, pd.DataFrame):
+            raise SchemaError(
+                f"request: expected a table of columns {list(self.columns)}, got {type(df).__name__}"
+            )
+        missing = [c for c in self.columns if c not in df.columns]
+        if missing:
+            raise SchemaError(f"request: missing column(s) {missing}; expected {list(self.columns)}")
+        if len(df) == 0:
+            raise SchemaError("request: no rows")
+        for col in sch.sparse:
+            s = df[col]
+            if self.spec.kinds[col] == "int":
+                if not _is_int(s):
+                    raise SchemaError(f"request: column {col!r} expects integer ids; found dtype {s.dtype}")
+            elif (
+                not (pd.api.types.is_string_dtype(s) or s.dtype == object)
+                or not s.map(lambda v: isinstance(v, str)).all()
+            ):
+                raise SchemaError(f"request: column {col!r} expects strings; found {_first_bad_str(s)!r}")
+        for col in sch.dense:
+            s = df[col]
+            if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+                raise SchemaError(f"request: column {col!r} expects numbers; found dtype {s.dtype}")
+        if not _is_int(df[sch.domain]):
+            raise SchemaError(
+                f"request: column {sch.domain!r} expects integer domain ids; found {df[sch.domain].dtype}"
+            )
+        for col, vocab in self._closed_vocab.items():
+            keys = df[col].astype("int64") if self.spec.kinds[col] == "int" else df[col].astype(str)
+            unseen = vocab.get_indexer(keys) < 0
+            if unseen.any():
+                raise SchemaError(
+                    f"request: column {col!r} has {int(unseen.sum())} unknown value(s), e.g. "
+                    f"{keys[unseen].iloc[0]!r}; known values: {list(vocab)[:20]}"
+                )
+
+    def encode(self, df: pd.DataFrame) -> TensorData:
+        """Check and encode raw rows; ``domain`` holds the routing domain of the bundle's source."""
+        self.check_frame(df)
+        enc = self.spec.encode_frame(df, source="request", unseen="oov", require_label=False)
+        enc[self.spec.schema.label] = np.float32(0.0)  # TensorData wants a label; serving has none
+        data = TensorData.from_frame(enc, self.spec.schema)
+        source = self.info.domain_source
+        if source == "none":
+            return data.with_domain(torch.zeros(len(data), dtype=torch.int64))
+        if source == "mined":
+            return data.with_domain(self.miner.assign(data))
+        return data
+
+    @torch.no_grad()
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """pCTR per row: ``df`` with the raw ``schema.serving_columns`` → float64 array [N] in (0, 1)."""
+        data = self.encode(df)
+        out = []
+        for start in range(0, len(data), PREDICT_BATCH):
+            batch: Batch = data.batch(start, start + PREDICT_BATCH)
+            out.append(torch.sigmoid(self.model(batch)))
+        return torch.cat(out).to(torch.float64).numpy()
+
+
+def _is_int(s: pd.Series) -> bool:
+    return pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def _first_bad_str(s: pd.Series) -> Any:
+    bad = s[~s.map(lambda v: isinstance(v, str))]
+    return bad.iloc[0] if len(bad) else s.dtype

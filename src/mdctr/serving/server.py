@@ -1,0 +1,174 @@
+"""Run ``mlflow models serve`` on a registered model as a child process (no mlflow import here).
+
+The scoring server is MLflow's own (FastAPI + uvicorn): ``POST /invocations`` with ``dataframe_split`` JSON,
+``GET /ping`` for health. ``--env-manager local`` serves from the current environment, which already holds
+every inference dependency (the model's ``requirements.txt`` pins the same versions).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_URI = "models:/mdctr-ctr@champion"
+DEFAULT_PORT = 5001
+
+
+class ServerError(RuntimeError):
+    """A server could not be started or did not become healthy."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def venv_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with its interpreter's bin directory first on PATH.
+
+    MLflow launches ``uvicorn`` by name, so the venv's bin must be on PATH even when the venv is not activated.
+    """
+    env = dict(os.environ)
+    env.update(extra or {})
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return env
+
+
+def serve_command(model_uri: str, *, port: int, host: str = "127.0.0.1", workers: int = 1) -> list[str]:
+    """The ``mlflow models serve`` command line for ``model_uri`` (local env manager)."""
+    return [
+        sys.executable, "-m", "mlflow", "models", "serve",
+        "-m", model_uri, "--env-manager", "local", "-h", host, "-p", str(port), "-w", str(workers),
+    ]  # fmt: skip
+
+
+def wait_healthy(
+    url: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None, log_path: Path | None = None
+) -> None:
+    """Poll ``url`` until it answers 200; fail early (with the log tail) if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(
+                f"server exited with status {proc.returncode} before {url} was healthy:\n{_tail(log_path)}"
+            )
+        time.sleep(0.2)
+    raise ServerError(f"{url} not healthy within {timeout:.0f} s:\n{_tail(log_path)}")
+
+
+def _tail(path: Path | None, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path is not None and path.exists() else ""
+
+
+@dataclass
+class ProcessServer:
+    """A server running as a child process in its own session (so ``stop`` ends its workers too).
+
+    Attributes:
+        url: base URL, e.g. ``http://127.0.0.1:5001``.
+        pid: process id of the server's main process.
+        log_path: file holding its stdout and stderr.
+    """
+
+    url: str
+    pid: int
+    log_path: Path
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Terminate the server's process group (idempotent)."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._proc = None
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=timeout)
+
+    def __enter__(self) -> ProcessServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def launch(
+    cmd: list[str],
+    *,
+    url: str,
+    health_path: str,
+    env: Mapping[str, str],
+    timeout: float,
+    log_dir: Path | None = None,
+) -> ProcessServer:
+    """Start ``cmd`` in a new session, wait for ``url + health_path`` to answer 200, return the handle."""
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="mdctr-server-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "server.log"
+    with log_path.open("ab") as fh:
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True
+        )
+    server = ProcessServer(url=url, pid=proc.pid, log_path=log_path, _proc=proc)
+    try:
+        wait_healthy(url + health_path, timeout=timeout, proc=proc, log_path=log_path)
+    except BaseException:
+        server.stop()
+        raise
+    log.info("server pid %d healthy at %s (log %s)", proc.pid, url, log_path)
+    return server
+
+
+def start_model_server(
+    model_uri: str = DEFAULT_MODEL_URI,
+    *,
+    port: int | None = None,
+    tracking_uri: str | None = None,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    log_dir: Path | None = None,
+) -> ProcessServer:
+    """Serve ``model_uri`` on 127.0.0.1 with MLflow's scoring server; returns once ``/ping`` answers.
+
+    ``tracking_uri`` lets the server resolve ``models:/`` URIs; ``env`` adds variables (e.g. S3 endpoint).
+    """
+    port = port or free_port()
+    extra = dict(env or {})
+    if tracking_uri:
+        extra["MLFLOW_TRACKING_URI"] = tracking_uri
+    return launch(
+        serve_command(model_uri, port=port, workers=workers),
+        url=f"http://127.0.0.1:{port}",
+        health_path="/ping",
+        env=venv_env(extra),
+        timeout=timeout,
+        log_dir=log_dir,
+    )

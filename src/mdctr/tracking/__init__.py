@@ -1,0 +1,44 @@
+"""MLflow tracking and registry: the only package that imports mlflow.
+
+Names (experiment ``mdctr``, registered model ``mdctr-ctr``, aliases ``challenger``/``champion``) live in
+:mod:`mdctr.tracking.names`.
+"""
+
+from mdctr.tracking.names import CHALLENGER, CHAMPION, EXPERIMENT, REGISTERED_MODEL
+from mdctr.tracking.registry import (
+    GateDecision,
+    RegisteredVersion,
+    alias_version,
+    decide_promotion,
+    inference_requirements,
+    load_input_example,
+    model_storage_uri,
+    promote,
+    register_bundle,
+    version_metrics,
+)
+from mdctr.tracking.runs import end_parent_run, log_evaluation, log_training_run, start_parent_run
+from mdctr.tracking.setup import configure, default_tracking_uri
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "EXPERIMENT",
+    "REGISTERED_MODEL",
+    "GateDecision",
+    "RegisteredVersion",
+    "alias_version",
+    "configure",
+    "decide_promotion",
+    "default_tracking_uri",
+    "end_parent_run",
+    "inference_requirements",
+    "load_input_example",
+    "log_evaluation",
+    "log_training_run",
+    "model_storage_uri",
+    "promote",
+    "register_bundle",
+    "start_parent_run",
+    "version_metrics",
+]

@@ -1,0 +1,88 @@
+"""``mlflow models serve`` on a registered champion: served pCTR equals the offline Predictor, bad requests get
+a 4xx with a message, and the server keeps serving after them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from mdctr import tracking
+from mdctr.serving import Predictor, ProcessServer, start_model_server
+from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
+from mdctr.tracking.names import CHAMPION, REGISTERED_MODEL
+
+pytestmark = pytest.mark.integration
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def server(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
+    uri = tracking.configure(f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}")
+    parent = tracking.start_parent_run(uri, run_name="serve-test")
+    run_id = tracking.log_training_run(
+        uri, parent, run_name="dnn", params={"model": "dnn"}, system_metrics=False
+    )
+    rv = tracking.register_bundle(uri, demo.path, run_id=run_id, input_example=demo.table)
+    tracking.promote(uri, rv.version)
+    srv = start_model_server(
+        f"models:/{REGISTERED_MODEL}@{CHAMPION}", tracking_uri=uri, log_dir=tmp_path_factory.mktemp("srv")
+    )
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _split(df) -> str:
+    return json.dumps({"dataframe_split": json.loads(df.to_json(orient="split", index=False))})
+
+
+def test_served_predictions_equal_offline(server: ProcessServer, demo: DemoBundle) -> None:
+    rows = demo.table[list(DEMO_SCHEMA.serving_columns)].sample(300, random_state=1).reset_index(drop=True)
+    r = requests.post(f"{server.url}/invocations", data=_split(rows), headers=JSON, timeout=30)
+    assert r.status_code == 200, r.text
+    served = np.asarray(r.json()["predictions"], dtype=np.float64)
+    np.testing.assert_allclose(served, Predictor.load(demo.path).predict(rows), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "message"),
+    [
+        ("missing column", lambda rows: _split(rows.drop(columns=["age"])), "missing inputs"),
+        ("wrong type", lambda rows: _split(rows.assign(user_id="abc")), "user_id"),
+        ("unseen category", lambda rows: _split(rows.assign(gender="X")), "'gender' has 3 unknown value(s)"),
+        ("malformed json", lambda rows: '{"dataframe_split": {"columns": [', "valid JSON"),
+        ("empty body", lambda rows: "", "valid JSON"),
+        ("no rows", lambda rows: _split(rows.head(0)), "no rows"),
+    ],
+)
+def test_bad_requests_get_4xx_and_server_keeps_serving(
+    server: ProcessServer, demo: DemoBundle, name: str, body, message: str
+) -> None:
+    rows = demo.table[list(DEMO_SCHEMA.serving_columns)].head(3)
+    r = requests.post(f"{server.url}/invocations", data=body(rows), headers=JSON, timeout=30)
+    assert 400 <= r.status_code < 500, f"{name}: {r.status_code} {r.text[:300]}"
+    assert message in r.json()["message"], f"{name}: {r.text[:500]}"
+    ok = requests.post(f"{server.url}/invocations", data=_split(rows), headers=JSON, timeout=30)
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 3
+
+
+def test_serve_cli_prints_the_mlflow_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mdctr.cli import app
+
+    res = CliRunner().invoke(
+        app, ["serve", "--dry-run", "--port", "5123", "--tracking-uri", "http://127.0.0.1:5000"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in res.output
+    assert (
+        "-m mlflow models serve -m models:/mdctr-ctr@champion --env-manager local -h 127.0.0.1 -p 5123"
+        in res.output
+    )

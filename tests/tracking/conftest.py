@@ -1,0 +1,82 @@
+"""Tracking backends for the tests: embedded SQLite, and ``mlflow server`` on PostgreSQL + S3 (s3rver)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from mdctr.devservices import start_s3
+from mdctr.devservices.mlflow_server import MlflowServer, start_mlflow_server
+from mdctr.serving.demo import DemoBundle, make_demo_bundle
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+S3_PREFIX = "mlflow-test"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a test logs: ``uri`` for mdctr.tracking; the server details when it is the production setup."""
+
+    kind: str
+    uri: str
+    database: str | None = None
+    server: MlflowServer | None = None
+    s3: Any = None
+
+    def connect(self) -> Any:
+        """A psycopg2 connection to this backend's PostgreSQL database (server backend only)."""
+        return psycopg2.connect(dbname=self.database, **PG)
+
+
+def _admin(sql: str) -> None:
+    conn = psycopg2.connect(dbname="postgres", **PG)
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> DemoBundle:
+    return make_demo_bundle(Path(tmp_path_factory.mktemp("bundle")) / "bundle")
+
+
+@pytest.fixture(scope="module")
+def postgres_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """A fresh PostgreSQL database and an ``mlflow server`` over it with artifacts in a local S3 bucket.
+
+    The S3 server is moto, not the session's s3rver: s3rver (0.x) omits ``CommonPrefixes`` for directories
+    more than one level deep, so MLflow downloads a model without its ``artifacts/`` and ``code/`` folders.
+    """
+    db = f"mdctr_test_{uuid.uuid4().hex[:10]}"
+    _admin(f'CREATE DATABASE "{db}"')
+    s3_server = start_s3(tmp_path_factory.mktemp("s3"), backend="moto")
+    server = None
+    try:
+        server = start_mlflow_server(
+            f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}",
+            f"s3://{s3_server.bucket}/{S3_PREFIX}/{db}",
+            env=s3_server.env(),
+            log_dir=tmp_path_factory.mktemp("mlflow-server"),
+        )
+        yield Backend("server", server.url, database=db, server=server, s3=s3_server)
+    finally:
+        if server is not None:
+            server.stop()
+        s3_server.stop()
+        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    return request.getfixturevalue("postgres_s3_server")

@@ -1,0 +1,188 @@
+"""Runs, registration, the promotion gate and aliases — on embedded SQLite and on mlflow server with
+PostgreSQL + S3 (``backend`` is parametrised over both)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mdctr import tracking
+from mdctr.serving import Predictor
+from mdctr.serving.bundle import METRICS_FILE
+from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
+from mdctr.tracking.names import CHALLENGER, CHAMPION, REGISTERED_MODEL
+
+pytestmark = pytest.mark.integration
+
+
+def _with_metrics(demo: DemoBundle, dest: Path, auc: float, domain_auc: tuple[float, float, float]) -> Path:
+    """A copy of the demo bundle whose stored test metrics are the given ones (the gate reads only those)."""
+    shutil.copytree(demo.path, dest)
+    metrics = {
+        "overall": {"auc": auc, "logloss": 0.6},
+        "per_domain": [{"domain": d, "auc": a, "logloss": 0.6} for d, a in enumerate(domain_auc)],
+    }
+    (dest / METRICS_FILE).write_text(json.dumps(metrics))
+    return dest
+
+
+def _training_run(uri: str, demo: DemoBundle) -> tuple[str, str]:
+    parent = tracking.start_parent_run(
+        uri,
+        run_name="pipeline",
+        params={"dataset": "demo", "budget": {"flops": 1000}},
+        data_rev="v1",
+        data_md5="abc123",
+        git_sha="deadbeef",
+        kfp_run_id="kfp-1",
+    )
+    run = tracking.log_training_run(
+        uri,
+        parent,
+        run_name="dnn-none",
+        params={"model": "dnn", "config": {"hidden": [16]}, "width": 1.0},
+        history=[
+            {"epoch": 0, "train_loss": 0.69, "valid_auc": 0.6},
+            {"epoch": 1, "train_loss": 0.6, "valid_auc": 0.65},
+        ],
+        metrics={"auc": 0.7, "logloss": 0.6, "flops_per_sample": 1234.0, "dense_params": 321},
+        per_domain=[
+            {"domain": d, "name": n, "auc": 0.7, "rows": 10} for d, n in enumerate(DEMO_SCHEMA.domain_names)
+        ],
+        tags={"mdctr.domain_source": "none"},
+        artifacts=[demo.path / METRICS_FILE],
+    )
+    return parent, run
+
+
+def test_runs_params_metrics_tables_and_artifacts(
+    backend: Any, demo_bundle: DemoBundle, tmp_path: Path
+) -> None:
+    uri = tracking.configure(backend.uri)
+    parent, run_id = _training_run(uri, demo_bundle)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "leaderboard.md").write_text("| model | auc |\n|---|---|\n| dnn | 0.7 |\n")
+    tracking.log_evaluation(uri, parent, metrics={"best_auc": 0.7}, artifact_dir=tmp_path / "eval")
+    tracking.end_parent_run(uri, parent)
+
+    c = MlflowClient(uri)
+    p, r = c.get_run(parent), c.get_run(run_id)
+    assert p.info.status == "FINISHED" and p.info.run_name == "pipeline"
+    assert {
+        k: p.data.tags[k] for k in ("mdctr.data_rev", "mdctr.data_md5", "mdctr.git_sha", "mdctr.kfp_run_id")
+    } == {
+        "mdctr.data_rev": "v1",
+        "mdctr.data_md5": "abc123",
+        "mdctr.git_sha": "deadbeef",
+        "mdctr.kfp_run_id": "kfp-1",
+    }
+    assert p.data.params == {"dataset": "demo", "budget.flops": "1000"}
+    assert p.data.metrics["best_auc"] == pytest.approx(0.7)
+    assert r.data.tags["mlflow.parentRunId"] == parent
+    assert r.data.params["config.hidden"] == "[16]"
+    assert r.data.metrics["flops_per_sample"] == 1234.0 and r.data.metrics["dense_params"] == 321
+    assert r.data.metrics["domain.2.auc"] == pytest.approx(0.7)
+    curve = c.get_metric_history(run_id, "valid_auc")
+    assert [(m.step, m.value) for m in sorted(curve, key=lambda m: m.step)] == [(0, 0.6), (1, 0.65)]
+    arts = {a.path for a in c.list_artifacts(run_id)}
+    assert {"per_domain.json", "metrics.json"} <= arts
+    table = json.loads(Path(c.download_artifacts(run_id, "per_domain.json", str(tmp_path))).read_text())
+    assert table["columns"][:3] == ["domain", "name", "auc"] and len(table["data"]) == 3
+    assert [a.path for a in c.list_artifacts(parent, "evaluation")] == ["evaluation/leaderboard.md"]
+
+
+def test_register_gate_and_aliases(backend: Any, demo_bundle: DemoBundle, tmp_path: Path) -> None:
+    uri = tracking.configure(backend.uri)
+    _, run_id = _training_run(uri, demo_bundle)
+    c = MlflowClient(uri)
+
+    def register(name: str, auc: float, domains: tuple[float, float, float]) -> str:
+        bundle = _with_metrics(demo_bundle, tmp_path / name, auc, domains)
+        rv = tracking.register_bundle(uri, bundle, run_id=run_id, input_example=demo_bundle.table)
+        assert rv.model_uri == f"models:/{REGISTERED_MODEL}/{rv.version}"
+        assert tracking.alias_version(uri, CHALLENGER) == rv.version
+        return rv.version
+
+    first = register("first", 0.70, (0.70, 0.70, 0.70))
+    tags = c.get_model_version(REGISTERED_MODEL, first).tags
+    assert tags["metric.auc"] == "0.7" and tags["domain.1.auc"] == "0.7" and tags["mdctr.model"] == "dnn"
+    gate = tracking.decide_promotion(uri, first)
+    assert gate.promote and gate.champion_version is None and "no champion" in gate.reason
+    assert tracking.promote(uri, first) == f"models:/{REGISTERED_MODEL}/{first}"
+    assert tracking.alias_version(uri, CHAMPION) == first
+
+    better = register("better", 0.72, (0.71, 0.72, 0.70))
+    gate = tracking.decide_promotion(uri, better)
+    assert gate.promote and gate.champion_version == first
+    assert gate.domain_deltas == pytest.approx({0: 0.01, 1: 0.02, 2: 0.0})
+    tracking.promote(uri, better)
+    assert tracking.alias_version(uri, CHAMPION) == better
+
+    worse = register("worse", 0.715, (0.72, 0.72, 0.72))
+    gate = tracking.decide_promotion(uri, worse)
+    assert not gate.promote and "does not beat" in gate.reason
+    assert gate.challenger["auc"] == 0.715 and gate.champion["auc"] == 0.72
+
+    # better overall, but domain 2 loses 0.005 > tolerance 0.002
+    regressing = register("regressing", 0.73, (0.75, 0.75, 0.695))
+    gate = tracking.decide_promotion(uri, regressing, tolerance=0.002)
+    assert not gate.promote and "domain(s) [2]" in gate.reason
+    assert gate.domain_deltas[2] == pytest.approx(-0.005)
+    # ... which a looser tolerance accepts
+    assert tracking.decide_promotion(uri, regressing, tolerance=0.01).promote
+
+    assert tracking.alias_version(uri, CHAMPION) == better  # a refusal never moves the champion
+    assert tracking.alias_version(uri, CHALLENGER) == regressing
+    gate_tags = c.get_model_version(REGISTERED_MODEL, worse).tags
+    assert gate_tags["gate.decision"] == "reject" and gate_tags["gate.champion_version"] == better
+    assert float(gate_tags["gate.challenger_auc"]) == 0.715 and "does not beat" in gate_tags["gate.reason"]
+
+    # the registered pyfunc predicts exactly what the bundle predicts offline
+    rows = demo_bundle.table[list(DEMO_SCHEMA.serving_columns)].head(50)
+    served = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@{CHAMPION}").predict(rows)
+    np.testing.assert_allclose(
+        np.asarray(served), Predictor.load(demo_bundle.path).predict(rows), rtol=0, atol=1e-12
+    )
+
+
+def test_server_keeps_runs_in_postgres_and_artifacts_in_s3(
+    postgres_s3_server: Any, demo_bundle: DemoBundle
+) -> None:
+    srv = postgres_s3_server
+    uri = tracking.configure(srv.uri)
+    _, run_id = _training_run(uri, demo_bundle)
+    rv = tracking.register_bundle(uri, demo_bundle.path, run_id=run_id, input_example=demo_bundle.table)
+
+    conn = srv.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT name FROM runs WHERE run_uuid = %s", (run_id,))
+            assert cur.fetchone() == ("dnn-none",)
+            cur.execute("SELECT count(*) FROM model_versions WHERE name = %s", (REGISTERED_MODEL,))
+            assert cur.fetchone()[0] >= 1
+    finally:
+        conn.close()
+
+    prefix = srv.server.artifacts_destination.removeprefix(f"s3://{srv.s3.bucket}/")
+    keys = [
+        o["Key"] for o in srv.s3.client().list_objects_v2(Bucket=srv.s3.bucket, Prefix=prefix)["Contents"]
+    ]
+    assert any(k.endswith(f"{run_id}/artifacts/per_domain.json") for k in keys)
+    assert any(k.endswith("/artifacts/bundle/model.pt") for k in keys)  # the pyfunc's copy of the bundle
+    assert any(k.endswith("/MLmodel") for k in keys)
+
+    storage = tracking.model_storage_uri(
+        uri, rv.version, artifacts_destination=srv.server.artifacts_destination
+    )
+    assert storage.startswith(srv.server.artifacts_destination + "/")
+    mlmodel_key = storage.removeprefix(f"s3://{srv.s3.bucket}/") + "/MLmodel"
+    assert mlmodel_key in keys
+    with pytest.raises(ValueError, match="artifacts_destination"):
+        tracking.model_storage_uri(uri, rv.version)
