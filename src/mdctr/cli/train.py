@@ -1,0 +1,159 @@
+"""``mdctr models list``, ``mdctr train`` and ``mdctr benchmark``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mdctr.cli.common import datasets_dir, user_errors
+
+models_app = typer.Typer(help="The model zoo.", no_args_is_help=True)
+
+DatasetOpt = typer.Option(..., "--dataset", "-d", help="Registered dataset name (e.g. ml-1m, synthetic).")
+SourceOpt = typer.Option(None, "--source", "-s", help="Raw data directory (default: $DATASETS_DIR).")
+
+
+@models_app.command("list")
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Registered models, the domain sources each accepts, and its default config."""
+    from mdctr.models import model_class, model_names
+
+    rows = []
+    for name in model_names():
+        cls = model_class(name)
+        defaults = dataclasses.asdict(cls.Config()) if dataclasses.is_dataclass(cls.Config) else {}
+        rows.append({"model": name, "domain_sources": list(cls.domain_sources), "config": defaults})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['model']:<14} sources={','.join(r['domain_sources']):<24} config={r['config']}")
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """:func:`user_errors` plus this area's own expected errors (bad source, unreachable budget, bad resume)."""
+    from mdctr.evaluation.budget import BudgetError
+    from mdctr.training.domains import DomainSourceError
+    from mdctr.training.trainer import TrainingError
+
+    with user_errors():
+        try:
+            yield
+        except (DomainSourceError, BudgetError, TrainingError) as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.5f}"
+
+
+def _load_prepared(dataset: str, source: Path | None) -> Any:
+    from mdctr.data import load_dataset
+    from mdctr.data.prepare import prepare_in_memory
+
+    return prepare_in_memory(load_dataset(dataset, source or datasets_dir()))
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``models`` (group), ``train`` and ``benchmark`` to the root app."""
+    root.add_typer(models_app, name="models")
+
+    @root.command("train")
+    def train(
+        dataset: str = DatasetOpt,
+        source: Path | None = SourceOpt,
+        model: str = typer.Option(..., "--model", "-m", help="Registered model (see `mdctr models list`)."),
+        domains: str = typer.Option("handcrafted", "--domains", help="handcrafted | mined | none."),
+        epochs: int = typer.Option(5, help="Maximum epochs (early stopping on validation AUC)."),
+        seed: int = typer.Option(0, help="Seeds initialisation, shuffling and dropout."),
+        batch_size: int = typer.Option(4096, help="Rows per step."),
+        budget: str | None = typer.Option(
+            None, help="Fit the width to a FLOP budget: 'model:dnn' or a number."
+        ),
+        width: float = typer.Option(1.0, help="Width multiplier (ignored with --budget)."),
+        miner_dir: Path | None = typer.Option(None, "--miner", help="Saved miner for --domains mined."),
+        checkpoint_dir: Path | None = typer.Option(None, help="Per-epoch checkpoints; resumes if present."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Train one model and print test AUC/logloss, per-domain AUC, FLOPs, params, throughput, wall time."""
+        from mdctr.training import TrainConfig, train_model
+        from mdctr.training.domains import check_domain_source, mines_own_domains
+        from mdctr.training.run import model_inputs
+
+        with _errors():
+            check_domain_source(model, domains)
+            config = TrainConfig(
+                epochs=epochs,
+                seed=seed,
+                batch_size=batch_size,
+                checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+            )
+            prepared = _load_prepared(dataset, source)
+            miner = None
+            if domains == "mined" and not mines_own_domains(model):
+                from mdctr.domains.miner import DomainMiner, MinerConfig, fit_miner
+
+                miner = (
+                    DomainMiner.load(miner_dir)
+                    if miner_dir
+                    else fit_miner(prepared.train, model_inputs(prepared, 1), MinerConfig(seed=seed))
+                )
+            result = train_model(
+                prepared, model, domains, width=width, miner=miner, config=config, budget=budget
+            )
+        summary = result.summary()
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+            return
+        typer.echo(f"{model} / {domains} on {dataset} (seed {seed}, width {summary['width']:.4g})")
+        typer.echo(f"  test AUC      {_fmt(summary['test_auc'])}")
+        typer.echo(f"  test logloss  {_fmt(summary['test_logloss'])}")
+        for name, auc in summary["domain_auc"].items():
+            typer.echo(f"  AUC {name:<10}{_fmt(auc)}")
+        typer.echo(f"  FLOPs/sample  {summary['flops_per_sample']:,.0f}")
+        typer.echo(f"  dense params  {summary['dense_params']:,}")
+        typer.echo(f"  train samples/s {summary['train_samples_per_s']:,.0f}")
+        typer.echo(f"  wall time     {summary['wall_s']:.1f}s (best epoch {summary['best_epoch']})")
+
+    @root.command("benchmark")
+    def benchmark(
+        dataset: str = DatasetOpt,
+        source: Path | None = SourceOpt,
+        models: str = typer.Option("", help="Comma-separated models (default: all registered)."),
+        domains: str = typer.Option("handcrafted,mined,none", help="Comma-separated domain sources."),
+        budget: str = typer.Option("", help="FLOP budget (default: the configured FLOP_BUDGET_DEFAULT)."),
+        seeds: int = typer.Option(3, help="Seeds 0..N-1 per entry."),
+        epochs: int = typer.Option(5, help="Maximum epochs per run."),
+        batch_size: int = typer.Option(4096, help="Rows per step."),
+        out: Path = typer.Option(Path("runs/benchmark"), "--out", "-o", help="Output directory."),
+    ) -> None:
+        """FLOP-matched leaderboard over models × domain sources × seeds (Markdown, CSV, JSON, PNG)."""
+        from mdctr.evaluation.benchmark import run_benchmark
+        from mdctr.evaluation.flops import FLOP_BUDGET_DEFAULT
+        from mdctr.evaluation.leaderboard import to_markdown
+        from mdctr.models import model_names
+        from mdctr.training import TrainConfig
+
+        names = [m for m in models.split(",") if m] or model_names()
+        with _errors():
+            df = run_benchmark(
+                dataset,
+                source or datasets_dir(),
+                names,
+                [d for d in domains.split(",") if d],
+                budget or FLOP_BUDGET_DEFAULT,
+                seeds,
+                out,
+                TrainConfig(epochs=epochs, batch_size=batch_size),
+            )
+        typer.echo(to_markdown(df, f"FLOP-matched leaderboard: {dataset}"))
+        typer.echo(f"wrote {out}")

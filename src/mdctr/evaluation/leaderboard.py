@@ -1,0 +1,238 @@
+"""The FLOP-matched leaderboard: one row per (model, domain source), aggregated over seeds.
+
+Each row reports mean ± std (over seeds, ddof=1) of the pooled test AUC and logloss, the mean per-domain AUC
+(hand-crafted domains), FLOPs per sample and dense parameters, and two paired significance tests (see
+:mod:`mdctr.evaluation.significance`): against the FLOP-matched single-domain baseline (``dnn`` with domain
+source ``none``) and against the best entry (highest mean AUC). Written as Markdown, CSV and JSON plus two
+PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mdctr.evaluation.significance import PairedTest, compare_entries
+from mdctr.io import write_json_atomic
+
+BASELINE = ("dnn", "none")
+SIGNIFICANCE_NOTE = (
+    "p-values are two-sided: a paired t-test over seeds (scipy.stats.ttest_rel) when two or more seeds are "
+    "paired, otherwise the DeLong test for correlated AUCs on the pooled test predictions."
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One trained run (one model, domain source and seed).
+
+    ``labels``/``probs`` ([N_test], same row order in every run) feed the one-seed significance fallback.
+    """
+
+    model: str
+    domain_source: str
+    seed: int
+    width: float
+    flops: float
+    dense_params: int
+    auc: float
+    logloss: float
+    domain_auc: dict[str, float] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    train_samples_per_s: float = math.nan
+    wall_s: float = math.nan
+
+    @property
+    def entry(self) -> str:
+        return f"{self.model}/{self.domain_source}"
+
+    @classmethod
+    def from_trained(cls, trained: Any) -> RunRecord:
+        """From a :class:`mdctr.training.TrainedModel`."""
+        return cls(
+            model=trained.model_name,
+            domain_source=trained.domain_source,
+            seed=trained.seed,
+            width=trained.width,
+            flops=trained.flops,
+            dense_params=trained.dense_params,
+            auc=trained.metrics["auc"],
+            logloss=trained.metrics["logloss"],
+            domain_auc={k: v["auc"] for k, v in trained.metrics["domains"].items()},
+            labels=trained.labels,
+            probs=trained.predictions,
+            train_samples_per_s=trained.fit.train_samples_per_s,
+            wall_s=trained.fit.wall_s,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything except the prediction arrays."""
+        return {
+            k: getattr(self, k)
+            for k in self.__dataclass_fields__  # type: ignore[attr-defined]
+            if k not in ("labels", "probs")
+        }
+
+
+def _std(values: Sequence[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+
+def _test_columns(prefix: str, test: PairedTest | None, note: str = "") -> dict[str, Any]:
+    if test is None:
+        return {f"{prefix}_diff": math.nan, f"{prefix}_p": math.nan, f"{prefix}_test": note}
+    return {f"{prefix}_diff": test.diff, f"{prefix}_p": test.p_value, f"{prefix}_test": test.method}
+
+
+def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Aggregate runs into one row per (model, domain source), best mean AUC first.
+
+    Columns: ``rank, entry, model, domain_source, seeds, width, flops, dense_params, auc_mean, auc_std,
+    logloss_mean, logloss_std, auc[<domain>]`` (mean per hand-crafted domain), ``train_samples_per_s``,
+    ``vs_dnn_diff, vs_dnn_p, vs_dnn_test, vs_best_diff, vs_best_p, vs_best_test``. ``df.attrs`` holds the
+    domain names, the baseline and the significance note.
+    """
+    if not records:
+        raise ValueError("no runs to put on a leaderboard")
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault((r.model, r.domain_source), []).append(r)
+    domains: list[str] = []
+    for r in records:
+        domains.extend(d for d in r.domain_auc if d not in domains)
+    labels = next((r.labels for r in records if r.labels is not None), None)
+
+    def by_seed(runs: list[RunRecord]) -> tuple[dict[int, float], dict[int, np.ndarray]]:
+        return (
+            {r.seed: r.auc for r in runs},
+            {r.seed: r.probs for r in runs if r.probs is not None},
+        )
+
+    rows = []
+    for (model, source), runs in groups.items():
+        aucs = [r.auc for r in runs]
+        losses = [r.logloss for r in runs]
+        row: dict[str, Any] = {
+            "entry": f"{model}/{source}",
+            "model": model,
+            "domain_source": source,
+            "seeds": len(runs),
+            "width": float(np.mean([r.width for r in runs])),
+            "flops": float(np.mean([r.flops for r in runs])),
+            "dense_params": int(np.mean([r.dense_params for r in runs])),
+            "auc_mean": float(np.mean(aucs)),
+            "auc_std": _std(aucs),
+            "logloss_mean": float(np.mean(losses)),
+            "logloss_std": _std(losses),
+        }
+        for d in domains:
+            row[f"auc[{d}]"] = float(np.nanmean([r.domain_auc.get(d, math.nan) for r in runs]))
+        row["train_samples_per_s"] = float(np.mean([r.train_samples_per_s for r in runs]))
+        rows.append(row)
+    df = pd.DataFrame(rows).sort_values("auc_mean", ascending=False, kind="stable").reset_index(drop=True)
+    df.insert(0, "rank", np.arange(1, len(df) + 1))
+
+    best_key = (df.loc[0, "model"], df.loc[0, "domain_source"])
+    tests: list[dict[str, Any]] = []
+    for _, row in df.iterrows():
+        key = (row["model"], row["domain_source"])
+        auc_a, probs_a = by_seed(groups[key])
+        cols: dict[str, Any] = {}
+        for prefix, ref in (("vs_dnn", BASELINE), ("vs_best", best_key)):
+            if ref not in groups:
+                cols |= _test_columns(prefix, None, "no baseline")
+            elif ref == key:
+                cols |= _test_columns(prefix, None, "self")
+            else:
+                auc_b, probs_b = by_seed(groups[ref])
+                cols |= _test_columns(prefix, compare_entries(auc_a, auc_b, probs_a, probs_b, labels))
+        tests.append(cols)
+    df = pd.concat([df, pd.DataFrame(tests)], axis=1)
+    df.attrs["domains"] = domains
+    df.attrs["baseline"] = "/".join(BASELINE)
+    df.attrs["significance"] = SIGNIFICANCE_NOTE
+    return df
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if isinstance(x, float | np.floating):
+        return "–" if not math.isfinite(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def _pm(mean: float, std: float, digits: int = 4) -> str:
+    return _fmt(mean, digits) if not math.isfinite(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _p(p: float, test: str) -> str:
+    if not math.isfinite(p):
+        return test or "–"
+    return f"{p:.3g} ({'t' if test == 'paired_t' else test})"
+
+
+def to_markdown(df: pd.DataFrame, title: str = "Leaderboard") -> str:
+    """A Markdown table: mean ± std over seeds, per-domain AUC, FLOPs, params and p-values."""
+    domains = df.attrs.get("domains", [])
+    head = ["#", "entry", "seeds", "AUC", "logloss", *[f"AUC {d}" for d in domains]]
+    head += ["FLOPs/sample", "dense params", "width", "ΔAUC vs dnn", "p vs dnn", "p vs best"]
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        cells = [
+            str(r["rank"]),
+            r["entry"],
+            str(r["seeds"]),
+            _pm(r["auc_mean"], r["auc_std"]),
+            _pm(r["logloss_mean"], r["logloss_std"]),
+            *[_fmt(r[f"auc[{d}]"]) for d in domains],
+            f"{r['flops']:,.0f}",
+            f"{r['dense_params']:,}",
+            f"{r['width']:.3g}",
+            _fmt(r["vs_dnn_diff"]),
+            _p(r["vs_dnn_p"], r["vs_dnn_test"]),
+            _p(r["vs_best_p"], r["vs_best_test"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Baseline: `{df.attrs.get('baseline', '/'.join(BASELINE))}`. {SIGNIFICANCE_NOTE}", ""]
+    return "\n".join(lines)
+
+
+def _json_value(x: Any) -> Any:
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def write_leaderboard(df: pd.DataFrame, out_dir: Path | str, title: str = "Leaderboard") -> dict[str, Path]:
+    """Write ``leaderboard.md``, ``.csv``, ``.json`` and the two PNG plots into ``out_dir``; returns paths."""
+    from mdctr.evaluation.plots import plot_auc_vs_flops, plot_domain_auc
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out / "leaderboard.md",
+        "csv": out / "leaderboard.csv",
+        "json": out / "leaderboard.json",
+        "auc_vs_flops": out / "auc_vs_flops.png",
+        "domain_auc": out / "domain_auc.png",
+    }
+    paths["markdown"].write_text(to_markdown(df, title))
+    df.to_csv(paths["csv"], index=False)
+    entries = [{k: _json_value(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+    write_json_atomic(paths["json"], {"attrs": dict(df.attrs), "entries": entries})
+    plot_auc_vs_flops(df, paths["auc_vs_flops"])
+    plot_domain_auc(df, paths["domain_auc"])
+    return paths
+
+
+def read_leaderboard_json(path: Path | str) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

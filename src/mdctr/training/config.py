@@ -1,0 +1,60 @@
+"""The trainer's configuration (a frozen dataclass, loaded strictly with :func:`mdctr.config.from_dict`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mdctr.config import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How :func:`mdctr.training.fit` trains a model.
+
+    Attributes:
+        epochs: maximum number of passes over the train split.
+        batch_size: rows per optimiser step.
+        lr: Adam learning rate.
+        weight_decay: Adam (L2) weight decay.
+        patience: stop after this many epochs without a better validation AUC; the best weights are restored.
+        seed: seeds model initialisation (in :func:`train_model`), shuffling and dropout.
+        device: ``"auto"`` (a GPU when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, …
+        eval_batch_size: rows per forward pass when predicting (no gradients, so large batches are cheap).
+        checkpoint_dir: where a checkpoint is written after every epoch and resumed from; None disables both.
+        aux_loss_weight: weight of the model's auxiliary loss (e.g. the VQ loss of ``adaptive2``).
+        num_threads: CPU threads for torch (None keeps torch's default).
+    """
+
+    epochs: int = 5
+    batch_size: int = 4096
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 2
+    seed: int = 0
+    device: str = "auto"
+    eval_batch_size: int = 65536
+    checkpoint_dir: str | None = None
+    aux_loss_weight: float = 1.0
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.patience >= 1, "patience must be >= 1"),
+            (self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1 or None"),
+        )
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"train config: {msg}; got {self}")
+
+    def resolve_device(self) -> torch.device:
+        """The torch device this config names (``auto`` → ``cuda`` when available, else ``cpu``)."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)

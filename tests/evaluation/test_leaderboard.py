@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mdctr.data.prepare import prepare_in_memory
+from mdctr.data.synthetic import generate
+from mdctr.evaluation.benchmark import run_benchmark
+from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
+from mdctr.training import TrainConfig
+
+BASE_COLUMNS = {
+    "rank", "entry", "model", "domain_source", "seeds", "width", "flops", "dense_params", "auc_mean",
+    "auc_std", "logloss_mean", "logloss_std", "vs_dnn_diff", "vs_dnn_p", "vs_dnn_test", "vs_best_diff",
+    "vs_best_p", "vs_best_test",
+}  # fmt: skip
+
+
+def _records(seeds: int) -> list[RunRecord]:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500).astype(float)
+    out = []
+    for model, source, noise in (("dnn", "none", 1.0), ("star", "handcrafted", 0.5)):
+        for s in range(seeds):
+            p = 1 / (1 + np.exp(-(y - 0.5 + rng.normal(0, noise, y.size))))
+            auc = 0.70 + (0.05 if model == "star" else 0.0) + 0.001 * s
+            out.append(
+                RunRecord(model, source, s, 1.0, 1e5, 1000, auc, 0.6, {"a": auc, "b": auc - 0.01}, y, p)
+            )
+    return out
+
+
+def test_leaderboard_aggregates_and_tests(tmp_path: Path) -> None:
+    df = build_leaderboard(_records(3))
+    assert BASE_COLUMNS | {"auc[a]", "auc[b]"} <= set(df.columns)
+    assert list(df["entry"]) == ["star/handcrafted", "dnn/none"]
+    best, dnn = df.iloc[0], df.iloc[1]
+    assert best["seeds"] == 3 and best["auc_mean"] == np.mean([0.75, 0.751, 0.752])
+    assert best["auc_std"] > 0
+    assert best["vs_dnn_test"] == "paired_t" and best["vs_dnn_diff"] > 0
+    assert dnn["vs_dnn_test"] == "self" and math.isnan(dnn["vs_dnn_p"])
+    assert dnn["vs_best_test"] == "paired_t" and dnn["vs_best_diff"] < 0
+
+    one = build_leaderboard(_records(1))
+    assert one.iloc[0]["vs_dnn_test"] == "delong" and math.isnan(one.iloc[0]["auc_std"])
+
+    paths = write_leaderboard(df, tmp_path)
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    assert set(pd.read_csv(paths["csv"]).columns) == set(df.columns)
+    md = paths["markdown"].read_text()
+    assert "star/handcrafted" in md and "±" in md and "AUC a" in md
+    data = json.loads(paths["json"].read_text())
+    assert data["entries"][0]["entry"] == "star/handcrafted" and data["attrs"]["baseline"] == "dnn/none"
+    assert paths["auc_vs_flops"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_benchmark_on_synthetic(tmp_path: Path) -> None:
+    loaded = generate(rows=1500, num_sparse=3, num_dense=1, vocab_size=30, num_domains=2, seed=0)
+    df = run_benchmark(
+        "synthetic",
+        None,
+        ["dnn"],
+        ["none", "handcrafted"],
+        "model:dnn@0.25",
+        2,
+        tmp_path,
+        TrainConfig(epochs=1, batch_size=256, device="cpu"),
+        prepared=prepare_in_memory(loaded),
+    )
+    assert list(df["entry"]) == ["dnn/none"] and df.iloc[0]["seeds"] == 2
+    assert BASE_COLUMNS | {"auc[d0]", "auc[d1]"} <= set(df.columns)
+    assert df.iloc[0]["width"] == 0.25
+    skipped = json.loads((tmp_path / "skipped.json").read_text())
+    assert skipped == [{"model": "dnn", "domain_source": "handcrafted", "reason": "accepts only ['none']"}]
+    for name in (
+        "leaderboard.md",
+        "leaderboard.csv",
+        "leaderboard.json",
+        "auc_vs_flops.png",
+        "domain_auc.png",
+    ):
+        assert (tmp_path / name).is_file()
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from mdctr.evaluation.significance import compare_entries, delong_test, paired_ttest
+
+
+def test_paired_ttest_known_values() -> None:
+    # differences 0.01, 0.02, 0.01: mean 1/75, sd 0.01/√3 → t = 4 with 2 degrees of freedom, p ≈ 0.0572
+    r = paired_ttest([0.71, 0.72, 0.71], [0.70, 0.70, 0.70])
+    assert r.method == "paired_t" and r.n == 3
+    assert r.statistic == pytest.approx(4.0)
+    assert r.p_value == pytest.approx(0.05719, abs=1e-4)
+    assert r.diff == pytest.approx(0.04 / 3)
+    assert math.isnan(paired_ttest([0.7], [0.6]).p_value)
+
+
+def test_delong_hand_computed_example() -> None:
+    # A ranks perfectly (AUC 1); B = 0.75. Placement values give Var(AUC_A − AUC_B) = 0.125 → z = 1/√2
+    y = np.array([1, 1, 0, 0])
+    a = np.array([0.9, 0.8, 0.3, 0.1])
+    b = np.array([0.9, 0.2, 0.3, 0.1])
+    r = delong_test(y, a, b)
+    assert r.diff == pytest.approx(0.25)
+    assert r.statistic == pytest.approx(1 / math.sqrt(2))
+    assert r.p_value == pytest.approx(0.4795, abs=1e-4)
+
+
+def test_delong_detects_a_real_difference_and_not_a_null_one() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000)
+    good = y + rng.normal(0, 0.8, y.size)
+    weak = y + rng.normal(0, 2.0, y.size)
+    r = delong_test(y, good, weak)
+    assert r.diff == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, weak))
+    assert r.p_value < 1e-6
+    same = delong_test(y, good, good)
+    assert same.diff == 0 and same.p_value == 1.0
+
+
+def test_compare_entries_picks_the_test_by_seeds() -> None:
+    y = np.array([1, 1, 0, 0])
+    probs = {0: np.array([0.9, 0.8, 0.3, 0.1])}
+    other = {0: np.array([0.9, 0.2, 0.3, 0.1])}
+    assert compare_entries({0: 1.0}, {0: 0.75}, probs, other, y).method == "delong"
+    seeds = compare_entries({0: 0.71, 1: 0.72, 2: 0.71}, {0: 0.70, 1: 0.70, 2: 0.70})
+    assert seeds.method == "paired_t" and seeds.statistic == pytest.approx(4.0)
