@@ -59,13 +59,13 @@ class HyperAdapter(nn.Module):
         self.eps = 1e-5
 
     @staticmethod
-    def _apply(x: torch.Tensor, u: torch.Tensor, hyper: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _lowrank(x: torch.Tensor, u: torch.Tensor, hyper: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """x [n, a] · U [a, k] · H [n, k, k] · V [k, b] → [n, b], right-to-left without per-row a×b."""
         return torch.bmm((x @ u).unsqueeze(1), hyper).squeeze(1) @ v
 
     def forward(self, h: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid(self._apply(h, self.u1, hyper, self.v1))  # [n, r]
-        up = self._apply(s, self.u2, hyper, self.v2)  # [n, d]
+        s = torch.sigmoid(self._lowrank(h, self.u1, hyper, self.v1))  # [n, r]
+        up = self._lowrank(s, self.u2, hyper, self.v2)  # [n, d]
         if self.norm is not None:
             up = self.norm(up)
         else:
