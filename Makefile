@@ -31,6 +31,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests components pipelines benchmarks
 	$(BIN)/ruff format --check src tests components pipelines benchmarks
+	$(BIN)/hadolint Dockerfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -8,12 +8,18 @@ import os
 import typer
 
 from mdctr.cli import data as _data
+from mdctr.cli import pipeline as _pipeline
+from mdctr.cli import serve as _serve
+from mdctr.cli import train as _train
 
 app = typer.Typer(
     help="mdctr: multi-domain CTR prediction workflow.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 app.add_typer(_data.app, name="data")
+app.add_typer(_pipeline.app, name="pipeline")
 _data.register_top_level(app)
+_train.register(app)
+app.command("serve")(_serve.serve)
 
 
 @app.callback()

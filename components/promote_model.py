@@ -1,0 +1,26 @@
+"""Component: move the champion alias to the registered version and write the KServe manifest."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Output
+
+import mdctr
+
+
+@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+def promote_model(
+    tracking_uri: str,
+    serving_namespace: str,
+    registration: Input[Artifact],
+    manifest: Output[Artifact],
+) -> str:
+    """Promote the version in ``registration`` to champion; write the InferenceService YAML; return the URI."""
+    from mdctr.steps.promote_model import PromoteConfig
+    from mdctr.steps.promote_model import promote_model as step
+
+    version = str(registration.metadata["version"])
+    result = step(
+        manifest_path=manifest.path,
+        config=PromoteConfig(tracking_uri=tracking_uri, version=version, namespace=serving_namespace),
+    )
+    manifest.metadata.update({"model_uri": result.model_uri, "version": version, "name": result.service_name})
+    return result.model_uri

@@ -1,0 +1,36 @@
+"""Component: register the winner as an MLflow pyfunc (alias challenger) and decide the promotion gate."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model, Output
+
+import mdctr
+
+
+@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+def register_model(
+    tracking_uri: str,
+    parent_run_id: str,
+    tolerance: float,
+    winner: Input[Model],
+    registration: Output[Artifact],
+) -> str:
+    """Register ``winner``; write the registration (version, URI, gate) to ``registration``; return the gate
+    decision (``promote``/``keep``).
+
+    The decision is the single return value because the KFP 2.17 local runner resolves a ``dsl.If`` only on a
+    task's ``Output``; the version travels on the ``registration`` artifact.
+    """
+    import json
+
+    from mdctr.steps.register_model import RegisterConfig
+    from mdctr.steps.register_model import register_model as step
+
+    result = step(
+        winner_dir=winner.path,
+        config=RegisterConfig(tracking_uri=tracking_uri, parent_run_id=parent_run_id, tolerance=tolerance),
+    )
+    fields = {"decision": result.decision, "version": result.version, "model_uri": result.model_uri}
+    with open(registration.path, "w") as f:
+        json.dump({**fields, "reason": result.reason, "gate": result.gate}, f, indent=2)
+    registration.metadata.update({**fields, "reason": result.reason})
+    return result.decision

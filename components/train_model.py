@@ -1,0 +1,53 @@
+"""Component: train one (model, domain source, seed) entry at the FLOP budget; bundle + metrics out."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+import mdctr
+
+
+@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+def train_model(
+    model_name: str,
+    domain_source: str,
+    seed: int,
+    flop_budget: str,
+    epochs: int,
+    train_options: str,
+    tracking_uri: str,
+    prepared: Input[Dataset],
+    domains: Input[Dataset],
+    bundle: Output[Model],
+    results: Output[Dataset],
+    metrics: Output[Metrics],
+) -> str:
+    """Fit width to ``flop_budget``, train, write the serving bundle and results; return the MLflow run id.
+
+    The MLflow parent run id travels on the ``prepared`` artifact's metadata rather than as a parameter: the
+    KFP 2.17 local runner replaces every task-output parameter entering a ParallelFor with the loop item.
+    """
+    from mdctr.steps.train_model import TrainStepConfig
+    from mdctr.steps.train_model import train_model as step
+
+    result = step(
+        prepared_dir=prepared.path,
+        domains_dir=domains.path,
+        bundle_dir=bundle.path,
+        results_dir=results.path,
+        config=TrainStepConfig(
+            model_name=model_name,
+            domain_source=domain_source,
+            seed=seed,
+            flop_budget=flop_budget,
+            epochs=epochs,
+            train_options=train_options,
+            tracking_uri=tracking_uri,
+            parent_run_id=prepared.metadata.get("run_id", ""),
+        ),
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    tags = {"model": model_name, "domain_source": domain_source, "seed": seed, "run_id": result.run_id}
+    bundle.metadata.update({**tags, "flops": result.flops, "width": result.width})
+    results.metadata.update(tags)
+    return result.run_id

@@ -1,0 +1,1 @@
+"""KFP pipeline definitions (the DAG); compile, submit and run them through :mod:`mdctr.pipeline`."""

@@ -1,0 +1,252 @@
+"""Compile, submit and run the training pipeline (``pipelines/training.py``).
+
+* :func:`compile_pipeline` writes the KFP IR YAML; it reads no environment variable.
+* :func:`submit` uploads a new version of a named pipeline to a KFP server and starts a run (or a recurring
+  run) with the given parameters.
+* :func:`run_local` runs the whole DAG on this machine with the KFP local runner (subprocesses using the current
+  interpreter), MLflow on SQLite by default, outputs under ``runs/``.
+
+This is the one ``mdctr`` module besides :mod:`mdctr.k8s` that imports kfp; steps never do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mdctr.k8s import ClusterSettings
+
+log = logging.getLogger(__name__)
+
+#: the repository root: ``pipelines/`` and ``components/`` live beside ``src/``
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PIPELINE_MODULE = "pipelines.training"
+DEFAULT_RUNS_DIR = Path("runs")
+#: parameters whose local value differs from the cluster default compiled into the pipeline
+LOCAL_DATA_REV = "local"
+
+
+def _pipeline_module() -> Any:
+    """Import ``pipelines.training`` from the source tree (it is not part of the installed package)."""
+    if not (PROJECT_ROOT / "pipelines" / "training.py").is_file():
+        raise FileNotFoundError(
+            f"pipelines/training.py not found under {PROJECT_ROOT}; compile from a source checkout "
+            "(pip install -e .)"
+        )
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    return importlib.import_module(PIPELINE_MODULE)
+
+
+def load_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any]:
+    """The pipeline function; ``settings`` None gives the default build (``training_pipeline``)."""
+    module = _pipeline_module()
+    return module.training_pipeline if settings is None else module.build_pipeline(settings)
+
+
+def pipeline_name() -> str:
+    return _pipeline_module().PIPELINE_NAME
+
+
+def compile_pipeline(out: Path | str, settings: ClusterSettings | None = None) -> Path:
+    """Write the pipeline's IR YAML to ``out`` and return the path."""
+    from kfp import compiler
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(load_pipeline(settings), package_path=str(out))
+    log.info("compiled %s to %s", pipeline_name(), out)
+    return out
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """IDs the KFP server returned."""
+
+    pipeline_id: str
+    version_id: str
+    experiment_id: str
+    run_id: str | None
+    recurring_run_id: str | None
+
+
+def submit(
+    host: str,
+    *,
+    arguments: Mapping[str, Any] | None = None,
+    experiment: str = "mdctr",
+    name: str | None = None,
+    version: str | None = None,
+    namespace: str | None = None,
+    pipeline_root: str | None = None,
+    cron: str | None = None,
+    settings: ClusterSettings | None = None,
+    package: Path | str | None = None,
+    client: Any | None = None,
+) -> SubmitResult:
+    """Upload a new pipeline version of ``name`` (creating the pipeline on first use) and start a run.
+
+    ``cron`` makes it a recurring run instead; KFP cron expressions have six fields with a leading *seconds*
+    field (``"0 0 3 * * *"`` = daily at 03:00). ``pipeline_root`` (e.g. ``s3://bucket/kfp``) overrides the
+    server's default. ``client`` (a ``kfp.Client``) is for tests; otherwise one is made for ``host``.
+    """
+    import tempfile
+
+    import kfp
+
+    client = client or kfp.Client(host=host, namespace=namespace)
+    name = name or pipeline_name()
+    version = version or f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(package) if package else compile_pipeline(Path(tmp) / "pipeline.yaml", settings)
+        pipeline_id = client.get_pipeline_id(name)
+        if pipeline_id is None:
+            created = client.upload_pipeline(str(path), pipeline_name=name, namespace=namespace)
+            pipeline_id = created.pipeline_id
+            log.info("created pipeline %s (%s)", name, pipeline_id)
+        pv = client.upload_pipeline_version(str(path), version, pipeline_id=pipeline_id)
+    exp = client.create_experiment(experiment, namespace=namespace)
+    params = dict(arguments or {})
+    common = dict(
+        experiment_id=exp.experiment_id,
+        job_name=f"{name} {version}",
+        params=params,
+        pipeline_id=pipeline_id,
+        version_id=pv.pipeline_version_id,
+        pipeline_root=pipeline_root,
+    )
+    if cron:
+        if len(cron.split()) != 6:
+            raise ValueError(f"KFP cron needs 6 fields (seconds first), got {cron!r}")
+        rec = client.create_recurring_run(cron_expression=cron, **common)
+        log.info("recurring run %s: %s", rec.recurring_run_id, cron)
+        return SubmitResult(
+            pipeline_id, pv.pipeline_version_id, exp.experiment_id, None, rec.recurring_run_id
+        )
+    run = client.run_pipeline(**common)
+    log.info("started run %s of %s version %s", run.run_id, name, version)
+    return SubmitResult(pipeline_id, pv.pipeline_version_id, exp.experiment_id, run.run_id, None)
+
+
+@dataclass(frozen=True)
+class LocalRunResult:
+    """Outcome of :func:`run_local`.
+
+    Attributes:
+        decision: the promotion gate's decision (``promote`` or ``keep``).
+        model_uri: the registered version's URI (champion when ``decision == "promote"``).
+        winner: the leaderboard's best entry.
+        leaderboard: the Markdown leaderboard text.
+        run_dir: this run's directory under the pipeline root (every task's artifacts).
+        tracking_uri: the MLflow store used.
+        seconds: wall-clock time of the DAG.
+    """
+
+    decision: str
+    model_uri: str
+    winner: str
+    leaderboard: str
+    run_dir: Path
+    tracking_uri: str
+    seconds: float
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision == "promote"
+
+
+def run_local(
+    *,
+    dataset: str = "ml-1m",
+    dataset_options: Mapping[str, Any] | None = None,
+    data_rev: str = LOCAL_DATA_REV,
+    data_repo: str = "",
+    models: Sequence[str] | None = None,
+    domain_sources: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0,),
+    flop_budget: str | None = None,
+    epochs: int = 1,
+    train_options: Mapping[str, Any] | None = None,
+    miner_options: Mapping[str, Any] | None = None,
+    promotion_tolerance: float = 0.002,
+    tracking_uri: str | None = None,
+    runs_dir: Path | str = DEFAULT_RUNS_DIR,
+) -> LocalRunResult:
+    """Run the full DAG locally: ``kfp.local`` SubprocessRunner (no venv; the current interpreter), pipeline
+    root ``<runs_dir>/kfp``, MLflow at ``tracking_uri`` (default: SQLite under ``./mlruns``).
+
+    ``models``/``domain_sources`` default to the registry's; the pipeline keeps the combinations each model
+    accepts. Raises ``RuntimeError`` when a task fails (the failing task's log is printed above it).
+    """
+    from kfp import local
+
+    from mdctr.tracking.setup import default_tracking_uri
+
+    pipeline = load_pipeline()
+    defaults = _pipeline_module().default_parameters()
+    runs_dir = Path(runs_dir).resolve()
+    root = runs_dir / "kfp"
+    root.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri or default_tracking_uri()
+    arguments = {
+        "dataset": dataset,
+        "dataset_options": json.dumps(dict(dataset_options or {})),
+        "data_rev": data_rev,
+        "data_repo": data_repo,
+        "models": list(models or defaults.models),
+        "domain_sources": list(domain_sources or defaults.domain_sources),
+        "seeds": [int(s) for s in seeds],
+        "flop_budget": flop_budget or defaults.flop_budget,
+        "epochs": int(epochs),
+        "train_options": json.dumps(dict(train_options or {})),
+        "miner_options": json.dumps(dict(miner_options or {})),
+        "tracking_uri": uri,
+        "promotion_tolerance": float(promotion_tolerance),
+    }
+    log.info("local pipeline run: %s", json.dumps(arguments))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        workspace_root=str(runs_dir / "workspace"),
+        raise_on_error=True,
+    )
+    before = {p.name for p in root.iterdir()}
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # the runner warns that a non-"python" image name may not match the local interpreter; here it does
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+        try:
+            task = pipeline(**arguments)
+        except Exception as e:  # kfp raises a bare RuntimeError naming the failed task
+            raise RuntimeError(f"local pipeline run failed: {e}") from e
+    seconds = time.perf_counter() - t0
+    created = sorted(p for p in root.iterdir() if p.name not in before and p.is_dir())
+    run_dir = created[-1] if created else root
+    outputs = task.outputs
+    registration = json.loads(Path(outputs["registration"].path).read_text())
+    leaderboard = _read_leaderboard(run_dir)
+    log.info("local pipeline run finished in %.1fs: %s", seconds, outputs["decision"])
+    return LocalRunResult(
+        decision=outputs["decision"],
+        model_uri=registration["model_uri"],
+        winner=outputs["winner"],
+        leaderboard=leaderboard,
+        run_dir=run_dir,
+        tracking_uri=uri,
+        seconds=seconds,
+    )
+
+
+def _read_leaderboard(run_dir: Path) -> str:
+    """The evaluate task's Markdown leaderboard inside a local run directory ('' if absent)."""
+    path = run_dir / "evaluate" / "leaderboard"
+    return path.read_text() if path.is_file() else ""

@@ -1,0 +1,266 @@
+"""Step: the FLOP-matched leaderboard over every trained entry, an HTML report, and the winner's bundle."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdctr.io import atomic_dir, write_json_atomic
+from mdctr.steps.common import tracking_uri_or_none
+from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
+from mdctr.steps.train_model import METRICS_FILE, PREDICTIONS_FILE
+
+log = logging.getLogger(__name__)
+
+#: the winner directory: ``bundle/`` (the serving bundle), the serving example and ``entry.json``
+WINNER_BUNDLE_DIR = "bundle"
+WINNER_ENTRY_FILE = "entry.json"
+ROC_FILE = "roc_winner.json"
+ROC_PNG = "roc_winner.png"
+REPORT_FILE = "report.html"
+#: ROC curves are thinned to about this many points before they go into KFP metadata and the report
+ROC_POINTS = 200
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Attributes: MLflow URI and parent run (``""``: do not log); leaderboard ``title``."""
+
+    tracking_uri: str = ""
+    parent_run_id: str = ""
+    title: str = "Leaderboard (FLOP-matched)"
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """Points of an ROC curve, thresholds finite and decreasing."""
+
+    fpr: tuple[float, ...]
+    tpr: tuple[float, ...]
+    thresholds: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class EvaluateOutput:
+    """Attributes:
+    winner: the best entry (``model/domain_source``, highest mean test AUC); ``winner_seed`` the seed whose
+        bundle was exported (best validation AUC among the entry's seeds, so the test split picks nothing).
+    winner_run_id: the winner's nested MLflow run.
+    winner_metrics: finite scalars of the exported run; ``winner_tags``: model, source, seed.
+    entries: leaderboard rows; ``runs``: trained runs; ``roc``: the winner's test ROC curve.
+    """
+
+    winner: str
+    winner_seed: int
+    winner_run_id: str
+    winner_metrics: dict[str, float]
+    winner_tags: dict[str, Any]
+    entries: int
+    runs: int
+    roc: RocCurve
+    leaderboard_markdown: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def thin_roc(labels: np.ndarray, probs: np.ndarray, points: int = ROC_POINTS) -> RocCurve:
+    """The ROC curve of ``probs`` against ``labels`` [N], keeping about ``points`` points (first and last
+    included); sklearn's leading ``inf`` threshold becomes 1.0 so the values are JSON-safe."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(labels, probs)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, num=min(points, len(fpr))).round().astype(int))
+    thr = np.where(np.isfinite(thr), thr, 1.0)
+    return RocCurve(
+        tuple(float(x) for x in fpr[keep]),
+        tuple(float(x) for x in tpr[keep]),
+        tuple(float(x) for x in thr[keep]),
+    )
+
+
+def _load_run(results_dir: Path) -> tuple[dict[str, Any], Any]:
+    from mdctr.evaluation.leaderboard import RunRecord
+
+    summary = json.loads((results_dir / METRICS_FILE).read_text())
+    preds = np.load(results_dir / PREDICTIONS_FILE)
+    ov, entry = summary["overall"], summary["entry"]
+    record = RunRecord(
+        model=entry["model"],
+        domain_source=entry["domain_source"],
+        seed=int(entry["seed"]),
+        width=float(ov["width"]),
+        flops=float(ov["flops_per_sample"]),
+        dense_params=int(ov["dense_params"]),
+        auc=_num(ov["auc"]),
+        logloss=_num(ov["logloss"]),
+        domain_auc={d["name"]: _num(d.get("auc")) for d in summary["per_domain"]},
+        labels=preds["labels"],
+        probs=preds["probs"],
+        train_samples_per_s=_num(ov.get("train_samples_per_s")),
+        wall_s=_num(ov.get("train_wall_s")),
+    )
+    return summary, record
+
+
+def _num(x: Any) -> float:
+    return float(x) if x is not None else math.nan
+
+
+def _png_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _plot_roc(roc: RocCurve, title: str, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.add_subplot()
+    ax.plot(roc.fpr, roc.tpr, lw=1.5)
+    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def render_report(
+    df: Any, *, title: str, winner: str, winner_summary: dict[str, Any], pngs: dict[str, Path]
+) -> str:
+    """One self-contained HTML page: the leaderboard table, the winner's per-domain metrics, plots inline."""
+    table = df.to_html(index=False, float_format=lambda x: f"{x:.4f}", na_rep="–", border=0)
+    per_domain = winner_summary["per_domain"]
+    rows = "".join(
+        f"<tr><td>{d['domain']}</td><td>{html.escape(str(d['name']))}</td><td>{d.get('rows', '')}</td>"
+        f"<td>{_fmt(d.get('auc'))}</td><td>{_fmt(d.get('logloss'))}</td></tr>"
+        for d in per_domain
+    )
+    figures = "".join(_png_tag(p, name) for name, p in pngs.items() if p.is_file())
+    notes = html.escape(str(df.attrs.get("significance", "")))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}figure{{display:inline-block;margin:1em}}
+img{{max-width:560px}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Winner: <b>{html.escape(winner)}</b> (seed {winner_summary["entry"]["seed"]}, test AUC
+{_fmt(winner_summary["overall"].get("auc"))}, {winner_summary["overall"].get("flops_per_sample", 0):,.0f}
+FLOPs/sample).</p>
+{table}
+<p><small>{notes}</small></p>
+<h2>Winner per hand-crafted domain</h2>
+<table><tr><th>id</th><th>domain</th><th>rows</th><th>AUC</th><th>logloss</th></tr>{rows}</table>
+<h2>Plots</h2>{figures}
+</body></html>
+"""
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, int | float) and math.isfinite(x) else "–"
+
+
+def evaluate(
+    *,
+    results_dirs: Sequence[Path | str],
+    bundle_dirs: Sequence[Path | str],
+    leaderboard_path: Path | str,
+    report_path: Path | str,
+    tables_dir: Path | str,
+    winner_dir: Path | str,
+    config: EvaluateConfig,
+) -> EvaluateOutput:
+    """Build the leaderboard from every ``train_model`` output (``results_dirs[i]`` pairs with
+    ``bundle_dirs[i]``) and write:
+
+    * ``leaderboard_path``: Markdown; ``report_path``: self-contained HTML (plots inline as base64);
+    * ``tables_dir``: leaderboard Markdown/CSV/JSON, PNG plots, the winner's ROC (JSON + PNG), the report;
+    * ``winner_dir``: ``bundle/`` (the winner's serving bundle), its serving example and ``entry.json``;
+
+    and log the leaderboard files and headline metrics to the MLflow parent run.
+    """
+    from mdctr import tracking
+    from mdctr.evaluation.leaderboard import build_leaderboard, to_markdown, write_leaderboard
+
+    if len(results_dirs) != len(bundle_dirs):
+        raise ValueError(f"{len(results_dirs)} results but {len(bundle_dirs)} bundles; they must pair up")
+    if not results_dirs:
+        raise ValueError("nothing to evaluate: no trained runs")
+    loaded = [_load_run(Path(d)) for d in results_dirs]
+    df = build_leaderboard([rec for _, rec in loaded])
+    best = df.iloc[0]
+    candidates = [
+        i
+        for i, (_, rec) in enumerate(loaded)
+        if rec.model == best["model"] and rec.domain_source == best["domain_source"]
+    ]
+    # among the winning entry's seeds, export the one with the best validation AUC (never select on test)
+    pick = max(candidates, key=lambda i: _num(loaded[i][0]["overall"].get("best_valid_auc")))
+    summary, record = loaded[pick]
+    winner = str(best["entry"])
+    roc = thin_roc(record.labels, record.probs)
+
+    tables_dir = Path(tables_dir)
+    with atomic_dir(tables_dir) as tmp:
+        files = write_leaderboard(df, tmp, title=config.title)
+        write_json_atomic(tmp / ROC_FILE, {"entry": winner, "seed": record.seed, **roc.__dict__})
+        _plot_roc(roc, f"ROC {winner} seed {record.seed} (test)", tmp / ROC_PNG)
+        pngs = {
+            "AUC vs FLOPs": files["auc_vs_flops"],
+            "AUC per domain": files["domain_auc"],
+            f"ROC of the winner ({winner})": tmp / ROC_PNG,
+        }
+        page = render_report(df, title=config.title, winner=winner, winner_summary=summary, pngs=pngs)
+        (tmp / REPORT_FILE).write_text(page)
+    markdown = to_markdown(df, config.title)
+    for path, text in ((Path(leaderboard_path), markdown), (Path(report_path), page)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    with atomic_dir(winner_dir) as tmp:
+        shutil.copytree(bundle_dirs[pick], tmp / WINNER_BUNDLE_DIR)
+        example = Path(results_dirs[pick]) / SERVING_EXAMPLE_FILE
+        if example.is_file():
+            shutil.copyfile(example, tmp / SERVING_EXAMPLE_FILE)
+        write_json_atomic(
+            tmp / WINNER_ENTRY_FILE, {"entry": winner, **summary["entry"], "run_id": summary["run_id"]}
+        )
+
+    winner_metrics = {
+        k: float(v) for k, v in summary["overall"].items() if isinstance(v, int | float) and math.isfinite(v)
+    }
+    for d in summary["per_domain"]:
+        if isinstance(d.get("auc"), int | float) and math.isfinite(d["auc"]):
+            winner_metrics[f"domain.{d['domain']}.auc"] = float(d["auc"])
+    if config.parent_run_id:
+        headline = {"best.auc_mean": float(best["auc_mean"]), "leaderboard.entries": len(df)}
+        tracking.log_evaluation(
+            tracking_uri_or_none(config.tracking_uri),
+            config.parent_run_id,
+            metrics=headline,
+            artifact_dir=tables_dir,
+        )
+    log.info(
+        "leaderboard: %d entries from %d runs; winner %s (seed %d)", len(df), len(loaded), winner, record.seed
+    )
+    return EvaluateOutput(
+        winner=winner,
+        winner_seed=record.seed,
+        winner_run_id=summary["run_id"],
+        winner_metrics=winner_metrics,
+        winner_tags=dict(summary["entry"]),
+        entries=len(df),
+        runs=len(loaded),
+        roc=roc,
+        leaderboard_markdown=markdown,
+        files={k: tables_dir / Path(v).name for k, v in files.items()} | {"report": tables_dir / REPORT_FILE},
+    )

@@ -1,0 +1,66 @@
+"""Step: make a registered version the ``champion`` and write its KServe InferenceService manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdctr.steps.common import tracking_uri_or_none
+
+log = logging.getLogger(__name__)
+
+#: the tracking server's ``--artifacts-destination`` (e.g. ``s3://mdctr/mlflow``), needed to turn a proxied
+#: ``mlflow-artifacts:/`` location into a URI KServe's storage initializer can read
+ARTIFACTS_DESTINATION_ENV = "MLFLOW_ARTIFACTS_DESTINATION"
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """Attributes: MLflow URI, the ``version`` to promote, the serving ``namespace`` (``""``: none in the
+    manifest) and the artifacts destination (``""``: ``$MLFLOW_ARTIFACTS_DESTINATION``)."""
+
+    version: str
+    tracking_uri: str = ""
+    namespace: str = ""
+    artifacts_destination: str = ""
+
+
+@dataclass(frozen=True)
+class PromoteOutput:
+    """Attributes: pinned ``model_uri`` of the new champion, the InferenceService name, the manifest path
+    and the ``storage_uri`` it serves from."""
+
+    model_uri: str
+    service_name: str
+    manifest_path: Path
+    storage_uri: str
+
+
+def promote_model(*, manifest_path: Path | str, config: PromoteConfig) -> PromoteOutput:
+    """Move alias ``champion`` to ``config.version`` and write the InferenceService YAML to ``manifest_path``."""
+    from mdctr import tracking
+    from mdctr.serving.kserve import kserve_manifest, write_manifest
+
+    uri = tracking_uri_or_none(config.tracking_uri)
+    model_uri = tracking.promote(uri, config.version)
+    storage = tracking.model_storage_uri(
+        uri,
+        config.version,
+        artifacts_destination=config.artifacts_destination
+        or os.environ.get(ARTIFACTS_DESTINATION_ENV)
+        or None,
+    )
+    name = tracking.REGISTERED_MODEL
+    manifest = kserve_manifest(
+        name=name,
+        storage_uri=storage,
+        namespace=config.namespace or None,
+        annotations={"mdctr/model-uri": model_uri, "mdctr/model-version": config.version},
+    )
+    path = write_manifest(manifest_path, manifest)
+    log.info(
+        "promoted %s to %s; KServe manifest %s (storage %s)", model_uri, tracking.CHAMPION, path, storage
+    )
+    return PromoteOutput(model_uri=model_uri, service_name=name, manifest_path=path, storage_uri=storage)

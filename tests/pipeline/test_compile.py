@@ -1,0 +1,183 @@
+"""The compiled pipeline: compiles with no environment, has the expected tasks and edges, runs every task in
+the project image, and carries the Kubernetes settings (secrets, pull policy, resources, optional GPU)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+import mdctr
+from mdctr.k8s import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS, ClusterSettings
+from mdctr.pipeline import PROJECT_ROOT, compile_pipeline
+
+STEP_TASKS = {
+    "fetch-data",
+    "validate-data",
+    "prepare-data",
+    "mine-domains",
+    "plan-runs",
+    "evaluate",
+    "register-model",
+}
+
+
+def _load(path: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, pipeline_spec_pb2.PlatformSpec]:
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert len(docs) == 2, "expected the pipeline spec and the platform spec"
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
+    platform = json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
+    return spec, platform
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Compiled by the CLI in a process with an empty environment (only PATH): CI's contract."""
+    out = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "mdctr"), "pipeline", "compile", "--out", str(out)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def specs(compiled: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, pipeline_spec_pb2.PlatformSpec]:
+    return _load(compiled)
+
+
+def _root_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, Any]:
+    return dict(spec.root.dag.tasks)
+
+
+def _component_tasks(spec: pipeline_spec_pb2.PipelineSpec, prefix: str) -> dict[str, Any]:
+    """Tasks of the first sub-DAG component whose name starts with ``prefix`` (loop or condition body)."""
+    for name, comp in spec.components.items():
+        if name.startswith(prefix) and comp.HasField("dag"):
+            return dict(comp.dag.tasks)
+    raise AssertionError(f"no component {prefix}* in {sorted(spec.components)}")
+
+
+def test_root_has_every_step_a_loop_and_a_condition(specs: Any) -> None:
+    spec, _ = specs
+    tasks = _root_tasks(spec)
+    assert set(tasks) >= STEP_TASKS
+    assert any(t.startswith("for-loop") for t in tasks), sorted(tasks)
+    assert any(t.startswith("condition") for t in tasks), sorted(tasks)
+    assert spec.pipeline_info.name == "mdctr-training"
+
+
+def test_edges_follow_the_data_flow(specs: Any) -> None:
+    spec, _ = specs
+    tasks = _root_tasks(spec)
+    deps = {name: set(t.dependent_tasks) for name, t in tasks.items()}
+    loop = next(t for t in tasks if t.startswith("for-loop"))
+    cond = next(t for t in tasks if t.startswith("condition"))
+    assert "fetch-data" in deps["validate-data"]
+    assert {"validate-data", "fetch-data"} <= deps["prepare-data"]
+    assert "prepare-data" in deps["mine-domains"]
+    assert {"plan-runs", "mine-domains", "prepare-data"} <= deps[loop]
+    assert loop in deps["evaluate"]
+    assert "evaluate" in deps["register-model"]
+    assert "register-model" in deps[cond]
+    # the loop iterates over the planner's output, and the condition tests the gate's decision
+    assert tasks[loop].parameter_iterator.items.input_parameter.endswith("plan-runs-Output")
+    condition = tasks[cond].trigger_policy.condition
+    assert "register-model-Output" in condition and "'promote'" in condition, condition
+    assert set(_component_tasks(spec, "comp-for-loop")) == {"train-model"}
+    assert set(_component_tasks(spec, "comp-condition")) == {"promote-model"}
+
+
+def test_evaluate_collects_every_training_output(specs: Any) -> None:
+    spec, _ = specs
+    inputs = _root_tasks(spec)["evaluate"].inputs.artifacts
+    for name, output in (("results", "results"), ("bundles", "bundle")):
+        assert (
+            inputs[name].task_output_artifact.output_artifact_key == f"pipelinechannel--train-model-{output}"
+        )
+
+
+def test_every_executor_runs_the_project_image_without_installing(specs: Any) -> None:
+    spec, _ = specs
+    executors = spec.deployment_spec["executors"]
+    assert len(executors) == 9
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == mdctr.IMAGE, name
+        script = " ".join(container["command"])
+        assert "pip install" not in script, f"{name} installs packages at start"
+
+
+def test_parameters_have_defaults_from_the_registry(specs: Any) -> None:
+    from mdctr.models import model_names
+
+    spec, _ = specs
+    params = spec.root.input_definitions.parameters
+    expected = {
+        "dataset", "dataset_options", "data_rev", "models", "domain_sources", "seeds", "flop_budget", "epochs",
+        "tracking_uri", "promotion_tolerance",
+    }  # fmt: skip
+    assert expected <= set(params)
+    assert [v.string_value for v in params["models"].default_value.list_value.values] == model_names()
+    assert params["flop_budget"].default_value.string_value == "model:dnn"
+
+
+def _k8s_executors(platform: pipeline_spec_pb2.PlatformSpec) -> dict[str, dict[str, Any]]:
+    k8s = json_format.MessageToDict(platform.platforms["kubernetes"])
+    return k8s["deploymentSpec"]["executors"]
+
+
+def test_kubernetes_settings_on_every_task(specs: Any) -> None:
+    spec, platform = specs
+    executors = _k8s_executors(platform)
+    assert set(executors) == set(spec.deployment_spec["executors"])
+    for name, cfg in executors.items():
+        secrets = {s["secretName"]: s for s in cfg["secretAsEnv"]}
+        assert {"mdctr-s3", "mdctr-mlflow"} <= set(secrets), name
+        envs = {m["envVar"] for s in cfg["secretAsEnv"] for m in s["keyToEnv"]}
+        assert set(S3_SECRET_KEYS.values()) | set(MLFLOW_SECRET_KEYS.values()) <= envs, name
+        assert cfg["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_training_gets_larger_resources(specs: Any) -> None:
+    spec, _ = specs
+    executors = spec.deployment_spec["executors"]
+    settings = ClusterSettings()
+    train = executors["exec-train-model"]["container"]["resources"]
+    step = executors["exec-evaluate"]["container"]["resources"]
+    assert train["cpuLimit"] == float(settings.training.cpu_limit)
+    assert train["cpuLimit"] > step["cpuLimit"]
+    assert train["resourceMemoryLimit"] == settings.training.memory_limit
+    assert "accelerator" not in train
+
+
+def test_gpu_build_requests_an_accelerator_for_training_only(tmp_path: Path) -> None:
+    settings = ClusterSettings(
+        gpu_accelerator="nvidia.com/gpu", image_pull_policy="Always", s3_secret="s3-creds"
+    )
+    spec, platform = _load(compile_pipeline(tmp_path / "gpu.yaml", settings))
+    executors = spec.deployment_spec["executors"]
+    accel = executors["exec-train-model"]["container"]["resources"]["accelerator"]
+    assert accel["resourceType"] == "nvidia.com/gpu" and accel["resourceCount"] == "1"
+    assert "accelerator" not in executors["exec-evaluate"]["container"]["resources"]
+    for cfg in _k8s_executors(platform).values():
+        assert cfg["imagePullPolicy"] == "Always"
+        assert "s3-creds" in {s["secretName"] for s in cfg["secretAsEnv"]}
+
+
+def test_bad_settings_fail_early() -> None:
+    with pytest.raises(ValueError, match="image_pull_policy"):
+        ClusterSettings(image_pull_policy="Sometimes")

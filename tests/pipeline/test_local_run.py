@@ -1,0 +1,62 @@
+"""Integration: the whole DAG on the KFP local runner (subprocesses, this interpreter) on tiny synthetic data,
+MLflow on SQLite in a temporary directory; run twice so the gate promotes once and then refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mdctr import tracking
+from mdctr.pipeline import run_local
+
+pytestmark = pytest.mark.integration
+
+#: one single-domain baseline and one entry routed by mined domains (adaptive2 accepts only "mined")
+MODELS = ["dnn", "adaptive2"]
+
+
+def _run(root: Path, uri: str) -> object:
+    return run_local(
+        dataset="synthetic",
+        dataset_options={"rows": 3000, "seed": 3},
+        models=MODELS,
+        domain_sources=["none", "mined"],
+        seeds=[0],
+        epochs=1,
+        train_options={"batch_size": 512},
+        miner_options={"epochs": 1},
+        tracking_uri=uri,
+        runs_dir=root / "runs",
+    )
+
+
+@pytest.mark.timeout(900)
+def test_full_dag_runs_locally_and_gates_promotion(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    first = _run(tmp_path, uri)
+
+    # leaderboard: both entries, FLOP-matched, the winner named
+    assert "dnn/none" in first.leaderboard and "adaptive2/mined" in first.leaderboard
+    assert first.winner in ("dnn/none", "adaptive2/mined")
+    for task in ("fetch-data", "validate-data", "prepare-data", "mine-domains", "evaluate", "register-model"):
+        assert (first.run_dir / task).is_dir(), task
+    # first registration: challenger, promoted to champion (no champion existed), KServe manifest written
+    assert first.promoted and first.model_uri == f"models:/{tracking.REGISTERED_MODEL}/1"
+    assert tracking.alias_version(uri, tracking.CHALLENGER) == "1"
+    assert tracking.alias_version(uri, tracking.CHAMPION) == "1"
+    manifest = yaml.safe_load((first.run_dir / "promote-model" / "manifest").read_text())
+    assert manifest["kind"] == "InferenceService"
+
+    # second run, same data and seeds: a new challenger; the gate decides from the stored numbers
+    second = _run(tmp_path, uri)
+    assert second.model_uri == f"models:/{tracking.REGISTERED_MODEL}/2"
+    assert tracking.alias_version(uri, tracking.CHALLENGER) == "2"
+    new, _ = tracking.version_metrics(uri, "2")
+    old, _ = tracking.version_metrics(uri, "1")
+    if new["auc"] <= old["auc"]:
+        assert not second.promoted and tracking.alias_version(uri, tracking.CHAMPION) == "1"
+    else:  # strictly better overall; promoted unless a domain regressed beyond the tolerance
+        champion = tracking.alias_version(uri, tracking.CHAMPION)
+        assert champion == ("2" if second.promoted else "1")
