@@ -120,7 +120,7 @@ def test_save_bundle_rejects_inconsistent_arguments_and_keeps_old_bundle(
     shutil.copytree(demo.path, target)
     model = build_model("dnn", Predictor.load(target).info.inputs, config={"hidden": [16]})
     kwargs = dict(model=model, model_name="dnn", model_config={"hidden": [16]}, width=1.0, spec=demo.spec)
-    with pytest.raises(ValueError, match="needs domain miner"):
+    with pytest.raises(ValueError, match="needs external domain miner"):
         save_bundle(target, domain_source="mined", **kwargs)
     with pytest.raises(ValueError, match="unknown domain source"):
         save_bundle(target, domain_source="learned", **kwargs)
@@ -129,3 +129,22 @@ def test_save_bundle_rejects_inconsistent_arguments_and_keeps_old_bundle(
     np.testing.assert_array_equal(
         Predictor.load(target).predict(_rows(demo)), Predictor.load(demo.path).predict(_rows(demo))
     )
+
+
+def test_self_mining_model_is_bundled_without_an_external_miner(demo: DemoBundle, tmp_path: Path) -> None:
+    inputs = Predictor.load(demo.path).info.inputs
+    config = {"num_codes": 3, "shared": [8], "specific": [8]}
+    torch.manual_seed(0)
+    model = build_model("adaptive2", inputs, config=config).eval()
+    kwargs = dict(model=model, model_name="adaptive2", model_config=config, width=1.0, spec=demo.spec)
+    miner = DomainMiner(inputs, MinerConfig(num_codes=3, hidden=(8,), head_hidden=(8,), embed_dim=4))
+    with pytest.raises(ValueError, match="takes no external domain miner"):
+        save_bundle(tmp_path / "a2", domain_source="mined", miner=miner, **kwargs)
+    path = save_bundle(tmp_path / "a2", domain_source="mined", **kwargs)
+    assert not (path / "miner").exists()
+    served = Predictor.load(path)
+    rows = _rows(demo)
+    data = served.encode(rows)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(data.batch(0, len(data)))).double().numpy()
+    np.testing.assert_array_equal(served.predict(rows), expected)

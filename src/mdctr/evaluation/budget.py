@@ -84,11 +84,9 @@ def parse_budget(spec: str | float | int | BudgetSpec) -> BudgetSpec:
 def mines_own_domains(model_name: str) -> bool:
     """True for models that pick their routing domain inside forward (``adaptive2``): no external routing.
 
-    A model declares this with a class attribute ``mines_domains = True``; a model whose only accepted source
-    is ``mined`` is taken to mine for itself too.
+    A model declares this with the class attribute ``CTRModel.mines_domains``.
     """
-    cls = model_class(model_name)
-    return bool(getattr(cls, "mines_domains", tuple(cls.domain_sources) == ("mined",)))
+    return model_class(model_name).mines_domains
 
 
 def build_with_miner(

@@ -69,6 +69,7 @@ class Adaptive2(CTRModel):
                 raise ValueError(f"adaptive2: num_codes must be >= 1, got {self.num_codes}")
 
     domain_sources = ("mined",)
+    mines_domains = True
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)

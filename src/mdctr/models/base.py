@@ -140,10 +140,14 @@ class CTRModel(nn.Module):
     Class attributes:
         domain_sources: which routing sources the model accepts (``dnn`` only ``none``; ``adaptive2`` only
             ``mined``, from its own VQ-VAE).
+        mines_domains: whether the model mines its own routing domains inside forward.
     """
 
     Config: ClassVar[type] = object
     domain_sources: ClassVar[tuple[str, ...]] = DOMAIN_SOURCES
+    #: True for a model that picks its routing domain inside forward (adaptive2): ``batch.domain`` is
+    #: ignored, no external miner is needed to train or serve it, and its FLOPs already include mining.
+    mines_domains: ClassVar[bool] = False
     name: ClassVar[str] = ""
 
     def __init__(self, inputs: ModelInputs, config: Any, width: float = 1.0):

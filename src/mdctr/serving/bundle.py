@@ -135,15 +135,17 @@ def save_bundle(
 ) -> Path:
     """Write a bundle atomically to ``directory`` (replacing it) and return its path.
 
-    ``miner`` (a ``mdctr.domains.DomainMiner``) is required when ``domain_source == "mined"`` and must be None
-    otherwise. ``closed_columns`` overrides which sparse columns reject unseen values (default: those with at
+    ``miner`` (a ``mdctr.domains.DomainMiner``) is required when ``domain_source == "mined"`` and the model
+    does not mine its own domains (``CTRModel.mines_domains``); it must be None otherwise. ``closed_columns`` overrides which sparse columns reject unseen values (default: those with at
     most ``closed_vocab_max`` training values). ``metrics``: see :func:`normalise_metrics`.
     """
     if domain_source not in DOMAIN_SOURCES:
         raise ValueError(f"unknown domain source {domain_source!r}; expected one of {DOMAIN_SOURCES}")
-    if (domain_source == "mined") != (miner is not None):
+    needs_miner = domain_source == "mined" and not type(model).mines_domains
+    if needs_miner != (miner is not None):
         raise ValueError(
-            f"domain source {domain_source!r} {'needs' if miner is None else 'takes no'} domain miner"
+            f"{model_name} with domain source {domain_source!r} "
+            f"{'needs' if miner is None else 'takes no'} external domain miner"
         )
     closed = (
         tuple(closed_columns)
@@ -202,7 +204,7 @@ class Predictor:
         state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         miner = None
-        if info.domain_source == "mined":
+        if (directory / MINER_DIR).is_dir():
             from mdctr.domains.miner import DomainMiner  # only mined bundles need the miner code
 
             miner = DomainMiner.load(directory / MINER_DIR)
@@ -259,7 +261,8 @@ class Predictor:
         enc[self.spec.schema.label] = np.float32(0.0)  # TensorData wants a label; serving has none
         data = TensorData.from_frame(enc, self.spec.schema)
         source = self.info.domain_source
-        if source == "none":
+        if source == "none" or (source == "mined" and self.miner is None):
+            # a self-mining model (CTRModel.mines_domains) ignores batch.domain
             return data.with_domain(torch.zeros(len(data), dtype=torch.int64))
         if source == "mined":
             return data.with_domain(self.miner.assign(data))

@@ -146,7 +146,8 @@ def train_model(
         width=trained.width,
         spec=prepared.spec,
         domain_source=config.domain_source,
-        miner=miner,
+        # a model that mines its own domains carries its miner inside its weights
+        miner=None if type(trained.model).mines_domains else miner,
         metrics={
             "overall": {k: v for k, v in overall.items() if _finite(v) is not None},
             "per_domain": per_domain,
