@@ -22,8 +22,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
+# The main job: the whole KFP DAG locally on ML-1M (users 1–2999): every registered model, the multi-domain
+# ones routed by hand-crafted and by mined domains, at the FLOP budget of the default dnn.
+RUN_EPOCHS ?= 3
+RUN_SEEDS ?= 0
 run: setup
-	$(BIN)/mdctr run --datasets-dir $(DATASETS_DIR)
+	$(BIN)/mdctr pipeline run --dataset ml-1m --domain-sources handcrafted,mined --epochs $(RUN_EPOCHS) --seeds $(RUN_SEEDS)
 
 test: setup
 	$(BIN)/python -m pytest -q

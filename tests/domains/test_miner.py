@@ -120,3 +120,32 @@ def test_dead_code_restart_reseeds_unused_codes():
     assert vq.codebook[3].abs().max() < 1e3  # moved back onto the data
     codes = vq.assign(torch.randn(2000, 6))
     assert (torch.bincount(codes, minlength=4) > 0).all()
+
+
+def test_recon_loss_uses_a_sampled_softmax_only_for_large_vocabularies() -> None:
+    from torch.nn import functional as F
+
+    from mdctr.domains.vqvae import feature_recon_loss
+    from mdctr.models.base import FeatureEmbedding
+
+    torch.manual_seed(0)
+    e = 64  # wide enough that a true id's own vector stands far above 256 random ones
+    emb = FeatureEmbedding([50, 5000], num_dense=0, embed_dim=e, init_std=1.0)
+    sparse = torch.stack([torch.randint(0, 50, (64,)), torch.randint(0, 5000, (64,))], dim=1)
+    no_dense = torch.zeros(64, 0)
+    decoded = torch.randn(64, 2 * e)
+    w = emb.table.weight
+    # with a large enough threshold: exactly the full cross-entropy over every id
+    full_small = F.cross_entropy(decoded[:, :e] @ w[:50].t(), sparse[:, 0])
+    full_large = F.cross_entropy(decoded[:, e:] @ w[50:].t(), sparse[:, 1])
+    exact = feature_recon_loss(decoded, sparse, no_dense, emb, full_softmax_max_vocab=10**6)
+    torch.testing.assert_close(exact, (full_small + full_large) / 2)
+    # the 5000-id feature goes through the sampled softmax: a decoder output pointing at the true ids scores
+    # far better than a random one
+    aligned = torch.cat([w[sparse[:, 0]], w[50 + sparse[:, 1]]], dim=1).detach()
+    sampled_good = feature_recon_loss(aligned, sparse, no_dense, emb)
+    sampled_random = feature_recon_loss(decoded, sparse, no_dense, emb)
+    assert sampled_good < 0.1 * sampled_random
+    sampled_random.backward()
+    touched = emb.table.weight.grad[50:].abs().sum(1) > 0
+    assert 0 < int(touched.sum()) <= 64 + 256  # only the true ids and the sampled negatives get gradient

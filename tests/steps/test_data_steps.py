@@ -108,11 +108,23 @@ def test_plan_keeps_only_sources_a_model_accepts() -> None:
     assert ("dnn", "handcrafted") in out.skipped
 
 
+def test_plan_runs_single_source_models_with_their_only_source() -> None:
+    out = plan_runs(
+        config=PlanConfig(models=["dnn", "star", "adaptive2"], domain_sources=["handcrafted"], seeds=[0])
+    )
+    assert [(e["model"], e["domain_source"]) for e in out.entries] == [
+        ("dnn", "none"),
+        ("star", "handcrafted"),
+        ("adaptive2", "mined"),
+    ]
+    assert ("dnn", "handcrafted") in out.skipped and ("adaptive2", "handcrafted") in out.skipped
+
+
 @pytest.mark.parametrize(
     ("models", "sources", "error", "match"),
     [
         (["dnn"], ["bogus"], ValueError, "bogus"),
-        (["dnn"], ["handcrafted"], ValueError, "no \\(model, domain source\\) pair"),
+        (["star"], [], ValueError, "no \\(model, domain source\\) pair"),
         (["nosuchmodel"], ["none"], KeyError, "nosuchmodel"),
     ],
 )

@@ -17,7 +17,6 @@ app = typer.Typer(
 )
 app.add_typer(_data.app, name="data")
 app.add_typer(_pipeline.app, name="pipeline")
-_data.register_top_level(app)
 _train.register(app)
 app.command("serve")(_serve.serve)
 

@@ -48,19 +48,3 @@ def prepare(
         loaded = load_dataset(dataset, source or datasets_dir())
         spec = write_prepared(loaded, out, split=split, seed=seed)  # type: ignore[arg-type]
     typer.echo(f"wrote {out}: {spec.meta['rows']} rows per split")
-
-
-def register_top_level(root: typer.Typer) -> None:
-    @root.command("run")
-    def run(
-        datasets: Path = typer.Option(None, "--datasets-dir", help="Datasets root (default $DATASETS_DIR)."),
-        out: Path = typer.Option(Path("runs/ml-1m/prepared"), help="Where prepared data goes."),
-    ) -> None:
-        """The main job (for now: prepare ML-1M and print its per-domain summary)."""
-        from mdctr.data.prepare import write_prepared
-
-        with user_errors():
-            loaded = load_dataset("ml-1m", datasets or datasets_dir())
-            typer.echo(format_description(describe_table(loaded)))
-            write_prepared(loaded, out)
-        typer.echo(f"prepared data in {out}")

@@ -25,7 +25,7 @@ from mdctr.training.run import model_inputs, train_model
 log = logging.getLogger(__name__)
 
 
-def _budget_flops(prepared: PreparedData, spec: str, miner: Any | None) -> float:
+def budget_flops(prepared: PreparedData, spec: str, miner: Any | None) -> float:
     parsed = parse_budget(spec)
     if parsed.model is None:
         return float(parsed.flops)  # type: ignore[arg-type]
@@ -85,7 +85,7 @@ def run_benchmark(
 
         miner = fit_miner(prepared.train, model_inputs(prepared, 1), miner_config or MinerConfig())
         miner.save(out / "miner")
-    budget = _budget_flops(prepared, str(budget_spec), miner)
+    budget = budget_flops(prepared, str(budget_spec), miner)
     log.info(
         "benchmark %s: budget %s = %.0f FLOPs/sample, %d entries × %d seeds",
         dataset,

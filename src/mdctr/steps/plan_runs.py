@@ -28,7 +28,9 @@ class PlanOutput:
 
 def plan_runs(*, config: PlanConfig) -> PlanOutput:
     """Cross product of models × domain sources × seeds, keeping the sources each model accepts
-    (``CTRModel.domain_sources``: e.g. ``dnn`` only ``none``, ``adaptive2`` only ``mined``).
+    (``CTRModel.domain_sources``). A model with a single source (``dnn``: ``none``; ``adaptive2``:
+    ``mined``) always runs with it, so the requested sources choose how the multi-domain models route
+    without dropping the single-domain baseline.
 
     Raises ``KeyError`` for an unknown model, ``ValueError`` for an unknown source or an empty plan.
     """
@@ -43,9 +45,10 @@ def plan_runs(*, config: PlanConfig) -> PlanOutput:
     skipped: list[tuple[str, str]] = []
     for model in dict.fromkeys(config.models):  # de-duplicate, keep order
         accepted = model_class(model).domain_sources
-        for source in dict.fromkeys(config.domain_sources):
+        skipped += [(model, s) for s in dict.fromkeys(config.domain_sources) if s not in accepted]
+        requested = accepted if len(accepted) == 1 else config.domain_sources
+        for source in dict.fromkeys(requested):
             if source not in accepted:
-                skipped.append((model, source))
                 continue
             entries += [{"model": model, "domain_source": source, "seed": int(s)} for s in config.seeds]
     if not entries:
