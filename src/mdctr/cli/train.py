@@ -134,6 +134,7 @@ def register(root: typer.Typer) -> None:
         seeds: int = typer.Option(3, help="Seeds 0..N-1 per entry."),
         epochs: int = typer.Option(5, help="Maximum epochs per run."),
         batch_size: int = typer.Option(4096, help="Rows per step."),
+        threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
         out: Path = typer.Option(Path("runs/benchmark"), "--out", "-o", help="Output directory."),
     ) -> None:
         """FLOP-matched leaderboard over models × domain sources × seeds (Markdown, CSV, JSON, PNG)."""
@@ -153,7 +154,7 @@ def register(root: typer.Typer) -> None:
                 budget or FLOP_BUDGET_DEFAULT,
                 seeds,
                 out,
-                TrainConfig(epochs=epochs, batch_size=batch_size),
+                TrainConfig(epochs=epochs, batch_size=batch_size, num_threads=threads),
             )
         typer.echo(to_markdown(df, f"FLOP-matched leaderboard: {dataset}"))
         typer.echo(f"wrote {out}")

@@ -17,7 +17,7 @@ from mdctr.evaluation.budget import fit_width, mines_own_domains, parse_budget, 
 from mdctr.evaluation.flops import count_batch
 from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
 from mdctr.io import write_json_atomic
-from mdctr.models.base import model_class
+from mdctr.models.base import model_class, plan_pairs
 from mdctr.training.config import TrainConfig
 from mdctr.training.domains import apply_domain_source
 from mdctr.training.run import model_inputs, train_model
@@ -65,17 +65,12 @@ def run_benchmark(
         loaded = load_dataset(dataset, source_dir or ".", **(dataset_options or {}))
         prepared = prepare_in_memory(loaded)
 
-    plan: list[tuple[str, str]] = []
+    plan, unsupported = plan_pairs(models, domain_sources)
     skipped: list[dict[str, str]] = []
-    for name in models:
-        accepted = model_class(name).domain_sources
-        for source in domain_sources:
-            if source in accepted:
-                plan.append((name, source))
-            else:
-                reason = f"accepts only {list(accepted)}"
-                log.info("skipping %s with domain source %s: %s", name, source, reason)
-                skipped.append({"model": name, "domain_source": source, "reason": reason})
+    for name, source in unsupported:
+        reason = f"accepts only {list(model_class(name).domain_sources)}"
+        log.info("not training %s with domain source %s: %s", name, source, reason)
+        skipped.append({"model": name, "domain_source": source, "reason": reason})
     if not plan:
         raise ValueError(f"no model accepts any of the domain sources {list(domain_sources)}")
 

@@ -200,6 +200,29 @@ def model_class(name: str) -> type[CTRModel]:
         raise KeyError(f"unknown model {name!r}; registered: {model_names()}") from None
 
 
+def plan_pairs(
+    models: Sequence[str], domain_sources: Sequence[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(model, domain source) pairs to train, and the requested pairs a model does not accept.
+
+    A model keeps the requested sources it accepts (``CTRModel.domain_sources``). A model with a single
+    source (``dnn``: ``none``; ``adaptive2``: ``mined``) always runs with it, so the requested sources choose
+    how the multi-domain models route without dropping the single-domain baseline. Duplicates are dropped,
+    order kept. Raises ``KeyError`` for an unknown model, ``ValueError`` for an unknown source.
+    """
+    unknown = sorted(set(domain_sources) - set(DOMAIN_SOURCES))
+    if unknown:
+        raise ValueError(f"unknown domain source(s) {unknown}; expected some of {list(DOMAIN_SOURCES)}")
+    pairs: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    for name in dict.fromkeys(models):
+        accepted = model_class(name).domain_sources
+        skipped += [(name, s) for s in dict.fromkeys(domain_sources) if s not in accepted]
+        requested = accepted if len(accepted) == 1 else domain_sources
+        pairs += [(name, s) for s in dict.fromkeys(requested) if s in accepted]
+    return pairs, skipped
+
+
 def build_model(
     name: str, inputs: ModelInputs, *, width: float = 1.0, config: dict[str, Any] | None = None
 ) -> CTRModel:
