@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -33,6 +34,23 @@ PIPELINE_MODULE = "pipelines.training"
 DEFAULT_RUNS_DIR = Path("runs")
 #: parameters whose local value differs from the cluster default compiled into the pipeline
 LOCAL_DATA_REV = "local"
+#: tasks the KFP local runner executes at once inside a ParallelFor
+LOCAL_PARALLEL_TASKS = 2
+#: variables that set the CPU threads of torch / OpenMP / MKL in a task process
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def local_thread_env(cpus: int | None = None, parallel: int = LOCAL_PARALLEL_TASKS) -> dict[str, str]:
+    """Per-task CPU threads for a local run, for the variables the user has not set.
+
+    Task processes inherit this process's environment. Two training tasks that each start one OpenMP thread
+    per core oversubscribe the machine, and spinning OpenMP workers then slow both by up to 10× (seen on
+    2 cores: 2,400 instead of 42,000 samples/s). Each task gets its share of the cores instead. On a cluster
+    every pod has its own CPU limit, so this applies to local runs only.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    share = str(max(1, cpus // parallel))
+    return {var: share for var in THREAD_VARIABLES if var not in os.environ}
 
 
 def _pipeline_module() -> Any:
@@ -213,6 +231,7 @@ def run_local(
         "promotion_tolerance": float(promotion_tolerance),
     }
     log.info("local pipeline run: %s", json.dumps(arguments))
+    os.environ.update(local_thread_env())
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
