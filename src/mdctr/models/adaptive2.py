@@ -56,7 +56,10 @@ class Adaptive2(CTRModel):
         ema_decay: float | None = 0.95
         recon: str = "features"
         vq_weight: float = 1.0
+        #: let the VQ-VAE losses train the CTR embedding too (False: the miner reads it through a stop-gradient)
+        vq_grad_to_embedding: bool = True
         dropout: float = 0.0
+        batchnorm: bool = True  # the same normalised blocks in every model: see docs/benchmarks.md
 
         def __post_init__(self) -> None:
             if self.miner not in MINER_MODES:
@@ -77,7 +80,7 @@ class Adaptive2(CTRModel):
         from mdctr.domains.vqvae import VQVAE
 
         in_dim = inputs.input_dim
-        kw = {"dropout": config.dropout}
+        kw = {"dropout": config.dropout, "batchnorm": config.batchnorm}
         self.shared = MLP(in_dim, scale_widths(config.shared, width), **kw)
         specific = scale_widths(config.specific, width)
         if config.fusion == "gate":  # a gated sum needs equal widths: the last specific layer follows shared
@@ -147,7 +150,8 @@ class Adaptive2(CTRModel):
             from mdctr.domains.vqvae import feature_recon_loss
 
             emb = self.recon_embedding
-            out = self.vqvae(x, lambda dec: feature_recon_loss(dec, batch.sparse, batch.dense, emb))
+            vq_in = x if self.config.vq_grad_to_embedding else x.detach()
+            out = self.vqvae(vq_in, lambda dec: feature_recon_loss(dec, batch.sparse, batch.dense, emb))
         else:
             out = self.vqvae(x.detach())
         self._aux = self.config.vq_weight * out.loss

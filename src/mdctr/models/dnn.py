@@ -19,7 +19,7 @@ class DNN(CTRModel):
     class Config:
         hidden: tuple[int, ...] = (256, 128)
         dropout: float = 0.0
-        batchnorm: bool = False
+        batchnorm: bool = True  # the same normalised blocks in every model: see docs/benchmarks.md
 
     domain_sources = ("none",)
 

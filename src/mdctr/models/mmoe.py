@@ -26,7 +26,7 @@ class MMoE(CTRModel):
         expert: tuple[int, ...] = (256, 128)
         tower: tuple[int, ...] = (64,)
         dropout: float = 0.0
-        batchnorm: bool = False
+        batchnorm: bool = True  # the same normalised blocks in every model: see docs/benchmarks.md
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mdctr.data.tensors import Batch
-from mdctr.models.base import CTRModel, ModelInputs, register, scale_widths
+from mdctr.models.base import BatchNorm1d, CTRModel, ModelInputs, register, scale_widths
 
 
 class GateNU(nn.Sequential):
@@ -41,6 +41,7 @@ class PEPNet(CTRModel):
         hidden: tuple[int, ...] = (256, 128)
         gate_hidden: int = 64
         domain_embed_dim: int = 16
+        batchnorm: bool = True  # the same normalised blocks in every model: see docs/benchmarks.md
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)
@@ -53,7 +54,8 @@ class PEPNet(CTRModel):
         self.ppnet = nn.ModuleList()
         prev = in_dim
         for h in hidden:
-            self.layers.append(nn.Linear(prev, h))
+            linear = nn.Linear(prev, h)
+            self.layers.append(nn.Sequential(linear, BatchNorm1d(h)) if config.batchnorm else linear)
             self.ppnet.append(GateNU(config.domain_embed_dim + in_dim, gate_hidden, h))
             prev = h
         self.head = nn.Linear(prev, 1)

@@ -29,7 +29,7 @@ class SharedBottom(CTRModel):
         bottom: tuple[int, ...] = (256,)
         tower: tuple[int, ...] = (128,)
         dropout: float = 0.0
-        batchnorm: bool = False
+        batchnorm: bool = True  # the same normalised blocks in every model: see docs/benchmarks.md
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)
