@@ -18,7 +18,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -231,7 +232,6 @@ def run_local(
         "promotion_tolerance": float(promotion_tolerance),
     }
     log.info("local pipeline run: %s", json.dumps(arguments))
-    os.environ.update(local_thread_env())
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
@@ -240,7 +240,7 @@ def run_local(
     )
     before = {p.name for p in root.iterdir()}
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _environ(local_thread_env()):
         # the runner warns that a non-"python" image name may not match the local interpreter; here it does
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         try:
@@ -263,6 +263,21 @@ def run_local(
         tracking_uri=uri,
         seconds=seconds,
     )
+
+
+@contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the task processes of one run, then restore the caller's values."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _read_leaderboard(run_dir: Path) -> str:

@@ -19,3 +19,16 @@ def test_a_setting_the_user_made_is_kept(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     assert local_thread_env(cpus=8, parallel=2) == {"MKL_NUM_THREADS": "4"}
+
+
+def test_thread_settings_last_only_for_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mdctr.pipeline import _environ
+
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with _environ({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}):
+        import os
+
+        assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in os.environ
+    assert os.environ["MKL_NUM_THREADS"] == "3"
