@@ -62,3 +62,13 @@ def test_unreachable_budget_names_model_and_range() -> None:
         fit_width("dnn", INPUTS, 5.0, batch)
     with pytest.raises(BudgetError, match=r"above the largest width"):
         fit_width("dnn", INPUTS, 1e13, batch)
+
+
+def test_adaptive2_star_backbone_fits_the_budget() -> None:
+    inputs = ModelInputs(INPUTS.vocab_sizes, 2, 1, 8)
+    batch = _batch(inputs)
+    budget = model_flops("dnn", inputs, 1.0, batch)
+    config = {"backbone": "star"}
+    fit = fit_width("adaptive2", inputs, budget, batch, model_config=config)
+    assert fit.rel_error <= 0.03
+    assert fit.flops == pytest.approx(model_flops("adaptive2", inputs, fit.width, batch, config))

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from mdctr.config import ConfigError
 from mdctr.data.prepare import prepare_in_memory
 from mdctr.data.synthetic import generate
 from mdctr.evaluation.benchmark import run_benchmark
@@ -85,3 +87,36 @@ def test_run_benchmark_on_synthetic(tmp_path: Path) -> None:
     ):
         assert (tmp_path / name).is_file()
     assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+
+
+def test_run_benchmark_applies_model_configs(tmp_path: Path) -> None:
+    """Per-model overrides reach every entry; a pre-trained-miner adaptive2 gets the benchmark's miner."""
+    from mdctr.domains.miner import MinerConfig
+
+    loaded = generate(rows=1500, num_sparse=3, num_dense=1, vocab_size=30, num_domains=2, seed=0)
+    configs = {"adaptive2": {"miner": "pretrained", "backbone": "star", "num_codes": 3}}
+    df = run_benchmark(
+        "synthetic",
+        None,
+        ["adaptive2"],
+        ["mined"],
+        "model:dnn",
+        1,
+        tmp_path,
+        TrainConfig(epochs=1, batch_size=256, device="cpu"),
+        MinerConfig(num_codes=3, epochs=1),
+        prepared=prepare_in_memory(loaded),
+        model_configs=configs,
+    )
+    assert list(df["entry"]) == ["adaptive2[miner=pretrained,backbone=star,num_codes=3]/mined"]
+    assert (tmp_path / "miner").is_dir()  # pre-trained once, for the model to hold
+    summary = json.loads((tmp_path / "runs" / "adaptive2-mined-seed0.json").read_text())
+    assert summary["model_config"] == configs["adaptive2"]
+    assert abs(summary["flops_per_sample"] - summary["budget_flops"]) / summary["budget_flops"] <= 0.03
+
+    with pytest.raises(ConfigError, match=r"model configs given for \['star'\]"):
+        run_benchmark(
+            "synthetic", None, ["dnn"], ["none"], "model:dnn", 1, tmp_path / "bad",
+            TrainConfig(epochs=1, batch_size=256, device="cpu"),
+            prepared=prepare_in_memory(loaded), model_configs={"star": {}},
+        )  # fmt: skip

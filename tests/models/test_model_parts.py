@@ -177,3 +177,49 @@ def test_adaptive2_pretrained_miner_is_frozen():
     assert all(torch.equal(before[k], v) for k, v in miner.state_dict().items())
     assert torch.equal(model.last_codes, miner(batch))
     assert model.dense_parameters() < sum(p.numel() for p in model.parameters())
+
+
+STAR_BACKBONE = {"backbone": "star", "num_codes": 3}
+
+
+def _star_adaptive2(seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model("adaptive2", INPUTS, config=STAR_BACKBONE)
+    batch = make_batch(30, seed=seed)
+    with torch.no_grad():  # one codebook vector on each of the first 3 rows: every code is in use
+        z = model.vqvae.encode(model.embed(batch))
+        model.vqvae._set_codebook(z[:3].clone())
+    return model, batch
+
+
+def test_adaptive2_star_backbone_trains_every_part():
+    model, batch = _star_adaptive2()
+    assert not hasattr(model, "specific") and not hasattr(model, "head")
+    logits = model.train()(batch)
+    assert logits.shape == (30,) and torch.isfinite(logits).all()
+    assert set(model.last_codes.tolist()) == {0, 1, 2}
+    (F.binary_cross_entropy_with_logits(logits, batch.label) + model.aux_loss()).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert no_grad == []
+
+
+def test_adaptive2_star_backbone_routes_rows_by_their_code():
+    """Code k's specific weights change the logits of code-k rows and of no other row."""
+    model, batch = _star_adaptive2()
+    model.eval()
+    before = model(batch)
+    codes = model.last_codes
+    with torch.no_grad():
+        model.fcn.domain_w[0][1].mul_(3.0)
+        model.pn.beta_d[1].add_(0.5)
+    after = model(batch)
+    assert torch.equal(model.last_codes, codes)
+    changed = ~torch.isclose(before, after)
+    assert changed[codes == 1].all() and not changed[codes != 1].any()
+
+
+def test_adaptive2_star_backbone_rejects_gated_fusion():
+    with pytest.raises(ValueError, match="fusion applies to backbone='mlp'"):
+        build_model("adaptive2", INPUTS, config={"backbone": "star", "fusion": "gate"})
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        build_model("adaptive2", INPUTS, config={"backbone": "moe"})

@@ -42,3 +42,13 @@ def test_train_rejects_a_source_the_model_does_not_accept() -> None:
     result = runner.invoke(app, ["train", "--dataset", "synthetic", "--model", "dnn", "--domains", "mined"])
     assert result.exit_code == 2
     assert "does not accept domain source 'mined'" in result.output
+
+
+def test_benchmark_rejects_bad_model_config() -> None:
+    base = ["benchmark", "--dataset", "synthetic", "--models", "dnn", "--domains", "none", "--epochs", "1"]
+    result = runner.invoke(app, [*base, "--model-config", "{not json"])
+    assert result.exit_code == 2 and "--model-config is not valid JSON" in result.output
+    result = runner.invoke(app, [*base, "--model-config", '{"dnn": 3}'])
+    assert result.exit_code == 2 and "must map model names to objects" in result.output
+    result = runner.invoke(app, [*base, "--model-config", '{"star": {}}'])
+    assert result.exit_code == 2 and "model configs given for ['star']" in result.output

@@ -56,6 +56,23 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.5f}"
 
 
+def _model_configs(text: str) -> dict[str, dict[str, Any]]:
+    """``--model-config`` JSON → {model: overrides}; a clear error for anything else."""
+    from mdctr.config import ConfigError
+
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--model-config is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise ConfigError(
+            f'--model-config must map model names to objects, e.g. {{"adaptive2": {{}}}}: {text!r}'
+        )
+    return parsed
+
+
 def _load_prepared(dataset: str, source: Path | None) -> Any:
     from mdctr.data import load_dataset
     from mdctr.data.prepare import prepare_in_memory
@@ -136,6 +153,9 @@ def register(root: typer.Typer) -> None:
         batch_size: int = typer.Option(4096, help="Rows per step."),
         threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
         out: Path = typer.Option(Path("runs/benchmark"), "--out", "-o", help="Output directory."),
+        model_config: str = typer.Option(
+            "", help='Config overrides per model, as JSON: \'{"adaptive2": {"backbone": "star"}}\'.'
+        ),
     ) -> None:
         """FLOP-matched leaderboard over models × domain sources × seeds (Markdown, CSV, JSON, PNG)."""
         from mdctr.evaluation.benchmark import run_benchmark
@@ -146,6 +166,7 @@ def register(root: typer.Typer) -> None:
 
         names = [m for m in models.split(",") if m] or model_names()
         with _errors():
+            configs = _model_configs(model_config)
             df = run_benchmark(
                 dataset,
                 source or datasets_dir(),
@@ -155,6 +176,7 @@ def register(root: typer.Typer) -> None:
                 seeds,
                 out,
                 TrainConfig(epochs=epochs, batch_size=batch_size, num_threads=threads),
+                model_configs=configs,
             )
         typer.echo(to_markdown(df, f"FLOP-matched leaderboard: {dataset}"))
         typer.echo(f"wrote {out}")

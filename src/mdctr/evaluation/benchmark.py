@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mdctr.config import ConfigError
 from mdctr.data import load_dataset
 from mdctr.data.prepare import PreparedData, prepare_in_memory
 from mdctr.evaluation.budget import fit_width, mines_own_domains, parse_budget, resolve_budget
@@ -48,19 +49,26 @@ def run_benchmark(
     *,
     dataset_options: dict[str, Any] | None = None,
     prepared: PreparedData | None = None,
+    model_configs: Mapping[str, dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Train and evaluate every accepted (model, domain source) at the budget for every seed.
 
     Widths are fitted once per (model, source) on the first validation rows; a pair the model does not accept
     is skipped with a log line and listed in ``skipped.json``. A separate miner (``mdctr.domains.fit_miner``
     with ``miner_config``) is pre-trained once when some model routes by mined codes without its own VQ-VAE.
-    Per-run summaries go to ``out_dir/runs/``; the leaderboard files to ``out_dir``.
+    ``model_configs`` maps a model name to overrides of its config, used for every entry of that model (an
+    ``adaptive2`` with ``miner="pretrained"`` gets the pre-trained miner); its entries are named
+    ``model[key=value,…]/source``. Per-run summaries (with the overrides) go to ``out_dir/runs/``; the
+    leaderboard files to ``out_dir``.
 
     Returns:
         the leaderboard (see :func:`build_leaderboard`).
     """
     out = Path(out_dir)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    configs = dict(model_configs or {})
+    if unknown := sorted(set(configs) - set(models)):
+        raise ConfigError(f"model configs given for {unknown}, which are not among the models {list(models)}")
     if prepared is None:
         loaded = load_dataset(dataset, source_dir or ".", **(dataset_options or {}))
         prepared = prepare_in_memory(loaded)
@@ -74,8 +82,11 @@ def run_benchmark(
     if not plan:
         raise ValueError(f"no model accepts any of the domain sources {list(domain_sources)}")
 
+    def needs_miner(name: str) -> bool:  # routed from outside, or holding a pre-trained miner
+        return not mines_own_domains(name) or configs.get(name, {}).get("miner") == "pretrained"
+
     miner = None
-    if any(s == "mined" and not mines_own_domains(m) for m, s in plan):
+    if any(s == "mined" and needs_miner(m) for m, s in plan):
         from mdctr.domains.miner import MinerConfig, fit_miner
 
         miner = fit_miner(prepared.train, model_inputs(prepared, 1), miner_config or MinerConfig())
@@ -95,8 +106,14 @@ def run_benchmark(
         run_miner = miner if source == "mined" else None
         router = None if mines_own_domains(name) else run_miner  # routes from outside the model
         routed, num = apply_domain_source(prepared, source, router, model_name=name)
+        model_config = configs.get(name)
         fitted = fit_width(
-            name, model_inputs(prepared, num), budget, count_batch(routed.valid), miner=run_miner
+            name,
+            model_inputs(prepared, num),
+            budget,
+            count_batch(routed.valid),
+            model_config=model_config,
+            miner=run_miner,
         )
         for seed in seed_list:
             tag = f"{name}-{source}-seed{seed}"
@@ -107,10 +124,25 @@ def run_benchmark(
                 if train_config.checkpoint_dir
                 else None,
             )
-            trained = train_model(prepared, name, source, width=fitted.width, miner=run_miner, config=config)
+            trained = train_model(
+                prepared,
+                name,
+                source,
+                width=fitted.width,
+                model_config=model_config,
+                miner=run_miner,
+                config=config,
+            )
             record = RunRecord.from_trained(trained)
+            if model_config:  # a variant gets its own leaderboard entry, named by its overrides
+                overrides = ",".join(f"{k}={v}" for k, v in model_config.items())
+                record = dataclasses.replace(record, model=f"{name}[{overrides}]")
             records.append(record)
-            summary = trained.summary() | {"budget": str(budget_spec), "budget_flops": budget}
+            summary = trained.summary() | {
+                "budget": str(budget_spec),
+                "budget_flops": budget,
+                "model_config": model_config or {},
+            }
             write_json_atomic(out / "runs" / f"{tag}.json", summary)
             np.save(out / "runs" / f"{tag}.test_probs.npy", trained.predictions.astype(np.float32))
 

@@ -2,6 +2,14 @@
 a shared network sees every sample, the domain-specific network of code k sees the rows of code k (routed),
 their outputs are fused and fed to the prediction head. Hand-crafted domain ids are not used.
 
+Two adaptation backbones over the mined codes:
+
+* ``backbone="mlp"`` (default): a shared MLP and one specific MLP per code, concatenated (or gated) into a
+  linear head.
+* ``backbone="star"``: STAR's shared-and-specific layers with the code as the domain: partitioned
+  normalisation, star-topology FCN (W ⊙ W_k) and an auxiliary network over the code's embedding. The
+  ``shared`` sizes are the FCN's hidden sizes; ``specific`` and ``fusion`` do not apply.
+
 Two miner modes:
 
 * ``miner="joint"``: the model owns a :class:`~mdctr.domains.vqvae.VQVAE` over its own embedding output,
@@ -26,6 +34,7 @@ from torch import nn
 
 from mdctr.data.tensors import Batch
 from mdctr.models.base import MLP, CTRModel, FeatureEmbedding, ModelInputs, register, route, scale_widths
+from mdctr.models.star import PartitionedNorm, StarFCN
 
 if TYPE_CHECKING:
     from mdctr.domains.miner import DomainMiner
@@ -33,19 +42,22 @@ if TYPE_CHECKING:
 
 MINER_MODES = ("joint", "pretrained")
 FUSIONS = ("concat", "gate")
+BACKBONES = ("mlp", "star")
 
 
 @register("adaptive2")
 class Adaptive2(CTRModel):
-    """embed → codes k → [shared(x) ‖ specific_k(x)] (or gated sum) → head → logit [B].
+    """embed → codes k → [shared(x) ‖ specific_k(x)] (or gated sum) → head → logit [B]; with
+    ``backbone="star"``: embed → codes k → star FCN_k(PN_k(x)) + aux(code emb ‖ x) → logit [B].
 
-    Width scales the shared, specific and VQ-VAE hidden sizes.
+    Width scales the shared, specific, auxiliary and VQ-VAE hidden sizes.
     """
 
     @dataclass(frozen=True)
     class Config:
         num_codes: int = 4
         miner: str = "joint"
+        backbone: str = "mlp"
         shared: tuple[int, ...] = (256, 128)
         specific: tuple[int, ...] = (128, 64)
         fusion: str = "concat"
@@ -60,12 +72,21 @@ class Adaptive2(CTRModel):
         vq_grad_to_embedding: bool = True
         dropout: float = 0.0
         batchnorm: bool = True  # the same normalised blocks in every model: see docs/benchmarks.md
+        #: backbone="star" only: the code embedding's size and the auxiliary network's hidden sizes (as STAR's)
+        code_embed_dim: int = 16
+        aux_hidden: tuple[int, ...] = (64,)
 
         def __post_init__(self) -> None:
             if self.miner not in MINER_MODES:
                 raise ValueError(f"adaptive2: miner must be one of {MINER_MODES}, got {self.miner!r}")
             if self.fusion not in FUSIONS:
                 raise ValueError(f"adaptive2: fusion must be one of {FUSIONS}, got {self.fusion!r}")
+            if self.backbone not in BACKBONES:
+                raise ValueError(f"adaptive2: backbone must be one of {BACKBONES}, got {self.backbone!r}")
+            if self.backbone == "star" and self.fusion != "concat":
+                raise ValueError(
+                    "adaptive2: fusion applies to backbone='mlp' only; backbone='star' sums logits"
+                )
             if self.recon not in ("features", "embedding"):
                 raise ValueError(f"adaptive2: recon must be 'features' or 'embedding', got {self.recon!r}")
             if self.num_codes < 1:
@@ -80,20 +101,11 @@ class Adaptive2(CTRModel):
         from mdctr.domains.vqvae import VQVAE
 
         in_dim = inputs.input_dim
-        kw = {"dropout": config.dropout, "batchnorm": config.batchnorm}
-        self.shared = MLP(in_dim, scale_widths(config.shared, width), **kw)
-        specific = scale_widths(config.specific, width)
-        if config.fusion == "gate":  # a gated sum needs equal widths: the last specific layer follows shared
-            specific = (*specific[:-1], self.shared.output_dim)
-        self.specific = nn.ModuleList(MLP(in_dim, specific, **kw) for _ in range(config.num_codes))
-        self.specific_dim = specific[-1]
-        if config.fusion == "gate":
-            self.gate = nn.Linear(in_dim, self.shared.output_dim)
-            head_in = self.shared.output_dim
+        self.gate = None
+        if config.backbone == "star":
+            self._build_star(in_dim, config, width)
         else:
-            self.gate = None
-            head_in = self.shared.output_dim + self.specific_dim
-        self.head = nn.Linear(head_in, 1)
+            self._build_mlp(in_dim, config, width)
         self.vqvae: VQVAE | None = None
         self.recon_embedding: FeatureEmbedding | None = None
         self.miner: DomainMiner | None = None
@@ -113,6 +125,31 @@ class Adaptive2(CTRModel):
                 )
         self._aux: torch.Tensor | None = None
         self.last_codes: torch.Tensor | None = None
+
+    def _build_mlp(self, in_dim: int, config: Config, width: float) -> None:
+        kw = {"dropout": config.dropout, "batchnorm": config.batchnorm}
+        self.shared = MLP(in_dim, scale_widths(config.shared, width), **kw)
+        specific = scale_widths(config.specific, width)
+        if config.fusion == "gate":  # a gated sum needs equal widths: the last specific layer follows shared
+            specific = (*specific[:-1], self.shared.output_dim)
+        self.specific = nn.ModuleList(MLP(in_dim, specific, **kw) for _ in range(config.num_codes))
+        self.specific_dim = specific[-1]
+        if config.fusion == "gate":
+            self.gate = nn.Linear(in_dim, self.shared.output_dim)
+            head_in = self.shared.output_dim
+        else:
+            head_in = self.shared.output_dim + self.specific_dim
+        self.head = nn.Linear(head_in, 1)
+
+    def _build_star(self, in_dim: int, config: Config, width: float) -> None:
+        m = config.num_codes
+        self.pn = PartitionedNorm(in_dim, m)
+        self.fcn = StarFCN(in_dim, (*scale_widths(config.shared, width), 1), m)
+        self.code_embedding = nn.Embedding(m, config.code_embed_dim)
+        aux_hidden = scale_widths(config.aux_hidden, width)
+        self.aux = nn.Sequential(
+            MLP(in_dim + config.code_embed_dim, aux_hidden), nn.Linear(aux_hidden[-1], 1)
+        )
 
     # -- miner --------------------------------------------------------------------------------------------
     def load_miner(self, miner: DomainMiner) -> None:
@@ -162,6 +199,10 @@ class Adaptive2(CTRModel):
         x = self.embed(batch)
         k = self.codes(batch, x)
         self.last_codes = k.detach()
+        if self.config.backbone == "star":
+            main = self.fcn(self.pn(x, k), k)  # [B, 1]
+            aux = self.aux(torch.cat([self.code_embedding(k), x], dim=1))  # [B, 1]
+            return (main + aux).squeeze(-1)
         shared = self.shared(x)  # [B, H]
         specific = route(x, k, list(self.specific), self.specific_dim)  # [B, H_s]
         if self.gate is not None:
