@@ -116,7 +116,7 @@ def test_hamur_trains(init):
 def test_star_partitioned_norm_uses_each_domains_statistics():
     torch.manual_seed(0)
     model = build_model("star", INPUTS)
-    pn = model.pn
+    pn = model.tower.pn
     domain = torch.tensor([0] * 20 + [2] * 20)
     x = torch.cat([torch.randn(20, INPUTS.input_dim) + 5.0, torch.randn(20, INPUTS.input_dim) - 5.0])
     out = pn.train()(x, domain)
@@ -210,8 +210,8 @@ def test_adaptive2_star_backbone_routes_rows_by_their_code():
     before = model(batch)
     codes = model.last_codes
     with torch.no_grad():
-        model.fcn.domain_w[0][1].mul_(3.0)
-        model.pn.beta_d[1].add_(0.5)
+        model.tower.fcn.domain_w[0][1].mul_(3.0)
+        model.tower.pn.beta_d[1].add_(0.5)
     after = model(batch)
     assert torch.equal(model.last_codes, codes)
     changed = ~torch.isclose(before, after)

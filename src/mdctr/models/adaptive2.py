@@ -34,7 +34,7 @@ from torch import nn
 
 from mdctr.data.tensors import Batch
 from mdctr.models.base import MLP, CTRModel, FeatureEmbedding, ModelInputs, register, route, scale_widths
-from mdctr.models.star import PartitionedNorm, StarFCN
+from mdctr.models.star import StarTower
 
 if TYPE_CHECKING:
     from mdctr.domains.miner import DomainMiner
@@ -142,14 +142,9 @@ class Adaptive2(CTRModel):
         self.head = nn.Linear(head_in, 1)
 
     def _build_star(self, in_dim: int, config: Config, width: float) -> None:
-        m = config.num_codes
-        self.pn = PartitionedNorm(in_dim, m)
-        self.fcn = StarFCN(in_dim, (*scale_widths(config.shared, width), 1), m)
-        self.code_embedding = nn.Embedding(m, config.code_embed_dim)
         aux_hidden = scale_widths(config.aux_hidden, width)
-        self.aux = nn.Sequential(
-            MLP(in_dim + config.code_embed_dim, aux_hidden), nn.Linear(aux_hidden[-1], 1)
-        )
+        hidden = scale_widths(config.shared, width)
+        self.tower = StarTower(in_dim, hidden, config.num_codes, aux_hidden, config.code_embed_dim)
 
     # -- miner --------------------------------------------------------------------------------------------
     def load_miner(self, miner: DomainMiner) -> None:
@@ -200,9 +195,7 @@ class Adaptive2(CTRModel):
         k = self.codes(batch, x)
         self.last_codes = k.detach()
         if self.config.backbone == "star":
-            main = self.fcn(self.pn(x, k), k)  # [B, 1]
-            aux = self.aux(torch.cat([self.code_embedding(k), x], dim=1))  # [B, 1]
-            return (main + aux).squeeze(-1)
+            return self.tower(x, k).squeeze(-1)
         shared = self.shared(x)  # [B, H]
         specific = route(x, k, list(self.specific), self.specific_dim)  # [B, H_s]
         if self.gate is not None:

@@ -87,6 +87,35 @@ class StarFCN(nn.Module):
         return route(x, domain, [self._domain(d) for d in range(self.num_domains)], self.out_dim)
 
 
+class StarTower(nn.Module):
+    """STAR's domain-adaptive tower over an input x: PN → star FCN (hidden sizes, then 1) + auxiliary net over
+    (domain embedding ‖ x). forward(x [B, in_dim], domain [B]) → logit [B, 1].
+
+    Used by :class:`STAR` (hand-crafted or externally mined domains) and by ``adaptive2`` with
+    ``backbone="star"`` (its own mined codes).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        num_domains: int,
+        aux_hidden: tuple[int, ...],
+        domain_embed_dim: int,
+        pn_momentum: float = 0.1,
+    ):
+        super().__init__()
+        self.pn = PartitionedNorm(in_dim, num_domains, pn_momentum)
+        self.fcn = StarFCN(in_dim, (*hidden, 1), num_domains)
+        self.domain_embedding = nn.Embedding(num_domains, domain_embed_dim)
+        self.aux = nn.Sequential(MLP(in_dim + domain_embed_dim, aux_hidden), nn.Linear(aux_hidden[-1], 1))
+
+    def forward(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        main = self.fcn(self.pn(x, domain), domain)
+        aux = self.aux(torch.cat([self.domain_embedding(domain), x], dim=1))
+        return main + aux
+
+
 @register("star")
 class STAR(CTRModel):
     """embed → PN → star FCN (hidden·width, then 1) + auxiliary net(domain emb ‖ input) → logit [B]."""
@@ -100,16 +129,14 @@ class STAR(CTRModel):
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)
-        self.pn = PartitionedNorm(inputs.input_dim, inputs.num_domains, config.pn_momentum)
-        self.fcn = StarFCN(inputs.input_dim, (*scale_widths(config.hidden, width), 1), inputs.num_domains)
-        self.domain_embedding = nn.Embedding(inputs.num_domains, config.domain_embed_dim)
-        aux_hidden = scale_widths(config.aux_hidden, width)
-        self.aux = nn.Sequential(
-            MLP(inputs.input_dim + config.domain_embed_dim, aux_hidden), nn.Linear(aux_hidden[-1], 1)
+        self.tower = StarTower(
+            inputs.input_dim,
+            scale_widths(config.hidden, width),
+            inputs.num_domains,
+            scale_widths(config.aux_hidden, width),
+            config.domain_embed_dim,
+            config.pn_momentum,
         )
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        x = self.embed(batch)
-        main = self.fcn(self.pn(x, batch.domain), batch.domain)  # [B, 1]
-        aux = self.aux(torch.cat([self.domain_embedding(batch.domain), x], dim=1))  # [B, 1]
-        return (main + aux).squeeze(-1)
+        return self.tower(self.embed(batch), batch.domain).squeeze(-1)
