@@ -26,6 +26,13 @@ from mdctr.training.run import model_inputs, train_model
 log = logging.getLogger(__name__)
 
 
+def variant_name(model: str, model_config: Mapping[str, Any] | None) -> str:
+    """Leaderboard name of a model run with config overrides: ``adaptive2[backbone=star]``."""
+    if not model_config:
+        return model
+    return f"{model}[{','.join(f'{k}={v}' for k, v in model_config.items())}]"
+
+
 def budget_flops(prepared: PreparedData, spec: str, miner: Any | None) -> float:
     parsed = parse_budget(spec)
     if parsed.model is None:
@@ -135,8 +142,7 @@ def run_benchmark(
             )
             record = RunRecord.from_trained(trained)
             if model_config:  # a variant gets its own leaderboard entry, named by its overrides
-                overrides = ",".join(f"{k}={v}" for k, v in model_config.items())
-                record = dataclasses.replace(record, model=f"{name}[{overrides}]")
+                record = dataclasses.replace(record, model=variant_name(name, model_config))
             records.append(record)
             summary = trained.summary() | {
                 "budget": str(budget_spec),

@@ -1,0 +1,72 @@
+"""benchmarks/compare_sources.py: paired tests between domain sources and against one entry, from run summaries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_sources.py"
+
+
+def _write_runs(bench: Path, model: str, source: str, aucs: list[float], config: dict | None = None) -> None:
+    runs = bench / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for seed, auc in enumerate(aucs):
+        summary = {"model": model, "domain_source": source, "seed": seed, "test_auc": auc}
+        if config is not None:
+            summary["model_config"] = config
+        (runs / f"{model}-{source}-seed{seed}.json").write_text(json.dumps(summary))
+
+
+def _run(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True)
+
+
+def _cells(out: str, start: str) -> list[list[str]]:
+    return [
+        [c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith(start)
+    ]
+
+
+def test_compares_sources_within_each_model(tmp_path: Path) -> None:
+    _write_runs(tmp_path, "star", "mined", [0.751, 0.752, 0.750])
+    _write_runs(tmp_path, "star", "handcrafted", [0.741, 0.743, 0.740])
+    _write_runs(tmp_path, "dnn", "none", [0.745, 0.746, 0.744])  # one source only: no row
+    result = _run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = _cells(result.stdout, "| star")
+    assert len(rows) == 1 and "dnn" not in result.stdout
+    a, b, diff, p, seeds = rows[0]
+    assert (a, b, seeds) == ("star/mined", "star/handcrafted", "3")
+    assert float(diff) == round(0.751 - 0.7413333, 4) and float(p) < 0.05
+
+
+def test_against_one_entry_across_benchmark_dirs(tmp_path: Path) -> None:
+    full, variant = tmp_path / "full", tmp_path / "variant"
+    _write_runs(full, "dnn", "none", [0.745, 0.746, 0.744])
+    _write_runs(full, "star", "none", [0.752, 0.753, 0.752])
+    _write_runs(variant, "dnn", "none", [0.745, 0.746, 0.744])  # the same runs again: merged, not doubled
+    _write_runs(variant, "adaptive2", "mined", [0.749, 0.751, 0.748], {"backbone": "star"})
+    result = _run(full, variant, "--against", "star/none")
+    assert result.returncode == 0, result.stderr
+    rows = {r[0]: r for r in _cells(result.stdout, "| ")[1:]}
+    assert set(rows) == {"dnn/none", "adaptive2[backbone=star]/mined"}
+    assert rows["adaptive2[backbone=star]/mined"][1:] == [
+        "star/none",
+        "-0.0030",
+        rows["adaptive2[backbone=star]/mined"][3],
+        "3",
+    ]
+    assert _run(full, "--against", "star/mined").stderr.count("no such entry") == 1
+
+
+def test_refuses_to_merge_different_runs_and_empty_dirs(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write_runs(a, "dnn", "none", [0.745, 0.746])
+    _write_runs(b, "dnn", "none", [0.745, 0.747])
+    result = _run(a, b)
+    assert result.returncode != 0 and "dnn/none seed 1 has test AUC 0.746" in result.stderr
+    result = _run(tmp_path / "empty")
+    assert result.returncode != 0 and "no run summaries" in result.stderr
