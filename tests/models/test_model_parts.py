@@ -8,11 +8,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mdctr.data.tensors import Batch
+from mdctr.data.tensors import Batch, TensorData
 from mdctr.domains.miner import DomainMiner, MinerConfig
 from mdctr.models import build_model
-from mdctr.models.base import BatchNorm1d, ModelInputs, route
+from mdctr.models.base import BatchNorm1d, ModelInputs, recalibrate_batchnorm, route
 from mdctr.models.hamur import HyperAdapter
+from mdctr.training import TrainConfig
+from mdctr.training.trainer import fit
 
 INPUTS = ModelInputs((11, 7, 5), 2, 3)
 
@@ -223,3 +225,70 @@ def test_adaptive2_star_backbone_rejects_gated_fusion():
         build_model("adaptive2", INPUTS, config={"backbone": "star", "fusion": "gate"})
     with pytest.raises(ValueError, match="backbone must be one of"):
         build_model("adaptive2", INPUTS, config={"backbone": "moe"})
+
+
+def test_recalibrate_batchnorm_sets_running_stats_to_the_batch_average():
+    torch.manual_seed(0)
+    model = build_model("dnn", ModelInputs((11, 7, 5), 2, 1))
+    data = TensorData(
+        sparse=torch.stack([torch.randint(0, v, (96,)) for v in (11, 7, 5)], dim=1),
+        dense=torch.randn(96, 2) * 3 + 5,
+        domain=torch.zeros(96, dtype=torch.int64),
+        label=torch.randint(0, 2, (96,)).float(),
+        handcrafted=torch.zeros(96, dtype=torch.int64),
+    )
+    first_bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm1d))
+    momentum = first_bn.momentum
+    recalibrate_batchnorm(model, data, rows=64, batch_size=32)  # two batches of 32; rows 64..95 unused
+    x = first_bn_input(model, data)
+    halves = [x[:32], x[32:64]]
+    assert torch.allclose(first_bn.running_mean, torch.stack([h.mean(0) for h in halves]).mean(0), atol=1e-5)
+    var = torch.stack([h.var(0, unbiased=True) for h in halves]).mean(0)
+    assert torch.allclose(first_bn.running_var, var, atol=1e-4)
+    assert first_bn.momentum == momentum and not first_bn.training and not model.training
+
+
+def first_bn_input(model, data):
+    """The input of the dnn's first BatchNorm for the first 64 rows (its first Linear's output)."""
+    first_linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    with torch.no_grad():
+        return first_linear(model.embed(data.batch(0, 64)))
+
+
+def test_recalibrate_batchnorm_leaves_frozen_and_unvisited_norms():
+    torch.manual_seed(0)
+    model = build_model(
+        "adaptive2", INPUTS, config={"miner": "pretrained", "num_codes": 3, "backbone": "star"}
+    )
+    miner = DomainMiner(INPUTS, MinerConfig(num_codes=3))
+    model.load_miner(miner)
+    data = _tensor_data(64)
+    miner_stats = {k: v.clone() for k, v in miner.state_dict().items()}
+    codes = miner(data.batch(0, 64))
+    unused = [k for k in range(3) if k not in set(codes.tolist())]
+    pn_before = {k: model.tower.pn.stats[k].running_mean.clone() for k in range(3)}
+    recalibrate_batchnorm(model, data, rows=64, batch_size=64, frozen=model.miner)
+    assert all(torch.equal(miner_stats[k], v) for k, v in miner.state_dict().items())
+    for k in range(3):
+        moved = not torch.equal(pn_before[k], model.tower.pn.stats[k].running_mean)
+        assert moved == (k not in unused)
+
+
+def _tensor_data(rows: int) -> TensorData:
+    b = make_batch(rows)
+    return TensorData(b.sparse, b.dense, b.domain, b.label, b.domain.clone())
+
+
+def test_adaptive2_recalibrates_after_each_epoch(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        "mdctr.models.adaptive2.recalibrate_batchnorm", lambda model, data, rows, **kw: calls.append(rows)
+    )
+    torch.manual_seed(0)
+    data = _tensor_data(64)
+    config = TrainConfig(epochs=2, batch_size=32, device="cpu", patience=5)
+    fit(build_model("adaptive2", INPUTS, config={"recalibrate_rows": 40}), data, data, config)
+    assert calls == [40, 40]
+    calls.clear()
+    fit(build_model("adaptive2", INPUTS), data, data, config)
+    assert calls == []

@@ -32,8 +32,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from mdctr.data.tensors import Batch
-from mdctr.models.base import MLP, CTRModel, FeatureEmbedding, ModelInputs, register, route, scale_widths
+from mdctr.data.tensors import Batch, TensorData
+from mdctr.models.base import (
+    MLP,
+    CTRModel,
+    FeatureEmbedding,
+    ModelInputs,
+    recalibrate_batchnorm,
+    register,
+    route,
+    scale_widths,
+)
 from mdctr.models.star import StarTower
 
 if TYPE_CHECKING:
@@ -70,6 +79,9 @@ class Adaptive2(CTRModel):
         vq_weight: float = 1.0
         #: let the VQ-VAE losses train the CTR embedding too (False: the miner reads it through a stop-gradient)
         vq_grad_to_embedding: bool = True
+        #: after each epoch, recompute BatchNorm/partitioned-norm statistics with the final codes (see
+        #: mdctr.models.base.recalibrate_batchnorm) over this many training rows; 0: keep the moving averages
+        recalibrate_rows: int = 0
         dropout: float = 0.0
         batchnorm: bool = True  # the same normalised blocks in every model: see docs/benchmarks.md
         #: backbone="star" only: the code embedding's size and the auxiliary network's hidden sizes (as STAR's)
@@ -204,6 +216,11 @@ class Adaptive2(CTRModel):
         else:
             fused = torch.cat([shared, specific], dim=1)
         return self.head(fused).squeeze(-1)
+
+    def end_epoch(self, train: TensorData) -> None:
+        """With ``recalibrate_rows``: running statistics recomputed under the epoch's final codes."""
+        if self.config.recalibrate_rows > 0:
+            recalibrate_batchnorm(self, train, self.config.recalibrate_rows, frozen=self.miner)
 
     def aux_loss(self) -> torch.Tensor | None:
         """VQ loss (×vq_weight) of the last training forward in joint mode, else None."""

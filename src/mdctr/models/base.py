@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mdctr.config import from_dict
-from mdctr.data.tensors import Batch
+from mdctr.data.tensors import Batch, TensorData
 
 DOMAIN_SOURCES = ("handcrafted", "mined", "none")
 
@@ -168,9 +168,47 @@ class CTRModel(nn.Module):
         """Extra training loss from the last forward (e.g. VQ loss), or None."""
         return None
 
+    def end_epoch(self, train: TensorData) -> None:
+        """Called by the trainer after each training epoch, before validation (default: nothing)."""
+
     def dense_parameters(self) -> int:
         """Parameters outside the embedding table (reported beside FLOPs)."""
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("embedding."))
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, data: TensorData, rows: int, batch_size: int = 4096, frozen: nn.Module | None = None
+) -> None:
+    """Recompute every BatchNorm's running statistics under the model's current weights and routing.
+
+    Running statistics are moving averages over training batches, so they mix in batches from weights (and,
+    for routed norms, row populations) that have since changed; evaluation then normalises differently from
+    training. This runs the first ``rows`` rows of ``data`` through the model in eval mode with the
+    BatchNorms normalising by their batch, and sets each running statistic to the average of its batch
+    statistics over those batches. A BatchNorm that sees no batch (a routed group with no rows) keeps its
+    statistics, and so do the BatchNorms inside ``frozen`` (e.g. a pre-trained miner). Nothing else changes;
+    the model is left in eval mode.
+    """
+    keep = set(frozen.modules()) if frozen is not None else set()
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.BatchNorm1d) and m.track_running_stats and m not in keep
+    ]
+    momenta = {m: m.momentum for m in norms}
+    model.eval()
+    for m in norms:
+        m.num_batches_tracked.zero_()  # with momentum None the first batch replaces the old statistics
+        m.momentum = None  # cumulative average over the batches below
+        m.train()
+    try:
+        for start in range(0, min(rows, len(data)), batch_size):
+            model(data.batch(start, min(start + batch_size, rows, len(data))))
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+            m.eval()
 
 
 _MODELS: dict[str, type[CTRModel]] = {}

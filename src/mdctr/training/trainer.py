@@ -231,6 +231,7 @@ def fit(
         if not math.isfinite(train_loss):
             raise TrainingError(f"epoch {epoch}: train loss is {train_loss}; training diverged")
 
+        model.end_epoch(shuffled)  # e.g. recalibrate normalisation statistics before validation
         valid_auc, valid_logloss = auc_logloss(valid.label, predict(model, valid, config.eval_batch_size))
         # NaN AUC (one-class validation set) never counts as an improvement after the first epoch
         if best_state is None or valid_auc > best_auc:
