@@ -52,6 +52,11 @@ def score(model: Adaptive2, data: TensorData, batch_stats: bool) -> tuple[np.nda
     return torch.cat(probs).numpy(), torch.cat(codes).numpy()
 
 
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of ``values[mask]``; NaN for an empty mask (a code no row is routed to)."""
+    return float(values[mask].mean()) if mask.any() else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="epinions")
@@ -89,11 +94,10 @@ def main() -> None:
     for k in range(model.config.num_codes):
         sel, sel_b = codes_served == k, codes_batch == k
         auc = roc_auc_score(labels[sel], served[sel]) if len(set(labels[sel])) > 1 else float("nan")
-        mean = lambda x, s: float(x[s].mean()) if s.any() else float("nan")  # noqa: E731
-        ctr = mean(labels, sel)
+        ctr = _masked_mean(labels, sel)
         print(
-            f"| {k} | {sel.sum():,} | {sel_b.sum():,} | {auc:.4f} | {mean(served, sel):.3f} | "
-            f"{mean(batch, sel):.3f} | {ctr:.3f} |"
+            f"| {k} | {sel.sum():,} | {sel_b.sum():,} | {auc:.4f} | {_masked_mean(served, sel):.3f} | "
+            f"{_masked_mean(batch, sel):.3f} | {ctr:.3f} |"
         )
 
 
