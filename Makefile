@@ -35,6 +35,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests components pipelines benchmarks
 	$(BIN)/ruff format --check src tests components pipelines benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 clean:

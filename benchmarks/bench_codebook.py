@@ -21,11 +21,8 @@ import torch
 from mdctr.data import load_dataset
 from mdctr.data.prepare import prepare_in_memory
 from mdctr.domains import domain_report
-from mdctr.evaluation.benchmark import budget_flops
-from mdctr.evaluation.budget import fit_width
-from mdctr.evaluation.flops import count_batch
+from mdctr.routing import budget_for_data, count_batch, fit_width, model_inputs
 from mdctr.training import TrainConfig, train_model
-from mdctr.training.run import model_inputs
 
 
 def _codes(model: torch.nn.Module, data, batch_size: int = 65536) -> np.ndarray:
@@ -53,7 +50,7 @@ def main() -> None:
     sizes = [int(c) for c in args.codes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     prepared = prepare_in_memory(load_dataset(args.dataset, args.datasets_dir))
-    budget = budget_flops(prepared, args.budget, None)
+    budget = budget_for_data(prepared, args.budget)
     inputs = model_inputs(prepared, 1)
     rows = []
     for m in sizes:

@@ -24,8 +24,8 @@ import torch
 from mdctr.data import load_dataset
 from mdctr.data.prepare import prepare_in_memory
 from mdctr.models import model_class, model_names
+from mdctr.routing import mines_own_domains
 from mdctr.training import TrainConfig, train_model
-from mdctr.training.domains import mines_own_domains
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -49,8 +49,8 @@ class PipelineDefaults(NamedTuple):
 
 def default_parameters() -> PipelineDefaults:
     """Models and domain sources from the registry: the single source of truth for what can be trained."""
-    from mdctr.evaluation.flops import FLOP_BUDGET_DEFAULT
     from mdctr.models import DOMAIN_SOURCES, model_names
+    from mdctr.routing import FLOP_BUDGET_DEFAULT
 
     return PipelineDefaults(
         models=model_names(),

@@ -42,3 +42,29 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+def make_random_batch(
+    inputs: Any, rows: int, *, domain: Any = None, seed: int = 0
+) -> Any:  # (ModelInputs, int) -> Batch
+    """A random batch for ``inputs`` (a :class:`~mdctr.models.base.ModelInputs`): uniform ids per feature,
+    N(0, 1) dense values, random 0/1 labels; ``domain`` (a list or tensor of ints) or, by default, domains
+    cycling ``0..num_domains-1`` so that every domain is present. Seeded: the same call gives the same batch."""
+    import torch
+
+    from mdctr.data.tensors import Batch
+
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, v, (rows,), generator=g) for v in inputs.vocab_sizes], dim=1)
+    dense = torch.randn(rows, inputs.num_dense, generator=g)
+    label = torch.randint(0, 2, (rows,), generator=g).float()
+    if domain is None:
+        domain = torch.arange(rows) % inputs.num_domains
+    return Batch(sparse, dense, torch.as_tensor(domain, dtype=torch.int64), label)
+
+
+@pytest.fixture(scope="session")
+def random_batch() -> Any:
+    """The one random-batch builder of the test suite: ``random_batch(inputs, rows, domain=…, seed=…)``
+    (see :func:`make_random_batch`)."""
+    return make_random_batch

@@ -1,16 +1,43 @@
-"""Atomic outputs: a step writes into a temporary sibling directory and renames it into place when complete,
-so that a failure never leaves a half-written artifact that looks finished."""
+"""Atomic outputs and the one JSON sanitiser.
+
+A step writes into a temporary sibling directory and renames it into place when complete, so that a failure
+never leaves a half-written artifact that looks finished. Everything written as JSON goes through
+:func:`json_safe`, so that NumPy/torch values, paths and non-finite floats are written the same way
+everywhere (non-finite floats as ``null``: strict JSON has no NaN)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` as plain JSON values: mappings → dicts with string keys, sequences/arrays/tensors → lists,
+    NumPy scalars → Python numbers, non-finite floats → None, anything else unknown → ``str(x)``."""
+    if x is None or isinstance(x, str | bool):
+        return x
+    if isinstance(x, Mapping):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple | set | frozenset):
+        return [json_safe(v) for v in x]
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, int | np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if hasattr(x, "tolist"):  # NumPy arrays, torch tensors
+        return json_safe(x.tolist())
+    return str(x)
 
 
 @contextmanager
@@ -36,8 +63,9 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
 
 
 def write_json_atomic(path: Path | str, obj: Any) -> None:
+    """Write ``json_safe(obj)`` to ``path`` atomically (a temporary sibling renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
     tmp.replace(path)

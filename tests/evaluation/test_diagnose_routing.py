@@ -11,7 +11,7 @@ import torch
 from mdctr.data.prepare import prepare_in_memory
 from mdctr.data.synthetic import generate
 from mdctr.models import build_model
-from mdctr.training.run import model_inputs
+from mdctr.routing import model_inputs
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "diagnose_routing.py"
 

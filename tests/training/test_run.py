@@ -7,11 +7,11 @@ import pytest
 
 from mdctr.data.prepare import PreparedData
 from mdctr.domains.miner import DomainMiner, MinerConfig, fit_miner
-from mdctr.evaluation.budget import model_flops
-from mdctr.evaluation.flops import count_batch
 from mdctr.models import model_class, model_names
+from mdctr.routing import model_inputs
+from mdctr.routing.budget import model_flops
+from mdctr.routing.flops import count_batch
 from mdctr.training import TrainConfig, train_model
-from mdctr.training.run import model_inputs
 
 FAST = TrainConfig(epochs=1, batch_size=512, device="cpu")
 

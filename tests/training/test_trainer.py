@@ -11,8 +11,8 @@ import torch
 from mdctr.data.prepare import PreparedData
 from mdctr.data.tensors import TensorData
 from mdctr.models import ModelInputs, build_model
+from mdctr.routing import model_inputs
 from mdctr.training import TrainConfig, TrainingError, fit, latest_checkpoint, predict
-from mdctr.training.run import model_inputs
 
 
 def _inputs(prepared: PreparedData) -> ModelInputs:

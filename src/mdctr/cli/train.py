@@ -40,8 +40,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 @contextmanager
 def _errors() -> Iterator[None]:
     """:func:`user_errors` plus this area's own expected errors (bad source, unreachable budget, bad resume)."""
-    from mdctr.evaluation.budget import BudgetError
-    from mdctr.training.domains import DomainSourceError
+    from mdctr.routing import BudgetError, DomainSourceError
     from mdctr.training.trainer import TrainingError
 
     with user_errors():
@@ -102,12 +101,11 @@ def register(root: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Train one model and print test AUC/logloss, per-domain AUC, FLOPs, params, throughput, wall time."""
+        from mdctr.routing import DomainRouting, model_inputs
         from mdctr.training import TrainConfig, train_model
-        from mdctr.training.domains import check_domain_source, mines_own_domains
-        from mdctr.training.run import model_inputs
 
         with _errors():
-            check_domain_source(model, domains)
+            routing = DomainRouting.for_model(model, domains)
             config = TrainConfig(
                 epochs=epochs,
                 seed=seed,
@@ -116,7 +114,7 @@ def register(root: typer.Typer) -> None:
             )
             prepared = _load_prepared(dataset, source)
             miner = None
-            if domains == "mined" and not mines_own_domains(model):
+            if routing.needs_miner:
                 from mdctr.domains.miner import DomainMiner, MinerConfig, fit_miner
 
                 miner = (
@@ -159,9 +157,9 @@ def register(root: typer.Typer) -> None:
     ) -> None:
         """FLOP-matched leaderboard over models × domain sources × seeds (Markdown, CSV, JSON, PNG)."""
         from mdctr.evaluation.benchmark import run_benchmark
-        from mdctr.evaluation.flops import FLOP_BUDGET_DEFAULT
         from mdctr.evaluation.leaderboard import to_markdown
         from mdctr.models import model_names
+        from mdctr.routing import FLOP_BUDGET_DEFAULT
         from mdctr.training import TrainConfig
 
         names = [m for m in models.split(",") if m] or model_names()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from mdctr.registry import Registry
 from mdctr.schema import FeatureSchema, SchemaError
 
 log = logging.getLogger(__name__)
@@ -57,30 +58,20 @@ class DatasetAdapter(ABC):
         return source
 
 
-_REGISTRY: dict[str, type[DatasetAdapter]] = {}
+_REGISTRY: Registry[type[DatasetAdapter]] = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[type[DatasetAdapter]], type[DatasetAdapter]]:
-    def deco(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    """Class decorator: register a dataset adapter under ``name``."""
+    return _REGISTRY.register(name)
 
 
 def dataset_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_dataset(name: str, **options: Any) -> DatasetAdapter:
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; registered: {dataset_names()}") from None
-    return cls(**options)
+    return _REGISTRY.get(name)(**options)
 
 
 def load_dataset(name: str, source: Path | str, **options: Any) -> LoadedDataset:

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mdctr.blocks import MLP, FeatureEmbedding, ModelInputs
 from mdctr.config import from_dict
 from mdctr.data.tensors import Batch, TensorData
-from mdctr.domains.vqvae import VQVAE, VQOutput, feature_recon_loss
-from mdctr.models.base import MLP, FeatureEmbedding, ModelInputs
+from mdctr.domains.vqvae import VQVAE, VQConfig, VQOutput, feature_recon_loss
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +36,13 @@ STATE_FILE = "miner_state.pt"
 
 
 @dataclass(frozen=True)
-class MinerConfig:
-    """Options of the domain miner and its pre-training.
+class MinerConfig(VQConfig):
+    """The VQ-VAE's settings (:class:`~mdctr.domains.vqvae.VQConfig`: ``num_codes``, ``latent_dim``,
+    ``hidden``, ``beta``, ``usage_weight``, ``usage_temperature``, ``restart_dead``, ``ema_decay``, ``recon``)
+    plus those of the miner's pre-training.
 
     Attributes:
-        num_codes: number m of mined domains (codebook size).
-        latent_dim: codebook vector width.
-        hidden: VQ-VAE encoder hidden sizes (decoder mirrors them).
         head_hidden: hidden sizes of the pre-training CTR head.
-        beta: commitment weight β.
-        usage_weight: weight of the codebook-usage entropy regulariser.
-        usage_temperature: temperature of the soft assignment in the usage term.
-        restart_dead: re-seed dead codes from batch encodings during training.
-        ema_decay: EMA decay of the codebook update (None: codebook learnt by its loss term).
         vq_weight: weight of the VQ loss relative to the CTR loss in pre-training.
         epochs: passes over the train split.
         batch_size: rows per step.
@@ -56,20 +50,9 @@ class MinerConfig:
         weight_decay: Adam weight decay.
         seed: seeds initialisation and shuffling.
         embed_dim: embedding dimension of the miner's own embedding table.
-        recon: what the decoder reconstructs: ``"features"`` (the sample's ids by a softmax tied to the
-            embedding table, and its dense values; see :func:`feature_recon_loss`) or ``"embedding"`` (MSE
-            to the normalised embedding vector, which the VQ-VAE then sees through a stop-gradient).
     """
 
-    num_codes: int = 4
-    latent_dim: int = 16
-    hidden: tuple[int, ...] = (64,)
     head_hidden: tuple[int, ...] = (64,)
-    beta: float = 0.25
-    usage_weight: float = 0.1
-    usage_temperature: float = 1.0
-    restart_dead: bool = True
-    ema_decay: float | None = 0.95
     vq_weight: float = 1.0
     epochs: int = 3
     batch_size: int = 1024
@@ -77,13 +60,6 @@ class MinerConfig:
     weight_decay: float = 0.0
     seed: int = 0
     embed_dim: int = 16
-    recon: str = "features"
-
-    def __post_init__(self) -> None:
-        if self.recon not in ("features", "embedding"):
-            raise ValueError(f"MinerConfig.recon must be 'features' or 'embedding', got {self.recon!r}")
-        if self.num_codes < 1:
-            raise ValueError(f"MinerConfig.num_codes must be >= 1, got {self.num_codes}")
 
 
 class DomainMiner(nn.Module):
@@ -95,17 +71,7 @@ class DomainMiner(nn.Module):
         self.config = config
         self.embedding = FeatureEmbedding(inputs.vocab_sizes, inputs.num_dense, config.embed_dim)
         in_dim = self.embedding.output_dim
-        self.vqvae = VQVAE(
-            in_dim,
-            config.num_codes,
-            config.latent_dim,
-            config.hidden,
-            beta=config.beta,
-            usage_weight=config.usage_weight,
-            usage_temperature=config.usage_temperature,
-            restart_dead=config.restart_dead,
-            ema_decay=config.ema_decay,
-        )
+        self.vqvae = VQVAE.from_config(in_dim, config)
         self.head = nn.Sequential(MLP(in_dim, config.head_hidden), nn.Linear(config.head_hidden[-1], 1))
         # output embedding of the feature reconstruction (pre-training only); a separate table because the
         # input table starts at N(0, 1e-4), where tied softmax logits are all ~0 and learn very slowly

@@ -22,7 +22,48 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mdctr.models.base import MLP, BatchNorm1d, FeatureEmbedding
+from mdctr.blocks import MLP, BatchNorm1d, FeatureEmbedding
+
+
+@dataclass(frozen=True)
+class VQConfig:
+    """The VQ-VAE's settings: one definition for the pre-trained miner (:class:`~mdctr.domains.MinerConfig`)
+    and for a model that mines its own domains (``adaptive2``), both of which extend it.
+
+    Attributes:
+        num_codes: number m of mined domains (codebook size).
+        latent_dim: codebook vector width.
+        hidden: VQ-VAE encoder hidden sizes (the decoder mirrors them).
+        beta: commitment weight β.
+        usage_weight: weight of the codebook-usage entropy regulariser.
+        usage_temperature: temperature of the soft assignment in the usage term.
+        restart_dead: re-seed dead codes from batch encodings during training.
+        ema_decay: EMA decay of the codebook update (None: codebook learnt by its loss term).
+        recon: what the decoder reconstructs: ``"features"`` (the sample's ids by a softmax over an output
+            embedding, and its dense values; see :func:`feature_recon_loss`) or ``"embedding"`` (MSE to the
+            normalised embedding vector, which the VQ-VAE then sees through a stop-gradient).
+    """
+
+    num_codes: int = 4
+    latent_dim: int = 16
+    hidden: tuple[int, ...] = (64,)
+    beta: float = 0.25
+    usage_weight: float = 0.1
+    usage_temperature: float = 1.0
+    restart_dead: bool = True
+    ema_decay: float | None = 0.95
+    recon: str = "features"
+
+    def __post_init__(self) -> None:
+        name = type(self).__qualname__  # MinerConfig, Adaptive2.Config
+        if self.recon not in RECON_TARGETS:
+            raise ValueError(f"{name}.recon must be one of {RECON_TARGETS}, got {self.recon!r}")
+        if self.num_codes < 1:
+            raise ValueError(f"{name}.num_codes must be >= 1, got {self.num_codes}")
+
+
+#: what the VQ-VAE decoder may reconstruct (see :class:`VQConfig`)
+RECON_TARGETS = ("features", "embedding")
 
 
 @dataclass(frozen=True)
@@ -104,6 +145,21 @@ class VQVAE(nn.Module):
             self.register_buffer("ema_sum", init.clone())
         # running fraction of rows assigned to each code; starts "fully used" so no code restarts at once
         self.register_buffer("usage", torch.full((num_codes,), 1.0 / num_codes))
+
+    @classmethod
+    def from_config(cls, in_dim: int, config: VQConfig, hidden: Sequence[int] | None = None) -> VQVAE:
+        """A VQ-VAE with ``config``'s settings; ``hidden`` overrides ``config.hidden`` (e.g. width-scaled)."""
+        return cls(
+            in_dim,
+            config.num_codes,
+            config.latent_dim,
+            config.hidden if hidden is None else hidden,
+            beta=config.beta,
+            usage_weight=config.usage_weight,
+            usage_temperature=config.usage_temperature,
+            restart_dead=config.restart_dead,
+            ema_decay=config.ema_decay,
+        )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, in_dim] → z_e [B, latent]."""

@@ -1,29 +1,10 @@
-"""Evaluation: the FLOP definition, width fitting to a budget, significance tests and the leaderboard."""
+"""Evaluation: the FLOP-matched benchmark, significance tests and the leaderboard.
 
-from typing import Any
+The FLOP definition and budget fitting live one layer down, in :mod:`mdctr.routing`, so that training uses
+them without importing this package.
+"""
 
-from mdctr.evaluation.budget import BudgetError, BudgetSpec, WidthFit, fit_width, parse_budget, resolve_budget
-from mdctr.evaluation.flops import FLOP_BUDGET_DEFAULT, count_batch, dense_parameters, flops_per_sample
+from mdctr.evaluation.benchmark import run_benchmark
+from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
 
-__all__ = [
-    "FLOP_BUDGET_DEFAULT",
-    "BudgetError",
-    "BudgetSpec",
-    "WidthFit",
-    "count_batch",
-    "dense_parameters",
-    "fit_width",
-    "flops_per_sample",
-    "parse_budget",
-    "resolve_budget",
-    "run_benchmark",
-]
-
-
-def __getattr__(name: str) -> Any:
-    # run_benchmark needs mdctr.training, which itself imports this package: load it on first use
-    if name == "run_benchmark":
-        from mdctr.evaluation.benchmark import run_benchmark
-
-        return run_benchmark
-    raise AttributeError(f"module 'mdctr.evaluation' has no attribute {name!r}")
+__all__ = ["RunRecord", "build_leaderboard", "run_benchmark", "write_leaderboard"]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mdctr.evaluation.significance import PairedTest, compare_entries
-from mdctr.io import write_json_atomic
+from mdctr.io import json_safe, write_json_atomic
 
 BASELINE = ("dnn", "none")
 SIGNIFICANCE_NOTE = (
@@ -204,14 +204,6 @@ def to_markdown(df: pd.DataFrame, title: str = "Leaderboard") -> str:
     return "\n".join(lines)
 
 
-def _json_value(x: Any) -> Any:
-    if isinstance(x, float | np.floating):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 def write_leaderboard(df: pd.DataFrame, out_dir: Path | str, title: str = "Leaderboard") -> dict[str, Path]:
     """Write ``leaderboard.md``, ``.csv``, ``.json`` and the two PNG plots into ``out_dir``; returns paths."""
     from mdctr.evaluation.plots import plot_auc_vs_flops, plot_domain_auc
@@ -227,7 +219,7 @@ def write_leaderboard(df: pd.DataFrame, out_dir: Path | str, title: str = "Leade
     }
     paths["markdown"].write_text(to_markdown(df, title))
     df.to_csv(paths["csv"], index=False)
-    entries = [{k: _json_value(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+    entries = [json_safe(row) for row in df.to_dict(orient="records")]
     write_json_atomic(paths["json"], {"attrs": dict(df.attrs), "entries": entries})
     plot_auc_vs_flops(df, paths["auc_vs_flops"])
     plot_domain_auc(df, paths["domain_auc"])

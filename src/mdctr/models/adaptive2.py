@@ -27,12 +27,13 @@ In eval mode only the code assignment runs (encoder + nearest code), so counted 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from mdctr.data.tensors import Batch, TensorData
+from mdctr.domains.miner import DomainMiner
+from mdctr.domains.vqvae import VQVAE, VQConfig, feature_recon_loss
 from mdctr.models.base import (
     MLP,
     CTRModel,
@@ -44,10 +45,6 @@ from mdctr.models.base import (
     scale_widths,
 )
 from mdctr.models.star import StarTower
-
-if TYPE_CHECKING:
-    from mdctr.domains.miner import DomainMiner
-    from mdctr.domains.vqvae import VQVAE
 
 MINER_MODES = ("joint", "pretrained")
 FUSIONS = ("concat", "gate")
@@ -63,19 +60,16 @@ class Adaptive2(CTRModel):
     """
 
     @dataclass(frozen=True)
-    class Config:
-        num_codes: int = 4
+    class Config(VQConfig):
+        """The VQ-VAE's settings (:class:`~mdctr.domains.vqvae.VQConfig`, the same fields and defaults as the
+        pre-trained miner's; ``hidden`` = the VQ-VAE encoder's hidden sizes, scaled by width here) and the
+        adaptation network's."""
+
         miner: str = "joint"
         backbone: str = "mlp"
         shared: tuple[int, ...] = (256, 128)
         specific: tuple[int, ...] = (128, 64)
         fusion: str = "concat"
-        vq_hidden: tuple[int, ...] = (64,)
-        latent_dim: int = 16
-        beta: float = 0.25
-        usage_weight: float = 0.1
-        ema_decay: float | None = 0.95
-        recon: str = "features"
         vq_weight: float = 1.0
         #: let the VQ-VAE losses train the CTR embedding too (False: the miner reads it through a stop-gradient)
         vq_grad_to_embedding: bool = True
@@ -89,6 +83,7 @@ class Adaptive2(CTRModel):
         aux_hidden: tuple[int, ...] = (64,)
 
         def __post_init__(self) -> None:
+            super().__post_init__()
             if self.miner not in MINER_MODES:
                 raise ValueError(f"adaptive2: miner must be one of {MINER_MODES}, got {self.miner!r}")
             if self.fusion not in FUSIONS:
@@ -99,19 +94,14 @@ class Adaptive2(CTRModel):
                 raise ValueError(
                     "adaptive2: fusion applies to backbone='mlp' only; backbone='star' sums logits"
                 )
-            if self.recon not in ("features", "embedding"):
-                raise ValueError(f"adaptive2: recon must be 'features' or 'embedding', got {self.recon!r}")
-            if self.num_codes < 1:
-                raise ValueError(f"adaptive2: num_codes must be >= 1, got {self.num_codes}")
 
     domain_sources = ("mined",)
     mines_domains = True
+    # the model's, the reconstruction's and a loaded miner's embedding tables
+    embedding_prefixes = ("embedding.", "recon_embedding.", "miner.embedding.", "miner.recon_embedding.")
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)
-        # imported here: mdctr.domains builds on mdctr.models.base, whose package imports this module
-        from mdctr.domains.vqvae import VQVAE
-
         in_dim = inputs.input_dim
         self.gate = None
         if config.backbone == "star":
@@ -122,15 +112,7 @@ class Adaptive2(CTRModel):
         self.recon_embedding: FeatureEmbedding | None = None
         self.miner: DomainMiner | None = None
         if config.miner == "joint":
-            self.vqvae = VQVAE(
-                in_dim,
-                config.num_codes,
-                config.latent_dim,
-                scale_widths(config.vq_hidden, width),
-                beta=config.beta,
-                usage_weight=config.usage_weight,
-                ema_decay=config.ema_decay,
-            )
+            self.vqvae = VQVAE.from_config(in_dim, config, hidden=scale_widths(config.hidden, width))
             if config.recon == "features":
                 self.recon_embedding = FeatureEmbedding(
                     inputs.vocab_sizes, inputs.num_dense, inputs.embed_dim, init_std=inputs.embed_dim**-0.5
@@ -159,7 +141,12 @@ class Adaptive2(CTRModel):
         self.tower = StarTower(in_dim, hidden, config.num_codes, aux_hidden, config.code_embed_dim)
 
     # -- miner --------------------------------------------------------------------------------------------
-    def load_miner(self, miner: DomainMiner) -> None:
+    @classmethod
+    def holds_miner(cls, config: Config) -> bool:
+        """``miner="pretrained"``: the model carries a frozen pre-trained miner (joint mode mines itself)."""
+        return config.miner == "pretrained"
+
+    def load_miner(self, miner: DomainMiner) -> None:  # type: ignore[override]
         """Attach a pre-trained miner (``miner="pretrained"`` only); it is frozen and kept in eval mode."""
         if self.config.miner != "pretrained":
             raise ValueError("adaptive2: load_miner needs config miner='pretrained'")
@@ -191,8 +178,6 @@ class Adaptive2(CTRModel):
         if not self.training:
             return self.vqvae.assign(x)
         if self.recon_embedding is not None:
-            from mdctr.domains.vqvae import feature_recon_loss
-
             emb = self.recon_embedding
             vq_in = x if self.config.vq_grad_to_embedding else x.detach()
             out = self.vqvae(vq_in, lambda dec: feature_recon_loss(dec, batch.sparse, batch.dense, emb))
@@ -225,8 +210,3 @@ class Adaptive2(CTRModel):
     def aux_loss(self) -> torch.Tensor | None:
         """VQ loss (×vq_weight) of the last training forward in joint mode, else None."""
         return self._aux
-
-    def dense_parameters(self) -> int:
-        """Parameters outside embedding tables (the model's, the reconstruction's and a loaded miner's)."""
-        skip = ("embedding.", "recon_embedding.", "miner.embedding.", "miner.recon_embedding.")
-        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))

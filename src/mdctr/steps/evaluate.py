@@ -189,7 +189,7 @@ def evaluate(
     and log the leaderboard files and headline metrics to the MLflow parent run.
     """
     from mdctr import tracking
-    from mdctr.evaluation.leaderboard import build_leaderboard, to_markdown, write_leaderboard
+    from mdctr.evaluation.leaderboard import build_leaderboard, to_markdown
 
     if len(results_dirs) != len(bundle_dirs):
         raise ValueError(f"{len(results_dirs)} results but {len(bundle_dirs)} bundles; they must pair up")
@@ -197,52 +197,21 @@ def evaluate(
         raise ValueError("nothing to evaluate: no trained runs")
     loaded = [_load_run(Path(d)) for d in results_dirs]
     df = build_leaderboard([rec for _, rec in loaded])
-    best = df.iloc[0]
-    candidates = [
-        i
-        for i, (_, rec) in enumerate(loaded)
-        if rec.model == best["model"] and rec.domain_source == best["domain_source"]
-    ]
-    # among the winning entry's seeds, export the one with the best validation AUC (never select on test)
-    pick = max(candidates, key=lambda i: _num(loaded[i][0]["overall"].get("best_valid_auc")))
+    pick = _pick_winner(df, loaded)
     summary, record = loaded[pick]
-    winner = str(best["entry"])
+    winner = str(df.iloc[0]["entry"])
     roc = thin_roc(record.labels, record.probs)
 
     tables_dir = Path(tables_dir)
-    with atomic_dir(tables_dir) as tmp:
-        files = write_leaderboard(df, tmp, title=config.title)
-        write_json_atomic(tmp / ROC_FILE, {"entry": winner, "seed": record.seed, **roc.__dict__})
-        _plot_roc(roc, f"ROC {winner} seed {record.seed} (test)", tmp / ROC_PNG)
-        pngs = {
-            "AUC vs FLOPs": files["auc_vs_flops"],
-            "AUC per domain": files["domain_auc"],
-            f"ROC of the winner ({winner})": tmp / ROC_PNG,
-        }
-        page = render_report(df, title=config.title, winner=winner, winner_summary=summary, pngs=pngs)
-        (tmp / REPORT_FILE).write_text(page)
+    files, page = _write_tables(df, tables_dir, config.title, winner, summary, record.seed, roc)
     markdown = to_markdown(df, config.title)
     for path, text in ((Path(leaderboard_path), markdown), (Path(report_path), page)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    _write_winner(Path(winner_dir), Path(bundle_dirs[pick]), Path(results_dirs[pick]), winner, summary)
 
-    with atomic_dir(winner_dir) as tmp:
-        shutil.copytree(bundle_dirs[pick], tmp / WINNER_BUNDLE_DIR)
-        example = Path(results_dirs[pick]) / SERVING_EXAMPLE_FILE
-        if example.is_file():
-            shutil.copyfile(example, tmp / SERVING_EXAMPLE_FILE)
-        write_json_atomic(
-            tmp / WINNER_ENTRY_FILE, {"entry": winner, **summary["entry"], "run_id": summary["run_id"]}
-        )
-
-    winner_metrics = {
-        k: float(v) for k, v in summary["overall"].items() if isinstance(v, int | float) and math.isfinite(v)
-    }
-    for d in summary["per_domain"]:
-        if isinstance(d.get("auc"), int | float) and math.isfinite(d["auc"]):
-            winner_metrics[f"domain.{d['domain']}.auc"] = float(d["auc"])
     if config.parent_run_id:
-        headline = {"best.auc_mean": float(best["auc_mean"]), "leaderboard.entries": len(df)}
+        headline = {"best.auc_mean": float(df.iloc[0]["auc_mean"]), "leaderboard.entries": len(df)}
         tracking.log_evaluation(
             tracking_uri_or_none(config.tracking_uri),
             config.parent_run_id,
@@ -256,7 +225,7 @@ def evaluate(
         winner=winner,
         winner_seed=record.seed,
         winner_run_id=summary["run_id"],
-        winner_metrics=winner_metrics,
+        winner_metrics=_winner_metrics(summary),
         winner_tags=dict(summary["entry"]),
         entries=len(df),
         runs=len(loaded),
@@ -264,3 +233,67 @@ def evaluate(
         leaderboard_markdown=markdown,
         files={k: tables_dir / Path(v).name for k, v in files.items()} | {"report": tables_dir / REPORT_FILE},
     )
+
+
+def _pick_winner(df: Any, loaded: Sequence[tuple[dict[str, Any], Any]]) -> int:
+    """Index of the run to export: among the seeds of the leaderboard's first entry, the one with the best
+    validation AUC."""
+    best = df.iloc[0]
+    candidates = [
+        i
+        for i, (_, rec) in enumerate(loaded)
+        if rec.model == best["model"] and rec.domain_source == best["domain_source"]
+    ]
+    return max(candidates, key=lambda i: _num(loaded[i][0]["overall"].get("best_valid_auc")))
+
+
+def _write_tables(
+    df: Any,
+    tables_dir: Path,
+    title: str,
+    winner: str,
+    summary: dict[str, Any],
+    seed: int,
+    roc: RocCurve,
+) -> tuple[dict[str, Path], str]:
+    """Leaderboard files, plots, the winner's ROC and the HTML report into ``tables_dir`` (atomically) →
+    (leaderboard files by kind, the report page)."""
+    from mdctr.evaluation.leaderboard import write_leaderboard
+
+    with atomic_dir(tables_dir) as tmp:
+        files = write_leaderboard(df, tmp, title=title)
+        write_json_atomic(tmp / ROC_FILE, {"entry": winner, "seed": seed, **roc.__dict__})
+        _plot_roc(roc, f"ROC {winner} seed {seed} (test)", tmp / ROC_PNG)
+        pngs = {
+            "AUC vs FLOPs": files["auc_vs_flops"],
+            "AUC per domain": files["domain_auc"],
+            f"ROC of the winner ({winner})": tmp / ROC_PNG,
+        }
+        page = render_report(df, title=title, winner=winner, winner_summary=summary, pngs=pngs)
+        (tmp / REPORT_FILE).write_text(page)
+    return files, page
+
+
+def _write_winner(
+    winner_dir: Path, bundle_dir: Path, results_dir: Path, winner: str, summary: dict[str, Any]
+) -> None:
+    """The winner's serving bundle, serving example and ``entry.json`` into ``winner_dir`` (atomically)."""
+    with atomic_dir(winner_dir) as tmp:
+        shutil.copytree(bundle_dir, tmp / WINNER_BUNDLE_DIR)
+        example = results_dir / SERVING_EXAMPLE_FILE
+        if example.is_file():
+            shutil.copyfile(example, tmp / SERVING_EXAMPLE_FILE)
+        write_json_atomic(
+            tmp / WINNER_ENTRY_FILE, {"entry": winner, **summary["entry"], "run_id": summary["run_id"]}
+        )
+
+
+def _winner_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Finite overall metrics and per-domain AUCs (``domain.<id>.auc``) of the exported run."""
+    metrics = {
+        k: float(v) for k, v in summary["overall"].items() if isinstance(v, int | float) and math.isfinite(v)
+    }
+    for d in summary["per_domain"]:
+        if isinstance(d.get("auc"), int | float) and math.isfinite(d["auc"]):
+            metrics[f"domain.{d['domain']}.auc"] = float(d["auc"])
+    return metrics

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mdctr.io import atomic_dir, write_json_atomic
+from mdctr.io import atomic_dir, json_safe, write_json_atomic
 from mdctr.steps.common import parse_options
 
 log = logging.getLogger(__name__)
@@ -47,12 +46,11 @@ def mine_domains(
     """Write ``out_dir/miner/`` (the fitted miner), ``codes.npz`` (train/valid/test codes) and the domain report
     (``domain_report.json`` + ``.md``; the Markdown also to ``report_path``). The report is computed on the test
     split, against planted domains when the data has them (synthetic)."""
-    # mdctr.training first: it imports the model registry, which mdctr.domains needs fully initialised
-    from mdctr.training import model_inputs  # isort: skip
     from mdctr.config import from_dict
     from mdctr.data.encode import SPLIT_NAMES
     from mdctr.data.prepare import read_prepared
     from mdctr.domains import MinerConfig, domain_report, fit_miner, report_markdown
+    from mdctr.routing import model_inputs
     from mdctr.steps.prepare_data import PLANTED_FILE
 
     prepared_dir = Path(prepared_dir)
@@ -64,7 +62,7 @@ def mine_domains(
     codes = {k: miner.assign(prepared.split(k)).numpy() for k in SPLIT_NAMES}
     planted_path = prepared_dir / PLANTED_FILE
     planted = np.load(planted_path)["test"] if planted_path.is_file() else None
-    report = _json_safe(
+    report = json_safe(
         domain_report(codes["test"], prepared.test, prepared.spec, planted, num_codes=miner.num_codes)
     )
     markdown = report_markdown(report)
@@ -79,10 +77,6 @@ def mine_domains(
     summary = _scalars(report, keys=("perplexity", "dead_codes", "agreement"))
     log.info("mined %d/%d codes on %d train rows", used, miner.num_codes, len(prepared.train))
     return MineOutput(path=Path(out_dir), codes_used=used, summary=summary)
-
-
-def _json_safe(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
 def _scalars(report: dict[str, Any], *, keys: tuple[str, ...]) -> dict[str, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -97,10 +96,10 @@ def train_model(
     from mdctr import tracking
     from mdctr.config import from_dict
     from mdctr.data.prepare import read_prepared
+    from mdctr.routing import DomainRouting, check_domain_source
     from mdctr.serving.bundle import save_bundle
     from mdctr.training import TrainConfig
     from mdctr.training import train_model as fit_entry
-    from mdctr.training.domains import check_domain_source
 
     bundle_dir, results_dir = Path(bundle_dir), Path(results_dir)
     check_domain_source(config.model_name, config.domain_source)
@@ -111,7 +110,9 @@ def train_model(
     train_cfg = from_dict(TrainConfig, train_opts, where="train_options")
     model_cfg = parse_options(config.model_options, what="model_options")
     miner = None
-    if config.domain_source == "mined":
+    if DomainRouting.for_model(
+        config.model_name, config.domain_source, model_overrides=model_cfg
+    ).needs_miner:
         if domains_dir is None:
             raise FileNotFoundError("domain source 'mined' needs the mine_domains output (domains_dir)")
         from mdctr.domains.miner import DomainMiner
@@ -146,8 +147,7 @@ def train_model(
         width=trained.width,
         spec=prepared.spec,
         domain_source=config.domain_source,
-        # a model that mines its own domains carries its miner inside its weights
-        miner=None if type(trained.model).mines_domains else miner,
+        miner=trained.routing.serving_miner(trained.model),
         metrics={
             "overall": {k: v for k, v in overall.items() if _finite(v) is not None},
             "per_domain": per_domain,
@@ -185,7 +185,7 @@ def train_model(
         "num_routing_domains": trained.inputs.num_domains,
     }
     with atomic_dir(results_dir) as tmp:
-        write_json_atomic(tmp / METRICS_FILE, json.loads(json.dumps(summary, default=_json_default)))
+        write_json_atomic(tmp / METRICS_FILE, summary)
         np.savez(
             tmp / PREDICTIONS_FILE,
             labels=trained.labels,
@@ -209,11 +209,3 @@ def train_model(
         flops=float(trained.flops),
         width=float(trained.width),
     )
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    return str(x)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,11 +10,10 @@ import numpy as np
 import torch
 
 from mdctr.data.prepare import PreparedData
-from mdctr.evaluation.budget import build_with_miner, fit_width, mines_own_domains, resolve_budget
-from mdctr.evaluation.flops import count_batch, dense_parameters, flops_per_sample
+from mdctr.io import json_safe
 from mdctr.models.base import CTRModel, ModelInputs
+from mdctr.routing import DomainRouting, count_batch, fit_width, resolve_budget
 from mdctr.training.config import TrainConfig
-from mdctr.training.domains import apply_domain_source
 from mdctr.training.metrics import evaluate_predictions
 from mdctr.training.trainer import EpochCallback, FitResult, fit, predict
 
@@ -37,6 +35,8 @@ class TrainedModel:
         flops: forward FLOPs per sample (eval, routed, miner included for an external miner).
         dense_params: parameters outside the embedding table.
         seed: the training seed.
+        routing: how the model was routed (serving keeps ``routing.serving_miner(model)`` beside it).
+        extra: budget details (``budget``, ``budget_flops``, ``budget_rel_error``) when fitted to one.
     """
 
     model: CTRModel
@@ -51,11 +51,12 @@ class TrainedModel:
     flops: float
     dense_params: int
     seed: int
+    routing: DomainRouting | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (NaN → None): what ``mdctr train --json`` prints."""
-        return _json_safe(
+        return json_safe(
             {
                 "model": self.model_name,
                 "domain_source": self.domain_source,
@@ -78,24 +79,6 @@ class TrainedModel:
         )
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float | np.floating):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def model_inputs(prepared: PreparedData, num_domains: int, embed_dim: int = 16) -> ModelInputs:
-    """:class:`ModelInputs` of prepared data with ``num_domains`` routing domains."""
-    spec = prepared.spec
-    return ModelInputs(tuple(spec.vocab_sizes), spec.num_dense, num_domains, embed_dim)
-
-
 def train_model(
     prepared: PreparedData,
     model_name: str,
@@ -116,42 +99,40 @@ def train_model(
         domain_source: ``handcrafted``, ``mined`` or ``none`` (must be one the model accepts).
         width: width multiplier (ignored when ``budget`` is given).
         model_config: overrides of the model's config (strict).
-        miner: fitted domain miner for ``mined``: routes from outside the model, or is attached to a model
-            built with ``miner="pretrained"``; a self-mining model (``adaptive2`` joint) needs none.
+        miner: fitted domain miner for ``mined``; :class:`~mdctr.routing.DomainRouting` decides where it sits
+            (routing from outside, held inside the model, or not needed by a model with its own VQ-VAE).
         config: trainer settings; ``config.seed`` also seeds model initialisation.
-        budget: fit the width to this FLOP budget (see :func:`mdctr.evaluation.budget.parse_budget`).
+        budget: fit the width to this FLOP budget (see :func:`mdctr.routing.budget.parse_budget`).
         on_epoch: passed to :func:`fit`.
     """
-    miner = miner if domain_source == "mined" else None
-    router = None if mines_own_domains(model_name) else miner  # routes from outside the model
-    routed, num_domains = apply_domain_source(prepared, domain_source, router, model_name=model_name)
-    inputs = model_inputs(prepared, num_domains)
-    batch = count_batch(routed.valid)
+    routing = DomainRouting.for_model(model_name, domain_source, miner=miner, model_overrides=model_config)
+    routed = routing.route(prepared)
+    inputs = routed.inputs
+    batch = count_batch(routed.data.valid)
     extra: dict[str, Any] = {}
     if budget is not None:
         budget_flops = resolve_budget(budget, inputs, batch)
-        fitted = fit_width(model_name, inputs, budget_flops, batch, model_config, miner)
+        fitted = fit_width(model_name, inputs, budget_flops, batch, model_config, routing)
         width = fitted.width
         extra = {"budget": str(budget), "budget_flops": budget_flops, "budget_rel_error": fitted.rel_error}
 
     torch.manual_seed(config.seed)
-    model, external_miner = build_with_miner(
-        model_name, inputs, width=width, model_config=model_config, miner=miner
-    )
+    model = routing.build(inputs, width=width)
+    data = routed.data
     log.info(
         "training %s (source %s, width %.4g, %d routing domains, %d dense params) on %d rows",
         model_name,
         domain_source,
         width,
-        num_domains,
-        dense_parameters(model),
-        len(routed.train),
+        routed.num_domains,
+        model.dense_parameters(),
+        len(data.train),
     )
-    result = fit(model, routed.train, routed.valid, config, on_epoch=on_epoch)
-    probs = predict(model, routed.test, config.eval_batch_size)
-    labels = routed.test.label.numpy().astype(np.float64)
-    metrics = evaluate_predictions(labels, probs, routed.test.handcrafted, prepared.spec.schema.domain_names)
-    flops = flops_per_sample(model, batch, miner=external_miner)
+    result = fit(model, data.train, data.valid, config, on_epoch=on_epoch)
+    probs = predict(model, data.test, config.eval_batch_size)
+    labels = data.test.label.numpy().astype(np.float64)
+    metrics = evaluate_predictions(labels, probs, data.test.handcrafted, prepared.spec.schema.domain_names)
+    flops = routing.flops(model, batch)
     log.info(
         "%s/%s: test auc %.5f logloss %.5f, %.0f FLOPs/sample",
         model_name,
@@ -171,7 +152,8 @@ def train_model(
         predictions=probs,
         labels=labels,
         flops=flops,
-        dense_params=dense_parameters(model),
+        dense_params=model.dense_parameters(),
+        routing=routing,
         seed=config.seed,
         extra=extra,
     )

@@ -11,7 +11,7 @@ Routing matters: a batch with the real domain mix is needed (e.g. the first 4096
 domain towers only see their own rows. When the routing domain comes from a separately pre-trained miner, its
 forward is part of serving and is counted too.
 
-:data:`FLOP_BUDGET_DEFAULT` is the one configured budget (see :mod:`mdctr.evaluation.budget`).
+:data:`FLOP_BUDGET_DEFAULT` is the one configured budget (see :mod:`mdctr.routing.budget`).
 """
 
 from __future__ import annotations
@@ -171,10 +171,3 @@ def uncounted_ops(model: torch.nn.Module, batch: Batch, miner: torch.nn.Module |
 def count_batch(data: TensorData, rows: int = COUNT_ROWS) -> Batch:
     """The batch FLOPs are counted on: the first ``rows`` rows (splits are shuffled, so the mix is real)."""
     return data.batch(0, min(rows, len(data)))
-
-
-def dense_parameters(model: torch.nn.Module) -> int:
-    """Parameters outside the embedding table (reported beside FLOPs)."""
-    if hasattr(model, "dense_parameters"):
-        return int(model.dense_parameters())
-    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embedding."))

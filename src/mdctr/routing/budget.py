@@ -2,7 +2,7 @@
 
 A budget is either a number (FLOPs per sample) or ``"model:NAME"`` / ``"model:NAME@WIDTH"``: the FLOPs of a
 registered model at that width (default 1, i.e. its default sizes) on the same inputs and batch.
-:data:`~mdctr.evaluation.flops.FLOP_BUDGET_DEFAULT` is ``"model:dnn"``.
+:data:`~mdctr.routing.flops.FLOP_BUDGET_DEFAULT` is ``"model:dnn"``.
 
 FLOPs grow monotonically with width, but hidden sizes round to whole units, so FLOPs(width) is a staircase:
 :func:`fit_width` brackets the budget by doubling/halving, bisects the width, and finally picks the better of
@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 
+from mdctr.data.prepare import PreparedData
 from mdctr.data.tensors import Batch
-from mdctr.evaluation.flops import flops_per_sample
-from mdctr.models.base import CTRModel, ModelInputs, build_model, model_class, model_names
+from mdctr.models.base import ModelInputs, model_class, model_names
+from mdctr.routing.flops import FLOP_BUDGET_DEFAULT, count_batch
+from mdctr.routing.sources import DomainRouting
 
 log = logging.getLogger(__name__)
 
@@ -81,57 +83,24 @@ def parse_budget(spec: str | float | int | BudgetSpec) -> BudgetSpec:
     return BudgetSpec(flops=value)
 
 
-def mines_own_domains(model_name: str) -> bool:
-    """True for models that pick their routing domain inside forward (``adaptive2``): no external routing.
-
-    A model declares this with the class attribute ``CTRModel.mines_domains``.
-    """
-    return model_class(model_name).mines_domains
-
-
-def build_with_miner(
-    model_name: str,
-    inputs: ModelInputs,
-    *,
-    width: float = 1.0,
-    model_config: dict[str, Any] | None = None,
-    miner: torch.nn.Module | None = None,
-) -> tuple[CTRModel, torch.nn.Module | None]:
-    """Build a model and place the miner: returns (model, external miner or None).
-
-    A model built to hold a pre-trained miner (``config.miner == "pretrained"`` with ``load_miner``) gets
-    it attached, so its FLOPs are part of the model's forward; a self-mining model ignores ``miner``; any
-    other model is routed by ``miner`` from outside, which is returned to be counted beside it.
-    """
-    model = build_model(model_name, inputs, width=width, config=model_config)
-    if getattr(model.config, "miner", None) == "pretrained" and hasattr(model, "load_miner"):
-        if miner is None:
-            raise ValueError(f"model {model_name!r} with miner='pretrained' needs a fitted miner")
-        model.load_miner(miner)
-        return model, None
-    if mines_own_domains(model_name):
-        return model, None
-    return model, miner
-
-
 def model_flops(
     model_name: str,
     inputs: ModelInputs,
     width: float,
     batch: Batch,
     model_config: dict[str, Any] | None = None,
-    miner: torch.nn.Module | None = None,
+    routing: DomainRouting | None = None,
 ) -> float:
     """FLOPs per sample of a freshly built model (fixed init seed, so self-routing models count stably).
 
-    ``miner`` is placed as :func:`build_with_miner` does (external miners are counted too).
+    ``routing`` places the miner (held inside the model, or routing from outside and counted beside it);
+    without it the model is counted with no miner.
     """
+    routing = routing or DomainRouting.for_source("none")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model, external = build_with_miner(
-            model_name, inputs, width=width, model_config=model_config, miner=miner
-        )
-    return flops_per_sample(model, batch, miner=external)
+        model = routing.build(inputs, width=width, model_name=model_name, model_overrides=model_config)
+    return routing.flops(model, batch)
 
 
 def resolve_budget(spec: str | float | BudgetSpec, inputs: ModelInputs, batch: Batch) -> float:
@@ -150,7 +119,7 @@ def fit_width(
     budget_flops: float,
     batch: Batch,
     model_config: dict[str, Any] | None = None,
-    miner: torch.nn.Module | None = None,
+    routing: DomainRouting | None = None,
     tol: float = 0.03,
 ) -> WidthFit:
     """The width at which ``model_name`` costs ``budget_flops`` per sample (within ``tol``, relative).
@@ -162,7 +131,7 @@ def fit_width(
 
     def flops(width: float) -> float:
         if width not in cache:
-            cache[width] = model_flops(model_name, inputs, width, batch, model_config, miner)
+            cache[width] = model_flops(model_name, inputs, width, batch, model_config, routing)
         return cache[width]
 
     def rel(width: float) -> float:
@@ -214,3 +183,32 @@ def fit_width(
         len(cache),
     )
     return WidthFit(width=best, flops=flops(best), rel_error=rel(best))
+
+
+def budget_for_data(
+    prepared: PreparedData, spec: str | float | BudgetSpec, miner: Any | None = None
+) -> float:
+    """FLOPs per sample that ``spec`` stands for on ``prepared``: a ``model:NAME`` budget is counted on the
+    first validation rows, routed by the first of ``none``/``handcrafted``/``mined`` that NAME accepts."""
+    parsed = parse_budget(spec)
+    if parsed.model is None:
+        return float(parsed.flops)  # type: ignore[arg-type]
+    if parsed.model not in model_names():
+        raise BudgetError(f"budget {spec!r}: unknown model {parsed.model!r}; registered: {model_names()}")
+    accepted = model_class(parsed.model).domain_sources
+    source = next(s for s in ("none", "handcrafted", "mined") if s in accepted)
+    routed = DomainRouting.for_model(parsed.model, source, miner=miner).route(prepared)
+    return resolve_budget(parsed, routed.inputs, count_batch(routed.data.valid))
+
+
+__all__ = [
+    "FLOP_BUDGET_DEFAULT",
+    "BudgetError",
+    "BudgetSpec",
+    "WidthFit",
+    "budget_for_data",
+    "fit_width",
+    "model_flops",
+    "parse_budget",
+    "resolve_budget",
+]

@@ -1,0 +1,211 @@
+"""Domain sources: which routing domain a model sees, where its miner sits, and what serving must keep.
+
+Every domain source is handled here and nowhere else:
+
+* ``handcrafted``: the dataset's own domain id;
+* ``none``: one domain for every row;
+* ``mined`` by an **external miner** (a pre-trained :class:`~mdctr.domains.miner.DomainMiner` routes the rows
+  from outside the model; its forward is part of serving, so its FLOPs are counted beside the model's and it
+  is saved with the serving bundle);
+* ``mined`` by **the model itself** (a model whose ``mines_domains`` is true picks its codes inside forward,
+  either with its own VQ-VAE or with a pre-trained miner it holds — :meth:`CTRModel.holds_miner` — which is
+  attached when the model is built; either way the routing column is unused, the FLOPs are the model's and
+  nothing beside the model is saved).
+
+:class:`DomainRouting` is the one object the budget fitting, the benchmark, the trainer, the train step and
+serving ask. The routing domain lives in ``TensorData.domain``; the hand-crafted id stays in
+``TensorData.handcrafted`` whatever the source, so per-domain metrics never change meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mdctr.data.prepare import PreparedData
+from mdctr.data.tensors import Batch, TensorData
+from mdctr.models.base import DOMAIN_SOURCES, CTRModel, ModelInputs, build_model, model_class, model_config
+from mdctr.routing.flops import flops_per_sample
+
+log = logging.getLogger(__name__)
+
+DomainSource = Literal["handcrafted", "mined", "none"]
+SPLITS = ("train", "valid", "test")
+
+
+class DomainSourceError(ValueError):
+    """A model was asked to route by a domain source it does not accept, or the source lacks its input."""
+
+
+def check_domain_source(model_name: str, source: str) -> None:
+    """Raise :class:`DomainSourceError` unless ``model_name`` accepts ``source``."""
+    _check_known(source)
+    accepted = tuple(model_class(model_name).domain_sources)
+    if source not in accepted:
+        raise DomainSourceError(
+            f"model {model_name!r} does not accept domain source {source!r}; it accepts {list(accepted)}"
+        )
+
+
+def _check_known(source: str) -> None:
+    if source not in DOMAIN_SOURCES:
+        raise DomainSourceError(f"unknown domain source {source!r}; expected one of {list(DOMAIN_SOURCES)}")
+
+
+def mines_own_domains(model_name: str) -> bool:
+    """True for models that pick their routing domain inside forward (``CTRModel.mines_domains``)."""
+    return model_class(model_name).mines_domains
+
+
+def model_inputs(prepared: PreparedData, num_domains: int, embed_dim: int = 16) -> ModelInputs:
+    """:class:`ModelInputs` of prepared data with ``num_domains`` routing domains."""
+    spec = prepared.spec
+    return ModelInputs(tuple(spec.vocab_sizes), spec.num_dense, num_domains, embed_dim)
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Prepared data routed by one source.
+
+    Attributes:
+        data: the splits, each ``domain`` column holding the routing domain.
+        num_domains: number of routing domains the model is built for.
+        inputs: :class:`ModelInputs` with that number of domains.
+    """
+
+    data: PreparedData
+    num_domains: int
+    inputs: ModelInputs
+
+
+@dataclass(frozen=True)
+class DomainRouting:
+    """How one model (or, without ``model_name``, any model) is routed by one domain source.
+
+    Attributes:
+        source: ``handcrafted``, ``mined`` or ``none``.
+        model_name: the registered model, or None when routing data for no particular model.
+        model_overrides: the model's config overrides (they decide, e.g., whether it holds a miner).
+        miner: the fitted pre-trained miner for ``mined`` (None for other sources and for a model that
+            mines with its own VQ-VAE).
+    """
+
+    source: str
+    model_name: str | None = None
+    model_overrides: dict[str, Any] | None = None
+    miner: nn.Module | None = None
+
+    # -- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def for_model(
+        cls,
+        model_name: str,
+        source: str,
+        *,
+        miner: nn.Module | None = None,
+        model_overrides: dict[str, Any] | None = None,
+    ) -> DomainRouting:
+        """Routing of ``model_name`` by ``source`` (which the model must accept); ``miner`` is kept only for
+        ``mined``, and only if the model needs it (see :meth:`needs_miner`)."""
+        check_domain_source(model_name, source)
+        routing = cls(source, model_name, dict(model_overrides or {}) or None)
+        return dataclasses.replace(routing, miner=miner) if routing.needs_miner else routing
+
+    @classmethod
+    def for_source(cls, source: str, *, miner: nn.Module | None = None) -> DomainRouting:
+        """Routing by ``source`` for no particular model (e.g. to count a budget model's FLOPs)."""
+        _check_known(source)
+        return cls(source, miner=miner if source == "mined" else None)
+
+    # -- what the source needs ------------------------------------------------------------------------------
+    @property
+    def mines_inside(self) -> bool:
+        """The model picks its own codes in forward (own VQ-VAE or a held miner)."""
+        return self.model_name is not None and mines_own_domains(self.model_name)
+
+    @property
+    def holds_miner(self) -> bool:
+        """The model carries the pre-trained miner inside (attached at build time)."""
+        if self.model_name is None:
+            return False
+        cls = model_class(self.model_name)
+        return cls.holds_miner(model_config(self.model_name, self.model_overrides))
+
+    @property
+    def needs_miner(self) -> bool:
+        """A fitted pre-trained miner is needed: ``mined`` routed from outside, or held inside the model."""
+        return self.source == "mined" and (not self.mines_inside or self.holds_miner)
+
+    @property
+    def external_miner(self) -> nn.Module | None:
+        """The miner that routes rows from outside the model: counted beside it and saved for serving."""
+        return None if self.mines_inside else self.miner
+
+    # -- what domain does each row have ---------------------------------------------------------------------
+    def route(self, prepared: PreparedData) -> Routed:
+        """Every split routed by the source; the model is built for ``Routed.num_domains`` domains."""
+        num = self.num_domains(prepared)
+        routed = {k: prepared.split(k).with_domain(self.domains(prepared.split(k))) for k in SPLITS}
+        data = dataclasses.replace(prepared, **routed)
+        if self.source == "mined" and self.external_miner is not None:
+            sizes = torch.bincount(data.train.domain, minlength=num).tolist()
+            log.info("routing by %d mined domains; train rows per domain %s", num, sizes)
+        return Routed(data=data, num_domains=num, inputs=model_inputs(prepared, num))
+
+    def num_domains(self, prepared: PreparedData) -> int:
+        """Number of routing domains the model is built for."""
+        if self.source == "handcrafted":
+            return prepared.spec.schema.num_domains
+        if self.source == "mined" and self.external_miner is not None:
+            return int(self.external_miner.num_codes)
+        return 1
+
+    def domains(self, data: TensorData) -> torch.Tensor:
+        """Routing domain of every row of one split → [N] int64."""
+        if self.source == "handcrafted":
+            return data.handcrafted
+        if self.source == "mined" and self.external_miner is not None:
+            return self.external_miner.assign(data)
+        if self.source == "mined" and not self.mines_inside:
+            raise DomainSourceError(
+                "domain source 'mined' needs a fitted miner (mdctr.domains.fit_miner)"
+                + (f" for model {self.model_name!r}" if self.model_name else "")
+            )
+        # none, or a model that mines its own domains (the routing column is unused): one domain
+        return torch.zeros(len(data), dtype=torch.int64)
+
+    # -- build, cost, serve -----------------------------------------------------------------------------------
+    def build(
+        self,
+        inputs: ModelInputs,
+        *,
+        width: float = 1.0,
+        model_name: str | None = None,
+        model_overrides: dict[str, Any] | None = None,
+    ) -> CTRModel:
+        """Build the model (``model_name``/``model_overrides`` default to the routing's own) and attach the
+        pre-trained miner if the model holds one."""
+        name = model_name or self.model_name
+        if name is None:
+            raise ValueError("DomainRouting.build needs a model name")
+        overrides = self.model_overrides if model_overrides is None else model_overrides
+        model = build_model(name, inputs, width=width, config=overrides)
+        if type(model).holds_miner(model.config):
+            if self.miner is None:
+                raise DomainSourceError(f"model {name!r} holds a pre-trained miner; none was given")
+            model.load_miner(self.miner)
+        return model
+
+    def flops(self, model: CTRModel, batch: Batch) -> float:
+        """Forward FLOPs per sample of serving ``model`` with this routing (an external miner included)."""
+        return flops_per_sample(model, batch, miner=self.serving_miner(model))
+
+    def serving_miner(self, model: CTRModel) -> nn.Module | None:
+        """What serving ``model`` needs beside its weights to route a row: the external miner, if any (a model
+        that mines its own domains carries its miner inside its weights)."""
+        return None if type(model).mines_domains else self.miner
