@@ -48,7 +48,7 @@ from mdctr.data.base import (
     require_file,
     to_binary_label,
 )
-from mdctr.schema import FeatureSchema
+from mdctr.schema import FeatureSchema, SourceLines, describe_rows
 from mdctr.schema import plain_value as plain
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,11 @@ def numeric_column(
         bad |= num.notna() & (num != np.round(num))
     if bad.any():
         what = "integers" if integer else "numbers"
+        example = plain(raw[bad].iloc[0])
         raise DataError(
-            f"dataset {dataset!r}: {path} column {col!r} expects {what}; found {int(bad.sum())} bad row(s), "
-            f"e.g. {plain(raw[bad].iloc[0])!r}"
+            f"dataset {dataset!r}: {path} column {col!r} expects {what}; found {int(bad.sum())} bad row(s) at "
+            f"{describe_rows(bad.to_numpy(), file_rows(path, len(df)))}, "
+            f"e.g. {'a missing value' if pd.isna(example) else repr(example)}"
         )
     return num.astype("int64") if integer else num.astype("float64")
 
@@ -114,11 +116,18 @@ def binary_label(df: pd.DataFrame, col: str, path: Path, dataset: str) -> pd.Ser
     num = pd.to_numeric(raw.astype("object").replace({True: 1, False: 0}), errors="coerce")
     bad = ~num.isin([0, 1])
     if bad.any():
+        example = plain(raw[bad].iloc[0])
         raise DataError(
             f"dataset {dataset!r}: {path} label column {col!r} must be 0/1; found {int(bad.sum())} row(s) "
-            f"with other values, e.g. {plain(raw[bad].iloc[0])!r}"
+            f"with other values at {describe_rows(bad.to_numpy(), file_rows(path, len(df)))}, "
+            f"e.g. {'a missing value' if pd.isna(example) else repr(example)}"
         )
     return num.astype("int8")
+
+
+def file_rows(path: Path, n: int) -> SourceLines:
+    """Name the ``n`` data rows of ``path`` ``"<file> row <k>"`` (k from 1, the header not counted)."""
+    return SourceLines(path.name, np.arange(1, n + 1), unit="row")
 
 
 def map_domain(values: pd.Series, known: Sequence[Any], path: Path, dataset: str, col: str) -> np.ndarray:
@@ -128,8 +137,10 @@ def map_domain(values: pd.Series, known: Sequence[Any], path: Path, dataset: str
     Returns int64 [rows].
     """
     if values.isna().any():
+        null = values.isna().to_numpy()
         raise DataError(
-            f"dataset {dataset!r}: {path} domain column {col!r} has {int(values.isna().sum())} null value(s)"
+            f"dataset {dataset!r}: {path} domain column {col!r} has {int(null.sum())} missing value(s) at "
+            f"{describe_rows(null, file_rows(path, len(values)))}"
         )
     keys = [_key(v) for v in known]
     idx = pd.Index(keys).get_indexer(values.map(_key))
@@ -241,10 +252,14 @@ class Table(DatasetAdapter):
         require_columns(df, path, ds, needed)
 
         out: dict[str, Any] = {}
+        rows = file_rows(path, len(df))
         for col in cfg.sparse:
-            n_null = int(df[col].isna().sum())
-            if n_null:
-                raise DataError(f"dataset {ds!r}: {path} sparse column {col!r} has {n_null} null value(s)")
+            null = df[col].isna().to_numpy()
+            if null.any():
+                raise DataError(
+                    f"dataset {ds!r}: {path} sparse column {col!r} has {int(null.sum())} missing value(s) at "
+                    f"{describe_rows(null, rows)}"
+                )
             out[col] = df[col]
         for col in cfg.dense:
             out[col] = numeric_column(df, col, path, ds, allow_nan=True).astype("float32")
@@ -254,6 +269,7 @@ class Table(DatasetAdapter):
                 cfg.label_threshold,
                 strict_greater=False,
                 where=f"dataset {ds!r}: {path} label column {cfg.label!r}",
+                row_labels=rows,
             )
         else:
             out[cfg.label] = binary_label(df, cfg.label, path, ds)
@@ -286,4 +302,4 @@ class Table(DatasetAdapter):
                     f"{schema_path}: {role} column {col!r} must also be listed in sparse or dense"
                 )
         table = pd.DataFrame({c: out[c] for c in schema.columns}).reset_index(drop=True)
-        return LoadedDataset(table=table, schema=schema, extras={"source_file": str(path)})
+        return LoadedDataset(table=table, schema=schema, extras={"source_file": str(path)}, row_labels=rows)
