@@ -36,9 +36,22 @@ def _bundle(demo: DemoBundle, dest: Path, auc: float, domain_auc: tuple[float, f
 def store(tmp_path: Path, demo_bundle: DemoBundle) -> str:
     """An SQLite store holding versions 1 (auc 0.70, champion via the gate) and 2 (auc 0.72, challenger)."""
     uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    parent = tracking.start_parent_run(uri, run_name="pipeline", params={"dataset": "demo"})
+    parent = tracking.start_parent_run(
+        uri,
+        run_name="pipeline",
+        params={"dataset": "demo"},
+        data_rev="v7",
+        data_md5="0123abcd",
+        git_sha="c0ffee",
+    )
     run = tracking.log_training_run(
-        uri, parent, run_name="dnn-none", params={"model": "dnn"}, history=[], metrics={"auc": 0.7}
+        uri,
+        parent,
+        run_name="dnn-none",
+        params={"model": "dnn"},
+        history=[],
+        metrics={"auc": 0.7, "flops_per_sample": 52_224.0, "dense_params": 25_921},
+        per_domain=[{"domain": d, "name": n, "auc": 0.7} for d, n in enumerate(("young", "middle", "old"))],
     )
     for name, auc, domains in (("v1", 0.70, (0.70, 0.70, 0.70)), ("v2", 0.72, (0.71, 0.72, 0.70))):
         bundle = _bundle(demo_bundle, tmp_path / name, auc, domains)
@@ -174,3 +187,26 @@ def test_rollback_of_a_pipeline_promotion_uses_the_gate_record(store: str) -> No
 def tracking_history(c: MlflowClient) -> list[dict]:
     tags = c.get_registered_model(REGISTERED_MODEL).tags
     return [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_TAG_PREFIX)]
+
+
+def test_model_card_carries_data_version_flops_domains_and_gate_reason(store: str, tmp_path: Path) -> None:
+    from mdctr.tracking.registry import TAG_MODEL_CARD, write_model_card
+
+    uri = write_model_card(store, "2")
+    c = MlflowClient(store)
+    assert c.get_model_version(REGISTERED_MODEL, "2").tags[TAG_MODEL_CARD] == uri
+    run_id = uri.split("/")[1]
+    card = Path(c.download_artifacts(run_id, "model_card/v2.md", str(tmp_path))).read_text()
+    assert card.startswith(f"# {REGISTERED_MODEL} version 2\n")
+    assert "| data version | DVC rev `v7`, md5 `0123abcd` |" in card
+    assert "| code version | git `c0ffee` |" in card
+    assert "| forward FLOPs per sample | 52,224 |" in card and "| dense parameters | 25,921 |" in card
+    assert "| auc | 0.72000 |" in card
+    assert "| 1 | middle | 0.72000 | 0.60000 |" in card
+    assert "The gate has not been run on this version." in card
+
+    # promotion refreshes the card with the gate's decision and reason
+    assert _cli("promote", "2", "--tracking-uri", store)[0] == 0
+    card = Path(c.download_artifacts(run_id, "model_card/v2.md", str(tmp_path / "again"))).read_text()
+    assert "- decision: **promote** — overall auc improves by +0.02000 over v1" in card
+    assert "| aliases | challenger, champion |" in card

@@ -501,6 +501,7 @@ def promote_version(
         return ChampionChange(False, version, previous, f"version {version} is already the {CHAMPION}", force)
     gate = decide_promotion(tracking_uri, version, tolerance=tolerance, metric=metric)
     if not gate.promote and not force:
+        write_model_card(tracking_uri, version)  # with the refusal's reason
         return ChampionChange(False, previous, previous, gate.reason, False, gate)
     why = f"forced: {reason.strip()} (gate: {gate.reason})" if (force and not gate.promote) else gate.reason
     if force and gate.promote and reason.strip():
@@ -516,6 +517,7 @@ def promote_version(
         c.set_model_version_tag(REGISTERED_MODEL, version, PROMOTION_TAG_PREFIX + k, v)
     action = "force" if force and not gate.promote else "promote"
     _record(c, history, action=action, version=version, previous=previous, reason=why)
+    write_model_card(tracking_uri, version)  # the card carries the gate's and the user's reason
     log.info("%s v%s is now %s (was %s): %s", REGISTERED_MODEL, version, CHAMPION, previous, why)
     return ChampionChange(True, version, previous, why, action == "force", gate)
 
@@ -562,5 +564,137 @@ def rollback_champion(tracking_uri: str | None, *, reason: str = "") -> Champion
     promote(tracking_uri, target)
     c.set_model_version_tag(REGISTERED_MODEL, current, PROMOTION_TAG_PREFIX + "rolled_back", why)
     _record(c, history, action="rollback", version=target, previous=current, reason=why)
+    write_model_card(tracking_uri, current)
     log.info("%s %s rolled back from v%s to v%s: %s", REGISTERED_MODEL, CHAMPION, current, target, why)
     return ChampionChange(True, target, current, why)
+
+
+# -- model card ---------------------------------------------------------------------------------------------
+#: model-version tag pointing at the version's model card (``runs:/<run>/model_card/v<version>.md``)
+TAG_MODEL_CARD = "mdctr.model_card"
+MODEL_CARD_DIR = "model_card"
+
+
+def _domain_names(c: mlflow.MlflowClient, run_id: str) -> dict[int, str]:
+    """Hand-crafted domain names from the training run's ``per_domain.json`` table ({} when it has none)."""
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="mdctr-card-") as tmp:
+        try:
+            path = c.download_artifacts(run_id, "per_domain.json", tmp)
+        except (MlflowException, OSError):
+            return {}
+        table = json.loads(Path(path).read_text())
+    cols = table.get("columns") or []
+    if "domain" not in cols or "name" not in cols:
+        return {}
+    i, j = cols.index("domain"), cols.index("name")
+    return {int(row[i]): str(row[j]) for row in table.get("data") or []}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.5f}"
+    return str(v)
+
+
+def model_card(tracking_uri: str | None, version: str | int) -> str:
+    """A Markdown model card for a registered version: model, data version (DVC rev and md5 from the pipeline's
+    parent run), code version, FLOPs and dense parameters, overall and per-domain test metrics, and the
+    promotion gate's decision with its reason (plus any manual promotion or rollback)."""
+    from mdctr.tracking.names import TAG_DATA_MD5, TAG_DATA_REV, TAG_GIT_SHA
+
+    c = get_client(tracking_uri)
+    version = str(version)
+    mv = c.get_model_version(REGISTERED_MODEL, version)
+    tags = dict(mv.tags or {})
+    overall, domains = _version_tags(tags)
+    run = c.get_run(mv.run_id) if mv.run_id else None
+    run_tags = dict(run.data.tags) if run else {}
+    parent_tags: dict[str, str] = {}
+    parent_id = run_tags.get("mlflow.parentRunId")
+    if parent_id:
+        try:
+            parent_tags = dict(c.get_run(parent_id).data.tags)
+        except MlflowException:
+            parent_tags = {}
+
+    def from_runs(key: str) -> str:
+        return run_tags.get(key) or parent_tags.get(key) or "unknown"
+
+    run_metrics = dict(run.data.metrics) if run else {}
+    names = _domain_names(c, mv.run_id) if mv.run_id else {}
+    rm = c.get_registered_model(REGISTERED_MODEL)
+    aliases = sorted(a for a, v in (rm.aliases or {}).items() if str(v) == version)
+    lines = [
+        f"# {REGISTERED_MODEL} version {version}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| model | `{tags.get(TAG_BUNDLE_MODEL, 'unknown')}` (domain source `{tags.get(TAG_DOMAIN_SOURCE, '?')}`) |",
+        f"| aliases | {', '.join(aliases) or 'none'} |",
+        f"| training run | `{mv.run_id}` |",
+        f"| data version | DVC rev `{from_runs(TAG_DATA_REV)}`, md5 `{from_runs(TAG_DATA_MD5)}` |",
+        f"| code version | git `{from_runs(TAG_GIT_SHA)}` |",
+        f"| forward FLOPs per sample | {_fmt(run_metrics['flops_per_sample']) if 'flops_per_sample' in run_metrics else 'unknown'} |",
+        f"| dense parameters | {_fmt(run_metrics['dense_params']) if 'dense_params' in run_metrics else 'unknown'} |",
+        "",
+        "## Test metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {v:.5f} |" for k, v in sorted(overall.items())),
+        "",
+        "## Per hand-crafted domain (test)",
+        "",
+    ]
+    metric_names = sorted({m for vals in domains.values() for m in vals})
+    if domains:
+        lines += [
+            "| domain | name | " + " | ".join(metric_names) + " |",
+            "|---|---|" + "---|" * len(metric_names),
+            *(
+                f"| {d} | {names.get(d, '')} | "
+                + " | ".join(f"{vals[m]:.5f}" if m in vals else "" for m in metric_names)
+                + " |"
+                for d, vals in sorted(domains.items())
+            ),
+        ]
+    else:
+        lines.append("No per-domain metrics were stored with this version.")
+    gate = {k[len(GATE_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(GATE_TAG_PREFIX)}
+    lines += ["", "## Promotion gate", ""]
+    if gate:
+        champ = gate.get("champion_version") or "none"
+        lines += [
+            f"- decision: **{gate.get('decision', '?')}** — {gate.get('reason', '')}",
+            f"- compared on `{gate.get('metric', '?')}` with champion v{champ} "
+            f"(per-domain tolerance {gate.get('tolerance', '?')})",
+        ]
+    else:
+        lines.append("The gate has not been run on this version.")
+    manual = {
+        k[len(PROMOTION_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(PROMOTION_TAG_PREFIX)
+    }
+    if manual:
+        lines += ["", "## Manual changes", ""]
+        if "reason" in manual:
+            forced = " (gate overridden)" if manual.get("forced") == "true" else ""
+            lines.append(f"- promoted{forced}: {manual['reason']}")
+        if "rolled_back" in manual:
+            lines.append(f"- rolled back: {manual['rolled_back']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(tracking_uri: str | None, version: str | int) -> str:
+    """Log :func:`model_card` into the version's training run as ``model_card/v<version>.md`` (replacing an
+    earlier card) and point the version tag ``mdctr.model_card`` at it; return that artifact URI."""
+    c = get_client(tracking_uri)
+    version = str(version)
+    mv = c.get_model_version(REGISTERED_MODEL, version)
+    artifact = f"{MODEL_CARD_DIR}/v{version}.md"
+    c.log_text(mv.run_id, model_card(tracking_uri, version), artifact)
+    uri = f"runs:/{mv.run_id}/{artifact}"
+    c.set_model_version_tag(REGISTERED_MODEL, version, TAG_MODEL_CARD, uri)
+    log.info("model card for %s v%s: %s", REGISTERED_MODEL, version, uri)
+    return uri
