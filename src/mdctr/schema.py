@@ -139,6 +139,8 @@ class FeatureSchema:
         value_rules: allowed raw values per column (canonical or raw); the gate's range/set expectations.
         raw_columns: columns of the raw files that the canonical table drops (e.g. a rating turned into the
             label); the gate checks them from ``LoadedDataset.raw``.
+        dense_nullable: dense columns may hold NaN (the encoder fills the train mean); otherwise the gate
+            expects no missing dense value.
     """
 
     name: str
@@ -155,6 +157,7 @@ class FeatureSchema:
     max_duplicate_rate: float = 0.01
     value_rules: dict[str, ValueRule] = field(default_factory=dict)
     raw_columns: tuple[str, ...] = ()
+    dense_nullable: bool = False
 
     def __post_init__(self) -> None:
         cols = self.columns

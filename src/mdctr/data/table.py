@@ -21,6 +21,13 @@ Layout of a source directory::
     file: events.csv            # optional, relative to schema.yaml
     label_threshold: 4          # optional: label = value >= threshold
     sep: ","                    # optional CSV separator
+    ranges:                     # optional: inclusive [low, high] per feature/time column (null = open)
+      price: [0, null]
+    allowed:                    # optional: the only values a feature column may hold
+      city: [berlin, paris]
+
+``ranges`` and ``allowed`` become the schema's value rules: the data gate checks them as expectations and
+loading refuses a table that breaks them, naming the rows.
 
 Options ``path=`` (the data file) and ``schema=`` (the YAML file) override the directory layout.
 
@@ -48,7 +55,7 @@ from mdctr.data.base import (
     require_file,
     to_binary_label,
 )
-from mdctr.schema import FeatureSchema, SourceLines, describe_rows
+from mdctr.schema import FeatureSchema, SourceLines, ValueRule, describe_rows
 from mdctr.schema import plain_value as plain
 
 log = logging.getLogger(__name__)
@@ -187,6 +194,8 @@ class TableSchemaConfig:
     file: str | None = None
     label_threshold: float | None = None
     sep: str = ","
+    ranges: dict[str, tuple[float | None, float | None]] | None = None
+    allowed: dict[str, tuple[Any, ...]] | None = None
 
 
 def load_table_config(path: Path) -> TableSchemaConfig:
@@ -214,6 +223,42 @@ def load_table_config(path: Path) -> TableSchemaConfig:
             f"{len(cfg.domain_values)}"
         )
     return cfg
+
+
+def value_rules(cfg: TableSchemaConfig, schema_path: Path) -> dict[str, ValueRule]:
+    """The schema's value rules from ``ranges`` and ``allowed`` in ``schema.yaml``; a rule on a column that
+    is not a feature or the time column, or a malformed range, is a :class:`ConfigError` naming it."""
+    checked = (*cfg.sparse, *cfg.dense, *([cfg.time] if cfg.time else []))
+    rules: dict[str, ValueRule] = {}
+    for key, spec in (("ranges", cfg.ranges or {}), ("allowed", cfg.allowed or {})):
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{schema_path}: {key} must map column names to values, found {spec!r}")
+        for col, value in spec.items():
+            if col not in checked:
+                raise ConfigError(
+                    f"{schema_path}: {key} names {col!r}, which is not a sparse, dense or time column "
+                    f"({list(checked)})"
+                )
+            if key == "ranges":
+                if not isinstance(value, list | tuple) or len(value) != 2:
+                    raise ConfigError(
+                        f"{schema_path}: ranges.{col} must be [low, high] (null = open), found {value!r}"
+                    )
+                low, high = value
+                if any(v is not None and not isinstance(v, int | float) for v in (low, high)):
+                    raise ConfigError(
+                        f"{schema_path}: ranges.{col} bounds must be numbers or null, found {value!r}"
+                    )
+                prev = rules.get(col, ValueRule())
+                rules[col] = ValueRule(low=low, high=high, allowed=prev.allowed)
+            else:
+                if not isinstance(value, list | tuple) or not value:
+                    raise ConfigError(
+                        f"{schema_path}: allowed.{col} must be a non-empty list, found {value!r}"
+                    )
+                prev = rules.get(col, ValueRule())
+                rules[col] = ValueRule(low=prev.low, high=prev.high, allowed=tuple(value))
+    return rules
 
 
 @register_dataset("table")
@@ -286,6 +331,8 @@ class Table(DatasetAdapter):
             out[cfg.time] = numeric_column(df, cfg.time, path, ds, integer=True)
 
         schema = FeatureSchema(
+            value_rules=value_rules(cfg, schema_path),
+            dense_nullable=True,  # empty dense cells are allowed (module docstring)
             name=ds,
             sparse=tuple(cfg.sparse),
             dense=tuple(cfg.dense),
