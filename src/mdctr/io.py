@@ -46,6 +46,9 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     ``target`` (if it existed) is left exactly as it was."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # a run killed mid-write (SIGKILL skips the cleanup below) leaves its temporary sibling: remove it now
+    for stale in (*target.parent.glob(f".{target.name}.tmp-*"), *target.parent.glob(f".{target.name}.old-*")):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes 0700; the result is an ordinary output directory
     try:

@@ -47,8 +47,8 @@ def test_shared_partial_copy(datasets_dir: Path) -> None:
         ({"ratings": ["1::1::five::978300760"]}, "ratings.dat", "'rating'"),
         (
             {"users": ["1::F::1::10::48067", "2::M::99::16::70072", "3::M::25::15::5", "4::M::45::7::0"]},
-            "users.dat",
-            "'age'",
+            "ratings.dat line",
+            "'age' must be one of [1, 18, 25, 35, 45, 50, 56]",
         ),
         ({"movies": ["1::Toy Story (1995)"]}, "movies.dat", "3 '::'-separated fields"),
         ({"ratings": ["1::1::5::978300760", "9::1::4::978301968"]}, "users.dat", "user_id"),

@@ -123,3 +123,66 @@ def test_ambiguous_data_files(tmp_path: Path) -> None:
     RAW.to_parquet(root / "more.parquet")
     with pytest.raises(DataError, match=r"exactly one data file.*events\.csv.*more\.parquet"):
         load_dataset("table", root)
+
+
+def test_ranges_and_allowed_values_from_schema_yaml(tmp_path: Path) -> None:
+    """``ranges``/``allowed`` in schema.yaml are the schema's value rules: loading names the rows, and the
+    data gate reports them as expectations."""
+    from mdctr.validation import validate_dataset
+
+    rules = {"ranges": {"price": [0, 10], "ts": [0, None]}, "allowed": {"item": [10, 11, 12, 13]}}
+    loaded = load_dataset("table", write_table(tmp_path / "ok", **rules))
+    assert loaded.schema.value_rules["price"].high == 10 and loaded.schema.value_rules["item"].allowed
+
+    raw = RAW.assign(price=[1.5, None, 3.0, 12.0, 0.5, 15.0], item=[10, 11, 12, 10, 99, 11])
+    root = write_table(tmp_path / "bad", raw=raw, **rules)
+    with pytest.raises(
+        DataError,
+        match=r"column 'price' must be within \[0, 10\]; found 2 row\(s\) outside at events\.csv rows 4, 6, e\.g\. 12\.0",
+    ):
+        load_dataset("table", root)
+    result = validate_dataset("table", root, tmp_path / "report")
+    assert list(result.failures) == [
+        "expect_column_values_to_be_in_set [item]: 1 row(s) (16.7%) unexpected at events.csv row 5; "
+        "expected {'value_set': [10, 11, 12, 13]}; e.g. [99]",
+        "expect_column_values_to_be_between [price]: 2 row(s) (40%) unexpected at events.csv rows 4, 6; "
+        "expected {'min_value': 0, 'max_value': 10}; e.g. [12.0, 15.0]",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rules", "match"),
+    [
+        (
+            {"ranges": {"country": [0, 1]}},
+            r"ranges names 'country', which is not a sparse, dense or time column",
+        ),
+        ({"ranges": {"price": [0]}}, r"ranges\.price must be \[low, high\]"),
+        ({"allowed": {"item": []}}, r"allowed\.item must be a non-empty list"),
+    ],
+)
+def test_bad_value_rules_are_config_errors(tmp_path: Path, rules: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_dataset("table", write_table(tmp_path / "t", **rules))
+
+
+def test_missing_values_name_the_rows_in_plain_words(tmp_path: Path) -> None:
+    raw = RAW.assign(user=["u1", None, "u1", None, "u2", "u4"])
+    with pytest.raises(
+        DataError, match=r"sparse column 'user' has 2 missing value\(s\) at events\.csv rows 2, 4$"
+    ):
+        load_dataset("table", write_table(tmp_path / "t", raw=raw))
+    # a NaN label: no numpy repr, the row named
+    raw = RAW.assign(clicked=[1, 0, None, 1, 1, 0])
+    with pytest.raises(DataError) as err:
+        load_dataset("table", write_table(tmp_path / "t2", raw=raw))
+    assert str(err.value).endswith(
+        "label column 'clicked' must be 0/1; found 1 row(s) with other values at events.csv row 3, "
+        "e.g. a missing value"
+    )
+    with pytest.raises(DataError) as err:
+        load_dataset("table", write_table(tmp_path / "t3", raw=raw, label_threshold=1))
+    assert str(err.value).endswith(
+        "label column 'clicked': 1 missing or non-numeric value(s) at events.csv row 3, e.g. a missing value; "
+        "expected numbers"
+    )

@@ -12,7 +12,7 @@ runner = CliRunner()
 def test_models_list_names_sources_and_config() -> None:
     result = runner.invoke(app, ["models", "list", "--json"])
     assert result.exit_code == 0, result.output
-    rows = {r["model"]: r for r in json.loads(result.output)}
+    rows = {r["model"]: r for r in json.loads(result.output)["zoo"]}
     assert rows["dnn"]["domain_sources"] == ["none"]
     assert "hidden" in rows["dnn"]["config"]
 

@@ -43,6 +43,11 @@ def good_table(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     return load_dataset("ml-1m", write_ml1m(tmp_path_factory.mktemp("ml1m"))).table
 
 
+def _check(table: pd.DataFrame, report_dir: Path, schema=SCHEMA) -> ValidationResult:
+    """Validate a (modified) canonical table, with valid raw ratings beside it."""
+    return validate_table(table, schema, report_dir, raw=pd.DataFrame({"rating": [3] * len(table)}))
+
+
 def _failed(result: ValidationResult) -> dict[tuple[str, str], str]:
     return {(o.type, o.column): o.message for o in result.results if not o.success}
 
@@ -56,12 +61,26 @@ def test_suite_is_derived_from_the_schema() -> None:
     exist = {s.kwargs["column"] for s in specs if s.type == "expect_column_to_exist"}
     not_null = {s.kwargs["column"] for s in specs if s.type == "expect_column_values_to_not_be_null"}
     assert exist == not_null == set(SCHEMA.columns)
-    ranges = [
-        s.kwargs for s in specs if s.type == "expect_column_values_to_be_between" and "max_value" in s.kwargs
-    ]
-    assert ranges == [{"column": "age", "min_value": 1, "max_value": 56}]
+    # every value rule of the schema is an expectation (ranges and allowed sets), raw-only columns included
+    ranges = {
+        s.kwargs["column"]: {k: v for k, v in s.kwargs.items() if k != "column"}
+        for s in specs
+        if s.type == "expect_column_values_to_be_between" and s.kwargs["column"] in SCHEMA.value_rules
+    }
+    assert ranges == {
+        "user_id": {"min_value": 1},
+        "movie_id": {"min_value": 1},
+        "occupation": {"min_value": 0, "max_value": 20},
+        "timestamp": {"min_value": 0},
+    }
+    sets = {
+        s.kwargs["column"]: s.kwargs["value_set"]
+        for s in specs
+        if s.type == "expect_column_values_to_be_in_set" and s.kwargs["column"] in SCHEMA.value_rules
+    }
+    assert sets == {"rating": [1, 2, 3, 4, 5], "age": [1, 18, 25, 35, 45, 50, 56], "gender": ["F", "M"]}
     derived = {s.kwargs["column"] for s in specs if "column" in s.kwargs} - set(SCHEMA.columns)
-    assert derived == {DUPLICATE_COL, DOMAIN_ROWS_COL}
+    assert derived == {DUPLICATE_COL, DOMAIN_ROWS_COL, "rating"}
 
 
 def test_valid_data_passes_and_writes_a_self_contained_report(tmp_path: Path) -> None:
@@ -74,28 +93,33 @@ def test_valid_data_passes_and_writes_a_self_contained_report(tmp_path: Path) ->
 
 
 def test_missing_column(good_table: pd.DataFrame, tmp_path: Path) -> None:
-    result = validate_table(good_table.drop(columns=["genre"]), SCHEMA, tmp_path)
+    result = _check(good_table.drop(columns=["genre"]), tmp_path)
     assert not result.success
     assert ("expect_column_to_exist", "genre") in _failed(result)
 
 
 def test_wrong_dtype(good_table: pd.DataFrame, tmp_path: Path) -> None:
     table = good_table.assign(age=good_table["age"].astype(str))
-    failed = _failed(validate_table(table, SCHEMA, tmp_path))
+    failed = _failed(_check(table, tmp_path))
     assert ("expect_column_values_to_be_in_type_list", "age") in failed
 
 
 def test_nan_labels(good_table: pd.DataFrame, tmp_path: Path) -> None:
     label = good_table["label"].astype("float64")
     label.iloc[[0, 3]] = np.nan
-    failed = _failed(validate_table(good_table.assign(label=label), SCHEMA, tmp_path))
-    assert failed[("expect_column_values_to_not_be_null", "label")].startswith("2 row(s)")
+    failed = _failed(_check(good_table.assign(label=label), tmp_path))
+    assert failed[("expect_column_values_to_not_be_null", "label")] == (
+        "2 row(s) (6.67%) with a missing value at row 1, row 4; expected none"
+    )
 
 
 def test_nan_rating_in_the_raw_file(tmp_path: Path) -> None:
     ratings = [*_ratings(), "1::2::NaN::978309999"]
     result = validate_dataset("ml-1m", write_ml1m(tmp_path / "src", ratings), tmp_path / "r")
-    assert not result.success and "non-numeric" in result.failures[0] and "'rating'" in result.failures[0]
+    assert result.failures == (
+        f"load_dataset [(files)]: ml-1m: {tmp_path / 'src' / 'ml-1m' / 'ratings.dat'} column 'rating' expects "
+        "integers; found 1 bad line(s) at ratings.dat line 31, e.g. 'NaN'",
+    )
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -113,7 +137,7 @@ def test_truncated_file(tmp_path: Path) -> None:
 def test_unknown_domain_value(good_table: pd.DataFrame, tmp_path: Path) -> None:
     domain = good_table["domain"].copy()
     domain.iloc[0] = 7
-    failed = _failed(validate_table(good_table.assign(domain=domain), SCHEMA, tmp_path))
+    failed = _failed(_check(good_table.assign(domain=domain), tmp_path))
     assert "[7]" in failed[("expect_column_values_to_be_in_set", "domain")]
 
 
@@ -149,13 +173,14 @@ def test_wrong_separator(tmp_path: Path) -> None:
 def test_dense_value_out_of_range(good_table: pd.DataFrame, tmp_path: Path) -> None:
     age = good_table["age"].copy()
     age.iloc[2] = 200.0
-    failed = _failed(validate_table(good_table.assign(age=age), SCHEMA, tmp_path))
-    assert "[200.0]" in failed[("expect_column_values_to_be_between", "age")]
+    failed = _failed(_check(good_table.assign(age=age), tmp_path))
+    assert "at row 3;" in failed[("expect_column_values_to_be_in_set", "age")]
+    assert "[200.0]" in failed[("expect_column_values_to_be_in_set", "age")]
 
 
 def test_too_few_rows_in_a_domain(good_table: pd.DataFrame, tmp_path: Path) -> None:
     strict = dataclasses.replace(SCHEMA, min_domain_rows=10)
-    failed = _failed(validate_table(good_table, strict, tmp_path))
+    failed = _failed(_check(good_table, tmp_path, strict))
     assert ("expect_column_values_to_be_between", DOMAIN_ROWS_COL) in failed
 
 

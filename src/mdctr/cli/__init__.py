@@ -8,6 +8,7 @@ import os
 import typer
 
 from mdctr.cli import data as _data
+from mdctr.cli import models as _models
 from mdctr.cli import pipeline as _pipeline
 from mdctr.cli import serve as _serve
 from mdctr.cli import train as _train
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(_data.app, name="data")
 app.add_typer(_pipeline.app, name="pipeline")
+app.add_typer(_models.app, name="models")
 _train.register(app)
 app.command("serve")(_serve.serve)
 

@@ -1,8 +1,7 @@
-"""``mdctr models list``, ``mdctr train`` and ``mdctr benchmark``."""
+"""``mdctr train`` and ``mdctr benchmark`` (``mdctr models …`` lives in :mod:`mdctr.cli.models`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Iterator
@@ -14,27 +13,8 @@ import typer
 
 from mdctr.cli.common import datasets_dir, user_errors
 
-models_app = typer.Typer(help="The model zoo.", no_args_is_help=True)
-
 DatasetOpt = typer.Option(..., "--dataset", "-d", help="Registered dataset name (e.g. ml-1m, synthetic).")
 SourceOpt = typer.Option(None, "--source", "-s", help="Raw data directory (default: $DATASETS_DIR).")
-
-
-@models_app.command("list")
-def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Registered models, the domain sources each accepts, and its default config."""
-    from mdctr.models import model_class, model_names
-
-    rows = []
-    for name in model_names():
-        cls = model_class(name)
-        defaults = dataclasses.asdict(cls.Config()) if dataclasses.is_dataclass(cls.Config) else {}
-        rows.append({"model": name, "domain_sources": list(cls.domain_sources), "config": defaults})
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        typer.echo(f"{r['model']:<14} sources={','.join(r['domain_sources']):<24} config={r['config']}")
 
 
 @contextmanager
@@ -80,8 +60,7 @@ def _load_prepared(dataset: str, source: Path | None) -> Any:
 
 
 def register(root: typer.Typer) -> None:
-    """Add ``models`` (group), ``train`` and ``benchmark`` to the root app."""
-    root.add_typer(models_app, name="models")
+    """Add ``train`` and ``benchmark`` to the root app."""
 
     @root.command("train")
     def train(

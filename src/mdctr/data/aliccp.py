@@ -18,7 +18,7 @@ import pandas as pd
 
 from mdctr.data.base import DataError, DatasetAdapter, LoadedDataset, register_dataset
 from mdctr.data.table import binary_label, map_domain, numeric_column, read_table_file, require_columns
-from mdctr.schema import FeatureSchema
+from mdctr.schema import FeatureSchema, ValueRule
 
 SPLITS = ("train", "val", "test")
 LABEL = "click"
@@ -41,6 +41,7 @@ SCHEMA = FeatureSchema(
     domain_names=tuple(f"scenario {s}" for s in SCENARIOS),
     user="101",  # Ali-CCP field 101 is the user id
     item="205",  # field 205 is the item id
+    value_rules={"101": ValueRule(low=0), "205": ValueRule(low=0)},  # ids are non-negative codes
 )
 
 

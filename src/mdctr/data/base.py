@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from mdctr.registry import Registry
-from mdctr.schema import FeatureSchema, SchemaError
+from mdctr.schema import FeatureSchema, SchemaError, describe_rows, plain_value
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,18 @@ class DataError(SchemaError):
 
 @dataclass(frozen=True)
 class LoadedDataset:
-    """A canonical table and its schema; ``extras`` holds adapter-specific arrays (e.g. planted domains)."""
+    """A canonical table and its schema; ``extras`` holds adapter-specific arrays (e.g. planted domains).
+
+    ``raw`` holds the schema's ``raw_columns`` (values as read, before e.g. a rating became the label), one row
+    per table row; ``row_labels`` names each table row by its place in the raw files (``"ratings.dat line 7"``)
+    so that validation messages point at the line to fix. Both are None when the adapter has none.
+    """
 
     table: pd.DataFrame
     schema: FeatureSchema
     extras: dict[str, Any]
+    raw: pd.DataFrame | None = None
+    row_labels: Any = None
 
 
 class DatasetAdapter(ABC):
@@ -74,14 +81,26 @@ def get_dataset(name: str, **options: Any) -> DatasetAdapter:
     return _REGISTRY.get(name)(**options)
 
 
-def load_dataset(name: str, source: Path | str, **options: Any) -> LoadedDataset:
-    """Load a registered dataset from ``source`` and check the table against its schema."""
+def load_dataset(name: str, source: Path | str, *, check: bool = True, **options: Any) -> LoadedDataset:
+    """Load a registered dataset from ``source`` and check the table against its schema.
+
+    ``check=False`` skips the schema check (the data gate does so, to report every violation at once through
+    its expectations instead of stopping at the first).
+    """
     adapter = get_dataset(name, **options)
     src = adapter.resolve_source(Path(source))
     if adapter.needs_source and not src.exists():
         raise DataError(f"dataset {name!r}: source {src} does not exist")
     loaded = adapter.load(src)
-    loaded.schema.check_table(loaded.table, f"dataset {name!r} from {src}")
+    if check:
+        try:
+            loaded.schema.check_table(
+                loaded.table, f"dataset {name!r} from {src}", raw=loaded.raw, row_labels=loaded.row_labels
+            )
+        except DataError:
+            raise
+        except SchemaError as e:  # a value the raw files should not hold: a data error like any other
+            raise DataError(str(e)) from None
     log.info("loaded %s: %d rows from %s", name, len(loaded.table), src)
     return loaded
 
@@ -94,12 +113,19 @@ def require_file(path: Path, dataset: str) -> Path:
     return path
 
 
-def to_binary_label(values: pd.Series, threshold: float, *, strict_greater: bool, where: str) -> pd.Series:
-    """Map a numeric rating column to 0/1; a non-numeric value is an error naming ``where``."""
+def to_binary_label(
+    values: pd.Series, threshold: float, *, strict_greater: bool, where: str, row_labels: Any = None
+) -> pd.Series:
+    """Map a numeric rating column to 0/1; a missing or non-numeric value is an error naming ``where`` and
+    the rows (``row_labels``, default row numbers from 1)."""
     num = pd.to_numeric(values, errors="coerce")
-    bad = num.isna()
+    bad = num.isna().to_numpy()
     if bad.any():
-        example = values[bad].iloc[0]
-        raise DataError(f"{where}: {int(bad.sum())} non-numeric value(s), e.g. {example!r}; expected numbers")
+        example = plain_value(values.to_numpy()[bad][0])
+        shown = "a missing value" if pd.isna(example) else repr(example)
+        raise DataError(
+            f"{where}: {int(bad.sum())} missing or non-numeric value(s) at {describe_rows(bad, row_labels)}, "
+            f"e.g. {shown}; expected numbers"
+        )
     out = (num > threshold) if strict_greater else (num >= threshold)
     return out.astype("int8")

@@ -25,7 +25,7 @@ import scipy.io
 
 from mdctr.config import ConfigError
 from mdctr.data.base import DataError, DatasetAdapter, LoadedDataset, register_dataset, require_file
-from mdctr.schema import FeatureSchema
+from mdctr.schema import FeatureSchema, SourceLines, ValueRule
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ USER, ITEM, CATEGORY, LABEL, DOMAIN = "user_id", "item_id", "category", "label",
 TRUST = "log_trust_in_degree"
 
 
+RATING = "rating"
+
+
 def epinions_schema(domain_names: tuple[str, ...], trust_degree: bool) -> FeatureSchema:
     return FeatureSchema(
         name="epinions",
@@ -51,6 +54,15 @@ def epinions_schema(domain_names: tuple[str, ...], trust_degree: bool) -> Featur
         domain_names=domain_names,
         user=USER,
         item=ITEM,
+        raw_columns=(RATING,),
+        # the release numbers users, products and categories from 1 and rates on whole stars 1..5
+        value_rules={
+            USER: ValueRule(low=1),
+            ITEM: ValueRule(low=1),
+            CATEGORY: ValueRule(low=1),
+            RATING: ValueRule(allowed=tuple(range(RATING_RANGE[0], RATING_RANGE[1] + 1))),
+            **({TRUST: ValueRule(low=0)} if trust_degree else {}),
+        },
     )
 
 
@@ -133,12 +145,8 @@ class Epinions(DatasetAdapter):
         ratings = read_mat_member(zip_path, RATING_MEMBER, min_cols=4)
         user, item, category, rating = (ratings[:, i] for i in range(4))
 
-        bad = (rating < RATING_RANGE[0]) | (rating > RATING_RANGE[1])
-        if bad.any():
-            raise DataError(
-                f"{where} column 4 'rating' must be in {RATING_RANGE[0]}..{RATING_RANGE[1]} to be made binary; "
-                f"found {int(bad.sum())} row(s) outside, e.g. {int(rating[bad][0])}"
-            )
+        # a rating outside 1..5 is not rejected here: the schema's value rule on the raw rating (data gate,
+        # load_dataset's check) reports it with its rows
 
         catalog = read_catalog(source / CATALOG_NAME)
         known = np.array(sorted(catalog) if catalog else np.unique(category), dtype=np.int64)
@@ -169,4 +177,7 @@ class Epinions(DatasetAdapter):
             cols[TRUST] = np.log1p(indeg[user]).astype(np.float32)
         schema = epinions_schema(names, self.trust_degree)
         table = pd.DataFrame({c: cols[c] for c in schema.columns})
-        return LoadedDataset(table=table, schema=schema, extras={})
+        rows = SourceLines(f"{ZIP_NAME}:{RATING_MEMBER}", np.arange(1, len(table) + 1), unit="row")
+        return LoadedDataset(
+            table=table, schema=schema, extras={}, raw=pd.DataFrame({RATING: rating}), row_labels=rows
+        )

@@ -37,7 +37,7 @@ from mdctr.data.table import (
     read_table_file,
     require_columns,
 )
-from mdctr.schema import FeatureSchema
+from mdctr.schema import FeatureSchema, ValueRule
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def kuairand_schema(tabs: tuple[int, ...]) -> FeatureSchema:
         domain_names=tuple(f"tab {t}" for t in tabs),
         user="user_id",
         item="video_id",
+        value_rules={"user_id": ValueRule(low=0), "video_id": ValueRule(low=0)},  # non-negative id codes
     )
 
 

@@ -21,6 +21,13 @@ Layout of a source directory::
     file: events.csv            # optional, relative to schema.yaml
     label_threshold: 4          # optional: label = value >= threshold
     sep: ","                    # optional CSV separator
+    ranges:                     # optional: inclusive [low, high] per feature/time column (null = open)
+      price: [0, null]
+    allowed:                    # optional: the only values a feature column may hold
+      city: [berlin, paris]
+
+``ranges`` and ``allowed`` become the schema's value rules: the data gate checks them as expectations and
+loading refuses a table that breaks them, naming the rows.
 
 Options ``path=`` (the data file) and ``schema=`` (the YAML file) override the directory layout.
 
@@ -48,7 +55,7 @@ from mdctr.data.base import (
     require_file,
     to_binary_label,
 )
-from mdctr.schema import FeatureSchema
+from mdctr.schema import FeatureSchema, SourceLines, ValueRule, describe_rows
 from mdctr.schema import plain_value as plain
 
 log = logging.getLogger(__name__)
@@ -101,9 +108,11 @@ def numeric_column(
         bad |= num.notna() & (num != np.round(num))
     if bad.any():
         what = "integers" if integer else "numbers"
+        example = plain(raw[bad].iloc[0])
         raise DataError(
-            f"dataset {dataset!r}: {path} column {col!r} expects {what}; found {int(bad.sum())} bad row(s), "
-            f"e.g. {plain(raw[bad].iloc[0])!r}"
+            f"dataset {dataset!r}: {path} column {col!r} expects {what}; found {int(bad.sum())} bad row(s) at "
+            f"{describe_rows(bad.to_numpy(), file_rows(path, len(df)))}, "
+            f"e.g. {'a missing value' if pd.isna(example) else repr(example)}"
         )
     return num.astype("int64") if integer else num.astype("float64")
 
@@ -114,11 +123,18 @@ def binary_label(df: pd.DataFrame, col: str, path: Path, dataset: str) -> pd.Ser
     num = pd.to_numeric(raw.astype("object").replace({True: 1, False: 0}), errors="coerce")
     bad = ~num.isin([0, 1])
     if bad.any():
+        example = plain(raw[bad].iloc[0])
         raise DataError(
             f"dataset {dataset!r}: {path} label column {col!r} must be 0/1; found {int(bad.sum())} row(s) "
-            f"with other values, e.g. {plain(raw[bad].iloc[0])!r}"
+            f"with other values at {describe_rows(bad.to_numpy(), file_rows(path, len(df)))}, "
+            f"e.g. {'a missing value' if pd.isna(example) else repr(example)}"
         )
     return num.astype("int8")
+
+
+def file_rows(path: Path, n: int) -> SourceLines:
+    """Name the ``n`` data rows of ``path`` ``"<file> row <k>"`` (k from 1, the header not counted)."""
+    return SourceLines(path.name, np.arange(1, n + 1), unit="row")
 
 
 def map_domain(values: pd.Series, known: Sequence[Any], path: Path, dataset: str, col: str) -> np.ndarray:
@@ -128,8 +144,10 @@ def map_domain(values: pd.Series, known: Sequence[Any], path: Path, dataset: str
     Returns int64 [rows].
     """
     if values.isna().any():
+        null = values.isna().to_numpy()
         raise DataError(
-            f"dataset {dataset!r}: {path} domain column {col!r} has {int(values.isna().sum())} null value(s)"
+            f"dataset {dataset!r}: {path} domain column {col!r} has {int(null.sum())} missing value(s) at "
+            f"{describe_rows(null, file_rows(path, len(values)))}"
         )
     keys = [_key(v) for v in known]
     idx = pd.Index(keys).get_indexer(values.map(_key))
@@ -176,6 +194,8 @@ class TableSchemaConfig:
     file: str | None = None
     label_threshold: float | None = None
     sep: str = ","
+    ranges: dict[str, tuple[float | None, float | None]] | None = None
+    allowed: dict[str, tuple[Any, ...]] | None = None
 
 
 def load_table_config(path: Path) -> TableSchemaConfig:
@@ -203,6 +223,42 @@ def load_table_config(path: Path) -> TableSchemaConfig:
             f"{len(cfg.domain_values)}"
         )
     return cfg
+
+
+def value_rules(cfg: TableSchemaConfig, schema_path: Path) -> dict[str, ValueRule]:
+    """The schema's value rules from ``ranges`` and ``allowed`` in ``schema.yaml``; a rule on a column that
+    is not a feature or the time column, or a malformed range, is a :class:`ConfigError` naming it."""
+    checked = (*cfg.sparse, *cfg.dense, *([cfg.time] if cfg.time else []))
+    rules: dict[str, ValueRule] = {}
+    for key, spec in (("ranges", cfg.ranges or {}), ("allowed", cfg.allowed or {})):
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{schema_path}: {key} must map column names to values, found {spec!r}")
+        for col, value in spec.items():
+            if col not in checked:
+                raise ConfigError(
+                    f"{schema_path}: {key} names {col!r}, which is not a sparse, dense or time column "
+                    f"({list(checked)})"
+                )
+            if key == "ranges":
+                if not isinstance(value, list | tuple) or len(value) != 2:
+                    raise ConfigError(
+                        f"{schema_path}: ranges.{col} must be [low, high] (null = open), found {value!r}"
+                    )
+                low, high = value
+                if any(v is not None and not isinstance(v, int | float) for v in (low, high)):
+                    raise ConfigError(
+                        f"{schema_path}: ranges.{col} bounds must be numbers or null, found {value!r}"
+                    )
+                prev = rules.get(col, ValueRule())
+                rules[col] = ValueRule(low=low, high=high, allowed=prev.allowed)
+            else:
+                if not isinstance(value, list | tuple) or not value:
+                    raise ConfigError(
+                        f"{schema_path}: allowed.{col} must be a non-empty list, found {value!r}"
+                    )
+                prev = rules.get(col, ValueRule())
+                rules[col] = ValueRule(low=prev.low, high=prev.high, allowed=tuple(value))
+    return rules
 
 
 @register_dataset("table")
@@ -241,10 +297,14 @@ class Table(DatasetAdapter):
         require_columns(df, path, ds, needed)
 
         out: dict[str, Any] = {}
+        rows = file_rows(path, len(df))
         for col in cfg.sparse:
-            n_null = int(df[col].isna().sum())
-            if n_null:
-                raise DataError(f"dataset {ds!r}: {path} sparse column {col!r} has {n_null} null value(s)")
+            null = df[col].isna().to_numpy()
+            if null.any():
+                raise DataError(
+                    f"dataset {ds!r}: {path} sparse column {col!r} has {int(null.sum())} missing value(s) at "
+                    f"{describe_rows(null, rows)}"
+                )
             out[col] = df[col]
         for col in cfg.dense:
             out[col] = numeric_column(df, col, path, ds, allow_nan=True).astype("float32")
@@ -254,6 +314,7 @@ class Table(DatasetAdapter):
                 cfg.label_threshold,
                 strict_greater=False,
                 where=f"dataset {ds!r}: {path} label column {cfg.label!r}",
+                row_labels=rows,
             )
         else:
             out[cfg.label] = binary_label(df, cfg.label, path, ds)
@@ -270,6 +331,8 @@ class Table(DatasetAdapter):
             out[cfg.time] = numeric_column(df, cfg.time, path, ds, integer=True)
 
         schema = FeatureSchema(
+            value_rules=value_rules(cfg, schema_path),
+            dense_nullable=True,  # empty dense cells are allowed (module docstring)
             name=ds,
             sparse=tuple(cfg.sparse),
             dense=tuple(cfg.dense),
@@ -286,4 +349,4 @@ class Table(DatasetAdapter):
                     f"{schema_path}: {role} column {col!r} must also be listed in sparse or dense"
                 )
         table = pd.DataFrame({c: out[c] for c in schema.columns}).reset_index(drop=True)
-        return LoadedDataset(table=table, schema=schema, extras={"source_file": str(path)})
+        return LoadedDataset(table=table, schema=schema, extras={"source_file": str(path)}, row_labels=rows)

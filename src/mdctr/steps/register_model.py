@@ -60,6 +60,9 @@ def register_model(*, winner_dir: Path | str, config: RegisterConfig) -> Registe
         uri, winner_dir / WINNER_BUNDLE_DIR, run_id=run_id, input_example=example
     )
     gate = tracking.decide_promotion(uri, registered.version, tolerance=config.tolerance)
+    from mdctr.tracking.registry import write_model_card  # data version, FLOPs, per-domain metrics, gate
+
+    write_model_card(uri, registered.version)
     decision = PROMOTE if gate.promote else KEEP
     if config.parent_run_id:
         # the last step that logs to the parent run (promotion only moves aliases): close it

@@ -49,6 +49,8 @@ def validate_data(
 
     options = parse_options(config.dataset_options, what="dataset_options")
     results_dir, html_path = Path(results_dir), Path(html_path)
+    # a report left by an earlier run must not stand in for this one if it is killed before writing its own
+    html_path.unlink(missing_ok=True)
     result = validate_dataset(config.dataset, source, results_dir, **options)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     if result.html_path.resolve() != html_path.resolve():

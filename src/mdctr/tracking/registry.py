@@ -326,3 +326,375 @@ def load_input_example(tracking_uri: str | None, model_uri: str) -> pd.DataFrame
         )
         d = json.loads(Path(path).read_text())
     return pd.DataFrame(d["data"], columns=d["columns"])
+
+
+# -- listing, promotion with history, rollback (the ``mdctr models`` commands) ------------------------------
+#: registered-model tags ``mdctr.champion_history.00001`` …: one JSON event per change of the champion alias
+HISTORY_TAG_PREFIX = "mdctr.champion_history."
+#: model-version tags written by a manual promotion or rollback
+PROMOTION_TAG_PREFIX = "promotion."
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be done (unknown version, nothing to roll back to, …); says why."""
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    """One registered version as ``mdctr models list`` shows it.
+
+    Attributes:
+        version: version number (string, as MLflow returns it); ``aliases``: aliases pointing at it.
+        created_ms: creation time (ms since the epoch); ``run_id``: the run that logged it.
+        model / domain_source: the bundle's registry key and domain source (version tags).
+        metrics: overall test metrics; ``domain_metrics``: per hand-crafted domain id (version tags).
+        gate_decision / gate_reason: the promotion gate's last decision on it ("" when never gated).
+        description: the version's description.
+    """
+
+    version: str
+    aliases: tuple[str, ...]
+    created_ms: int
+    run_id: str
+    model: str
+    domain_source: str
+    metrics: dict[str, float]
+    domain_metrics: dict[int, dict[str, float]]
+    gate_decision: str
+    gate_reason: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    """Outcome of a manual promotion or rollback.
+
+    Attributes:
+        changed: whether the ``champion`` alias moved; ``version``: the champion afterwards;
+        previous: the champion before (None if there was none); ``reason``: why (gate reason or user reason);
+        forced: the gate was overridden; ``gate``: the gate's decision (None for a rollback).
+    """
+
+    changed: bool
+    version: str | None
+    previous: str | None
+    reason: str
+    forced: bool = False
+    gate: GateDecision | None = None
+
+
+def _registered(c: mlflow.MlflowClient) -> Any:
+    try:
+        return c.get_registered_model(REGISTERED_MODEL)
+    except MlflowException:
+        return None
+
+
+def _version_tags(tags: Mapping[str, str]) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    overall: dict[str, float] = {}
+    domains: dict[int, dict[str, float]] = {}
+    for k, v in tags.items():
+        try:
+            if k.startswith(METRIC_TAG_PREFIX):
+                overall[k[len(METRIC_TAG_PREFIX) :]] = float(v)
+            elif k.startswith(DOMAIN_TAG_PREFIX):
+                d, _, name = k[len(DOMAIN_TAG_PREFIX) :].partition(".")
+                domains.setdefault(int(d), {})[name] = float(v)
+        except ValueError:
+            continue  # a tag someone set by hand that is not a number: not a metric
+    return overall, domains
+
+
+def list_versions(tracking_uri: str | None) -> list[VersionSummary]:
+    """Every registered version of ``mdctr-ctr``, newest first, with aliases, metrics and gate decision.
+
+    An empty list when nothing is registered yet.
+    """
+    c = get_client(tracking_uri)
+    rm = _registered(c)
+    if rm is None:
+        return []
+    by_version: dict[str, list[str]] = {}
+    for alias, v in (rm.aliases or {}).items():
+        by_version.setdefault(str(v), []).append(alias)
+    out = []
+    for mv in c.search_model_versions(f"name='{REGISTERED_MODEL}'"):
+        tags = dict(mv.tags or {})
+        overall, domains = _version_tags(tags)
+        out.append(
+            VersionSummary(
+                version=str(mv.version),
+                aliases=tuple(sorted(by_version.get(str(mv.version), []))),
+                created_ms=int(mv.creation_timestamp or 0),
+                run_id=str(mv.run_id or ""),
+                model=tags.get(TAG_BUNDLE_MODEL, ""),
+                domain_source=tags.get(TAG_DOMAIN_SOURCE, ""),
+                metrics=overall,
+                domain_metrics=domains,
+                gate_decision=tags.get(GATE_TAG_PREFIX + "decision", ""),
+                gate_reason=tags.get(GATE_TAG_PREFIX + "reason", ""),
+                description=mv.description or "",
+            )
+        )
+    return sorted(out, key=lambda s: int(s.version), reverse=True)
+
+
+def champion_history(tracking_uri: str | None) -> list[dict[str, Any]]:
+    """The champion alias's changes made through :func:`promote_version` / :func:`rollback_champion`, oldest
+    first: ``{"seq", "action" (promote|force|rollback), "version", "previous", "reason", "at"}``."""
+    import json
+
+    rm = _registered(get_client(tracking_uri))
+    if rm is None:
+        return []
+    events = []
+    for k, v in (rm.tags or {}).items():
+        if k.startswith(HISTORY_TAG_PREFIX):
+            try:
+                events.append({"seq": int(k[len(HISTORY_TAG_PREFIX) :]), **json.loads(v)})
+            except ValueError:
+                log.warning("ignoring unreadable champion history tag %s=%r", k, v)
+    return sorted(events, key=lambda e: e["seq"])
+
+
+def _record(c: mlflow.MlflowClient, history: list[dict[str, Any]], **event: Any) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    seq = (history[-1]["seq"] + 1) if history else 1
+    event["at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    c.set_registered_model_tag(REGISTERED_MODEL, f"{HISTORY_TAG_PREFIX}{seq:05d}", json.dumps(event))
+
+
+def _require_version(c: mlflow.MlflowClient, version: str) -> None:
+    try:
+        c.get_model_version(REGISTERED_MODEL, version)
+    except MlflowException:
+        known = [str(mv.version) for mv in c.search_model_versions(f"name='{REGISTERED_MODEL}'")]
+        raise RegistryError(
+            f"{REGISTERED_MODEL} has no version {version!r}; registered versions: {sorted(known, key=int)}"
+        ) from None
+
+
+def promote_version(
+    tracking_uri: str | None,
+    version: str | int,
+    *,
+    force: bool = False,
+    reason: str = "",
+    tolerance: float = 0.002,
+    metric: str = "auc",
+) -> ChampionChange:
+    """Run the promotion gate on ``version`` and move ``champion`` to it if the gate says so — or regardless
+    with ``force`` (then ``reason`` is required and recorded as the version's ``promotion.reason`` tag).
+
+    Every move is appended to the champion history (registered-model tags), which :func:`rollback_champion`
+    reads.
+    """
+    version = str(version)
+    if force and not reason.strip():
+        raise RegistryError("a forced promotion needs a reason (it is recorded on the version)")
+    c = get_client(tracking_uri)
+    _require_version(c, version)
+    previous = _champion_version(c)
+    if previous == version:
+        return ChampionChange(False, version, previous, f"version {version} is already the {CHAMPION}", force)
+    gate = decide_promotion(tracking_uri, version, tolerance=tolerance, metric=metric)
+    if not gate.promote and not force:
+        write_model_card(tracking_uri, version)  # with the refusal's reason
+        return ChampionChange(False, previous, previous, gate.reason, False, gate)
+    why = f"forced: {reason.strip()} (gate: {gate.reason})" if (force and not gate.promote) else gate.reason
+    if force and gate.promote and reason.strip():
+        why = f"{gate.reason}; {reason.strip()}"
+    history = champion_history(tracking_uri)
+    promote(tracking_uri, version)
+    tags = {
+        "forced": str(bool(force and not gate.promote)).lower(),
+        "reason": why,
+        "previous": previous or "",
+    }
+    for k, v in tags.items():
+        c.set_model_version_tag(REGISTERED_MODEL, version, PROMOTION_TAG_PREFIX + k, v)
+    action = "force" if force and not gate.promote else "promote"
+    _record(c, history, action=action, version=version, previous=previous, reason=why)
+    write_model_card(tracking_uri, version)  # the card carries the gate's and the user's reason
+    log.info("%s v%s is now %s (was %s): %s", REGISTERED_MODEL, version, CHAMPION, previous, why)
+    return ChampionChange(True, version, previous, why, action == "force", gate)
+
+
+def _previous_champion(c: mlflow.MlflowClient, history: list[dict[str, Any]], current: str) -> str | None:
+    """The champion before ``current``: replay the history as a stack (promote pushes, rollback pops); when
+    ``current`` was made champion outside these commands (the pipeline's promote step), fall back to the
+    champion its gate decision compared against (``gate.champion_version``)."""
+    stack: list[str] = []
+    for e in history:
+        if e.get("action") == "rollback":
+            if stack:
+                stack.pop()
+            if e.get("version") and (not stack or stack[-1] != e["version"]):
+                stack.append(str(e["version"]))
+        else:
+            prev = e.get("previous")
+            if prev and (not stack or stack[-1] != str(prev)):
+                stack.append(str(prev))
+            stack.append(str(e["version"]))
+    if stack and stack[-1] == current:
+        return stack[-2] if len(stack) >= 2 else None
+    gated = c.get_model_version(REGISTERED_MODEL, current).tags.get(GATE_TAG_PREFIX + "champion_version", "")
+    if gated and gated != current:
+        return gated
+    return stack[-1] if stack and stack[-1] != current else None
+
+
+def rollback_champion(tracking_uri: str | None, *, reason: str = "") -> ChampionChange:
+    """Move ``champion`` back to the previous champion; the change is appended to the champion history and
+    the demoted version gets a ``promotion.rolled_back`` tag."""
+    c = get_client(tracking_uri)
+    current = _champion_version(c)
+    if current is None:
+        raise RegistryError(f"{REGISTERED_MODEL} has no {CHAMPION} to roll back")
+    history = champion_history(tracking_uri)
+    target = _previous_champion(c, history, current)
+    if target is None:
+        raise RegistryError(
+            f"{CHAMPION} v{current} has no previous {CHAMPION} to roll back to (it was the first)"
+        )
+    _require_version(c, target)
+    why = reason.strip() or f"rolled back from v{current}"
+    promote(tracking_uri, target)
+    c.set_model_version_tag(REGISTERED_MODEL, current, PROMOTION_TAG_PREFIX + "rolled_back", why)
+    _record(c, history, action="rollback", version=target, previous=current, reason=why)
+    write_model_card(tracking_uri, current)
+    log.info("%s %s rolled back from v%s to v%s: %s", REGISTERED_MODEL, CHAMPION, current, target, why)
+    return ChampionChange(True, target, current, why)
+
+
+# -- model card ---------------------------------------------------------------------------------------------
+#: model-version tag pointing at the version's model card (``runs:/<run>/model_card/v<version>.md``)
+TAG_MODEL_CARD = "mdctr.model_card"
+MODEL_CARD_DIR = "model_card"
+
+
+def _domain_names(c: mlflow.MlflowClient, run_id: str) -> dict[int, str]:
+    """Hand-crafted domain names from the training run's ``per_domain.json`` table ({} when it has none)."""
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="mdctr-card-") as tmp:
+        try:
+            path = c.download_artifacts(run_id, "per_domain.json", tmp)
+        except (MlflowException, OSError):
+            return {}
+        table = json.loads(Path(path).read_text())
+    cols = table.get("columns") or []
+    if "domain" not in cols or "name" not in cols:
+        return {}
+    i, j = cols.index("domain"), cols.index("name")
+    return {int(row[i]): str(row[j]) for row in table.get("data") or []}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.5f}"
+    return str(v)
+
+
+def model_card(tracking_uri: str | None, version: str | int) -> str:
+    """A Markdown model card for a registered version: model, data version (DVC rev and md5 from the pipeline's
+    parent run), code version, FLOPs and dense parameters, overall and per-domain test metrics, and the
+    promotion gate's decision with its reason (plus any manual promotion or rollback)."""
+    from mdctr.tracking.names import TAG_DATA_MD5, TAG_DATA_REV, TAG_GIT_SHA
+
+    c = get_client(tracking_uri)
+    version = str(version)
+    mv = c.get_model_version(REGISTERED_MODEL, version)
+    tags = dict(mv.tags or {})
+    overall, domains = _version_tags(tags)
+    run = c.get_run(mv.run_id) if mv.run_id else None
+    run_tags = dict(run.data.tags) if run else {}
+    parent_tags: dict[str, str] = {}
+    parent_id = run_tags.get("mlflow.parentRunId")
+    if parent_id:
+        try:
+            parent_tags = dict(c.get_run(parent_id).data.tags)
+        except MlflowException:
+            parent_tags = {}
+
+    def from_runs(key: str) -> str:
+        return run_tags.get(key) or parent_tags.get(key) or "unknown"
+
+    run_metrics = dict(run.data.metrics) if run else {}
+    names = _domain_names(c, mv.run_id) if mv.run_id else {}
+    rm = c.get_registered_model(REGISTERED_MODEL)
+    aliases = sorted(a for a, v in (rm.aliases or {}).items() if str(v) == version)
+    lines = [
+        f"# {REGISTERED_MODEL} version {version}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| model | `{tags.get(TAG_BUNDLE_MODEL, 'unknown')}` (domain source `{tags.get(TAG_DOMAIN_SOURCE, '?')}`) |",
+        f"| aliases | {', '.join(aliases) or 'none'} |",
+        f"| training run | `{mv.run_id}` |",
+        f"| data version | DVC rev `{from_runs(TAG_DATA_REV)}`, md5 `{from_runs(TAG_DATA_MD5)}` |",
+        f"| code version | git `{from_runs(TAG_GIT_SHA)}` |",
+        f"| forward FLOPs per sample | {_fmt(run_metrics['flops_per_sample']) if 'flops_per_sample' in run_metrics else 'unknown'} |",
+        f"| dense parameters | {_fmt(run_metrics['dense_params']) if 'dense_params' in run_metrics else 'unknown'} |",
+        "",
+        "## Test metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {v:.5f} |" for k, v in sorted(overall.items())),
+        "",
+        "## Per hand-crafted domain (test)",
+        "",
+    ]
+    metric_names = sorted({m for vals in domains.values() for m in vals})
+    if domains:
+        lines += [
+            "| domain | name | " + " | ".join(metric_names) + " |",
+            "|---|---|" + "---|" * len(metric_names),
+            *(
+                f"| {d} | {names.get(d, '')} | "
+                + " | ".join(f"{vals[m]:.5f}" if m in vals else "" for m in metric_names)
+                + " |"
+                for d, vals in sorted(domains.items())
+            ),
+        ]
+    else:
+        lines.append("No per-domain metrics were stored with this version.")
+    gate = {k[len(GATE_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(GATE_TAG_PREFIX)}
+    lines += ["", "## Promotion gate", ""]
+    if gate:
+        champ = gate.get("champion_version") or "none"
+        lines += [
+            f"- decision: **{gate.get('decision', '?')}** — {gate.get('reason', '')}",
+            f"- compared on `{gate.get('metric', '?')}` with champion v{champ} "
+            f"(per-domain tolerance {gate.get('tolerance', '?')})",
+        ]
+    else:
+        lines.append("The gate has not been run on this version.")
+    manual = {
+        k[len(PROMOTION_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(PROMOTION_TAG_PREFIX)
+    }
+    if manual:
+        lines += ["", "## Manual changes", ""]
+        if "reason" in manual:
+            forced = " (gate overridden)" if manual.get("forced") == "true" else ""
+            lines.append(f"- promoted{forced}: {manual['reason']}")
+        if "rolled_back" in manual:
+            lines.append(f"- rolled back: {manual['rolled_back']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(tracking_uri: str | None, version: str | int) -> str:
+    """Log :func:`model_card` into the version's training run as ``model_card/v<version>.md`` (replacing an
+    earlier card) and point the version tag ``mdctr.model_card`` at it; return that artifact URI."""
+    c = get_client(tracking_uri)
+    version = str(version)
+    mv = c.get_model_version(REGISTERED_MODEL, version)
+    artifact = f"{MODEL_CARD_DIR}/v{version}.md"
+    c.log_text(mv.run_id, model_card(tracking_uri, version), artifact)
+    uri = f"runs:/{mv.run_id}/{artifact}"
+    c.set_model_version_tag(REGISTERED_MODEL, version, TAG_MODEL_CARD, uri)
+    log.info("model card for %s v%s: %s", REGISTERED_MODEL, version, uri)
+    return uri

@@ -5,6 +5,14 @@ The suite is never written by hand: :func:`suite_specs` lists the expectations a
 expectation for pandas (share of duplicated rows, rows per domain), so :func:`validate_table` adds two derived
 columns to the batch and the suite checks them with ordinary column expectations; every check therefore runs
 in one GX validation and appears in one report.
+
+Raw value rules (:attr:`FeatureSchema.value_rules`: rating scales, age codes, id ranges) become range and set
+expectations; rules on :attr:`FeatureSchema.raw_columns` are checked on the raw values the adapter hands over
+(``LoadedDataset.raw``), so a rating of 9 fails here even though the canonical table only holds its 0/1 label.
+Failed expectations name the offending rows by their place in the raw files (``LoadedDataset.row_labels``).
+
+Reports are replaced atomically and the previous run's report is removed before validation starts, so a run
+killed half-way never leaves a report claiming success.
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from mdctr.schema import FeatureSchema, SchemaError
+from mdctr.schema import FeatureSchema, SchemaError, ValueRule, describe_rows
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,8 @@ def suite_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
     for col in schema.columns:
         specs.append(ExpectationSpec("expect_column_to_exist", {"column": col}, "schema column present"))
     for col in schema.columns:
+        if schema.dense_nullable and col in schema.dense:
+            continue  # a bring-your-own table may leave dense values empty; the encoder fills them
         specs.append(
             ExpectationSpec("expect_column_values_to_not_be_null", {"column": col}, "no missing values")
         )
@@ -126,12 +137,26 @@ def suite_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
             f"domain is a known id 0..{schema.num_domains - 1} ({', '.join(schema.domain_names)})",
         )
     )
-    for col in dict.fromkeys(c for c in (schema.user, schema.item) if c and c in schema.sparse):
-        specs.append(
-            ExpectationSpec(
-                "expect_column_values_to_be_between", {"column": col, "min_value": 0}, "ids are non-negative"
+    # id ranges come from each adapter's value rules: a bring-your-own table may use string ids
+    for col, rule in schema.value_rules.items():
+        raw = " (raw file value)" if col in schema.raw_columns else ""
+        if rule.allowed is not None:
+            specs.append(
+                ExpectationSpec(
+                    "expect_column_values_to_be_in_set",
+                    {"column": col, "value_set": list(rule.allowed)},
+                    f"value is one of {list(rule.allowed)}{raw}",
+                )
             )
-        )
+        if rule.low is not None or rule.high is not None:
+            bounds = {k: v for k, v in (("min_value", rule.low), ("max_value", rule.high)) if v is not None}
+            specs.append(
+                ExpectationSpec(
+                    "expect_column_values_to_be_between",
+                    {"column": col, **bounds},
+                    f"value {ValueRule(low=rule.low, high=rule.high).describe()}{raw}",
+                )
+            )
     for col, rng in schema.dense_ranges.items():
         specs.append(
             ExpectationSpec(
@@ -182,14 +207,24 @@ def build_suite(schema: FeatureSchema) -> Any:
 
 
 # -- running it -------------------------------------------------------------------------------------------
-def _batch_frame(table: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
-    """The frame GX sees: schema columns present (string dtype as object) plus the two derived columns."""
+def _batch_frame(table: pd.DataFrame, schema: FeatureSchema, raw: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The frame GX sees: schema columns present (string dtype as object), the raw-only columns from ``raw``
+    (aligned by position) and the two derived columns."""
     present = [c for c in schema.columns if c in table.columns]
+    if raw is not None and len(raw) != len(table):
+        raise SchemaError(
+            f"{schema.name}: the adapter's raw columns have {len(raw)} rows but the table has {len(table)}"
+        )
     cols: dict[str, Any] = {}
+    extra = [] if raw is None else [raw[c].to_numpy() for c in schema.raw_columns if c in raw.columns]
     for c in table.columns:
         s = table[c]
         cols[c] = s.astype(object) if isinstance(s.dtype, pd.StringDtype) else s
     frame = pd.DataFrame(cols, index=table.index)
+    for c, values in zip(
+        [c for c in schema.raw_columns if raw is not None and c in raw.columns], extra, strict=True
+    ):
+        frame[c] = values
     frame[DUPLICATE_COL] = table.duplicated(subset=present) if present else False
     if schema.domain in table.columns:
         frame[DOMAIN_ROWS_COL] = table.groupby(schema.domain, dropna=False)[schema.domain].transform("size")
@@ -210,7 +245,18 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _outcome(res: Any, why: str) -> ExpectationOutcome:
+def _row_names(res_result: dict[str, Any], count: int | None, n_rows: int, row_labels: Any) -> str:
+    """The rows GX reported as unexpected (``partial_unexpected_index_list``), named by ``row_labels``."""
+    idx = [i for i in (res_result.get("partial_unexpected_index_list") or []) if isinstance(i, int)]
+    idx = [i for i in idx if 0 <= i < n_rows]
+    if not idx:
+        return ""
+    mask = np.zeros(n_rows, dtype=bool)
+    mask[idx] = True
+    return describe_rows(mask, row_labels, total=max(count or 0, len(idx)))
+
+
+def _outcome(res: Any, why: str, n_rows: int = 0, row_labels: Any = None) -> ExpectationOutcome:
     cfg = res.expectation_config
     kwargs = dict(cfg.kwargs)
     column = str(kwargs.get("column") or ",".join(kwargs.get("column_list") or []) or "(table)")
@@ -220,13 +266,23 @@ def _outcome(res: Any, why: str) -> ExpectationOutcome:
     pct = r.get("unexpected_percent")
     examples = tuple(_jsonable(r.get("partial_unexpected_list") or [])[:5])
     raised = _raised_message(res)
-    expected = {k: v for k, v in kwargs.items() if k not in ("column", "batch_id", "result_format")}
+    # GX stores numeric bounds as floats: show a bound of 1 as 1, as the schema wrote it
+    expected = {
+        k: int(v) if isinstance(v, float) and v.is_integer() and k in ("min_value", "max_value") else v
+        for k, v in kwargs.items()
+        if k not in ("column", "batch_id", "result_format")
+    }
+    rows = _row_names(r, count, n_rows, row_labels) if count else ""
+    at = f" at {rows}" if rows else ""
     if res.success:
         message = "ok"
     elif raised:
         message = f"could not be checked: {raised}"
+    elif count is not None and cfg.type == "expect_column_values_to_not_be_null":
+        message = f"{count} row(s) ({pct:.3g}%) with a missing value{at}; expected none"
+        examples = ()
     elif count is not None:
-        message = f"{count} row(s) ({pct:.3g}%) unexpected; expected {expected}; e.g. {list(examples)}"
+        message = f"{count} row(s) ({pct:.3g}%) unexpected{at}; expected {expected}; e.g. {list(examples)}"
     else:
         message = f"observed {observed!r}; expected {expected}"
     return ExpectationOutcome(
@@ -242,7 +298,7 @@ def _outcome(res: Any, why: str) -> ExpectationOutcome:
     )
 
 
-def _run_gx(frame: pd.DataFrame, schema: FeatureSchema) -> list[ExpectationOutcome]:
+def _run_gx(frame: pd.DataFrame, schema: FeatureSchema, row_labels: Any = None) -> list[ExpectationOutcome]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     # GX logs its set-up at INFO, one line per internal registration: noise in step logs.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -265,21 +321,51 @@ def _run_gx(frame: pd.DataFrame, schema: FeatureSchema) -> list[ExpectationOutco
     whys = [s.why for s in suite_specs(schema)]
     # GX returns results in suite order; fall back to the expectation's meta if that ever changes.
     return [
-        _outcome(res, (res.expectation_config.meta or {}).get("why") or (whys[i] if i < len(whys) else ""))
+        _outcome(
+            res,
+            (res.expectation_config.meta or {}).get("why") or (whys[i] if i < len(whys) else ""),
+            len(frame),
+            row_labels,
+        )
         for i, res in enumerate(run.results)
     ]
 
 
 def validate_table(
-    table: pd.DataFrame, schema: FeatureSchema, report_dir: Path, *, source: str = ""
+    table: pd.DataFrame,
+    schema: FeatureSchema,
+    report_dir: Path,
+    *,
+    source: str = "",
+    raw: pd.DataFrame | None = None,
+    row_labels: Any = None,
 ) -> ValidationResult:
     """Run the schema's suite over ``table``; write ``validation_report.{html,json}`` into ``report_dir``.
 
-    Failures do not raise: the result says which expectations failed (callers decide to stop the run).
+    ``raw`` holds the schema's raw-only columns row by row (without it their expectations fail as unchecked);
+    ``row_labels`` names rows in messages (default: row numbers from 1). Failures do not raise: the result
+    says which expectations failed (callers decide to stop the run).
     """
     start = time.perf_counter()
-    outcomes = _run_gx(_batch_frame(table, schema), schema)
+    clear_reports(report_dir)
+    outcomes = _run_gx(_batch_frame(table, schema, raw), schema, row_labels)
     return _finish(outcomes, schema.name, len(table), report_dir, start, source)
+
+
+def clear_reports(report_dir: Path | str) -> None:
+    """Remove the previous run's reports and any temporary file a killed run left behind.
+
+    Called before validating, so that an interrupted run leaves no report at all rather than an old one that
+    claims success.
+    """
+    report_dir = Path(report_dir)
+    if not report_dir.is_dir():
+        return
+    for name in (HTML_NAME, JSON_NAME):
+        (report_dir / name).unlink(missing_ok=True)
+        for stale in report_dir.glob(f".{name}.tmp-*"):
+            log.info("removing %s left by an interrupted run", stale)
+            stale.unlink(missing_ok=True)
 
 
 def validate_dataset(name: str, source: Path | str, report_dir: Path, **options: Any) -> ValidationResult:
@@ -291,8 +377,10 @@ def validate_dataset(name: str, source: Path | str, report_dir: Path, **options:
     from mdctr.data import load_dataset
 
     start = time.perf_counter()
+    clear_reports(report_dir)
     try:
-        loaded = load_dataset(name, source, **options)
+        # unchecked: the suite reports every violation with its rows instead of the first one found
+        loaded = load_dataset(name, source, check=False, **options)
     except SchemaError as e:
         outcome = ExpectationOutcome(
             type="load_dataset",
@@ -303,7 +391,14 @@ def validate_dataset(name: str, source: Path | str, report_dir: Path, **options:
         )
         log.error("validation of %s failed at load: %s", name, e)
         return _finish([outcome], name, 0, report_dir, start, str(source))
-    return validate_table(loaded.table, loaded.schema, report_dir, source=str(source))
+    return validate_table(
+        loaded.table,
+        loaded.schema,
+        report_dir,
+        source=str(source),
+        raw=loaded.raw,
+        row_labels=loaded.row_labels,
+    )
 
 
 def _finish(

@@ -1,0 +1,212 @@
+"""``mdctr models list|promote|rollback`` against a real SQLite MLflow store with real registered versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from mdctr import tracking
+from mdctr.cli import app
+from mdctr.models import model_names
+from mdctr.serving.bundle import METRICS_FILE
+from mdctr.serving.demo import DemoBundle
+from mdctr.tracking.names import CHALLENGER, CHAMPION, REGISTERED_MODEL
+from mdctr.tracking.registry import HISTORY_TAG_PREFIX
+
+pytestmark = pytest.mark.integration
+
+
+def _bundle(demo: DemoBundle, dest: Path, auc: float, domain_auc: tuple[float, float, float]) -> Path:
+    """A copy of the demo bundle whose stored test metrics are the given ones (the gate reads only those)."""
+    shutil.copytree(demo.path, dest)
+    metrics = {
+        "overall": {"auc": auc, "logloss": 0.6},
+        "per_domain": [{"domain": d, "auc": a, "logloss": 0.6} for d, a in enumerate(domain_auc)],
+    }
+    (dest / METRICS_FILE).write_text(json.dumps(metrics))
+    return dest
+
+
+@pytest.fixture
+def store(tmp_path: Path, demo_bundle: DemoBundle) -> str:
+    """An SQLite store holding versions 1 (auc 0.70, champion via the gate) and 2 (auc 0.72, challenger)."""
+    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    parent = tracking.start_parent_run(
+        uri,
+        run_name="pipeline",
+        params={"dataset": "demo"},
+        data_rev="v7",
+        data_md5="0123abcd",
+        git_sha="c0ffee",
+    )
+    run = tracking.log_training_run(
+        uri,
+        parent,
+        run_name="dnn-none",
+        params={"model": "dnn"},
+        history=[],
+        metrics={"auc": 0.7, "flops_per_sample": 52_224.0, "dense_params": 25_921},
+        per_domain=[{"domain": d, "name": n, "auc": 0.7} for d, n in enumerate(("young", "middle", "old"))],
+    )
+    for name, auc, domains in (("v1", 0.70, (0.70, 0.70, 0.70)), ("v2", 0.72, (0.71, 0.72, 0.70))):
+        bundle = _bundle(demo_bundle, tmp_path / name, auc, domains)
+        tracking.register_bundle(uri, bundle, run_id=run, input_example=demo_bundle.table)
+    # version 1 became champion the way the pipeline does it: gate, then promote
+    assert tracking.decide_promotion(uri, "1").promote
+    tracking.promote(uri, "1")
+    return uri
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    out = CliRunner().invoke(app, ["models", *args])
+    return out.exit_code, out.stdout, out.stderr
+
+
+def test_list_shows_zoo_versions_metrics_and_aliases(store: str) -> None:
+    code, out, _ = _cli("list", "--tracking-uri", store)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == "model zoo (registry keys):"
+    assert [line.split()[0] for line in lines[1 : 1 + len(model_names())]] == model_names()
+    assert f"registered model {REGISTERED_MODEL}: 2 version(s)" in out
+    table = lines[lines.index(f"registered model {REGISTERED_MODEL}: 2 version(s)") + 1 :]
+    rows = {line.split()[0]: line.split() for line in table if line.startswith("  ")}
+    assert rows["2"][1:6] == [CHALLENGER, "dnn", "none", "0.7200", "0.6000"]
+    assert rows["1"][1:6] == [CHAMPION, "dnn", "none", "0.7000", "0.6000"]
+    assert rows["2"][6:9] == ["0:0.710", "1:0.720", "2:0.700"]
+    assert rows["1"][9] == "promote"  # the gate's decision on version 1
+
+    data = json.loads(_cli("list", "--tracking-uri", store, "--json")[1])
+    assert [z["model"] for z in data["zoo"]] == model_names()
+    assert [v["version"] for v in data["versions"]] == ["2", "1"]
+    assert data["versions"][0]["metrics"] == {"auc": 0.72, "logloss": 0.6}
+    assert data["versions"][0]["domain_metrics"]["1"] == {"auc": 0.72, "logloss": 0.6}
+
+
+def test_list_without_a_store_shows_the_zoo_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    code, out, _ = _cli("list", "--tracking-uri", f"sqlite:///{missing}")
+    assert code == 0
+    assert (
+        out.splitlines()[0] == "model zoo (registry keys):"
+        and len(out.splitlines()) == len(model_names()) + 2
+    )
+    assert "tracking store: unavailable (no tracking store at" in out
+    assert not missing.parent.exists()
+    # a server that does not answer: the zoo still shows, quickly (no retries)
+    code, out, _ = _cli("list", "--tracking-uri", "http://127.0.0.1:9")
+    assert code == 0 and "tracking store: unavailable" in out and "not reachable" in out
+
+
+def test_promote_runs_the_gate_then_rollback_restores_the_previous_champion(store: str) -> None:
+    c = MlflowClient(store)
+    code, out, _ = _cli("promote", "2", "--tracking-uri", store)
+    assert code == 0, out
+    assert out.startswith("v2 is now champion (was v1): overall auc improves by +0.02000")
+    assert tracking.alias_version(store, CHAMPION) == "2"
+    assert c.get_model_version(REGISTERED_MODEL, "2").tags["gate.decision"] == "promote"
+    assert c.get_model_version(REGISTERED_MODEL, "2").tags["promotion.previous"] == "1"
+
+    code, out, _ = _cli("promote", "2", "--tracking-uri", store)
+    assert code == 0 and out.strip() == "version 2 is already the champion"
+
+    code, out, _ = _cli("rollback", "--reason", "v2 doubles latency", "--tracking-uri", store)
+    assert code == 0, out
+    assert out.strip() == "champion rolled back to v1 (was v2): v2 doubles latency"
+    assert tracking.alias_version(store, CHAMPION) == "1"
+    assert c.get_model_version(REGISTERED_MODEL, "2").tags["promotion.rolled_back"] == "v2 doubles latency"
+
+    # the alias history is kept as registered-model tags, oldest first
+    history = tracking_history(c)
+    assert [(e["action"], e["version"], e["previous"]) for e in history] == [
+        ("promote", "2", "1"),
+        ("rollback", "1", "2"),
+    ]
+    code, out, _ = _cli("list", "--tracking-uri", store)
+    assert "champion history (oldest first):" in out and "rollback v1 (was v2): v2 doubles latency" in out
+
+    # version 1 was the first champion: nothing before it
+    code, _, err = _cli("rollback", "--tracking-uri", store)
+    assert code == 2 and "champion v1 has no previous champion to roll back to" in err
+    assert tracking.alias_version(store, CHAMPION) == "1"
+
+
+def test_a_refused_promotion_exits_1_and_force_needs_a_reason(store: str) -> None:
+    c = MlflowClient(store)
+    # version 1 cannot replace itself; make 2 champion, then try to go back to 1 through the gate
+    assert _cli("promote", "2", "--tracking-uri", store)[0] == 0
+    code, _, err = _cli("promote", "1", "--tracking-uri", store)
+    assert code == 1
+    assert "gate refused v1: overall auc 0.70000 does not beat champion v2 (0.72000)" in err
+    assert "champion stays v2" in err
+    assert tracking.alias_version(store, CHAMPION) == "2"
+
+    code, _, err = _cli("promote", "1", "--force", "--tracking-uri", store)
+    assert code == 2 and "a forced promotion needs a reason" in err
+    assert tracking.alias_version(store, CHAMPION) == "2"
+
+    code, out, _ = _cli(
+        "promote", "1", "--force", "--reason", "v2 breaks the iOS client", "--tracking-uri", store
+    )
+    assert code == 0, out
+    assert tracking.alias_version(store, CHAMPION) == "1"
+    tags = c.get_model_version(REGISTERED_MODEL, "1").tags
+    assert tags["promotion.forced"] == "true"
+    assert tags["promotion.reason"].startswith("forced: v2 breaks the iOS client (gate: overall auc 0.70000")
+    assert tracking_history(c)[-1]["action"] == "force"
+
+    # rolling back a forced promotion returns to the champion it displaced
+    assert _cli("rollback", "--tracking-uri", store)[0] == 0
+    assert tracking.alias_version(store, CHAMPION) == "2"
+
+
+def test_unknown_version_and_missing_store_are_one_line_errors(store: str, tmp_path: Path) -> None:
+    code, _, err = _cli("promote", "7", "--tracking-uri", store)
+    assert (
+        code == 2
+        and err.strip() == f"error: {REGISTERED_MODEL} has no version '7'; registered versions: ['1', '2']"
+    )
+    code, _, err = _cli("rollback", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}")
+    assert code == 2 and "no tracking store at" in err and not (tmp_path / "none.db").exists()
+
+
+def test_rollback_of_a_pipeline_promotion_uses_the_gate_record(store: str) -> None:
+    """The pipeline promotes with the gate and ``promote`` (no history entry): rollback still finds the champion
+    the gate compared against."""
+    assert tracking.decide_promotion(store, "2").promote
+    tracking.promote(store, "2")
+    code, out, _ = _cli("rollback", "--tracking-uri", store)
+    assert code == 0 and out.startswith("champion rolled back to v1 (was v2)")
+
+
+def tracking_history(c: MlflowClient) -> list[dict]:
+    tags = c.get_registered_model(REGISTERED_MODEL).tags
+    return [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_TAG_PREFIX)]
+
+
+def test_model_card_carries_data_version_flops_domains_and_gate_reason(store: str, tmp_path: Path) -> None:
+    from mdctr.tracking.registry import TAG_MODEL_CARD, write_model_card
+
+    uri = write_model_card(store, "2")
+    c = MlflowClient(store)
+    assert c.get_model_version(REGISTERED_MODEL, "2").tags[TAG_MODEL_CARD] == uri
+    run_id = uri.split("/")[1]
+    card = Path(c.download_artifacts(run_id, "model_card/v2.md", str(tmp_path))).read_text()
+    assert card.startswith(f"# {REGISTERED_MODEL} version 2\n")
+    assert "| data version | DVC rev `v7`, md5 `0123abcd` |" in card
+    assert "| code version | git `c0ffee` |" in card
+    assert "| forward FLOPs per sample | 52,224 |" in card and "| dense parameters | 25,921 |" in card
+    assert "| auc | 0.72000 |" in card
+    assert "| 1 | middle | 0.72000 | 0.60000 |" in card
+    assert "The gate has not been run on this version." in card
+
+    # promotion refreshes the card with the gate's decision and reason
+    assert _cli("promote", "2", "--tracking-uri", store)[0] == 0
+    card = Path(c.download_artifacts(run_id, "model_card/v2.md", str(tmp_path / "again"))).read_text()
+    assert "- decision: **promote** — overall auc improves by +0.02000 over v1" in card
+    assert "| aliases | challenger, champion |" in card
