@@ -13,9 +13,11 @@
   [n, 1, k] × [n, k, k] batched product per row instead of a d × r matrix per row.
 * ``adapter_per_domain`` (default True) gives each tower its own U, V, biases and norm (the paper's reading;
   the public code shares one adapter).
-* ``adapter_norm``: ``"batch"`` (default) normalises with the batch's statistics in training, like the public
-  code, but with running statistics at eval, so a row's score never depends on the other rows of a test
-  batch; ``"layer"`` normalises each row over its d features; ``"none"`` keeps scale/shift only.
+* ``adapter_norm``: ``"layer"`` (default, chosen on validation) normalises each row over its d features;
+  ``"batch"`` normalises with the batch's statistics in training, like the public code, but with running
+  statistics at eval, so a row's score never depends on the other rows of a test batch; ``"none"`` keeps
+  the learnable scale/shift only. ``adapter_scale`` is the initial scale γ (default 0.1: the adapter starts
+  close to the identity, so its random initial output does not drown the tower's signal; the authors use 1).
 
 **Initialisation.** ``adapter_init="ones"`` is the authors' setting (U, V = ones). At real sizes it saturates
 the sigmoid: h·U₁ sums all d units into every one of the k entries, H multiplies by a sum over k, V₁ by another,
@@ -196,10 +198,12 @@ class HAMUR(CTRModel):
         bottleneck: int = 32
         adapter_layers: int = 1
         adapter_per_domain: bool = True
-        adapter_norm: str = "batch"
+        # defaults chosen on validation AUC (docs/benchmarks.md, "HAMUR quality"); the authors' code has
+        # adapter_norm="batch" (batch statistics at eval too), adapter_init="ones", adapter_scale=1
+        adapter_norm: str = "layer"
         adapter_init: str = "scaled"
         hyper_output_block: bool = True
-        adapter_scale: float = 1.0
+        adapter_scale: float = 0.1
         dropout: float = 0.0
 
         def __post_init__(self) -> None:
