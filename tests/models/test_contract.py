@@ -10,7 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from mdctr.data.tensors import Batch
 from mdctr.models import build_model, model_class, model_names
 from mdctr.models.adaptive2 import Adaptive2
-from mdctr.models.base import ModelInputs
+from mdctr.models.base import DOMAIN_SOURCES, ModelInputs, plan_pairs
+from mdctr.training.domains import DomainSourceError, check_domain_source
 
 VOCAB = (11, 7, 5)
 NUM_DENSE = 2
@@ -59,9 +60,20 @@ def _cover_all_codes(model, batch) -> None:
 
 
 def test_every_model_accepts_a_known_source():
+    """Each model declares known sources; planning keeps exactly those and the trainer refuses the rest."""
     assert CASES
     for name in model_names():
-        assert set(model_class(name).domain_sources) <= {"handcrafted", "mined", "none"}, name
+        accepted = model_class(name).domain_sources
+        assert accepted and set(accepted) <= set(DOMAIN_SOURCES), name
+        pairs, skipped = plan_pairs([name], list(DOMAIN_SOURCES))
+        assert pairs == [(name, s) for s in DOMAIN_SOURCES if s in accepted], name
+        assert skipped == [(name, s) for s in DOMAIN_SOURCES if s not in accepted], name
+        for source in DOMAIN_SOURCES:
+            if source in accepted:
+                check_domain_source(name, source)
+            else:
+                with pytest.raises(DomainSourceError, match=name):
+                    check_domain_source(name, source)
 
 
 @pytest.mark.parametrize(("name", "source"), CASES)

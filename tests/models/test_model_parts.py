@@ -12,7 +12,6 @@ from mdctr.data.tensors import Batch, TensorData
 from mdctr.domains.miner import DomainMiner, MinerConfig
 from mdctr.models import build_model
 from mdctr.models.base import BatchNorm1d, ModelInputs, recalibrate_batchnorm, route
-from mdctr.models.hamur import HyperAdapter
 from mdctr.training import TrainConfig
 from mdctr.training.trainer import fit
 
@@ -64,7 +63,7 @@ def test_batchnorm_one_row_in_training_uses_running_stats_without_updating_them(
 
 
 @pytest.mark.parametrize("per_domain", [True, False])
-@pytest.mark.parametrize("norm", ["running", "batch"])
+@pytest.mark.parametrize("norm", ["batch", "layer", "none"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_hamur_adapter_options(per_domain, norm, layers):
     torch.manual_seed(0)
@@ -75,28 +74,16 @@ def test_hamur_adapter_options(per_domain, norm, layers):
     batch = make_batch(30)
     loss = F.binary_cross_entropy_with_logits(model.train()(batch), batch.label)
     loss.backward()
-    assert all(p.grad is not None for p in model.adapters.parameters())
+    dead = [n for n, p in model.adapters.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert dead == []
     model.eval()
     full = model(batch)
     alone = model(Batch(batch.sparse[:1], batch.dense[:1], batch.domain[:1], batch.label[:1]))
-    if norm == "running":  # eval output of a row does not depend on the rest of the batch
-        assert torch.allclose(alone, full[:1], atol=1e-5)
-    else:  # the public code's flaw, reproduced on request: batch statistics at eval time
-        assert not torch.allclose(alone, full[:1], atol=1e-5)
+    # eval output of a row never depends on the rest of the batch (running statistics for "batch")
+    assert torch.allclose(alone, full[:1], atol=1e-5)
 
 
-def test_hyper_adapter_matches_materialised_weights():
-    torch.manual_seed(0)
-    ad = HyperAdapter(dim=6, k=4, bottleneck=3, norm="batch", init="normal").train()
-    h, hyper = torch.randn(5, 6), torch.randn(5, 4, 4)
-    w_down = ad.u1 @ hyper @ ad.v1  # [5, 6, 3]: per-sample weights, the slow way
-    w_up = ad.u2 @ hyper @ ad.v2
-    up = torch.einsum("nr,nrd->nd", torch.sigmoid(torch.einsum("nd,ndr->nr", h, w_down)), w_up)
-    expected = h + (up - up.mean(0)) / torch.sqrt(up.var(0, unbiased=False) + ad.eps)
-    assert torch.allclose(ad(h, hyper), expected, atol=1e-4)
-
-
-@pytest.mark.parametrize("init", ["ones", "normal"])
+@pytest.mark.parametrize("init", ["ones", "scaled"])
 def test_hamur_trains(init):
     """A few Adam steps fit a domain-dependent rule; with the authors' ones initialisation too."""
     torch.manual_seed(0)
@@ -137,12 +124,77 @@ def test_star_partitioned_norm_uses_each_domains_statistics():
     assert not torch.allclose(out[20:], shifted[20:])
 
 
-def test_ple_two_levels_reach_every_parameter():
+def test_ple_defaults_to_two_levels_that_carry_the_shared_branch():
     torch.manual_seed(0)
-    model = build_model("ple", INPUTS, config={"num_levels": 2})
+    model = build_model("ple", INPUTS)
+    assert model.config.num_levels >= 2 and len(model.levels) == model.config.num_levels  # PLE, not CGC
+    assert model.levels[0].shared_gate is not None and model.levels[-1].shared_gate is None
     batch = make_batch(30)
     F.binary_cross_entropy_with_logits(model.train()(batch), batch.label).backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert dead == []  # the level-1 shared gate trains only if level 2 reads the shared branch
+    # level 1's shared gate feeds level 2's shared experts: changing it moves every row's output
+    model.eval()
+    before = model(batch)
+    with torch.no_grad():
+        model.levels[0].shared_gate.bias.add_(torch.arange(3.0) * 2)
+    assert not torch.isclose(model(batch), before).any()
+
+
+def test_ple_second_level_routes_specific_experts_by_domain():
+    """Level 2's specific experts of domain 1 change the outputs of domain-1 rows and of no other row."""
+    torch.manual_seed(0)
+    model = build_model("ple", INPUTS).eval()
+    batch = make_batch(30)
+    before = model(batch)
+    with torch.no_grad():
+        for p in model.levels[1].specific[1].parameters():
+            p.mul_(1.5)
+    changed = ~torch.isclose(model(batch), before)
+    assert changed[batch.domain == 1].all() and not changed[batch.domain != 1].any()
+
+
+def _pepnet_with_hook(module_name: str):
+    torch.manual_seed(0)
+    model = build_model("pepnet", INPUTS).train()
+    seen = {}
+    module = dict(model.named_modules())[module_name]
+    module.register_forward_hook(lambda m, inp, out: seen.update(inp=inp[0], out=out))
+    return model, seen
+
+
+def test_pepnet_epnet_gate_sees_the_domain_and_a_stop_gradient_embedding():
+    model, seen = _pepnet_with_hook("epnet")
+    batch = make_batch(30)
+    model(batch)
+    x = model.embed(batch)
+    dom = model.domain_embedding(batch.domain)
+    assert torch.equal(seen["inp"], torch.cat([dom, x], dim=1))
+    seen["out"].sum().backward()  # the gate's output reaches the domain embedding, never the features
+    assert model.domain_embedding.weight.grad.abs().sum() > 0
+    assert model.embedding.table.weight.grad is None or model.embedding.table.weight.grad.abs().sum() == 0
+
+
+def test_pepnet_ppnet_prior_is_user_item_ids_plus_domain():
+    model, seen = _pepnet_with_hook("ppnet.0")
+    assert model.prior_features == (0, 1)  # user id, item id: the first two sparse features
+    batch = make_batch(30)
+    model(batch)
+    x = model.embed(batch)
+    e = INPUTS.embed_dim
+    ids = x[:, : 2 * e]
+    dom = model.domain_embedding(batch.domain)
+    assert torch.equal(seen["inp"][:, : 2 * e + dom.shape[1]], torch.cat([ids, dom], dim=1))
+    seen["out"].sum().backward()
+    # gradient reaches the user and item id rows (the prior), not the other features (stop-gradient part)
+    grad = model.embedding.table.weight.grad
+    starts = model.embedding.offsets.tolist()
+    used = {int(batch.sparse[r, f]) + starts[f] for r in range(30) for f in range(3)}
+    id_rows = {int(batch.sparse[r, f]) + starts[f] for r in range(30) for f in (0, 1)}
+    nonzero = set(torch.nonzero(grad.abs().sum(1)).flatten().tolist())
+    assert nonzero == id_rows and nonzero <= used
+    with pytest.raises(ValueError, match="prior_features"):
+        build_model("pepnet", INPUTS, config={"prior_features": (0, 3)})
 
 
 def test_adaptive2_joint_aux_loss_only_in_training():

@@ -1,79 +1,186 @@
 """HAMUR (Li et al. 2023): per-domain towers with a hyper-network-generated adapter (DESIGN.md §3).
 
-* **Towers**: one per domain, Linear–BN–ReLU layers (default (256, 128)), routed: a tower runs only on its
-  domain's rows (the public code runs every tower on the whole batch and masks).
-* **Hyper-network** (shared): an MLP over the full input embedding (default hidden (64,)) that outputs an
-  instance matrix H(x) ∈ R^{k×k} (k = 35 by default).
-* **Adapter** after the last hidden layer (``adapter_layers=2``: after each of the last two), on a hidden
-  vector h ∈ R^d:  s = σ(h·W_down),  W_down = U₁·H(x)·V₁ (d → r, r = 32);  u = s·W_up,  W_up = U₂·H(x)·V₂
-  (r → d);  out = h + γ ⊙ norm(u) + β.  The per-sample matrices are never materialised: h·U₁·H·V₁ is
-  evaluated right to left as ((h @ U₁) ⊙bmm H) @ V₁, i.e. two shared GEMMs and one [n, 1, k] × [n, k, k]
-  batched product per row instead of a d × r matrix per row.
-* ``adapter_per_domain`` (default True) gives each tower its own U, V and norm (the paper's reading; the
-  public code shares one adapter). ``adapter_norm="running"`` (default) is a BatchNorm with running
-  statistics used at eval time; ``"batch"`` reproduces the public code (batch statistics at eval too).
+* **Towers**: one per domain, built from named blocks ``layer1``, ``layer2``, … (each Linear–BN–ReLU
+  [–Dropout]) and a ``head``; routed: a tower runs only on its domain's rows (the public code runs every tower
+  on the whole batch and masks).
+* **Hyper-network** (shared): Linear–BN–ReLU on every layer, as in the authors' code (default hidden (64,)),
+  over the full input embedding; its last block outputs the instance matrix H(x) ∈ R^{k×k} (k = 35).
+  ``hyper_output_block=False`` ends it with a bare Linear instead.
+* **Adapter** hooked by block name after the last ``adapter_layers`` blocks, on a hidden vector h ∈ R^d:
+  s = σ(h·W_down + b₁),  W_down = U₁·H(x)·V₁ (d → r, r = 32);  u = s·W_up + b₂,  W_up = U₂·H(x)·V₂ (r → d);
+  out = h + norm(u), the norm with learnable scale/shift. The per-sample matrices are never materialised:
+  h·U₁·H·V₁ is evaluated right to left as ((h @ U₁) ⊙bmm H) @ V₁, i.e. two shared GEMMs and one
+  [n, 1, k] × [n, k, k] batched product per row instead of a d × r matrix per row.
+* ``adapter_per_domain`` (default True) gives each tower its own U, V, biases and norm (the paper's reading;
+  the public code shares one adapter).
+* ``adapter_norm``: ``"layer"`` (default, chosen on validation) normalises each row over its d features;
+  ``"batch"`` normalises with the batch's statistics in training, like the public code, but with running
+  statistics at eval, so a row's score never depends on the other rows of a test batch; ``"none"`` keeps
+  the learnable scale/shift only. ``adapter_scale`` is the initial scale γ (default 0.1: the adapter starts
+  close to the identity, so its random initial output does not drown the tower's signal; the authors use 1).
 
-**Initialisation.** ``adapter_init="ones"`` (default, as in the authors' code) sets U, V to ones. Note the
-consequence: with U₂ rows and V₁ columns all equal, the r bottleneck units receive identical values and
-identical gradients at every step, so they stay identical and the bottleneck acts as rank one (the model
-still trains: the d-dimensional sides and H do break symmetry). ``"normal"`` draws U, V with std
-1/√fan-in and gives a full-rank bottleneck.
+**Initialisation.** ``adapter_init="ones"`` is the authors' setting (U, V = ones). At real sizes it saturates
+the sigmoid: h·U₁ sums all d units into every one of the k entries, H multiplies by a sum over k, V₁ by another,
+so the pre-sigmoid values are in the thousands, every bottleneck unit is saturated and all r units are
+identical (zero gradient for U₁, V₁). ``"scaled"`` (default) draws U, V from N(0, σ²) with σ chosen so that
+the pre-activations keep unit variance through the product x·U·H·V, given that h and H are BN–ReLU outputs
+(second moment ≈ ½): the bottleneck starts in the sigmoid's responsive range. ``"normal"`` is N(0, 1/fan-in) for
+every factor (a generic init that ignores H's scale).
 
-One-row groups in training: tower BatchNorms fall back to running statistics
-(:class:`~mdctr.models.base.BatchNorm1d`); the ``"batch"`` adapter norm uses biased statistics (no NaN).
+One-row groups in training: the BatchNorms fall back to running statistics
+(:class:`~mdctr.models.base.BatchNorm1d`).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mdctr.data.tensors import Batch
-from mdctr.models.base import MLP, BatchNorm1d, CTRModel, ModelInputs, register, route, scale_widths
+from mdctr.models.base import BatchNorm1d, CTRModel, ModelInputs, register, route, scale_widths
 
-ADAPTER_NORMS = ("running", "batch")
-ADAPTER_INITS = ("ones", "normal")
+ADAPTER_NORMS = ("batch", "layer", "none")
+ADAPTER_INITS = ("scaled", "ones", "normal")
+ADAPTER_MODES = ("on", "off", "constant")
+
+
+def layer_block(in_dim: int, out_dim: int, *, dropout: float = 0.0) -> nn.Sequential:
+    """One named block: ``linear`` → ``norm`` (BatchNorm) → ``act`` (ReLU) [→ ``dropout``]. [n, in] → [n, out]."""
+    parts: OrderedDict[str, nn.Module] = OrderedDict(
+        linear=nn.Linear(in_dim, out_dim), norm=BatchNorm1d(out_dim), act=nn.ReLU()
+    )
+    if dropout > 0:
+        parts["dropout"] = nn.Dropout(dropout)
+    return nn.Sequential(parts)
+
+
+class HyperNetwork(nn.Sequential):
+    """Shared hyper-network: [n, F] → H [n, k, k]; Linear–BN–ReLU on every layer (the authors' code).
+
+    With ``output_block=False`` the last layer is a bare Linear (H may be negative and unnormalised).
+    """
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], k: int, *, output_block: bool = True):
+        blocks: OrderedDict[str, nn.Module] = OrderedDict()
+        for i, h in enumerate(hidden, start=1):
+            blocks[f"layer{i}"] = layer_block(in_dim, h)
+            in_dim = h
+        blocks["out"] = layer_block(in_dim, k * k) if output_block else nn.Linear(in_dim, k * k)
+        super().__init__(blocks)
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).view(-1, self.k, self.k)
 
 
 class HyperAdapter(nn.Module):
     """Adapter whose weights are built per sample from the instance matrix H.
 
-    forward(h [n, d], H [n, k, k]) → [n, d] = h + norm(σ(h U₁ H V₁) U₂ H V₂).
+    forward(h [n, d], H [n, k, k]) → [n, d] = h + norm(σ(h U₁ H V₁ + b₁) U₂ H V₂ + b₂).
+    ``pre_activation`` holds the last forward's pre-sigmoid values [n, r] (for diagnostics and tests).
     """
 
-    def __init__(self, dim: int, k: int, bottleneck: int, *, norm: str = "running", init: str = "ones"):
+    def __init__(
+        self,
+        dim: int,
+        k: int,
+        bottleneck: int,
+        *,
+        norm: str = "batch",
+        init: str = "scaled",
+        scale: float = 1.0,
+    ):
         super().__init__()
+        if norm not in ADAPTER_NORMS:
+            raise ValueError(f"hamur: adapter_norm must be one of {ADAPTER_NORMS}, got {norm!r}")
+        if init not in ADAPTER_INITS:
+            raise ValueError(f"hamur: adapter_init must be one of {ADAPTER_INITS}, got {init!r}")
+        # "scaled": unit-variance pre-activations through x·U·H·V. The input h is a BN–ReLU output
+        # (E[h²] ≈ ½), so U₁ ~ √(2/d) gives var(h·U₁) ≈ 1; H is a BN–ReLU output too (E[H²] ≈ ½), so a
+        # sum over k entries has var ≈ k/2 and V ~ √2/k brings the k-sum after it back to 1. The sigmoid
+        # output s has E[s²] ≈ ¼, hence U₂ ~ 2/√r.
+        stds = {
+            "scaled": {"u1": (2 / dim) ** 0.5, "v1": 2**0.5 / k, "u2": 2 / bottleneck**0.5, "v2": 2**0.5 / k},
+            "normal": {"u1": dim**-0.5, "v1": k**-0.5, "u2": bottleneck**-0.5, "v2": k**-0.5},
+        }
         shapes = {"u1": (dim, k), "v1": (k, bottleneck), "u2": (bottleneck, k), "v2": (k, dim)}
         for name, shape in shapes.items():
-            p = torch.ones(shape) if init == "ones" else torch.randn(shape) / shape[0] ** 0.5
+            p = torch.ones(shape) if init == "ones" else torch.randn(shape) * stds[init][name]
             setattr(self, name, nn.Parameter(p))
-        self.norm_kind = norm
-        if norm == "running":
-            self.norm = BatchNorm1d(dim)
+        self.b1 = nn.Parameter(torch.zeros(bottleneck))
+        # the up-projection's bias (the authors' b₂) would be cancelled exactly by a batch norm's centring,
+        # so it exists only where the norm keeps it: there the norm's own shift plays its part
+        self.b2 = None if norm == "batch" else nn.Parameter(torch.zeros(dim))
+        if norm == "batch":
+            self.norm: nn.Module = BatchNorm1d(dim)
+        elif norm == "layer":
+            self.norm = nn.LayerNorm(dim)
         else:
-            self.norm = None
-            self.gamma = nn.Parameter(torch.ones(dim))
-            self.beta = nn.Parameter(torch.zeros(dim))
-        self.eps = 1e-5
+            self.norm = _ScaleShift(dim)
+        with torch.no_grad():  # the norm's scale γ: 1 as in the authors' code; small starts near identity
+            self.norm.weight.fill_(scale)
+        self.pre_activation: torch.Tensor | None = None
 
     @staticmethod
     def _lowrank(x: torch.Tensor, u: torch.Tensor, hyper: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """x [n, a] · U [a, k] · H [n, k, k] · V [k, b] → [n, b], right-to-left without per-row a×b."""
         return torch.bmm((x @ u).unsqueeze(1), hyper).squeeze(1) @ v
 
+    def delta(self, h: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """The adapter's residual branch norm(u) [n, d] (what it adds to h)."""
+        pre = self._lowrank(h, self.u1, hyper, self.v1) + self.b1  # [n, r]
+        self.pre_activation = pre.detach()
+        up = self._lowrank(torch.sigmoid(pre), self.u2, hyper, self.v2)  # [n, d]
+        if self.b2 is not None:
+            up = up + self.b2
+        return self.norm(up)
+
     def forward(self, h: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid(self._lowrank(h, self.u1, hyper, self.v1))  # [n, r]
-        up = self._lowrank(s, self.u2, hyper, self.v2)  # [n, d]
-        if self.norm is not None:
-            up = self.norm(up)
-        else:
-            # batch statistics at train *and* eval time, as in the public code (biased var: no NaN at n=1)
-            mean = up.mean(0, keepdim=True)
-            var = up.var(0, unbiased=False, keepdim=True)
-            up = (up - mean) * torch.rsqrt(var + self.eps) * self.gamma + self.beta
-        return h + up
+        return h + self.delta(h, hyper)
+
+
+class _ScaleShift(nn.Module):
+    """Learnable per-feature scale and shift, no normalisation. [n, d] → [n, d]."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight + self.bias
+
+
+class HamurTower(nn.Module):
+    """One domain's tower: named blocks ``layer1..layerN`` then ``head``. [n, F] → [n, 1].
+
+    forward(x, hyper, adapters) applies ``adapters[name]`` right after the block called ``name``.
+    """
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], *, dropout: float = 0.0):
+        super().__init__()
+        self.blocks = nn.ModuleDict()
+        for i, h in enumerate(hidden, start=1):
+            self.blocks[f"layer{i}"] = layer_block(in_dim, h, dropout=dropout)
+            in_dim = h
+        self.head = nn.Linear(in_dim, 1)
+
+    def hidden(self, x: torch.Tensor, hyper: torch.Tensor, adapters: nn.ModuleDict) -> torch.Tensor:
+        """Last hidden vector [n, hidden[-1]] with the adapters applied."""
+        unknown = set(adapters) - set(self.blocks)
+        if unknown:
+            raise KeyError(f"hamur: adapters name blocks the tower lacks: {sorted(unknown)}")
+        for name, block in self.blocks.items():
+            x = block(x)
+            if name in adapters:
+                x = adapters[name](x, hyper)
+        return x
+
+    def forward(self, x: torch.Tensor, hyper: torch.Tensor, adapters: nn.ModuleDict) -> torch.Tensor:
+        return self.head(self.hidden(x, hyper, adapters))
 
 
 @register("hamur")
@@ -91,8 +198,12 @@ class HAMUR(CTRModel):
         bottleneck: int = 32
         adapter_layers: int = 1
         adapter_per_domain: bool = True
-        adapter_norm: str = "running"
-        adapter_init: str = "ones"
+        # defaults chosen on validation AUC (docs/benchmarks.md, "HAMUR quality"); the authors' code has
+        # adapter_norm="batch" (batch statistics at eval too), adapter_init="ones", adapter_scale=1
+        adapter_norm: str = "layer"
+        adapter_init: str = "scaled"
+        hyper_output_block: bool = True
+        adapter_scale: float = 0.1
         dropout: float = 0.0
 
         def __post_init__(self) -> None:
@@ -116,47 +227,58 @@ class HAMUR(CTRModel):
         (k,) = scale_widths((config.k,), width)
         (r,) = scale_widths((config.bottleneck,), width)
         self.k = k
-        self.hyper = nn.Sequential(MLP(inputs.input_dim, hyper), nn.Linear(hyper[-1], k * k))
+        self.hyper = HyperNetwork(inputs.input_dim, hyper, k, output_block=config.hyper_output_block)
         n_dom = inputs.num_domains
         self.towers = nn.ModuleList(
-            MLP(inputs.input_dim, tower, batchnorm=True, dropout=config.dropout) for _ in range(n_dom)
+            HamurTower(inputs.input_dim, tower, dropout=config.dropout) for _ in range(n_dom)
         )
-        self.heads = nn.ModuleList(nn.Linear(tower[-1], 1) for _ in range(n_dom))
-        # index of the hidden layers followed by an adapter (the last ``adapter_layers``)
-        self.adapted = tuple(range(len(tower) - config.adapter_layers, len(tower)))
+        # the blocks followed by an adapter (the last ``adapter_layers``), by name
+        names = list(self.towers[0].blocks)
+        self.adapted = tuple(names[len(names) - config.adapter_layers :])
+        dims = dict(zip(names, tower, strict=True))
         n_sets = n_dom if config.adapter_per_domain else 1
         self.adapters = nn.ModuleList(
-            nn.ModuleList(
-                HyperAdapter(tower[i], k, r, norm=config.adapter_norm, init=config.adapter_init)
-                for i in self.adapted
+            nn.ModuleDict(
+                {
+                    name: HyperAdapter(
+                        dims[name],
+                        k,
+                        r,
+                        norm=config.adapter_norm,
+                        init=config.adapter_init,
+                        scale=config.adapter_scale,
+                    )
+                    for name in self.adapted
+                }
             )
             for _ in range(n_sets)
         )
-        # each hidden layer of an MLP is (Linear, BN, ReLU[, Dropout]); group the modules per layer
-        self.per_layer = 3 + (config.dropout > 0)
+        #: ablation switch (see :data:`ADAPTER_MODES`): ``"on"``; ``"off"`` drops the adapters' residual
+        #: branch; ``"constant"`` feeds H = 0, so each adapter adds the same vector to every row
+        self.adapter_mode = "on"
 
-    def _tower(self, d: int):
-        tower = self.towers[d]
-        adapters = self.adapters[d if self.config.adapter_per_domain else 0]
-        head = self.heads[d]
-        layers = list(tower)
-        n_layers = len(layers) // self.per_layer
+    def domain_adapters(self, d: int) -> nn.ModuleDict:
+        """The adapters hooked into domain ``d``'s tower (empty when ``adapter_mode`` is ``"off"``)."""
+        if self.adapter_mode not in ADAPTER_MODES:
+            raise ValueError(f"hamur: adapter_mode must be one of {ADAPTER_MODES}, got {self.adapter_mode!r}")
+        if self.adapter_mode == "off":
+            return nn.ModuleDict()
+        return self.adapters[d if self.config.adapter_per_domain else 0]
+
+    def _expert(self, d: int):
+        tower, adapters = self.towers[d], self.domain_adapters(d)
 
         def apply(x: torch.Tensor) -> torch.Tensor:  # x [n, F] → [n, 1]
-            hyper = self.hyper(x).view(-1, self.k, self.k)  # shared network, run once per row
-            h = x
-            a = 0
-            for i in range(n_layers):
-                for m in layers[i * self.per_layer : (i + 1) * self.per_layer]:
-                    h = m(h)
-                if i in self.adapted:
-                    h = adapters[a](h, hyper)
-                    a += 1
-            return head(h)
+            if not len(adapters):
+                return tower(x, x.new_empty(0), adapters)
+            hyper = self.hyper(x)  # shared network, once per row
+            if self.adapter_mode == "constant":
+                hyper = torch.zeros_like(hyper)
+            return tower(x, hyper, adapters)
 
         return apply
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)
-        experts = [self._tower(d) for d in range(self.inputs.num_domains)]
+        experts = [self._expert(d) for d in range(self.inputs.num_domains)]
         return route(x, batch.domain, experts, 1).squeeze(-1)

@@ -4,9 +4,11 @@ embedding, and PPNet-style gates on every hidden layer of the DNN.
 * **Gate NU**: Linear → ReLU → Linear → 2·sigmoid (values in (0, 2), 1 = neutral).
 * **EPNet**: δ = GateNU(domain emb ‖ sg[x]); the DNN input is δ ⊙ x. The stop-gradient keeps the gate from
   reshaping the embedding it scales (as in the paper).
-* **PPNet**: per hidden layer l, δ_l = GateNU_l(prior ‖ sg[δ ⊙ x]); h_l ← δ_l ⊙ ReLU(W_l h_{l−1}). With no
-  user/item roles in :class:`ModelInputs`, the prior is the domain embedding (the personalisation signal
-  available to every dataset here).
+* **PPNet**: per hidden layer l, δ_l = GateNU_l(prior ‖ sg[δ ⊙ x]); h_l ← δ_l ⊙ ReLU(W_l h_{l−1}). The
+  prior is the paper's personalisation prior, the embeddings of the user and item id features (no
+  stop-gradient: the gates train them), plus the domain embedding. ``prior_features`` names them by position
+  among the sparse features; the default, the first two, is (user id, item id) in the ML-1M, Epinions and
+  KuaiRand adapters (Ali-CCP's item id, field 205, is sparse feature 9: ``prior_features=(0, 9)``).
 
 All gates are shared networks conditioned on the domain embedding, so nothing is domain-masked.
 """
@@ -42,10 +44,24 @@ class PEPNet(CTRModel):
         gate_hidden: int = 64
         domain_embed_dim: int = 16
         batchnorm: bool = True  # the same normalised blocks in every model: see docs/benchmarks.md
+        #: sparse-feature positions of the user and item ids (the PPNet prior); None: the first two
+        prior_features: tuple[int, ...] | None = None
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)
         in_dim = inputs.input_dim
+        num_sparse = len(inputs.vocab_sizes)
+        prior = config.prior_features
+        prior = tuple(range(min(2, num_sparse))) if prior is None else tuple(prior)
+        bad = [i for i in prior if not 0 <= i < num_sparse]
+        if bad:
+            raise ValueError(f"pepnet: prior_features {bad} out of range for {num_sparse} sparse features")
+        self.prior_features = prior
+        e = inputs.embed_dim
+        # columns of the flattened embedding [B, S·E + D] that hold the prior features
+        cols = torch.tensor([i * e + j for i in prior for j in range(e)], dtype=torch.int64)
+        self.register_buffer("prior_columns", cols, persistent=False)
+        prior_dim = config.domain_embed_dim + len(prior) * e
         gate_hidden = scale_widths((config.gate_hidden,), width)[0]
         self.domain_embedding = nn.Embedding(inputs.num_domains, config.domain_embed_dim)
         self.epnet = GateNU(config.domain_embed_dim + in_dim, gate_hidden, in_dim)
@@ -56,7 +72,7 @@ class PEPNet(CTRModel):
         for h in hidden:
             linear = nn.Linear(prev, h)
             self.layers.append(nn.Sequential(linear, BatchNorm1d(h)) if config.batchnorm else linear)
-            self.ppnet.append(GateNU(config.domain_embed_dim + in_dim, gate_hidden, h))
+            self.ppnet.append(GateNU(prior_dim + in_dim, gate_hidden, h))
             prev = h
         self.head = nn.Linear(prev, 1)
 
@@ -64,7 +80,8 @@ class PEPNet(CTRModel):
         x = self.embed(batch)
         dom = self.domain_embedding(batch.domain)
         h = self.epnet(torch.cat([dom, x.detach()], dim=1)) * x
-        prior = torch.cat([dom, h.detach()], dim=1)
+        # the ids' embeddings stay attached (the gates train them); the EPNet output is stop-gradient
+        prior = torch.cat([x.index_select(1, self.prior_columns), dom, h.detach()], dim=1)
         for layer, gate in zip(self.layers, self.ppnet, strict=True):
             h = torch.relu(layer(h)) * gate(prior)
         return self.head(h).squeeze(-1)

@@ -51,7 +51,7 @@ class PLE(CTRModel):
 
     @dataclass(frozen=True)
     class Config:
-        num_levels: int = 1
+        num_levels: int = 2  # PLE; 1 is CGC
         num_shared: int = 2
         num_specific: int = 1
         expert: tuple[int, ...] = (256, 128)

@@ -1,0 +1,208 @@
+"""HAMUR's adapter works in function at real sizes (ML-1M widths, batch 1024), not only on toy tensors.
+
+ML-1M: 6 sparse features × dim 16 + 1 dense (age), towers [256, 128], hyper [64], k = 35, r = 32, 3 domains.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mdctr.data.tensors import Batch
+from mdctr.models import build_model
+from mdctr.models.base import ModelInputs
+from mdctr.models.hamur import HAMUR, HamurTower, HyperAdapter, HyperNetwork
+
+ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)  # vocabularies of users 1–2999 (+ OOV)
+ROWS = 1024
+#: |pre-sigmoid| above this: σ' < 0.018, the unit barely passes a gradient
+SATURATED = 4.0
+
+
+def ml1m_batch(seed: int = 0, rows: int = ROWS, embed_shift: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, v, (rows,), generator=g) for v in ML1M.vocab_sizes], dim=1)
+    sparse = (sparse + embed_shift) % torch.tensor(ML1M.vocab_sizes)
+    dense = torch.randn(rows, 1, generator=g)
+    domain = torch.randint(0, ML1M.num_domains, (rows,), generator=g)
+    label = torch.randint(0, 2, (rows,), generator=g).float()
+    return Batch(sparse, dense, domain, label)
+
+
+def hamur(seed: int = 0, **config) -> HAMUR:
+    torch.manual_seed(seed)
+    model = build_model("hamur", ML1M, config=config)
+    # trained embeddings are far from their N(0, 1e-4) init; give them a realistic scale
+    with torch.no_grad():
+        model.embedding.table.weight.normal_(0.0, 0.1)
+    return model
+
+
+def pre_activations(model: HAMUR) -> torch.Tensor:
+    """Pre-sigmoid bottleneck values of every adapter from the last forward, [rows, r] stacked."""
+    return torch.cat([a.pre_activation for ads in model.adapters for a in ads.values()])
+
+
+def test_tower_blocks_are_named_and_adapters_hook_by_name():
+    model = hamur(adapter_layers=2)
+    tower = model.towers[0]
+    assert list(tower.blocks) == ["layer1", "layer2"]
+    for block in tower.blocks.values():
+        assert [type(m) for m in block] == [nn.Linear, type(block.norm), nn.ReLU]
+        assert isinstance(block.norm, nn.BatchNorm1d)
+    assert model.adapted == ("layer1", "layer2")
+    assert hamur(adapter_layers=1).adapted == ("layer2",)
+    assert set(model.adapters[0]) == {"layer1", "layer2"}
+    with pytest.raises(KeyError, match="layer9"):
+        tower(
+            torch.zeros(4, ML1M.input_dim), torch.zeros(4, 35, 35), nn.ModuleDict({"layer9": nn.Identity()})
+        )
+
+
+def test_hyper_network_has_linear_bn_relu_on_every_layer():
+    net = hamur().hyper
+    assert isinstance(net, HyperNetwork)
+    assert [name for name, _ in net.named_children()] == ["layer1", "out"]
+    for block in net.children():
+        assert [type(m).__name__ for m in block] == ["Linear", "BatchNorm1d", "ReLU"]
+    assert net[-1].linear.out_features == 35 * 35
+    assert isinstance(hamur(hyper_output_block=False).hyper[-1], nn.Linear)
+
+
+def test_adapter_output_when_off_is_the_bare_tower():
+    model = hamur().eval()
+    batch = ml1m_batch()
+    model.adapter_mode = "off"
+    off = model(batch)
+    x = model.embed(batch)
+    bare = torch.empty(ROWS)
+    for d, tower in enumerate(model.towers):
+        rows = batch.domain == d
+        h = x[rows]
+        for block in tower.blocks.values():
+            h = block(h)
+        bare[rows] = tower.head(h).squeeze(-1)
+    assert torch.allclose(off, bare, atol=1e-5)
+    model.adapter_mode = "on"
+    assert not torch.allclose(model(batch), off, atol=1e-3)
+    model.adapter_mode = "typo"
+    with pytest.raises(ValueError, match="adapter_mode"):
+        model(batch)
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gradients_reach_u_and_v_at_real_size(layers, norm):
+    model = hamur(adapter_layers=layers, adapter_norm=norm).train()
+    batch = ml1m_batch()
+    F.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
+    for d, adapters in enumerate(model.adapters):
+        for name, adapter in adapters.items():
+            for p in ("u1", "v1", "u2", "v2", "b1", "b2"):
+                if p == "b2" and norm == "batch":
+                    assert adapter.b2 is None  # a batch norm's centring would cancel it exactly
+                    continue
+                grad = getattr(adapter, p).grad
+                assert grad is not None and torch.isfinite(grad).all(), (d, name, p)
+                # a live factor: measured ≥ 9e-6 here (tower layer weights: ≈ 4e-4); U = V = ones gives
+                # exactly 0 for U₁, V₁, b₁ (see the next test)
+                assert grad.abs().mean() > 1e-6, (d, name, p, float(grad.abs().mean()))
+            # the r bottleneck units get different gradients (not one unit copied r times)
+            assert adapter.v1.grad.std(dim=1).mean() > 1e-6 * adapter.v1.grad.abs().mean() + 1e-9
+
+
+def test_ones_init_saturates_and_kills_the_down_projection_gradient():
+    """The authors' U = V = ones at real sizes: what the default init avoids (so the measure can fail)."""
+    model = hamur(adapter_init="ones", adapter_norm="batch", adapter_scale=1.0).train()
+    batch = ml1m_batch()
+    F.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
+    pre = pre_activations(model)
+    assert (pre.abs() > SATURATED).float().mean() > 0.99
+    assert torch.equal(pre, pre[:, :1].expand_as(pre))  # all r units identical
+    for p in ("u1", "v1", "b1"):
+        assert all(float(getattr(ads["layer2"], p).grad.abs().max()) == 0.0 for ads in model.adapters), p
+
+
+@pytest.mark.parametrize("init", ["scaled", "normal"])
+def test_under_half_of_the_bottleneck_is_saturated_at_init(init):
+    model = hamur(adapter_init=init).train()
+    model(ml1m_batch())
+    pre = pre_activations(model)
+    assert pre.shape == (ROWS, 32)
+    assert (pre.abs() > SATURATED).float().mean() < 0.5
+    assert pre.std(dim=1).min() > 0  # the units differ within every row
+
+
+def test_adapter_output_depends_on_h_of_x():
+    model = hamur().eval()
+    a, b = ml1m_batch(seed=1), ml1m_batch(seed=1, embed_shift=7)  # same domains and dense, other ids
+    xa, xb = model.embed(a), model.embed(b)
+    ha, hb = model.hyper(xa), model.hyper(xb)
+    assert (ha - hb).abs().mean() > 1e-2 * ha.abs().mean()  # H changes with x
+    adapter = model.adapters[0]["layer2"]
+    h = model.towers[0].blocks["layer2"](model.towers[0].blocks["layer1"](xa))
+    da, db = adapter.delta(h, ha), adapter.delta(h, hb)  # same h: only H differs
+    assert (da - db).abs().mean() > 1e-2 * da.abs().mean()
+    # and the model's output moves when H is removed (constant mode) — the adapter is not inert
+    on = model(a)
+    model.adapter_mode = "constant"
+    assert (model(a) - on).abs().mean() > 1e-3
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer", "none"])
+@pytest.mark.parametrize("per_domain", [True, False])
+def test_eval_output_is_independent_of_the_other_rows(norm, per_domain):
+    model = hamur(adapter_norm=norm, adapter_per_domain=per_domain)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for seed in range(3):  # move the running statistics away from their init
+        batch = ml1m_batch(seed=seed)
+        opt.zero_grad()
+        F.binary_cross_entropy_with_logits(model.train()(batch), batch.label).backward()
+        opt.step()
+    model.eval()
+    full = ml1m_batch(seed=5)
+    other = ml1m_batch(seed=6)
+    mixed = Batch(
+        torch.cat([full.sparse[:100], other.sparse]),
+        torch.cat([full.dense[:100], other.dense]),
+        torch.cat([full.domain[:100], other.domain]),
+        torch.cat([full.label[:100], other.label]),
+    )
+    first = model(full)[:100]
+    assert torch.allclose(model(mixed)[:100], first, atol=1e-5)
+    one = Batch(full.sparse[:1], full.dense[:1], full.domain[:1], full.label[:1])
+    assert torch.allclose(model(one), first[:1], atol=1e-5)
+
+
+def test_batch_norm_adapter_uses_batch_statistics_only_in_training():
+    adapter = HyperAdapter(16, 5, 4, norm="batch")
+    h, hyper = torch.rand(64, 16), torch.rand(64, 5, 5)
+    train_out = adapter.train()(h, hyper)
+    assert not torch.allclose(train_out[:8], adapter(h[:8], hyper[:8]))  # batch statistics
+    adapter.eval()
+    assert torch.allclose(adapter(h, hyper)[:8], adapter(h[:8], hyper[:8]), atol=1e-6)
+    assert adapter.norm.running_mean.abs().sum() > 0  # the training pass updated the running estimate
+
+
+def test_hyper_adapter_matches_materialised_weights():
+    torch.manual_seed(0)
+    ad = HyperAdapter(dim=6, k=4, bottleneck=3, norm="none", init="normal")
+    with torch.no_grad():
+        for p in (ad.b1, ad.b2, ad.norm.weight, ad.norm.bias):
+            p.normal_()
+    h, hyper = torch.randn(5, 6), torch.randn(5, 4, 4)
+    w_down = ad.u1 @ hyper @ ad.v1  # [5, 6, 3]: per-sample weights, the slow way
+    w_up = ad.u2 @ hyper @ ad.v2
+    s = torch.sigmoid(torch.einsum("nd,ndr->nr", h, w_down) + ad.b1)
+    up = torch.einsum("nr,nrd->nd", s, w_up) + ad.b2
+    expected = h + up * ad.norm.weight + ad.norm.bias
+    assert torch.allclose(ad(h, hyper), expected, atol=1e-4)
+
+
+def test_bad_adapter_options_fail_with_their_name():
+    for key, value in (("adapter_norm", "running"), ("adapter_init", "zeros")):
+        with pytest.raises(ValueError, match=key):
+            build_model("hamur", ML1M, config={key: value})
+    assert isinstance(hamur().towers[0], HamurTower)
