@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import requests
 from mdctr import tracking
 from mdctr.serving import Predictor, ProcessServer
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
-from mdctr.serving.server import start_mlflow_scoring_server
+from mdctr.serving.server import start_mlflow_scoring_server, start_model_server
 from mdctr.tracking.names import CHAMPION, REGISTERED_MODEL
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,8 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def server(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
+def registry(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A tracking store whose champion is the demo bundle: (tracking URI, version)."""
     uri = tracking.configure(f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}")
     parent = tracking.start_parent_run(uri, run_name="serve-test")
     run_id = tracking.log_training_run(
@@ -30,6 +32,29 @@ def server(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )
     rv = tracking.register_bundle(uri, demo.path, run_id=run_id, input_example=demo.table)
     tracking.promote(uri, rv.version)
+    return uri, rv.version
+
+
+def test_mdctr_serve_resolves_the_champion_alias(
+    registry: tuple[str, str], demo: DemoBundle, tmp_path: Path
+) -> None:
+    uri, version = registry
+    with start_model_server(
+        f"models:/{REGISTERED_MODEL}@{CHAMPION}", tracking_uri=uri, log_dir=tmp_path
+    ) as srv:
+        meta = requests.get(f"{srv.url}/v2/models/{REGISTERED_MODEL}", timeout=10).json()
+        assert meta["versions"] == [version]
+        rows = demo.table[list(DEMO_SCHEMA.serving_columns)].head(50)
+        r = requests.post(f"{srv.url}/invocations", data=_split(rows), headers=JSON, timeout=30)
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(
+            np.asarray(r.json()["predictions"]), Predictor.load(demo.path).predict(rows)
+        )
+
+
+@pytest.fixture(scope="module")
+def server(registry: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
+    uri, _ = registry
     srv = start_mlflow_scoring_server(
         f"models:/{REGISTERED_MODEL}@{CHAMPION}", tracking_uri=uri, log_dir=tmp_path_factory.mktemp("srv")
     )
