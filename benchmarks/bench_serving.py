@@ -8,7 +8,7 @@ loopback, with Open Inference Protocol v2 requests (``/v2/models/<name>/infer``)
 * ``--connections`` concurrent keep-alive connections (threads) sending 1-row requests for ``--seconds``:
   requests/s, p50 / p99, and the count of non-200 answers or failed requests.
 
-    .venv/bin/python benchmarks/bench_serving.py --demo --out /tmp/serving.json
+    .venv/bin/python benchmarks/bench_serving.py --demo --out /tmp/serving.json   # dnn [256, 128], demo data
     .venv/bin/python benchmarks/bench_serving.py --tracking-uri sqlite:///$PWD/mlruns/mlflow.db
 """
 
@@ -161,7 +161,8 @@ def main() -> None:
         if args.demo:
             from mdctr.serving.demo import make_demo_bundle
 
-            demo = make_demo_bundle(tmp_path / "bundle")
+            hidden = tuple(int(h) for h in args.hidden.split(","))
+            demo = make_demo_bundle(tmp_path / "bundle", hidden=hidden)
             model_uri, bundle = str(demo.path), demo.path
         else:
             from mdctr import tracking
@@ -196,6 +197,7 @@ def main() -> None:
         "server": "mdctr serve (uvicorn, plain ASGI app), v2 protocol",
         "model_uri": "demo bundle" if args.demo else args.model_uri,
         "model": pred.info.model_name,
+        "model_config": pred.info.model_config,
         "server_start_s": round(startup, 1),
         "workers": args.workers,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
