@@ -136,9 +136,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-uri", default="models:/mdctr-ctr@champion")
     ap.add_argument("--tracking-uri", default=None)
-    ap.add_argument(
-        "--demo", action="store_true", help="Serve a tiny demo bundle (no tracking store needed)."
-    )
+    ap.add_argument("--demo", action="store_true", help="Serve a demo bundle (no tracking store needed).")
+    ap.add_argument("--hidden", default="256,128", help="Hidden widths of the --demo dnn (ML-1M's default).")
     ap.add_argument("--requests", type=int, default=2000, help="Sequential requests per size.")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=60.0, help="Duration of the concurrent phase.")
