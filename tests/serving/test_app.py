@@ -466,6 +466,21 @@ def test_declared_oversized_body_is_refused_before_it_is_sent(server: ProcessSer
         conn.close()
 
 
+def test_streamed_body_is_cut_off_at_the_limit(server: ProcessServer) -> None:
+    """A chunked body announces no length: the server stops reading once it passes the limit."""
+    def chunks() -> Iterator[bytes]:
+        yield b'{"dataframe_split": {"columns": ["x"], "data": ['
+        for _ in range(200):  # 200 × 8 KiB = 1.6 MB, 25× the limit
+            yield b"[1]," * 2048
+
+    try:
+        r = requests.post(f"{server.url}/invocations", data=chunks(), headers=JSON, timeout=30)
+    except requests.ConnectionError:
+        pytest.fail("the server should answer 413, not drop the connection")
+    assert r.status_code == 413 and "exceeds the limit of 65536 bytes" in r.json()["message"]
+    assert requests.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200
+
+
 def test_stopping_mdctr_serve_stops_all_its_workers(demo: DemoBundle, tmp_path: Path) -> None:
     port = free_port()
     cmd = [sys.executable, "-c", "from mdctr.cli import app; app()", "serve", "--model-uri", str(demo.path),
