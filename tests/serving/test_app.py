@@ -468,6 +468,7 @@ def test_declared_oversized_body_is_refused_before_it_is_sent(server: ProcessSer
 
 def test_streamed_body_is_cut_off_at_the_limit(server: ProcessServer) -> None:
     """A chunked body announces no length: the server stops reading once it passes the limit."""
+
     def chunks() -> Iterator[bytes]:
         yield b'{"dataframe_split": {"columns": ["x"], "data": ['
         for _ in range(200):  # 200 × 8 KiB = 1.6 MB, 25× the limit
