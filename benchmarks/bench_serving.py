@@ -106,16 +106,29 @@ def concurrent(url: str, path: str, body: bytes, connections: int, seconds: floa
 
 
 def client(args: argparse.Namespace) -> dict:
+    import psutil
+
     bodies = {n: (args.payload_dir / f"v2_{n}.json").read_bytes() for n in (1, 1000)}
     path = f"/v2/models/{args.model_name}/infer"
-    return {
-        "1_row": sequential(args.client, path, bodies[1], args.requests),
-        "1000_rows": sequential(args.client, path, bodies[1000], max(args.requests // 5, 200)),
-        "1_row_invocations": sequential(
-            args.client, "/invocations", (args.payload_dir / "split_1.json").read_bytes(), args.requests
-        ),
-        "concurrent_1_row": concurrent(args.client, path, bodies[1], args.connections, args.seconds),
+    split = (args.payload_dir / "split_1.json").read_bytes()
+    server = psutil.Process(args.server_pid)
+    phases = {
+        "1_row": lambda: sequential(args.client, path, bodies[1], args.requests),
+        "1000_rows": lambda: sequential(args.client, path, bodies[1000], max(args.requests // 5, 200)),
+        "1_row_invocations": lambda: sequential(args.client, "/invocations", split, args.requests),
+        "concurrent_1_row": lambda: concurrent(args.client, path, bodies[1], args.connections, args.seconds),
     }
+    out = {}
+    for name, run in phases.items():
+        # the server's own CPU time per request: a cost that, unlike latency, other load on the machine
+        # does not inflate (warm-up requests are included; they are ≤ 1% of a phase)
+        cpu0 = sum(server.cpu_times()[:2])
+        res = run()
+        res["server_cpu_ms_per_request"] = round(
+            (sum(server.cpu_times()[:2]) - cpu0) * 1000 / res["requests"], 3
+        )
+        out[name] = res
+    return out
 
 
 def _payloads(example, kinds: dict[str, str], out: Path) -> None:
@@ -146,6 +159,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="Also write the results as JSON here.")
     ap.add_argument("--client", default=None, help=argparse.SUPPRESS)  # internal: base URL, client mode
     ap.add_argument("--payload-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--server-pid", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
         print(json.dumps(client(args)))
@@ -187,6 +201,7 @@ def main() -> None:
         startup = time.perf_counter() - t0
         try:
             cmd = [sys.executable, __file__, "--client", server.url, "--payload-dir", str(tmp_path),
+                   "--server-pid", str(server.pid),
                    "--requests", str(args.requests), "--connections", str(args.connections),
                    "--seconds", str(args.seconds), "--model-name", args.model_name]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600 + args.seconds)

@@ -68,6 +68,7 @@ def test_registered_model_loads_without_running_planted_pickles_or_code(
     pyfunc = mlmodel["flavors"]["python_function"]
     assert pyfunc["loader_module"] == "mdctr.tracking.pyfunc" and pyfunc["data"] == "data/bundle"
     assert "code" not in pyfunc or pyfunc["code"] is None
+    assert "signature" not in mlmodel  # no cast of request values before mdctr's own checks
     assert not list(model_dir.rglob("*.pkl")) and not (model_dir / "code").exists()
 
     # plant a pickled python_model and a code/ folder shadowing mdctr, as an attacker with store access would
