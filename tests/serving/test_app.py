@@ -515,6 +515,8 @@ def test_serve_cli_dry_run_resolves_a_local_bundle(demo: DemoBundle) -> None:
     assert f"(bundle {demo.path})" in res.output and "/v2/models/mdctr-ctr/infer" in res.output
     res = CliRunner().invoke(app, ["serve", "--dry-run", "--model-uri", str(demo.path.parent)])
     assert res.exit_code != 0 and "holds no model bundle" in str(res.exception)
+    res = CliRunner().invoke(app, ["serve", "--dry-run", "--model-uri", str(demo.path / "missing")])
+    assert res.exit_code == 2 and "is not a directory" in " ".join(res.output.replace("│", " ").split())
 
 
 def test_latency_is_a_few_milliseconds_for_one_row(server: ProcessServer, demo: DemoBundle) -> None:

@@ -52,8 +52,10 @@ def serve(
     from mdctr.serving.server import run_server
 
     version = ""
-    local = Path(model_uri.removeprefix("file://"))
-    if "://" not in model_uri.replace("file://", "") and ":/" not in model_uri and local.is_dir():
+    if model_uri.startswith("file://") or ":/" not in model_uri:  # a local MLflow model or bundle directory
+        local = Path(model_uri.removeprefix("file://"))
+        if not local.is_dir():
+            raise typer.BadParameter(f"{local} is not a directory (nor a models:/, runs:/ or s3:// URI)")
         bundle = bundle_dir_of(local)
     else:
         # only remote URIs need MLflow (and the tracking store)
