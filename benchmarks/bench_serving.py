@@ -1,22 +1,29 @@
-"""Serving latency and throughput of the MLflow scoring server on a registered model.
+"""Latency and throughput of the production server (``mdctr serve``, what the KServe predictor runs).
 
-Starts ``mlflow models serve`` on ``--model-uri`` (default: the champion), then measures from a SECOND process
-(this script re-invoked with ``--client``) over loopback: per request size, latency p50/p99 and rows/s, bounded
-by ``--requests`` and ``--seconds`` per size. Rows are the model's stored input example, repeated to size.
+Starts ``mdctr serve`` on ``--model-uri`` (default: the champion; ``--demo`` trains and serves a tiny demo
+bundle instead), then measures from a SECOND process (this script re-invoked with ``--client``) over
+loopback, with Open Inference Protocol v2 requests (``/v2/models/<name>/infer``):
 
+* sequential requests on one keep-alive connection, 1 row and 1,000 rows: p50 / p99 latency;
+* ``--connections`` concurrent keep-alive connections (threads) sending 1-row requests for ``--seconds``:
+  requests/s, p50 / p99, and the count of non-200 answers or failed requests.
+
+    .venv/bin/python benchmarks/bench_serving.py --demo --out /tmp/serving.json   # dnn [256, 128], demo data
     .venv/bin/python benchmarks/bench_serving.py --tracking-uri sqlite:///$PWD/mlruns/mlflow.db
-    .venv/bin/python benchmarks/bench_serving.py --demo            # a tiny demo model in a temporary store
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,93 +32,190 @@ import numpy as np
 log = logging.getLogger("bench_serving")
 
 
-def client(url: str, payload_dir: Path, sizes: list[int], max_requests: int, max_seconds: float) -> dict:
-    """The load loop (runs in its own process): sequential requests on one keep-alive connection."""
-    import requests
+def _conn(url: str) -> http.client.HTTPConnection:
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=30)
 
-    session = requests.Session()
-    headers = {"Content-Type": "application/json"}
-    results = {}
-    for size in sizes:
-        body = (payload_dir / f"rows_{size}.json").read_bytes()
-        for _ in range(5):  # warm-up: connection, first-call allocations
-            session.post(url, data=body, headers=headers, timeout=60).raise_for_status()
-        lat = []
-        start = time.perf_counter()
-        while len(lat) < max_requests and time.perf_counter() - start < max_seconds:
+
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> int:
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status
+
+
+def _stats(lat: list[float]) -> dict[str, float]:
+    ms = np.array(lat) * 1000
+    return {
+        "requests": len(lat),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+    }
+
+
+def sequential(url: str, path: str, body: bytes, requests: int) -> dict[str, float]:
+    conn = _conn(url)
+    for _ in range(20):  # warm-up: connection, first-call allocations
+        assert _post(conn, path, body) == 200
+    lat = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        status = _post(conn, path, body)
+        lat.append(time.perf_counter() - t0)
+        if status != 200:
+            raise RuntimeError(f"status {status}")
+    conn.close()
+    return _stats(lat)
+
+
+def concurrent(url: str, path: str, body: bytes, connections: int, seconds: float) -> dict[str, float]:
+    lat: list[list[float]] = [[] for _ in range(connections)]
+    errors = [0] * connections
+    stop = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        conn = _conn(url)
+        while time.perf_counter() < stop:
             t0 = time.perf_counter()
-            r = session.post(url, data=body, headers=headers, timeout=60)
-            lat.append(time.perf_counter() - t0)
-            r.raise_for_status()
-        wall = time.perf_counter() - start
-        ms = np.array(lat) * 1000
-        results[str(size)] = {
-            "requests": len(lat),
-            "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "mean_ms": round(float(ms.mean()), 2),
-            "rows_per_s": round(size * len(lat) / wall, 1),
+            try:
+                ok = _post(conn, path, body) == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = _conn(url)
+            lat[i].append(time.perf_counter() - t0)
+            errors[i] += not ok
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    flat = [x for per in lat for x in per]
+    return {
+        **_stats(flat),
+        "connections": connections,
+        "seconds": round(wall, 1),
+        "requests_per_s": round(len(flat) / wall, 1),
+        "errors": int(sum(errors)),
+    }
+
+
+def client(args: argparse.Namespace) -> dict:
+    import psutil
+
+    bodies = {n: (args.payload_dir / f"v2_{n}.json").read_bytes() for n in (1, 1000)}
+    path = f"/v2/models/{args.model_name}/infer"
+    split = (args.payload_dir / "split_1.json").read_bytes()
+    server = psutil.Process(args.server_pid)
+    phases = {
+        "1_row": lambda: sequential(args.client, path, bodies[1], args.requests),
+        "1000_rows": lambda: sequential(args.client, path, bodies[1000], max(args.requests // 5, 200)),
+        "1_row_invocations": lambda: sequential(args.client, "/invocations", split, args.requests),
+        "concurrent_1_row": lambda: concurrent(args.client, path, bodies[1], args.connections, args.seconds),
+    }
+    out = {}
+    for name, run in phases.items():
+        # the server's own CPU time per request: a cost that, unlike latency, other load on the machine
+        # does not inflate (warm-up requests are included; they are ≤ 1% of a phase)
+        cpu0 = sum(server.cpu_times()[:2])
+        res = run()
+        res["server_cpu_ms_per_request"] = round(
+            (sum(server.cpu_times()[:2]) - cpu0) * 1000 / res["requests"], 3
+        )
+        out[name] = res
+    return out
+
+
+def _payloads(example, kinds: dict[str, str], out: Path) -> None:
+    for n in (1, 1000):
+        rows = example.iloc[np.arange(n) % len(example)].reset_index(drop=True)
+        v2 = {
+            "inputs": [
+                {"name": c, "shape": [n], "datatype": kinds[c], "data": rows[c].tolist()}
+                for c in rows.columns
+            ]
         }
-    return results
+        (out / f"v2_{n}.json").write_text(json.dumps(v2))
+        split = json.loads(rows.to_json(orient="split", index=False))
+        (out / f"split_{n}.json").write_text(json.dumps({"dataframe_split": split}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-uri", default="models:/mdctr-ctr@champion")
     ap.add_argument("--tracking-uri", default=None)
-    ap.add_argument("--demo", action="store_true", help="Register and promote a tiny demo model first.")
-    ap.add_argument("--sizes", default="1,1000", help="Rows per request, comma-separated.")
-    ap.add_argument("--requests", type=int, default=500, help="Max requests per size.")
-    ap.add_argument("--seconds", type=float, default=30.0, help="Max seconds per size.")
-    ap.add_argument("--workers", type=int, default=1, help="uvicorn workers of the model server.")
+    ap.add_argument("--demo", action="store_true", help="Serve a demo bundle (no tracking store needed).")
+    ap.add_argument("--hidden", default="256,128", help="Hidden widths of the --demo dnn (ML-1M's default).")
+    ap.add_argument("--requests", type=int, default=2000, help="Sequential requests per size.")
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=60.0, help="Duration of the concurrent phase.")
+    ap.add_argument("--workers", type=int, default=1, help="Server worker processes.")
+    ap.add_argument("--model-name", default="mdctr-ctr")
     ap.add_argument("--out", type=Path, default=None, help="Also write the results as JSON here.")
-    ap.add_argument("--client", default=None, help=argparse.SUPPRESS)  # internal: URL, client mode
+    ap.add_argument("--client", default=None, help=argparse.SUPPRESS)  # internal: base URL, client mode
     ap.add_argument("--payload-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--server-pid", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
     if args.client:
-        print(json.dumps(client(args.client, args.payload_dir, sizes, args.requests, args.seconds)))
+        print(json.dumps(client(args)))
         return
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from mdctr import tracking
-    from mdctr.serving import start_model_server
+    from mdctr.serving import Predictor, start_model_server
+    from mdctr.serving.request import V2_ADVERTISED
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         tmp_path = Path(tmp)
-        uri = args.tracking_uri
         if args.demo:
             from mdctr.serving.demo import make_demo_bundle
 
-            uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-            demo = make_demo_bundle(tmp_path / "bundle")
-            parent = tracking.start_parent_run(uri, run_name="bench-serving")
-            run_id = tracking.log_training_run(uri, parent, run_name="demo", params={}, system_metrics=False)
-            rv = tracking.register_bundle(uri, demo.path, run_id=run_id, input_example=demo.table)
-            tracking.promote(uri, rv.version)
-        uri = tracking.configure(uri)
-        example = tracking.load_input_example(uri, args.model_uri)
-        for size in sizes:
-            rows = example.iloc[np.arange(size) % len(example)].reset_index(drop=True)
-            split = json.loads(rows.to_json(orient="split", index=False))
-            (tmp_path / f"rows_{size}.json").write_text(json.dumps({"dataframe_split": split}))
+            hidden = tuple(int(h) for h in args.hidden.split(","))
+            demo = make_demo_bundle(tmp_path / "bundle", hidden=hidden)
+            model_uri, bundle = str(demo.path), demo.path
+        else:
+            from mdctr import tracking
+            from mdctr.serving.bundle import bundle_dir_of
+            from mdctr.tracking.pyfunc import download_model
+
+            uri = tracking.configure(args.tracking_uri)
+            local, _ = download_model(args.model_uri, tracking_uri=uri, dst=tmp_path / "model")
+            model_uri, bundle = str(local), bundle_dir_of(local)
+        pred = Predictor.load(bundle)
+        table = None
+        if args.demo:
+            table = demo.table
+        else:
+            from mdctr import tracking
+
+            table = tracking.load_input_example(uri, args.model_uri)
+        example = table[list(pred.columns)]
+        kinds = {c: V2_ADVERTISED[pred.parser.kinds[c]] for c in pred.columns}
+        _payloads(example, kinds, tmp_path)
         t0 = time.perf_counter()
-        server = start_model_server(args.model_uri, tracking_uri=uri, workers=args.workers, log_dir=tmp_path)
+        server = start_model_server(model_uri, workers=args.workers, log_dir=tmp_path)
         startup = time.perf_counter() - t0
         try:
-            cmd = [sys.executable, __file__, "--client", f"{server.url}/invocations", "--payload-dir", str(tmp_path),
-                   "--sizes", args.sizes, "--requests", str(args.requests), "--seconds", str(args.seconds)]  # fmt: skip
-            out = subprocess.run(
-                cmd, capture_output=True, text=True, check=True, timeout=60 + 2 * len(sizes) * args.seconds
-            )
+            cmd = [sys.executable, __file__, "--client", server.url, "--payload-dir", str(tmp_path),
+                   "--server-pid", str(server.pid),
+                   "--requests", str(args.requests), "--connections", str(args.connections),
+                   "--seconds", str(args.seconds), "--model-name", args.model_name]  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600 + args.seconds)
         finally:
             server.stop()
     report = {
-        "model_uri": args.model_uri,
+        "server": "mdctr serve (uvicorn, plain ASGI app), v2 protocol",
+        "model_uri": "demo bundle" if args.demo else args.model_uri,
+        "model": pred.info.model_name,
+        "model_config": pred.info.model_config,
         "server_start_s": round(startup, 1),
         "workers": args.workers,
-        "machine": f"{platform.machine()}, {platform.python_version()}",
-        "by_rows_per_request": json.loads(out.stdout),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "results": json.loads(out.stdout),
     }
     text = json.dumps(report, indent=2)
     print(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -148,3 +149,31 @@ def test_self_mining_model_is_bundled_without_an_external_miner(demo: DemoBundle
     with torch.no_grad():
         expected = torch.sigmoid(model(data.batch(0, len(data)))).double().numpy()
     np.testing.assert_array_equal(served.predict(rows), expected)
+
+
+def test_lookup_encoder_equals_encode_frame(demo: DemoBundle) -> None:
+    """The serving fast path encodes exactly as training's pandas encoder (ids seen and unseen, NaN dense)."""
+    pred = Predictor.load(demo.path)
+    rows = _rows(demo, 200).copy()
+    rows.loc[::7, "user_id"] = 10**9  # unseen ids → OOV
+    rows.loc[::5, "age"] = np.nan  # missing dense → train mean
+    data = pred.encode(rows)
+    enc = demo.spec.encode_frame(rows, require_label=False)
+    np.testing.assert_array_equal(data.sparse.numpy(), enc[list(DEMO_SCHEMA.sparse)].to_numpy())
+    np.testing.assert_array_equal(data.dense.numpy(), enc[list(DEMO_SCHEMA.dense)].to_numpy())
+    np.testing.assert_array_equal(data.handcrafted.numpy(), enc[DEMO_SCHEMA.domain].to_numpy())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda df: df.assign(user_id=df["user_id"].astype(float) + 0.9), "'user_id' expects integer ids"),
+        (lambda df: df.assign(user_id=[True] * len(df)), "'user_id' expects integer ids"),
+        (lambda df: df.assign(age=np.inf), "'age' has 20 value(s) out of range"),
+        (lambda df: df.assign(age=1e308), "'age' has 20 value(s) out of range"),
+        (lambda df: df.assign(gender=None), "'gender' expects strings; found None"),
+    ],
+)
+def test_offline_predict_is_as_strict_as_the_server(demo: DemoBundle, change, message: str) -> None:
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        Predictor.load(demo.path).predict(change(_rows(demo)))

@@ -1,5 +1,6 @@
-"""``mlflow models serve`` on a registered champion: served pCTR equals the offline Predictor, bad requests get
-a 4xx with a message, and the server keeps serving after them."""
+"""``mlflow models serve`` on a registered champion still works (the pyfunc is loaded by mdctr's installed
+loader module): served pCTR equals the offline Predictor, bad requests get a 4xx with mdctr's message (no
+signature cast runs first, so ``"5"`` for an id is refused, not truncated), and the server keeps serving."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 import requests
 
 from mdctr import tracking
-from mdctr.serving import Predictor, ProcessServer, start_model_server
+from mdctr.serving import Predictor, ProcessServer
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
+from mdctr.serving.server import start_mlflow_scoring_server, start_model_server
 from mdctr.tracking.names import CHAMPION, REGISTERED_MODEL
 
 pytestmark = pytest.mark.integration
@@ -21,7 +23,8 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def server(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
+def registry(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A tracking store whose champion is the demo bundle: (tracking URI, version)."""
     uri = tracking.configure(f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}")
     parent = tracking.start_parent_run(uri, run_name="serve-test")
     run_id = tracking.log_training_run(
@@ -29,7 +32,30 @@ def server(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )
     rv = tracking.register_bundle(uri, demo.path, run_id=run_id, input_example=demo.table)
     tracking.promote(uri, rv.version)
-    srv = start_model_server(
+    return uri, rv.version
+
+
+def test_mdctr_serve_resolves_the_champion_alias(
+    registry: tuple[str, str], demo: DemoBundle, tmp_path: Path
+) -> None:
+    uri, version = registry
+    with start_model_server(
+        f"models:/{REGISTERED_MODEL}@{CHAMPION}", tracking_uri=uri, log_dir=tmp_path
+    ) as srv:
+        meta = requests.get(f"{srv.url}/v2/models/{REGISTERED_MODEL}", timeout=10).json()
+        assert meta["versions"] == [version]
+        rows = demo.table[list(DEMO_SCHEMA.serving_columns)].head(50)
+        r = requests.post(f"{srv.url}/invocations", data=_split(rows), headers=JSON, timeout=30)
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(
+            np.asarray(r.json()["predictions"]), Predictor.load(demo.path).predict(rows)
+        )
+
+
+@pytest.fixture(scope="module")
+def server(registry: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
+    uri, _ = registry
+    srv = start_mlflow_scoring_server(
         f"models:/{REGISTERED_MODEL}@{CHAMPION}", tracking_uri=uri, log_dir=tmp_path_factory.mktemp("srv")
     )
     try:
@@ -53,8 +79,10 @@ def test_served_predictions_equal_offline(server: ProcessServer, demo: DemoBundl
 @pytest.mark.parametrize(
     ("name", "body", "message"),
     [
-        ("missing column", lambda rows: _split(rows.drop(columns=["age"])), "missing inputs"),
+        ("missing column", lambda rows: _split(rows.drop(columns=["age"])), "missing column(s) ['age']"),
         ("wrong type", lambda rows: _split(rows.assign(user_id="abc")), "user_id"),
+        ("numeric string id", lambda rows: _split(rows.assign(user_id="5")), "'user_id' expects integer ids"),
+        ("fractional id", lambda rows: _split(rows.assign(item_id=1.9)), "'item_id' expects integer ids"),
         ("unseen category", lambda rows: _split(rows.assign(gender="X")), "'gender' has 3 unknown value(s)"),
         ("malformed json", lambda rows: '{"dataframe_split": {"columns": [', "valid JSON"),
         ("empty body", lambda rows: "", "valid JSON"),
@@ -70,19 +98,3 @@ def test_bad_requests_get_4xx_and_server_keeps_serving(
     assert message in r.json()["message"], f"{name}: {r.text[:500]}"
     ok = requests.post(f"{server.url}/invocations", data=_split(rows), headers=JSON, timeout=30)
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 3
-
-
-def test_serve_cli_prints_the_mlflow_command(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from mdctr.cli import app
-
-    res = CliRunner().invoke(
-        app, ["serve", "--dry-run", "--port", "5123", "--tracking-uri", "http://127.0.0.1:5000"]
-    )
-    assert res.exit_code == 0, res.output
-    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in res.output
-    assert (
-        "-m mlflow models serve -m models:/mdctr-ctr@champion --env-manager local -h 127.0.0.1 -p 5123"
-        in res.output
-    )

@@ -151,7 +151,8 @@ def test_register_gate_and_promote(evaluated: tuple[Any, Path], ws: Any, tmp_pat
     assert tracking.alias_version(ws.tracking_uri, tracking.CHAMPION) == first.version
     manifest = yaml.safe_load((tmp_path / "isvc.yaml").read_text())
     assert manifest["kind"] == "InferenceService" and manifest["metadata"]["namespace"] == "serving"
-    assert manifest["spec"]["predictor"]["model"]["storageUri"] == out.storage_uri
+    (container,) = manifest["spec"]["predictor"]["containers"]
+    assert {"name": "STORAGE_URI", "value": out.storage_uri} in container["env"]
     # the same model again does not beat the champion: the gate keeps it
     second = register_model(winner_dir=root / "winner", config=cfg)
     assert second.decision == KEEP and "does not beat" in second.reason

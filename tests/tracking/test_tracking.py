@@ -175,7 +175,7 @@ def test_server_keeps_runs_in_postgres_and_artifacts_in_s3(
         o["Key"] for o in srv.s3.client().list_objects_v2(Bucket=srv.s3.bucket, Prefix=prefix)["Contents"]
     ]
     assert any(k.endswith(f"{run_id}/artifacts/per_domain.json") for k in keys)
-    assert any(k.endswith("/artifacts/bundle/model.pt") for k in keys)  # the pyfunc's copy of the bundle
+    assert any(k.endswith("/artifacts/data/bundle/model.pt") for k in keys)  # the pyfunc's copy of the bundle
     assert any(k.endswith("/MLmodel") for k in keys)
 
     storage = tracking.model_storage_uri(

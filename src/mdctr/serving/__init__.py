@@ -1,4 +1,5 @@
-"""Serving: the model bundle and its predictor, the KServe manifest, and the local scoring server.
+"""Serving: the model bundle and its predictor, strict request parsing, the production server (v2 protocol),
+and the KServe manifest.
 
 No MLflow import here: the MLflow pyfunc wrapper lives in :mod:`mdctr.tracking.pyfunc`. Names are loaded on
 first use, so that importing a light submodule (``mdctr.serving.server`` for the CLI) does not import torch.
@@ -14,12 +15,18 @@ _EXPORTS = {
     "Predictor": "mdctr.serving.bundle",
     "read_metrics": "mdctr.serving.bundle",
     "save_bundle": "mdctr.serving.bundle",
+    "bundle_dir_of": "mdctr.serving.bundle",
+    "RequestError": "mdctr.serving.request",
+    "ScoringApp": "mdctr.serving.app",
+    "ServeLimits": "mdctr.serving.app",
     "kserve_manifest": "mdctr.serving.kserve",
     "write_manifest": "mdctr.serving.kserve",
     "DEFAULT_MODEL_URI": "mdctr.serving.server",
     "ProcessServer": "mdctr.serving.server",
     "ServerError": "mdctr.serving.server",
     "start_model_server": "mdctr.serving.server",
+    "start_mlflow_scoring_server": "mdctr.serving.server",
+    "run_server": "mdctr.serving.server",
 }
 
 __all__ = sorted(_EXPORTS)

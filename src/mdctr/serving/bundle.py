@@ -30,11 +30,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mdctr.data.encode import FeatureSpec
+from mdctr.data.encode import FeatureSpec, LookupEncoder
 from mdctr.data.tensors import Batch, TensorData
 from mdctr.io import atomic_dir, write_json_atomic
 from mdctr.models import DOMAIN_SOURCES, CTRModel, ModelInputs, build_model
 from mdctr.schema import SchemaError
+from mdctr.serving.request import (
+    DEFAULT_MAX_ABS_Z,
+    DEFAULT_MAX_ROWS,
+    KIND_DENSE,
+    KIND_DOMAIN,
+    KIND_INT,
+    KIND_STR,
+    Columns,
+    RequestError,
+    RequestParser,
+    excerpt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,32 +187,88 @@ def save_bundle(
     return Path(directory)
 
 
+#: where an MLflow model directory logged by ``mdctr.tracking.register_bundle`` keeps the bundle
+MLFLOW_BUNDLE_PATHS = ("data/bundle", "artifacts/bundle")
+
+
+def bundle_dir_of(directory: Path | str) -> Path:
+    """The bundle inside ``directory``: the directory itself, or an MLflow model directory's ``data/bundle``
+    (``artifacts/bundle`` in models logged before the loader-module format).
+
+    The path is fixed, never read from ``MLmodel``: a tampered ``MLmodel`` cannot point serving elsewhere.
+    """
+    directory = Path(directory)
+    if (directory / BUNDLE_FILE).is_file():
+        return directory
+    for sub in MLFLOW_BUNDLE_PATHS:
+        if (directory / sub / BUNDLE_FILE).is_file():
+            return directory / sub
+    raise FileNotFoundError(
+        f"{directory} holds no model bundle ({BUNDLE_FILE} in it or in {' or '.join(MLFLOW_BUNDLE_PATHS)})"
+    )
+
+
 def read_metrics(directory: Path | str) -> dict[str, Any]:
     """The bundle's test metrics (``{"overall": ..., "per_domain": [...]}``)."""
     return json.loads((Path(directory) / METRICS_FILE).read_text())
 
 
 class Predictor:
-    """Raw rows in, pCTR out, exactly as training encoded and routed them. Load with :meth:`load`."""
+    """Raw rows in, pCTR out, exactly as training encoded and routed them. Load with :meth:`load`.
 
-    def __init__(self, info: BundleInfo, spec: FeatureSpec, model: CTRModel, miner: Any | None = None):
+    The fast path: lookup tables are built once here (:class:`mdctr.data.encode.LookupEncoder`); a request is
+    parsed strictly into :class:`mdctr.serving.request.Columns` (no pandas), encoded to numpy arrays and run
+    through the model in ``inference_mode``. :meth:`predict` (a DataFrame, offline and in MLflow's pyfunc) and
+    :meth:`predict_columns` (the lean server) share everything after parsing.
+    """
+
+    def __init__(
+        self,
+        info: BundleInfo,
+        spec: FeatureSpec,
+        model: CTRModel,
+        miner: Any | None = None,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_abs_z: float = DEFAULT_MAX_ABS_Z,
+    ):
         self.info = info
         self.spec = spec
         self.model = model.eval()
         self.miner = miner
         schema = spec.schema
         self.columns: tuple[str, ...] = schema.serving_columns
-        self._closed_vocab = {c: pd.Index(spec.vocab[c]) for c in info.closed_columns}
+        self.encoder = LookupEncoder.from_spec(spec)
+        kinds: dict[str, str] = {}
+        for col in self.columns:
+            if col in schema.sparse:
+                kinds[col] = KIND_INT if spec.kinds[col] == "int" else KIND_STR
+            elif col in schema.dense:
+                kinds[col] = KIND_DENSE
+            else:
+                kinds[col] = KIND_DOMAIN
+        self.parser = RequestParser(
+            kinds=kinds,
+            num_domains=schema.num_domains,
+            mean=self.encoder.mean,
+            std=self.encoder.std,
+            max_rows=max_rows,
+            max_abs_z=max_abs_z,
+        )
 
     @classmethod
-    def load(cls, directory: Path | str) -> Predictor:
-        """Rebuild the model from a bundle directory (CPU, eval mode)."""
+    def load(cls, directory: Path | str, **limits: Any) -> Predictor:
+        """Rebuild the model from a bundle directory (CPU, eval mode); reads JSON and tensors only.
+
+        ``limits``: ``max_rows`` / ``max_abs_z`` of the request parser.
+        """
         directory = Path(directory)
         if not (directory / BUNDLE_FILE).is_file():
             raise FileNotFoundError(f"{directory} is not a model bundle: {BUNDLE_FILE} not found")
         info = BundleInfo.from_dict(json.loads((directory / BUNDLE_FILE).read_text()))
         spec = FeatureSpec.load(directory / SPEC_FILE)
         model = build_model(info.model_name, info.inputs, width=info.width, config=info.model_config)
+        # weights_only: the unpickler accepts tensors and plain containers only, never arbitrary objects
         state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         miner = None
@@ -208,81 +276,54 @@ class Predictor:
             from mdctr.domains.miner import DomainMiner  # only mined bundles need the miner code
 
             miner = DomainMiner.load(directory / MINER_DIR)
-        return cls(info, spec, model, miner)
+        return cls(info, spec, model, miner, **limits)
 
-    # -- input checks -------------------------------------------------------------------------------------
-    def check_frame(self, df: pd.DataFrame) -> None:
-        """Raise :class:`SchemaError` naming the problem if ``df`` is not a valid request.
-
-        Strict where the encoder is lenient: column dtypes must match the training kinds (no "5" for an
-        integer id), and closed-vocabulary columns must hold known values.
-        """
-        sch = self.spec.schema
-        if not isinstance(df, pd.DataFrame):
-            raise SchemaError(
-                f"request: expected a table of columns {list(self.columns)}, got {type(df).__name__}"
-            )
-        missing = [c for c in self.columns if c not in df.columns]
-        if missing:
-            raise SchemaError(f"request: missing column(s) {missing}; expected {list(self.columns)}")
-        if len(df) == 0:
-            raise SchemaError("request: no rows")
-        for col in sch.sparse:
-            s = df[col]
-            if self.spec.kinds[col] == "int":
-                if not _is_int(s):
-                    raise SchemaError(f"request: column {col!r} expects integer ids; found dtype {s.dtype}")
-            elif (
-                not (pd.api.types.is_string_dtype(s) or s.dtype == object)
-                or not s.map(lambda v: isinstance(v, str)).all()
-            ):
-                raise SchemaError(f"request: column {col!r} expects strings; found {_first_bad_str(s)!r}")
-        for col in sch.dense:
-            s = df[col]
-            if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
-                raise SchemaError(f"request: column {col!r} expects numbers; found dtype {s.dtype}")
-        if not _is_int(df[sch.domain]):
-            raise SchemaError(
-                f"request: column {sch.domain!r} expects integer domain ids; found {df[sch.domain].dtype}"
-            )
-        for col, vocab in self._closed_vocab.items():
-            keys = df[col].astype("int64") if self.spec.kinds[col] == "int" else df[col].astype(str)
-            unseen = vocab.get_indexer(keys) < 0
-            if unseen.any():
-                raise SchemaError(
-                    f"request: column {col!r} has {int(unseen.sum())} unknown value(s), e.g. "
-                    f"{keys[unseen].iloc[0]!r}; known values: {list(vocab)[:20]}"
+    # -- the fast path ------------------------------------------------------------------------------------
+    def _check_closed(self, cols: Columns) -> None:
+        for col in self.info.closed_columns:
+            unseen = self.encoder.unseen(col, cols.sparse[col])
+            if unseen:
+                known = self.spec.vocab[col]
+                raise RequestError(
+                    f"request: column {col!r} has {len(unseen)} unknown value(s), e.g. {excerpt(unseen[0])}; "
+                    f"known values: {excerpt(known[:20])}"
                 )
 
-    def encode(self, df: pd.DataFrame) -> TensorData:
-        """Check and encode raw rows; ``domain`` holds the routing domain of the bundle's source."""
-        self.check_frame(df)
-        enc = self.spec.encode_frame(df, source="request", unseen="oov", require_label=False)
-        enc[self.spec.schema.label] = np.float32(0.0)  # TensorData wants a label; serving has none
-        data = TensorData.from_frame(enc, self.spec.schema)
+    def encode_columns(self, cols: Columns) -> TensorData:
+        """Validated columns → model tensors; ``domain`` holds the routing domain of the bundle's source."""
+        self._check_closed(cols)
+        n = len(cols)
+        hand = torch.from_numpy(cols.domain)
+        data = TensorData(
+            sparse=torch.from_numpy(self.encoder.sparse(cols.sparse, n)),
+            dense=torch.from_numpy(self.encoder.standardise(cols.dense)),
+            domain=hand,
+            label=torch.zeros(n, dtype=torch.float32),  # TensorData wants a label; serving has none
+            handcrafted=hand,
+        )
         source = self.info.domain_source
         if source == "none" or (source == "mined" and self.miner is None):
             # a self-mining model (CTRModel.mines_domains) ignores batch.domain
-            return data.with_domain(torch.zeros(len(data), dtype=torch.int64))
+            return data.with_domain(torch.zeros(n, dtype=torch.int64))
         if source == "mined":
             return data.with_domain(self.miner.assign(data))
         return data
 
-    @torch.no_grad()
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
-        """pCTR per row: ``df`` with the raw ``schema.serving_columns`` → float64 array [N] in (0, 1)."""
-        data = self.encode(df)
-        out = []
+    @torch.inference_mode()
+    def predict_columns(self, cols: Columns) -> np.ndarray:
+        """pCTR per row of validated columns: float64 [N] in (0, 1)."""
+        data = self.encode_columns(cols)
+        out = np.empty(len(data), dtype=np.float64)
         for start in range(0, len(data), PREDICT_BATCH):
             batch: Batch = data.batch(start, start + PREDICT_BATCH)
-            out.append(torch.sigmoid(self.model(batch)))
-        return torch.cat(out).to(torch.float64).numpy()
+            out[start : start + len(batch)] = torch.sigmoid(self.model(batch)).numpy()
+        return out
 
+    # -- DataFrame entry points (offline scoring, MLflow pyfunc) ------------------------------------------
+    def encode(self, df: pd.DataFrame) -> TensorData:
+        """Check and encode raw rows (a DataFrame of ``schema.serving_columns``; extra columns ignored)."""
+        return self.encode_columns(self.parser.from_frame(df))
 
-def _is_int(s: pd.Series) -> bool:
-    return pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s)
-
-
-def _first_bad_str(s: pd.Series) -> Any:
-    bad = s[~s.map(lambda v: isinstance(v, str))]
-    return bad.iloc[0] if len(bad) else s.dtype
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """pCTR per row: ``df`` with the raw ``schema.serving_columns`` → float64 array [N] in (0, 1)."""
+        return self.predict_columns(self.parser.from_frame(df))

@@ -1,16 +1,22 @@
-"""The KServe ``InferenceService`` for the champion model (a plain dict; written as YAML).
+"""The KServe ``InferenceService`` for the champion model: a custom predictor running the project's serve image.
 
-KServe's MLflow model format: the storage initializer downloads ``storageUri`` (the registered model
-version's artifact location, resolved by :func:`mdctr.tracking.model_storage_uri`) into ``/mnt/models`` and
-the serving runtime loads it as an MLflow pyfunc. ``image`` overrides the runtime's container image with the
-project's serve image (it carries ``mdctr`` and the pinned inference dependencies), so the served code is the
-code the model was trained with.
+KServe custom-predictor contract (KServe's ``CustomPredictor``): the container named ``kserve-container``
+with an environment variable ``STORAGE_URI`` gets the storage initializer, which downloads that URI (the
+registered model version's artifact location, :func:`mdctr.tracking.model_storage_uri`) into
+``/mnt/models`` before the container starts; the pod's ``serviceAccountName`` carries the S3 credentials
+(a secret with KServe's ``serving.kserve.io/s3-*`` annotations). The container is the ``serve`` image target,
+whose command is ``mdctr serve --model-uri "$MODEL_URI" --host 0.0.0.0 --port "$PORT"``: the production
+server (:mod:`mdctr.serving.app`), which speaks the Open Inference Protocol v2 on
+``/v2/models/<name>/infer`` (``<name>`` = the InferenceService name) and reads only weights and JSON from
+``/mnt/models``. Probes use the v2 health routes.
+
+The manifest is checked against KServe's own API types in ``tests/serving/test_kserve.py``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +26,40 @@ import mdctr
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
-MODEL_FORMAT = "mlflow"
+CONTAINER_NAME = "kserve-container"  # the name KServe's webhook looks for (storage initializer, probes)
+MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
+PORT = 8080  # KServe routes traffic to the container's first port
+DEFAULT_SERVICE_ACCOUNT = "mdctr-serving"
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
-    "requests": {"cpu": "1", "memory": "2Gi"},
-    "limits": {"cpu": "2", "memory": "4Gi"},
+    "requests": {"cpu": "1", "memory": "1Gi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
 }
 # Kubernetes object names: DNS-1035 labels (lowercase alphanumerics and '-', starting with a letter).
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def serve_image() -> str:
+    """The serve image reference (the ``serve`` target of the Dockerfile)."""
+    return f"{mdctr.IMAGE}-serve"
 
 
 def kserve_manifest(
     *,
     name: str,
     storage_uri: str,
-    image: str = mdctr.IMAGE,
+    image: str | None = None,
     namespace: str | None = None,
+    service_account: str = DEFAULT_SERVICE_ACCOUNT,
     resources: Mapping[str, Mapping[str, str]] | None = None,
-    protocol_version: str = "v2",
-    args: Sequence[str] | None = None,
+    workers: int = 1,
     annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """An ``InferenceService`` serving the MLflow model at ``storage_uri`` (``s3://…`` or another URI KServe's
     storage initializer reads; not ``models:/`` or ``mlflow-artifacts:/``, which only MLflow resolves).
 
-    ``resources``: container requests/limits (default :data:`DEFAULT_RESOURCES`). ``args`` replaces the
-    runtime's container arguments when the image needs its own entrypoint. ``annotations`` go on metadata
-    (e.g. the registered model version and the gate decision, for traceability).
+    ``service_account``: the Kubernetes service account whose secret grants read access to ``storage_uri``.
+    ``resources``: container requests/limits (default :data:`DEFAULT_RESOURCES`). ``workers``: server worker
+    processes. ``annotations`` go on metadata (e.g. the registered model version, for traceability).
     """
     if not _NAME.match(name):
         raise ValueError(
@@ -55,15 +69,24 @@ def kserve_manifest(
         raise ValueError(
             f"storage_uri {storage_uri!r} is an MLflow URI; resolve it to the artifact store first"
         )
-    model: dict[str, Any] = {
-        "modelFormat": {"name": MODEL_FORMAT},
-        "protocolVersion": protocol_version,
-        "storageUri": storage_uri,
-        "image": image,
+    if not _NAME.match(service_account):
+        raise ValueError(f"service account {service_account!r} is not a valid Kubernetes name")
+    probe = {"httpGet": {"path": "/v2/health/ready", "port": PORT}, "periodSeconds": 10}
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image or serve_image(),
+        "env": [
+            {"name": "STORAGE_URI", "value": storage_uri},
+            {"name": "MODEL_URI", "value": MODEL_MOUNT},
+            {"name": "PORT", "value": str(PORT)},
+            {"name": "MDCTR_MODEL_NAME", "value": name},
+            {"name": "MDCTR_SERVE_WORKERS", "value": str(workers)},
+        ],
+        "ports": [{"containerPort": PORT, "name": "http1", "protocol": "TCP"}],
+        "readinessProbe": probe,
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": PORT}, "periodSeconds": 10},
         "resources": {k: dict(v) for k, v in (resources or DEFAULT_RESOURCES).items()},
     }
-    if args is not None:
-        model["args"] = list(args)
     metadata: dict[str, Any] = {"name": name}
     if namespace:
         metadata["namespace"] = namespace
@@ -73,7 +96,7 @@ def kserve_manifest(
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": metadata,
-        "spec": {"predictor": {"model": model}},
+        "spec": {"predictor": {"serviceAccountName": service_account, "containers": [container]}},
     }
 
 

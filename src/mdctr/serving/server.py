@@ -1,8 +1,10 @@
-"""Run ``mlflow models serve`` on a registered model as a child process (no mlflow import here).
+"""Scoring servers as processes (no mlflow import here).
 
-The scoring server is MLflow's own (FastAPI + uvicorn): ``POST /invocations`` with ``dataframe_split`` JSON,
-``GET /ping`` for health. ``--env-manager local`` serves from the current environment, which already holds
-every inference dependency (the model's ``requirements.txt`` pins the same versions).
+* The production server (:func:`run_server`, what ``mdctr serve`` and the KServe predictor run): uvicorn over
+  :class:`mdctr.serving.app.ScoringApp`, the Open Inference Protocol v2 plus ``/invocations`` and ``/ping``.
+  :func:`start_model_server` starts it as a child process (tests, benchmark).
+* MLflow's own scoring server on the same registered model (:func:`start_mlflow_scoring_server`,
+  ``mlflow models serve --env-manager local``): kept working, it calls the same pyfunc ``predict``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mdctr.serving.app import ENV_PREFIX, ServeLimits
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,9 @@ def venv_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def serve_command(model_uri: str, *, port: int, host: str = "127.0.0.1", workers: int = 1) -> list[str]:
+def mlflow_serve_command(
+    model_uri: str, *, port: int, host: str = "127.0.0.1", workers: int = 1
+) -> list[str]:
     """The ``mlflow models serve`` command line for ``model_uri`` (local env manager)."""
     return [
         sys.executable, "-m", "mlflow", "models", "serve",
@@ -146,7 +152,52 @@ def launch(
     return server
 
 
+def serve_command(
+    model_uri: str,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    workers: int = 1,
+    tracking_uri: str | None = None,
+    limits: ServeLimits | None = None,
+) -> list[str]:
+    """The ``mdctr serve`` command line (the production server) for ``model_uri``."""
+    limits = limits or ServeLimits()
+    cmd = [
+        sys.executable, "-c", "from mdctr.cli import app; app()", "serve", "--model-uri", model_uri, "--host", host,
+        "--port", str(port), "--workers", str(workers), "--max-body-bytes", str(limits.max_body_bytes),
+        "--max-rows", str(limits.max_rows),
+    ]  # fmt: skip
+    if tracking_uri:
+        cmd += ["--tracking-uri", tracking_uri]
+    return cmd
+
+
 def start_model_server(
+    model_uri: str = DEFAULT_MODEL_URI,
+    *,
+    port: int | None = None,
+    tracking_uri: str | None = None,
+    workers: int = 1,
+    limits: ServeLimits | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    log_dir: Path | None = None,
+) -> ProcessServer:
+    """Serve ``model_uri`` on 127.0.0.1 with the production server (``mdctr serve``); returns once
+    ``/v2/health/ready`` answers. ``env`` adds variables (e.g. an S3 endpoint)."""
+    port = port or free_port()
+    return launch(
+        serve_command(model_uri, port=port, workers=workers, tracking_uri=tracking_uri, limits=limits),
+        url=f"http://127.0.0.1:{port}",
+        health_path="/v2/health/ready",
+        env=venv_env(env),
+        timeout=timeout,
+        log_dir=log_dir,
+    )
+
+
+def start_mlflow_scoring_server(
     model_uri: str = DEFAULT_MODEL_URI,
     *,
     port: int | None = None,
@@ -165,10 +216,52 @@ def start_model_server(
     if tracking_uri:
         extra["MLFLOW_TRACKING_URI"] = tracking_uri
     return launch(
-        serve_command(model_uri, port=port, workers=workers),
+        mlflow_serve_command(model_uri, port=port, workers=workers),
         url=f"http://127.0.0.1:{port}",
         health_path="/ping",
         env=venv_env(extra),
         timeout=timeout,
         log_dir=log_dir,
+    )
+
+
+def run_server(
+    bundle_dir: Path | str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    workers: int = 1,
+    model_name: str = "mdctr-ctr",
+    model_version: str = "",
+    limits: ServeLimits | None = None,
+    torch_threads: int = 1,
+    limit_concurrency: int | None = 256,
+) -> None:
+    """Run the production server in this process until SIGINT/SIGTERM (blocking).
+
+    ``bundle_dir`` is a local model bundle (see :func:`mdctr.serving.bundle.bundle_dir_of`). With
+    ``workers > 1`` uvicorn's supervisor forks the workers and, on SIGTERM/SIGINT, stops them before it exits;
+    each worker loads the bundle itself (``app_from_env``). ``limit_concurrency``: connections + in-flight
+    requests beyond it get 503 instead of queueing without bound.
+    """
+    import uvicorn
+
+    env = {
+        f"{ENV_PREFIX}BUNDLE": str(Path(bundle_dir).resolve()),
+        f"{ENV_PREFIX}MODEL_NAME": model_name,
+        f"{ENV_PREFIX}MODEL_VERSION": model_version,
+        f"{ENV_PREFIX}TORCH_THREADS": str(torch_threads),
+        **(limits or ServeLimits()).to_env(),
+    }
+    os.environ.update(env)  # spawned workers inherit it
+    uvicorn.run(
+        "mdctr.serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        limit_concurrency=limit_concurrency,
+        access_log=False,  # one log line per request costs ~10% of a 1-row request
+        log_level="info",
+        timeout_graceful_shutdown=10,
     )

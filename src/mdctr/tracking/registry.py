@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError
@@ -21,7 +20,6 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 
 import mdctr
 from mdctr.serving.bundle import Predictor, read_metrics
@@ -37,14 +35,14 @@ from mdctr.tracking.names import (
     TAG_BUNDLE_MODEL,
     TAG_DOMAIN_SOURCE,
 )
-from mdctr.tracking.pyfunc import BUNDLE_ARTIFACT, MdctrPyfunc
+from mdctr.tracking.pyfunc import BUNDLE_DATA
 from mdctr.tracking.setup import client as get_client
 from mdctr.tracking.setup import configure
 
 log = logging.getLogger(__name__)
 
 #: distributions inference imports (the pyfunc, the bundle and the models); pinned from requirements.lock
-INFERENCE_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pyyaml", "cloudpickle")
+INFERENCE_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pyyaml")
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ class GateDecision:
         return d
 
 
-# -- requirements and code --------------------------------------------------------------------------------
+# -- requirements --------------------------------------------------------------------------------
 def _lock_file() -> Path | None:
     root = Path(mdctr.__file__).resolve().parents[2]
     lock = root / "requirements.lock"
@@ -112,14 +110,6 @@ def inference_requirements() -> list[str]:
     return [pins[k] for k in sorted(pins)]
 
 
-def _package_copy(dest: Path) -> Path:
-    """A clean copy of the ``mdctr`` source package (no caches) to ship with the model as ``code_paths``."""
-    src = Path(mdctr.__file__).resolve().parent
-    target = dest / "mdctr"
-    shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return target
-
-
 # -- registration -----------------------------------------------------------------------------------------
 def _metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
     tags = {f"{METRIC_TAG_PREFIX}{k}": repr(float(v)) for k, v in metrics.get("overall", {}).items()}
@@ -142,27 +132,28 @@ def register_bundle(
     """Log ``bundle_dir`` as a pyfunc model in run ``run_id``, register it as ``mdctr-ctr``, store its test
     metrics as version tags and point alias ``challenger`` at it.
 
-    The signature is inferred from ``input_example`` (raw serving columns) → pCTR, so MLflow's server rejects
-    requests with missing columns or uncastable types before the model runs. The model carries a copy of the
-    ``mdctr`` package (``code_paths``) and exact pins of the inference dependencies.
+    The pyfunc is loaded by the installed module ``mdctr.tracking.pyfunc`` (``loader_module``) from the bundle
+    stored as the model's ``data/bundle``: weights and JSON only, no pickled Python object and no code folder.
+    No signature is logged on purpose: MLflow's signature enforcement casts request values before ``predict``
+    sees them (``"5"`` or ``1.9`` → ``5`` for an integer id), hiding client bugs that mdctr's own strict
+    checks answer with a 400. The input example (raw serving columns) still documents the request format.
     """
     uri = configure(tracking_uri)
     bundle_dir = Path(bundle_dir).resolve()
     predictor = Predictor.load(bundle_dir)
     example = input_example[list(predictor.columns)].head(5).reset_index(drop=True)
-    with warnings.catch_warnings():
-        # MLflow warns that integer columns cannot hold missing values: ids must never be missing here
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        signature = infer_signature(example, predictor.predict(example))
+    predictor.predict(example)  # fail here, not in serving, if the example does not score
     metrics = read_metrics(bundle_dir)
-    with tempfile.TemporaryDirectory(prefix="mdctr-code-") as code_dir, mlflow.start_run(run_id=run_id):
+    with tempfile.TemporaryDirectory(prefix="mdctr-model-") as tmp, mlflow.start_run(run_id=run_id):
+        # a fixed directory name, so the model's layout is always data/bundle (mdctr.serving.bundle_dir_of)
+        data = Path(tmp) / BUNDLE_DATA
+        shutil.copytree(bundle_dir, data)
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
-            python_model=MdctrPyfunc(),
-            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-            code_paths=[str(_package_copy(Path(code_dir)))],
-            signature=signature,
+            loader_module="mdctr.tracking.pyfunc",
+            data_path=str(data),
             input_example=example,
+            signature=False,
             pip_requirements=inference_requirements(),
         )
     c = mlflow.MlflowClient(uri, registry_uri=uri)

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import math
 import os
+import pickle
 import re
 import sys
 import time
@@ -131,6 +132,20 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)  # atomic: a kill while saving never leaves a truncated checkpoint under the real name
 
 
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``: the unpickler builds tensors and plain containers only.
+
+    Every field is saved in such a form (RNG states are byte tensors, the optimiser state is tensors and
+    numbers, the history plain dicts), so a planted pickle that would run code fails to load instead.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise TrainingError(
+            f"checkpoint {path} holds more than tensors and plain data; refusing it ({e})"
+        ) from None
+
+
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -231,7 +246,7 @@ def _resume(
     """The loop state: fresh, or restored (with model, optimiser and RNGs) from the latest checkpoint."""
     if ckpt_dir is None or (path := latest_checkpoint(ckpt_dir)) is None:
         return _FitState()
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(path)
     if saved["resume_key"] != _resume_key(config):
         raise TrainingError(
             f"checkpoint {path} was written with train config {saved['resume_key']}, which differs from "

@@ -1,0 +1,332 @@
+"""The production scoring server: a plain ASGI app (run by uvicorn) over :class:`mdctr.serving.Predictor`.
+
+Endpoints:
+
+* KServe Open Inference Protocol v2: ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``,
+  ``GET /v2/models/{name}`` (metadata), ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``
+  (one input tensor per serving column, output ``pctr`` FP64 [N]); ``/versions/{v}`` forms are accepted too;
+* MLflow's scoring protocol: ``POST /invocations`` with ``dataframe_split`` (or ``dataframe_records``) JSON →
+  ``{"predictions": [...]}``, and ``GET /ping``.
+
+Why a hand-written ASGI callable and not a framework: a 1-row request is dominated by per-request overhead,
+and routing eight fixed paths needs no more than a dict. Every response, error or not, is JSON written by
+orjson; errors are ``{"error": msg}`` on v2 routes and ``{"error_code": ..., "message": msg}`` on
+``/invocations`` (MLflow's shape). Limits: the body size (413, checked on ``Content-Length`` before reading and
+while reading), the rows per request (413), a JSON content type (415), JSON nesting (orjson refuses more than
+1024 levels: 400). Prediction runs inline on the event loop: its cost is bounded by the row limit, and no
+thread hand-off is paid on small requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+import mdctr
+from mdctr.serving.request import (
+    DEFAULT_MAX_ABS_Z,
+    DEFAULT_MAX_ROWS,
+    V2_ADVERTISED,
+    RequestError,
+    excerpt,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+OUTPUT_NAME = "pctr"
+ENV_PREFIX = "MDCTR_SERVE_"
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Request limits of the server (all configurable from ``mdctr serve``).
+
+    Attributes:
+        max_body_bytes: largest request body; larger → 413 (before it is read, when Content-Length says so).
+        max_rows: most rows one request may carry; more → 413.
+        max_abs_z: dense values further than this many training standard deviations from the training mean → 400.
+    """
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_abs_z: float = DEFAULT_MAX_ABS_Z
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            f"{ENV_PREFIX}MAX_BODY_BYTES": str(self.max_body_bytes),
+            f"{ENV_PREFIX}MAX_ROWS": str(self.max_rows),
+            f"{ENV_PREFIX}MAX_ABS_Z": repr(self.max_abs_z),
+        }
+
+    @classmethod
+    def from_env(cls, env: MutableMapping[str, str] | None = None) -> ServeLimits:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            max_body_bytes=int(env.get(f"{ENV_PREFIX}MAX_BODY_BYTES", d.max_body_bytes)),
+            max_rows=int(env.get(f"{ENV_PREFIX}MAX_ROWS", d.max_rows)),
+            max_abs_z=float(env.get(f"{ENV_PREFIX}MAX_ABS_Z", d.max_abs_z)),
+        )
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ScoringApp:
+    """The ASGI application. ``predictor`` is a loaded :class:`mdctr.serving.Predictor`."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        *,
+        model_name: str,
+        model_version: str = "",
+        limits: ServeLimits | None = None,
+    ):
+        self.predictor = predictor
+        self.model_name = model_name
+        self.model_version = model_version
+        self.limits = limits or ServeLimits()
+        parser = predictor.parser
+        self._metadata = orjson.dumps(
+            {
+                "name": model_name,
+                "versions": [model_version] if model_version else [],
+                "platform": "mdctr-pytorch",
+                "inputs": [
+                    {"name": c, "datatype": V2_ADVERTISED[parser.kinds[c]], "shape": [-1]}
+                    for c in parser.columns
+                ],
+                "outputs": [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}],
+                "parameters": {
+                    "model": predictor.info.model_name,
+                    "domain_source": predictor.info.domain_source,
+                    "max_rows": self.limits.max_rows,
+                    "max_body_bytes": self.limits.max_body_bytes,
+                },
+            }
+        )
+        self._server_metadata = orjson.dumps(
+            {"name": "mdctr", "version": mdctr.__version__, "extensions": []}
+        )
+        v2_model = f"/v2/models/{model_name}"
+        versions = [v2_model] + ([f"{v2_model}/versions/{model_version}"] if model_version else [])
+        # path → (method, handler); a fixed table, no pattern matching per request
+        self._routes: dict[str, tuple[str, Callable[..., Awaitable[None]]]] = {
+            "/ping": ("GET", self._ok(b"{}")),
+            "/health": ("GET", self._ok(b"{}")),
+            "/v2/health/live": ("GET", self._ok(b'{"live":true}')),
+            "/v2/health/ready": ("GET", self._ok(b'{"ready":true}')),
+            "/v2": ("GET", self._ok(self._server_metadata)),
+            "/invocations": ("POST", self._invocations),
+        }
+        for base in versions:
+            self._routes[base] = ("GET", self._ok(self._metadata))
+            self._routes[f"{base}/ready"] = (
+                "GET",
+                self._ok(orjson.dumps({"name": model_name, "ready": True})),
+            )
+            self._routes[f"{base}/infer"] = ("POST", self._infer)
+
+    # -- ASGI ----------------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"].rstrip("/") or "/"
+        v2 = path.startswith("/v2")
+        route = self._routes.get(path)
+        try:
+            if route is None:
+                if path.startswith("/v2/models/"):
+                    raise _HTTPError(
+                        404,
+                        f"model {excerpt(path.split('/')[3])} not found; this server serves "
+                        f"{self.model_name!r}",
+                    )
+                raise _HTTPError(404, f"no such endpoint: {excerpt(path)}")
+            method, handler = route
+            if scope["method"] != method and not (method == "GET" and scope["method"] == "HEAD"):
+                raise _HTTPError(405, f"{path} accepts {method} only")
+            await handler(scope, receive, send)
+        except _HTTPError as e:
+            await _send(send, e.status, _error_body(e.status, e.message, v2))
+        except RequestError as e:
+            await _send(send, e.status, _error_body(e.status, str(e), v2))
+        except Exception:  # never a stack trace or a non-JSON body to the client
+            log.exception("internal error on %s", path)
+            await _send(send, 500, _error_body(500, "internal server error", v2))
+
+    @staticmethod
+    def _ok(body: bytes) -> Callable[..., Awaitable[None]]:
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            await _send(send, 200, body)
+
+        return handler
+
+    # -- request bodies ------------------------------------------------------------------------------------
+    async def _json_body(self, scope: Scope, receive: Receive) -> Any:
+        content_type = length = None
+        for k, v in scope["headers"]:
+            if k == b"content-type":
+                content_type = v
+            elif k == b"content-length":
+                length = v
+        if content_type is None:
+            raise _HTTPError(415, "missing Content-Type; send application/json")
+        if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+            raise _HTTPError(
+                415,
+                f"unsupported Content-Type {excerpt(content_type.decode('latin-1'))}; send application/json",
+            )
+        limit = self.limits.max_body_bytes
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise _HTTPError(400, "invalid Content-Length") from None
+            if declared > limit:
+                raise _HTTPError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _HTTPError(400, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:  # stop reading: the rest of the body is never buffered
+                raise _HTTPError(413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not body:
+            raise _HTTPError(400, "empty request body; expected valid JSON")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            # orjson's message names the position, never the body; cut it anyway
+            raise _HTTPError(400, f"request body is not valid JSON: {str(e)[:120]}") from None
+
+    def _predict(self, cols: Any) -> np.ndarray:
+        out = self.predictor.predict_columns(cols)
+        if not np.isfinite(out).all():  # cannot happen for range-checked inputs; never send NaN as JSON
+            raise _HTTPError(500, "the model produced a non-finite prediction")
+        return out
+
+    async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._json_body(scope, receive)
+        if not isinstance(body, dict):
+            raise RequestError("expected a JSON object with key 'dataframe_split' or 'dataframe_records'")
+        keys = set(body) - {"params"}
+        parser = self.predictor.parser
+        if keys == {"dataframe_split"}:
+            cols = parser.from_split(body["dataframe_split"])
+        elif keys == {"dataframe_records"}:
+            cols = parser.from_records(body["dataframe_records"])
+        else:
+            raise RequestError(
+                f"expected exactly one of 'dataframe_split', 'dataframe_records'; got keys {excerpt(sorted(keys))}"
+            )
+        out = self._predict(cols)
+        await _send(send, 200, orjson.dumps({"predictions": out}, option=_OPTS))
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._json_body(scope, receive)
+        cols = self.predictor.parser.from_v2(body)
+        outputs = body.get("outputs")
+        if outputs is not None:
+            names = (
+                [o.get("name") if isinstance(o, dict) else o for o in outputs]
+                if isinstance(outputs, list)
+                else [outputs]
+            )
+            if any(n != OUTPUT_NAME for n in names):
+                raise RequestError(
+                    f"v2 request: unknown output(s) {excerpt(names)}; this model has {OUTPUT_NAME!r}"
+                )
+        out = self._predict(cols)
+        response: dict[str, Any] = {"model_name": self.model_name}
+        if self.model_version:
+            response["model_version"] = self.model_version
+        if "id" in body:
+            response["id"] = body["id"]
+        response["outputs"] = [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [len(out)], "data": out}]
+        await _send(send, 200, orjson.dumps(response, option=_OPTS))
+
+
+def _error_body(status: int, message: str, v2: bool) -> bytes:
+    if v2:
+        return orjson.dumps({"error": message})
+    code = {400: "BAD_REQUEST", 404: "ENDPOINT_NOT_FOUND", 413: "REQUEST_LIMIT_EXCEEDED"}.get(
+        status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST"
+    )
+    return orjson.dumps({"error_code": code, "message": message})
+
+
+async def _send(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# -- the uvicorn factory: each worker process builds its app from environment variables ----------------------
+def app_from_env() -> ScoringApp:
+    """Build the app in a worker: the bundle directory and limits come from ``MDCTR_SERVE_*`` variables set by
+    :func:`mdctr.serving.server.run_server` (uvicorn starts workers by import string)."""
+    import torch
+
+    from mdctr.serving.bundle import Predictor
+
+    threads = int(os.environ.get(f"{ENV_PREFIX}TORCH_THREADS", "1"))
+    torch.set_num_threads(threads)
+    limits = ServeLimits.from_env()
+    bundle = os.environ[f"{ENV_PREFIX}BUNDLE"]
+    predictor = Predictor.load(bundle, max_rows=limits.max_rows, max_abs_z=limits.max_abs_z)
+    app = ScoringApp(
+        predictor,
+        model_name=os.environ.get(f"{ENV_PREFIX}MODEL_NAME", "mdctr-ctr"),
+        model_version=os.environ.get(f"{ENV_PREFIX}MODEL_VERSION", ""),
+        limits=limits,
+    )
+    log.info(
+        "worker %d serving %s from %s (%d torch thread(s))", os.getpid(), app.model_name, bundle, threads
+    )
+    return app

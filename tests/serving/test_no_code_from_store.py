@@ -1,0 +1,99 @@
+"""Nothing loaded from the artifact store executes code: a malicious pickle planted where a model's weights,
+a pickled ``python_model``, a shipped ``code/`` folder or a trainer checkpoint would be is never run."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mdctr import tracking
+from mdctr.serving import Predictor
+from mdctr.serving.bundle import WEIGHTS_FILE, bundle_dir_of
+from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
+
+
+class _Exploit:
+    """Unpickling this runs ``open(marker, "w")`` — a stand-in for a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _plant_pickle(path: Path, marker: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump(_Exploit(marker), f)
+
+
+def test_the_exploit_pickle_really_runs_when_unpickled(tmp_path: Path) -> None:
+    """Control: the planted file is a working exploit (so the tests below would notice if it ran)."""
+    _plant_pickle(tmp_path / "x.pkl", tmp_path / "ran")
+    with (tmp_path / "x.pkl").open("rb") as f:
+        pickle.load(f).close()
+    assert (tmp_path / "ran").exists()
+
+
+def test_planted_weights_pickle_is_refused(demo: DemoBundle, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo.path, bundle)
+    marker = tmp_path / "pwned"
+    _plant_pickle(bundle / WEIGHTS_FILE, marker)
+    with pytest.raises(pickle.UnpicklingError):
+        Predictor.load(bundle)
+    assert not marker.exists()
+
+
+@pytest.mark.integration
+def test_registered_model_loads_without_running_planted_pickles_or_code(
+    demo: DemoBundle, tmp_path: Path
+) -> None:
+    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    parent = tracking.start_parent_run(uri, run_name="security")
+    run_id = tracking.log_training_run(uri, parent, run_name="dnn", params={}, system_metrics=False)
+    rv = tracking.register_bundle(uri, demo.path, run_id=run_id, input_example=demo.table)
+    model_dir = Path(mlflow.artifacts.download_artifacts(rv.model_uri, dst_path=str(tmp_path / "dl")))
+
+    # the logged model: a loader module from the installed package, data = the bundle; no pickle, no code
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+    pyfunc = mlmodel["flavors"]["python_function"]
+    assert pyfunc["loader_module"] == "mdctr.tracking.pyfunc" and pyfunc["data"] == "data/bundle"
+    assert "code" not in pyfunc or pyfunc["code"] is None
+    assert "signature" not in mlmodel  # no cast of request values before mdctr's own checks
+    assert not list(model_dir.rglob("*.pkl")) and not (model_dir / "code").exists()
+
+    # plant a pickled python_model and a code/ folder shadowing mdctr, as an attacker with store access would
+    marker = tmp_path / "pwned"
+    _plant_pickle(model_dir / "python_model.pkl", marker)
+    _plant_pickle(model_dir / "data" / "bundle" / "python_model.pkl", marker)
+    evil = model_dir / "code" / "mdctr"
+    evil.mkdir(parents=True)
+    (evil / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (evil / "tracking").mkdir()
+    (evil / "tracking" / "pyfunc.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+    rows = demo.table[list(DEMO_SCHEMA.serving_columns)].head(30)
+    offline = Predictor.load(demo.path).predict(rows)
+    # MLflow's loader (the MLmodel as logged) and the production server's loader (fixed data/bundle path)
+    served = mlflow.pyfunc.load_model(str(model_dir)).predict(rows)
+    np.testing.assert_array_equal(np.asarray(served), offline)
+    np.testing.assert_array_equal(Predictor.load(bundle_dir_of(model_dir)).predict(rows), offline)
+    assert not marker.exists()
+
+    # a tampered weights file inside the stored model is refused by both loaders
+    _plant_pickle(model_dir / "data" / "bundle" / WEIGHTS_FILE, marker)
+    with pytest.raises(pickle.UnpicklingError):
+        Predictor.load(bundle_dir_of(model_dir))
+    with pytest.raises(pickle.UnpicklingError):
+        mlflow.pyfunc.load_model(str(model_dir))
+    assert not marker.exists()
+    assert torch.load  # torch stays importable: nothing above replaced modules
