@@ -13,7 +13,8 @@ from mdctr.serving.server import DEFAULT_MODEL_URI, DEFAULT_PORT, serve_command,
 
 def serve(
     model_uri: str = typer.Option(DEFAULT_MODEL_URI, "--model-uri", "-m", help="Registered model to serve."),
-    port: int = typer.Option(DEFAULT_PORT, "--port", "-p", help="Port on 127.0.0.1."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", "-p", help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 in a container)."),
     tracking_uri: str | None = typer.Option(
         None,
         "--tracking-uri",
@@ -27,11 +28,11 @@ def serve(
     from mdctr.tracking.setup import default_tracking_uri
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    cmd = serve_command(model_uri, port=port, workers=workers)
+    cmd = serve_command(model_uri, port=port, host=host, workers=workers)
     if dry_run:
         typer.echo(f"MLFLOW_TRACKING_URI={shlex.quote(uri)} {shlex.join(cmd)}")
         return
-    typer.echo(f"serving {model_uri} on http://127.0.0.1:{port}/invocations (tracking {uri})", err=True)
+    typer.echo(f"serving {model_uri} on http://{host}:{port}/invocations (tracking {uri})", err=True)
     try:
         rc = subprocess.call(cmd, env=venv_env({"MLFLOW_TRACKING_URI": uri}))
     except KeyboardInterrupt:
