@@ -163,7 +163,7 @@ def test_serve_image_answers_with_the_offline_predictions(
 ) -> None:
     import mlflow.pyfunc
 
-    from mdctr.serving.server import free_port, wait_healthy
+    from mdctr.serving.server import free_port
 
     model_uri = f"models:/{tracking.REGISTERED_MODEL}@{tracking.CHAMPION}"
     rows = tracking.load_input_example(mlflow_server, first_run.model_uri)
@@ -180,7 +180,7 @@ def test_serve_image_answers_with_the_offline_predictions(
         timeout=120,
     )  # fmt: skip
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/ping", timeout=300)
+        _wait_for_server(port, timeout=300)
         body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
         r = requests.post(
             f"http://127.0.0.1:{port}/invocations",
@@ -197,3 +197,17 @@ def test_serve_image_answers_with_the_offline_predictions(
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=60)
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
         print(logs.stdout[-3000:], logs.stderr[-3000:])
+
+
+def _wait_for_server(port: int, timeout: float) -> None:
+    """Until the server answers a health probe: MLflow's /ping or the v2 protocol's readiness endpoint."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in ("/ping", "/v2/health/ready"):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+        time.sleep(1)
+    raise AssertionError(f"the serve container did not answer on port {port} within {timeout:.0f} s")
