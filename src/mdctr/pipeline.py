@@ -57,6 +57,7 @@ DOCKER_PASSTHROUGH_ENV = (
     "AWS_DEFAULT_REGION",
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_ARTIFACTS_DESTINATION",
 )
 #: tracking URI schemes a task on another machine (a container, a pod) can reach
 REMOTE_TRACKING_SCHEMES = ("http://", "https://", "databricks")
@@ -247,6 +248,7 @@ def run_local(
     tracking_uri: str | None = None,
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
     runner: str = "subprocess",
+    artifacts_destination: str | None = None,
 ) -> LocalRunResult:
     """Run the full DAG on this machine; pipeline root ``<runs_dir>/kfp``.
 
@@ -255,7 +257,9 @@ def run_local(
     in the image :func:`mdctr.image_ref` (build it with ``make image``) as its non-root user on the host's
     network, so it reaches the tracking server and the S3 endpoint as a pod reaches a cluster's; MLflow at
     ``tracking_uri`` (must be a server URL; default: an ``mlflow server`` started for this run with its store
-    under ``<runs_dir>/mlflow-docker``, stopped afterwards).
+    under ``<runs_dir>/mlflow-docker``, stopped afterwards). ``artifacts_destination``: the tracking server's
+    ``--artifacts-destination`` (what promote_model resolves ``mlflow-artifacts:/`` URIs to for the KServe
+    manifest; default ``$MLFLOW_ARTIFACTS_DESTINATION``, or that of the server started here).
 
     ``models``/``domain_sources`` default to the registry's; the pipeline keeps the combinations each model
     accepts. ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
@@ -274,10 +278,16 @@ def run_local(
     thread_env = local_thread_env()
     with contextlib.ExitStack() as stack:
         if runner == "docker":
-            uri = tracking_uri or stack.enter_context(_docker_tracking_server(runs_dir)).url
+            if tracking_uri:
+                uri = tracking_uri
+            else:
+                server = stack.enter_context(_docker_tracking_server(runs_dir))
+                uri, artifacts_destination = server.url, artifacts_destination or server.artifacts_destination
             require_remote_tracking_uri(uri, where="runner docker")
             image = _require_image()
             env = {k: os.environ[k] for k in DOCKER_PASSTHROUGH_ENV if os.environ.get(k)}
+            if artifacts_destination:
+                env["MLFLOW_ARTIFACTS_DESTINATION"] = artifacts_destination
             settings = ClusterSettings(env={**ClusterSettings().env, **thread_env, **env})
             pipeline = load_pipeline(settings)
             # every task runs as the image's uid 10001: the outputs it writes under the root must be writable

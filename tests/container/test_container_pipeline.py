@@ -44,6 +44,7 @@ RUN = dict(
 def docker_host() -> Iterator[str]:
     """DOCKER_HOST of a running engine (ours, started by scripts/local-docker, when none runs)."""
     scripts = PROJECT_ROOT / "scripts"
+    running = subprocess.run([str(scripts / "local-docker"), "status"], capture_output=True, timeout=60)
     subprocess.run([str(scripts / "local-docker"), "start"], check=True, timeout=600)
     line = subprocess.run(
         [str(scripts / "local-docker"), "env"], check=True, capture_output=True, text=True, timeout=60
@@ -54,6 +55,8 @@ def docker_host() -> Iterator[str]:
     try:
         yield host
     finally:
+        if running.returncode != 0:  # we started it: stop it (images stay in its data root for the next run)
+            subprocess.run([str(scripts / "local-docker"), "stop"], timeout=120)
         if saved is None:
             os.environ.pop("DOCKER_HOST", None)
         else:
@@ -92,26 +95,33 @@ def images(docker_host: str) -> dict[str, float | str]:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A tracking server on the host; the containers share the host's network and reach it at its URL."""
     from mdctr.devservices.mlflow_server import start_mlflow_server
 
     root = tmp_path_factory.mktemp("mlflow")
     server = start_mlflow_server(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"), log_dir=root)
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
 
 
 @pytest.fixture(scope="module")
-def first_run(images: dict, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> object:
-    return run_local(**RUN, tracking_uri=mlflow_server, runs_dir=tmp_path_factory.mktemp("runs"))
+def first_run(images: dict, mlflow_server, tmp_path_factory: pytest.TempPathFactory) -> object:
+    t0 = time.perf_counter()
+    result = run_local(**RUN, **_server_args(mlflow_server), runs_dir=tmp_path_factory.mktemp("runs"))
+    print(f"container DAG: {time.perf_counter() - t0:.1f} s")
+    return result
+
+
+def _server_args(server) -> dict[str, str]:
+    return {"tracking_uri": server.url, "artifacts_destination": server.artifacts_destination}
 
 
 @pytest.mark.timeout(3600)
-def test_whole_dag_runs_in_containers_and_promotes(first_run, images: dict, mlflow_server: str) -> None:
-    uri = mlflow_server
+def test_whole_dag_runs_in_containers_and_promotes(first_run, images: dict, mlflow_server) -> None:
+    uri = mlflow_server.url
     assert "dnn/none" in first_run.leaderboard and "adaptive2/mined" in first_run.leaderboard
     assert first_run.promoted and first_run.model_uri == f"models:/{tracking.REGISTERED_MODEL}/1"
     assert tracking.alias_version(uri, tracking.CHAMPION) == "1"
@@ -135,7 +145,7 @@ def test_whole_dag_runs_in_containers_and_promotes(first_run, images: dict, mlfl
 
 @pytest.mark.timeout(1800)
 def test_a_failing_task_fails_the_run_and_marks_the_parent_run_failed(
-    first_run, mlflow_server: str, tmp_path: Path
+    first_run, mlflow_server, tmp_path: Path
 ) -> None:
     from mdctr.tracking.runs import TAG_FAILED_TASK, TAG_FAILURE
     from mdctr.tracking.setup import client as get_client
@@ -144,35 +154,33 @@ def test_a_failing_task_fails_the_run_and_marks_the_parent_run_failed(
         run_local(
             **{**RUN, "models": ["dnn"], "domain_sources": ["none"]},
             miner_options={"no_such_option": 1},  # mine_domains rejects it: the deliberate failure
-            tracking_uri=mlflow_server,
+            **_server_args(mlflow_server),
             runs_dir=tmp_path / "runs",
         )
-    client = get_client(mlflow_server)
+    client = get_client(mlflow_server.url)
     exp = client.get_experiment_by_name(tracking.EXPERIMENT)
     failed = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FAILED'")
     assert len(failed) == 1, [r.info.status for r in client.search_runs([exp.experiment_id])]
     tags = failed[0].data.tags
     assert tags[TAG_FAILED_TASK] and tags[TAG_FAILURE], tags
     # nothing new registered: the champion is still the first run's
-    assert tracking.alias_version(mlflow_server, tracking.CHAMPION) == "1"
+    assert tracking.alias_version(mlflow_server.url, tracking.CHAMPION) == "1"
 
 
 @pytest.mark.timeout(900)
-def test_serve_image_answers_with_the_offline_predictions(
-    first_run, images: dict, mlflow_server: str
-) -> None:
+def test_serve_image_answers_with_the_offline_predictions(first_run, images: dict, mlflow_server) -> None:
     import mlflow.pyfunc
 
     from mdctr.serving.server import free_port
 
     model_uri = f"models:/{tracking.REGISTERED_MODEL}@{tracking.CHAMPION}"
-    rows = tracking.load_input_example(mlflow_server, first_run.model_uri)
+    rows = tracking.load_input_example(mlflow_server.url, first_run.model_uri)
     port = free_port()
     name = f"mdctr-serve-test-{port}"
     subprocess.run(
         [
             "docker", "run", "-d", "--rm", "--name", name, "--network", "host",
-            "-e", f"MLFLOW_TRACKING_URI={mlflow_server}", "-e", f"MODEL_URI={model_uri}", "-e", f"PORT={port}",
+            "-e", f"MLFLOW_TRACKING_URI={mlflow_server.url}", "-e", f"MODEL_URI={model_uri}", "-e", f"PORT={port}",
             str(images["serve"]),
         ],
         check=True,
@@ -190,7 +198,7 @@ def test_serve_image_answers_with_the_offline_predictions(
         )
         assert r.status_code == 200, r.text[:2000]
         served = np.asarray(r.json()["predictions"], dtype=np.float64).reshape(-1)
-        mlflow.set_tracking_uri(mlflow_server)
+        mlflow.set_tracking_uri(mlflow_server.url)
         offline = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(rows), dtype=np.float64).reshape(-1)
         np.testing.assert_allclose(served, offline, rtol=0, atol=1e-6)
     finally:
