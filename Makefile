@@ -11,7 +11,7 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint clean data
+.PHONY: setup run test lint clean data image
 
 setup: $(STAMP)
 
@@ -39,6 +39,13 @@ lint: setup
 	$(BIN)/ruff format --check src tests components pipelines benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
+
+# The container image (Dockerfile targets runtime and serve), tagged mdctr.image_ref() = <version>-<git sha>:
+# a Docker engine (the running one, or scripts/local-docker starts one under runs/docker), the wheelhouse from
+# requirements.lock (scripts/wheelhouse), a base image (official python slim, else debootstrap: scripts/base-image).
+# Reused when the exact tags exist. TORCH_VARIANT=gpu for the CUDA variant; docs/deploy.md.
+image: setup
+	PYTHON=$(BIN)/python scripts/image
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

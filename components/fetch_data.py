@@ -1,4 +1,8 @@
-"""Component: fetch a dataset version (DVC) and open the MLflow parent run of this pipeline run."""
+"""Component: fetch one data version (DVC md5 from the remote, a git revision, or a local copy).
+
+Touches no tracking store and depends only on the data version and options, so the pipeline caches it: a
+second run on the same data reuses the artifact (and so do prepare and mine downstream).
+"""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -6,38 +10,38 @@ from kfp.dsl import Dataset, Output
 import mdctr
 
 
-@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
 def fetch_data(
     dataset: str,
     dataset_options: str,
     data_rev: str,
     data_repo: str,
-    tracking_uri: str,
-    kfp_run_id: str,
+    data_md5: str,
+    dvc_remote: str,
     raw: Output[Dataset],
 ) -> str:
-    """Fetch ``dataset`` at ``data_rev`` into ``raw``; return the MLflow parent run id."""
-    from mdctr.steps.fetch_data import FetchConfig
-    from mdctr.steps.fetch_data import fetch_data as step
+    """Fetch ``dataset`` at its version into ``raw``; return the md5 of the fetched files."""
+    from mdctr.steps.fetch_data import FetchConfig, fetch
 
-    result = step(
+    result = fetch(
         out_dir=raw.path,
         config=FetchConfig(
             dataset=dataset,
             dataset_options=dataset_options,
             data_rev=data_rev,
             data_repo=data_repo,
-            tracking_uri=tracking_uri,
-            kfp_run_id=kfp_run_id,
+            data_md5=data_md5,
+            dvc_remote=dvc_remote,
         ),
     )
     raw.metadata.update(
         {
             "dataset": dataset,
             "rev": result.rev,
+            "commit": result.commit,
             "md5": result.md5,
+            "dvc_md5": result.dvc_md5,
             "files": result.files,
-            "run_id": result.run_id,
         }
     )
-    return result.run_id
+    return result.md5

@@ -6,7 +6,7 @@ from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
 import mdctr
 
 
-@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
 def mine_domains(
     miner_options: str,
     seed: int,

@@ -5,7 +5,7 @@ from kfp import dsl
 import mdctr
 
 
-@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
 def plan_runs(models: list, domain_sources: list, seeds: list) -> list:
     """Return ``[{"model", "domain_source", "seed"}, …]`` for each combination the model accepts."""
     from mdctr.steps.plan_runs import PlanConfig

@@ -6,7 +6,7 @@ from kfp.dsl import Dataset, Input, Output
 import mdctr
 
 
-@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
 def prepare_data(
     dataset: str,
     dataset_options: str,
@@ -29,7 +29,6 @@ def prepare_data(
             "dataset": dataset,
             "rev": raw.metadata.get("rev", ""),
             "md5": raw.metadata.get("md5", ""),
-            "run_id": raw.metadata.get("run_id", ""),
             "rows": result.rows,
             "features": result.features,
             "domains": result.num_domains,

@@ -6,7 +6,7 @@ from kfp.dsl import Artifact, Input, Output
 import mdctr
 
 
-@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
 def promote_model(
     tracking_uri: str,
     serving_namespace: str,

@@ -6,7 +6,7 @@ from kfp.dsl import Artifact, Input, Model, Output
 import mdctr
 
 
-@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
 def register_model(
     tracking_uri: str,
     parent_run_id: str,
@@ -29,7 +29,12 @@ def register_model(
         winner_dir=winner.path,
         config=RegisterConfig(tracking_uri=tracking_uri, parent_run_id=parent_run_id, tolerance=tolerance),
     )
-    fields = {"decision": result.decision, "version": result.version, "model_uri": result.model_uri}
+    fields = {
+        "decision": result.decision,
+        "version": result.version,
+        "model_uri": result.model_uri,
+        "winner": str(winner.metadata.get("entry", "")),
+    }
     with open(registration.path, "w") as f:
         json.dump({**fields, "reason": result.reason, "gate": result.gate}, f, indent=2)
     registration.metadata.update({**fields, "reason": result.reason})

@@ -1,12 +1,12 @@
 """Component: train one (model, domain source, seed) entry at the FLOP budget; bundle + metrics out."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 import mdctr
 
 
-@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
 def train_model(
     model_name: str,
     domain_source: str,
@@ -17,14 +17,16 @@ def train_model(
     tracking_uri: str,
     prepared: Input[Dataset],
     domains: Input[Dataset],
+    run: Input[Artifact],
     bundle: Output[Model],
     results: Output[Dataset],
     metrics: Output[Metrics],
 ) -> str:
     """Fit width to ``flop_budget``, train, write the serving bundle and results; return the MLflow run id.
 
-    The MLflow parent run id travels on the ``prepared`` artifact's metadata rather than as a parameter: the
-    KFP 2.17 local runner replaces every task-output parameter entering a ParallelFor with the loop item.
+    The MLflow parent run id travels on the ``run`` artifact's metadata (from start_run) rather than as a
+    parameter: the KFP 2.17 local runner replaces every task-output parameter entering a ParallelFor with the
+    loop item. Not on ``prepared``: that one is cached across pipeline runs, the parent run never is.
     """
     from mdctr.steps.train_model import TrainStepConfig
     from mdctr.steps.train_model import train_model as step
@@ -42,7 +44,7 @@ def train_model(
             epochs=epochs,
             train_options=train_options,
             tracking_uri=tracking_uri,
-            parent_run_id=prepared.metadata.get("run_id", ""),
+            parent_run_id=str(run.metadata.get("run_id", "")),
         ),
     )
     for name, value in result.metrics.items():

@@ -6,7 +6,7 @@ from kfp.dsl import HTML, Dataset, Input, Output
 import mdctr
 
 
-@dsl.component(base_image=mdctr.IMAGE, install_kfp_package=False)
+@dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
 def validate_data(
     dataset: str,
     dataset_options: str,

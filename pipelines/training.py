@@ -1,8 +1,14 @@
-"""The training DAG: fetch → validate → prepare → mine → ParallelFor(train) → evaluate → register → If → promote.
+"""The training DAG: fetch → start run → validate → prepare → mine → ParallelFor(train) → evaluate → register →
+If → promote, inside an ExitHandler whose exit task closes the MLflow parent run (FAILED when anything failed).
 
 :func:`build_pipeline` returns the pipeline function with the Kubernetes settings (:mod:`mdctr.k8s`) applied
-to every task; ``training_pipeline`` is the default build. Parameter defaults are for a cluster run; the local
-runner (:func:`mdctr.pipeline.run_local`) overrides the ones that differ on a laptop.
+to every task; ``training_pipeline`` is the default build. Parameter defaults are for a cluster run: the data
+version is the DVC md5 in ``data.dvc`` at compile time, read from the DVC remote without any git checkout. The
+local runners (:func:`mdctr.pipeline.run_local`) override the ones that differ on a laptop.
+
+Caching is keyed on the data version and parameters only: fetch, prepare, mine and plan are cached (none takes
+the run id); every task that writes to MLflow (start_run, validate, train, evaluate, register, promote, the exit
+task) never is. fetch and train retry with exponential backoff (S3 or node hiccups).
 """
 
 from collections.abc import Callable
@@ -10,11 +16,13 @@ from typing import Any, NamedTuple
 
 from components.evaluate import evaluate
 from components.fetch_data import fetch_data
+from components.finish_run import finish_run
 from components.mine_domains import mine_domains
 from components.plan_runs import plan_runs
 from components.prepare_data import prepare_data
 from components.promote_model import promote_model
 from components.register_model import register_model
+from components.start_run import start_run
 from components.train_model import train_model
 from components.validate_data import validate_data
 from kfp import dsl
@@ -28,14 +36,10 @@ PIPELINE_DESCRIPTION = (
 )
 #: how many training tasks run at once on the cluster (the local runner runs at most 2 anyway)
 TRAIN_PARALLELISM = 8
-
-
-class TrainingOutputs(NamedTuple):
-    """What a run returns: the gate decision, the winning entry and the registration (version, URI, gate)."""
-
-    decision: str
-    winner: str
-    registration: dsl.Artifact
+#: retries of fetch (S3) and train (preemptible nodes): 2 more tries after 30 s, then 60 s, capped at 5 min
+RETRIES = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "300s"}
+#: the exit handler group (its name shows in the KFP UI and in the exit task's final status)
+EXIT_GROUP = "mdctr-run"
 
 
 class PipelineDefaults(NamedTuple):
@@ -45,18 +49,26 @@ class PipelineDefaults(NamedTuple):
     domain_sources: list[str]
     seeds: list[int]
     flop_budget: str
+    data_md5: str
+    dvc_remote: str
 
 
 def default_parameters() -> PipelineDefaults:
     """Models and domain sources from the registry: the single source of truth for what can be trained."""
+    from mdctr import versioning
     from mdctr.models import DOMAIN_SOURCES, model_names
+    from mdctr.pipeline import PROJECT_ROOT
     from mdctr.routing import FLOP_BUDGET_DEFAULT
 
+    # the data version committed with this code: data.dvc's md5 and the DVC remote, read at compile time
+    dvc_file = PROJECT_ROOT / versioning.DVC_FILE
     return PipelineDefaults(
         models=model_names(),
         domain_sources=list(DOMAIN_SOURCES),
         seeds=[0, 1, 2],
         flop_budget=FLOP_BUDGET_DEFAULT,
+        data_md5=versioning.data_version_md5(dvc_file) if dvc_file.is_file() else "",
+        dvc_remote=versioning.default_remote_url(PROJECT_ROOT),
     )
 
 
@@ -64,13 +76,15 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
     """The training pipeline with ``settings`` (secrets, pull policy, resources, GPU) on every task."""
     settings = settings or ClusterSettings()
     defaults = default_parameters()
-    default_models, default_sources, default_seeds, default_budget = defaults
+    default_models, default_sources, default_seeds, default_budget, default_md5, default_remote = defaults
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
     def training_pipeline(
         dataset: str = "ml-1m",
         dataset_options: str = "{}",
-        data_rev: str = "HEAD",
+        data_md5: str = default_md5,
+        dvc_remote: str = default_remote,
+        data_rev: str = "",
         data_repo: str = "",
         split: str = "random",
         split_seed: int = 0,
@@ -84,75 +98,87 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
         tracking_uri: str = "",
         promotion_tolerance: float = 0.002,
         serving_namespace: str = "mdctr",
-    ) -> TrainingOutputs:
-        fetch = fetch_data(
-            dataset=dataset,
-            dataset_options=dataset_options,
-            data_rev=data_rev,
-            data_repo=data_repo,
-            tracking_uri=tracking_uri,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        )
-        validate = validate_data(
-            dataset=dataset,
-            dataset_options=dataset_options,
-            tracking_uri=tracking_uri,
-            parent_run_id=fetch.outputs["Output"],
-            raw=fetch.outputs["raw"],
-        )
-        prepare = prepare_data(
-            dataset=dataset,
-            dataset_options=dataset_options,
-            split=split,
-            split_seed=split_seed,
-            raw=fetch.outputs["raw"],
-        ).after(validate)
-        mine = mine_domains(
-            miner_options=miner_options, seed=split_seed, prepared=prepare.outputs["prepared"]
-        )
-        plan = plan_runs(models=models, domain_sources=domain_sources, seeds=seeds)
-        with dsl.ParallelFor(plan.output, parallelism=TRAIN_PARALLELISM) as entry:
-            train = train_model(
-                model_name=entry.model,
-                domain_source=entry.domain_source,
-                seed=entry.seed,
-                flop_budget=flop_budget,
-                epochs=epochs,
-                train_options=train_options,
-                tracking_uri=tracking_uri,
-                prepared=prepare.outputs["prepared"],
-                domains=mine.outputs["domains"],
+    ) -> None:
+        # Runs last, whatever happened: closes the parent run, FAILED with the failing task when one failed.
+        exit_task = finish_run(tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        with dsl.ExitHandler(exit_task, name=EXIT_GROUP):
+            fetch = fetch_data(
+                dataset=dataset,
+                dataset_options=dataset_options,
+                data_rev=data_rev,
+                data_repo=data_repo,
+                data_md5=data_md5,
+                dvc_remote=dvc_remote,
             )
-        evaluation = evaluate(
-            tracking_uri=tracking_uri,
-            parent_run_id=fetch.outputs["Output"],
-            results=dsl.Collected(train.outputs["results"]),
-            bundles=dsl.Collected(train.outputs["bundle"]),
-        )
-        register = register_model(
-            tracking_uri=tracking_uri,
-            parent_run_id=fetch.outputs["Output"],
-            tolerance=promotion_tolerance,
-            winner=evaluation.outputs["winner"],
-        )
-        with dsl.If(register.outputs["Output"] == "promote", name="gate-passed"):
-            promote = promote_model(
+            start = start_run(
+                dataset=dataset,
+                dataset_options=dataset_options,
+                data_rev=data_rev,
+                data_md5=data_md5,
                 tracking_uri=tracking_uri,
-                serving_namespace=serving_namespace,
-                registration=register.outputs["registration"],
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                raw=fetch.outputs["raw"],
             )
+            validate = validate_data(
+                dataset=dataset,
+                dataset_options=dataset_options,
+                tracking_uri=tracking_uri,
+                parent_run_id=start.outputs["Output"],
+                raw=fetch.outputs["raw"],
+            )
+            prepare = prepare_data(
+                dataset=dataset,
+                dataset_options=dataset_options,
+                split=split,
+                split_seed=split_seed,
+                raw=fetch.outputs["raw"],
+            ).after(validate)
+            mine = mine_domains(
+                miner_options=miner_options, seed=split_seed, prepared=prepare.outputs["prepared"]
+            )
+            plan = plan_runs(models=models, domain_sources=domain_sources, seeds=seeds)
+            with dsl.ParallelFor(plan.output, parallelism=TRAIN_PARALLELISM) as entry:
+                train = train_model(
+                    model_name=entry.model,
+                    domain_source=entry.domain_source,
+                    seed=entry.seed,
+                    flop_budget=flop_budget,
+                    epochs=epochs,
+                    train_options=train_options,
+                    tracking_uri=tracking_uri,
+                    prepared=prepare.outputs["prepared"],
+                    domains=mine.outputs["domains"],
+                    run=start.outputs["run"],
+                )
+            evaluation = evaluate(
+                tracking_uri=tracking_uri,
+                parent_run_id=start.outputs["Output"],
+                results=dsl.Collected(train.outputs["results"]),
+                bundles=dsl.Collected(train.outputs["bundle"]),
+            )
+            register = register_model(
+                tracking_uri=tracking_uri,
+                parent_run_id=start.outputs["Output"],
+                tolerance=promotion_tolerance,
+                winner=evaluation.outputs["winner"],
+            )
+            with dsl.If(register.outputs["Output"] == "promote", name="gate-passed"):
+                promote = promote_model(
+                    tracking_uri=tracking_uri,
+                    serving_namespace=serving_namespace,
+                    registration=register.outputs["registration"],
+                )
+        for task in (fetch, train):
+            task.set_retry(**RETRIES)
+        for task in (exit_task, start, validate, train, evaluation, register, promote):
+            task.set_caching_options(enable_caching=False)  # writes to MLflow: once per pipeline run
         configure_tasks(
-            [fetch, validate, prepare, mine, plan, train, evaluation, register, promote],
+            [exit_task, fetch, start, validate, prepare, mine, plan, train, evaluation, register, promote],
             settings,
             heavy=[mine, train],
         )
-        # Read by the local runner (and shown in the KFP UI). The registration names the version and its URI,
-        # which is the champion's exactly when decision == "promote".
-        return TrainingOutputs(
-            decision=register.outputs["Output"],
-            winner=evaluation.outputs["Output"],
-            registration=register.outputs["registration"],
-        )
+        # No pipeline outputs: KFP allows none from inside an ExitHandler. The decision, winner and registered
+        # version are in register-model's `registration` artifact (and in MLflow).
 
     return training_pipeline
 

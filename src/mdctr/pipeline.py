@@ -3,14 +3,16 @@
 * :func:`compile_pipeline` writes the KFP IR YAML; it reads no environment variable.
 * :func:`submit` uploads a new version of a named pipeline to a KFP server and starts a run (or a recurring
   run) with the given parameters.
-* :func:`run_local` runs the whole DAG on this machine with the KFP local runner (subprocesses using the current
-  interpreter), MLflow on SQLite by default, outputs under ``runs/``.
+* :func:`run_local` runs the whole DAG on this machine with the KFP local runner: ``runner="subprocess"``
+  (the current interpreter; MLflow on SQLite by default) or ``runner="docker"`` (every task in the project's
+  image as its non-root user, MLflow a tracking server the containers reach); outputs under ``runs/``.
 
 This is the one ``mdctr`` module besides :mod:`mdctr.k8s` that imports kfp; steps never do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -25,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mdctr.config import ConfigError
 from mdctr.k8s import ClusterSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,48 @@ LOCAL_DATA_REV = "local"
 LOCAL_PARALLEL_TASKS = 2
 #: variables that set the CPU threads of torch / OpenMP / MKL in a task process
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: the KFP local runners :func:`run_local` drives
+RUNNERS = ("subprocess", "docker")
+#: the image's non-root user (Dockerfile `useradd --uid 10001`)
+DOCKER_USER = "10001"
+#: host variables a docker task receives when set (the DVC remote's endpoint and keys; what a cluster's
+#: Secrets provide, see mdctr.k8s)
+DOCKER_PASSTHROUGH_ENV = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_ARTIFACTS_DESTINATION",
+)
+#: tracking URI schemes a task on another machine (a container, a pod) can reach
+REMOTE_TRACKING_SCHEMES = ("http://", "https://", "databricks")
+
+
+class TrackingURIError(ConfigError):
+    """The tracking URI cannot work where the tasks run (empty or local for a cluster or container run)."""
+
+
+def require_remote_tracking_uri(uri: str | None, *, where: str) -> str:
+    """``uri`` if tasks running ``where`` can reach it; else a :class:`TrackingURIError` saying what to set.
+
+    An empty URI makes every pod fall back to its own SQLite store, and a ``sqlite:``/file path exists only on
+    the machine that wrote it: later tasks would not find the parent run.
+    """
+    if not uri or not uri.strip():
+        raise TrackingURIError(
+            f"{where}: tracking_uri is empty, so every task would write to its own local SQLite store; pass "
+            "--tracking-uri http(s)://<your MLflow server> (arguments: tracking_uri=...)"
+        )
+    if not uri.startswith(REMOTE_TRACKING_SCHEMES):
+        raise TrackingURIError(
+            f"{where}: tracking_uri {uri!r} is local to this machine; tasks need a tracking server they can "
+            "reach: pass --tracking-uri http(s)://<your MLflow server>"
+        )
+    return uri
 
 
 def local_thread_env(cpus: int | None = None, parallel: int = LOCAL_PARALLEL_TASKS) -> dict[str, str]:
@@ -122,6 +167,8 @@ def submit(
 
     import kfp
 
+    params = dict(arguments or {})
+    require_remote_tracking_uri(params.get("tracking_uri"), where="submit")
     client = client or kfp.Client(host=host, namespace=namespace)
     name = name or pipeline_name()
     version = version or f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -134,7 +181,6 @@ def submit(
             log.info("created pipeline %s (%s)", name, pipeline_id)
         pv = client.upload_pipeline_version(str(path), version, pipeline_id=pipeline_id)
     exp = client.create_experiment(experiment, namespace=namespace)
-    params = dict(arguments or {})
     common = dict(
         experiment_id=exp.experiment_id,
         job_name=f"{name} {version}",
@@ -189,6 +235,8 @@ def run_local(
     dataset_options: Mapping[str, Any] | None = None,
     data_rev: str = LOCAL_DATA_REV,
     data_repo: str = "",
+    data_md5: str = "",
+    dvc_remote: str = "",
     models: Sequence[str] | None = None,
     domain_sources: Sequence[str] | None = None,
     seeds: Sequence[int] = (0,),
@@ -199,70 +247,169 @@ def run_local(
     promotion_tolerance: float = 0.002,
     tracking_uri: str | None = None,
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
+    runner: str = "subprocess",
+    artifacts_destination: str | None = None,
 ) -> LocalRunResult:
-    """Run the full DAG locally: ``kfp.local`` SubprocessRunner (no venv; the current interpreter), pipeline
-    root ``<runs_dir>/kfp``, MLflow at ``tracking_uri`` (default: SQLite under ``./mlruns``).
+    """Run the full DAG on this machine; pipeline root ``<runs_dir>/kfp``.
+
+    ``runner="subprocess"``: KFP's SubprocessRunner (no venv; the current interpreter), MLflow at
+    ``tracking_uri`` (default: SQLite under ``./mlruns``). ``runner="docker"``: KFP's DockerRunner, every task
+    in the image :func:`mdctr.image_ref` (build it with ``make image``) as its non-root user on the host's
+    network, so it reaches the tracking server and the S3 endpoint as a pod reaches a cluster's; MLflow at
+    ``tracking_uri`` (must be a server URL; default: an ``mlflow server`` started for this run with its store
+    under ``<runs_dir>/mlflow-docker``, stopped afterwards). ``artifacts_destination``: the tracking server's
+    ``--artifacts-destination`` (what promote_model resolves ``mlflow-artifacts:/`` URIs to for the KServe
+    manifest; default ``$MLFLOW_ARTIFACTS_DESTINATION``, or that of the server started here).
 
     ``models``/``domain_sources`` default to the registry's; the pipeline keeps the combinations each model
-    accepts. Raises ``RuntimeError`` when a task fails (the failing task's log is printed above it).
+    accepts. ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
+    default); otherwise ``data_rev`` (default ``local``: copy ``DATASETS_DIR``). Raises ``RuntimeError`` when
+    a task fails (the failing task's log is printed above it); the exit task has then marked the MLflow parent
+    run FAILED.
     """
     from kfp import local
 
-    from mdctr.tracking.setup import default_tracking_uri
-
-    pipeline = load_pipeline()
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     defaults = _pipeline_module().default_parameters()
     runs_dir = Path(runs_dir).resolve()
     root = runs_dir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri or default_tracking_uri()
-    arguments = {
-        "dataset": dataset,
-        "dataset_options": json.dumps(dict(dataset_options or {})),
-        "data_rev": data_rev,
-        "data_repo": data_repo,
-        "models": list(models or defaults.models),
-        "domain_sources": list(domain_sources or defaults.domain_sources),
-        "seeds": [int(s) for s in seeds],
-        "flop_budget": flop_budget or defaults.flop_budget,
-        "epochs": int(epochs),
-        "train_options": json.dumps(dict(train_options or {})),
-        "miner_options": json.dumps(dict(miner_options or {})),
-        "tracking_uri": uri,
-        "promotion_tolerance": float(promotion_tolerance),
-    }
-    log.info("local pipeline run: %s", json.dumps(arguments))
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(root),
-        workspace_root=str(runs_dir / "workspace"),
-        raise_on_error=True,
-    )
-    before = {p.name for p in root.iterdir()}
-    t0 = time.perf_counter()
-    with warnings.catch_warnings(), _environ(local_thread_env()):
-        # the runner warns that a non-"python" image name may not match the local interpreter; here it does
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
-        try:
-            task = pipeline(**arguments)
-        except Exception as e:  # kfp raises a bare RuntimeError naming the failed task
-            raise RuntimeError(f"local pipeline run failed: {e}") from e
-    seconds = time.perf_counter() - t0
+    thread_env = local_thread_env()
+    with contextlib.ExitStack() as stack:
+        if runner == "docker":
+            if tracking_uri:
+                uri = tracking_uri
+            else:
+                server = stack.enter_context(_docker_tracking_server(runs_dir))
+                uri, artifacts_destination = server.url, artifacts_destination or server.artifacts_destination
+            require_remote_tracking_uri(uri, where="runner docker")
+            image = _require_image()
+            env = {k: os.environ[k] for k in DOCKER_PASSTHROUGH_ENV if os.environ.get(k)}
+            if artifacts_destination:
+                env["MLFLOW_ARTIFACTS_DESTINATION"] = artifacts_destination
+            settings = ClusterSettings(env={**ClusterSettings().env, **thread_env, **env})
+            pipeline = load_pipeline(settings)
+            # every task runs as the image's uid 10001: the outputs it writes under the root must be writable
+            # by it, and the host creates each task's output directories, so they get mode 777 here
+            root.chmod(0o777)
+            (runs_dir / "workspace").mkdir(exist_ok=True)
+            (runs_dir / "workspace").chmod(0o777)
+            stack.enter_context(_umask(0))
+            task_runner: Any = local.DockerRunner(network_mode="host", user=DOCKER_USER)
+            log.info("docker runner: image %s, tracking %s", image, uri)
+        else:
+            from mdctr.tracking.setup import default_tracking_uri
+
+            uri = tracking_uri or default_tracking_uri()
+            pipeline = load_pipeline()
+            task_runner = local.SubprocessRunner(use_venv=False)
+            stack.enter_context(_environ(thread_env))
+        arguments = {
+            "dataset": dataset,
+            "dataset_options": json.dumps(dict(dataset_options or {})),
+            "data_md5": data_md5,
+            "dvc_remote": dvc_remote,
+            "data_rev": data_rev,
+            "data_repo": data_repo,
+            "models": list(models or defaults.models),
+            "domain_sources": list(domain_sources or defaults.domain_sources),
+            "seeds": [int(s) for s in seeds],
+            "flop_budget": flop_budget or defaults.flop_budget,
+            "epochs": int(epochs),
+            "train_options": json.dumps(dict(train_options or {})),
+            "miner_options": json.dumps(dict(miner_options or {})),
+            "tracking_uri": uri,
+            "promotion_tolerance": float(promotion_tolerance),
+        }
+        log.info("local pipeline run (%s): %s", runner, json.dumps(arguments))
+        local.init(
+            runner=task_runner,
+            pipeline_root=str(root),
+            workspace_root=str(runs_dir / "workspace"),
+            raise_on_error=True,
+        )
+        before = {p.name for p in root.iterdir()}
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            # the runner warns that a non-"python" image name may not match the local interpreter; here it does
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+            try:
+                task = pipeline(**arguments)
+            except Exception as e:  # kfp raises a bare RuntimeError naming the failed task
+                raise RuntimeError(f"local pipeline run ({runner}) failed: {e}") from e
+        seconds = time.perf_counter() - t0
     created = sorted(p for p in root.iterdir() if p.name not in before and p.is_dir())
     run_dir = created[-1] if created else root
-    outputs = task.outputs
-    registration = json.loads(Path(outputs["registration"].path).read_text())
+    del task  # the pipeline has no outputs (none may leave an ExitHandler): read register-model's artifact
+    registration = json.loads(_task_file(run_dir, "register-model", "registration").read_text())
     leaderboard = _read_leaderboard(run_dir)
-    log.info("local pipeline run finished in %.1fs: %s", seconds, outputs["decision"])
+    log.info("local pipeline run finished in %.1fs: %s", seconds, registration["decision"])
     return LocalRunResult(
-        decision=outputs["decision"],
+        decision=registration["decision"],
         model_uri=registration["model_uri"],
-        winner=outputs["winner"],
+        winner=registration["winner"],
         leaderboard=leaderboard,
         run_dir=run_dir,
         tracking_uri=uri,
         seconds=seconds,
     )
+
+
+def _task_file(run_dir: Path, task: str, name: str) -> Path:
+    """An output artifact of ``task`` inside a local run directory."""
+    path = run_dir / task / name
+    if not path.is_file():
+        raise RuntimeError(f"local run {run_dir}: {task} wrote no {name!r} artifact")
+    return path
+
+
+def _require_image() -> str:
+    """The image this code's tasks run in, which must exist in the Docker engine (``DOCKER_HOST``)."""
+    import docker
+
+    import mdctr
+
+    image = mdctr.image_ref()
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException as e:
+        raise RuntimeError(
+            f'no Docker engine answers ({e}); start one: eval "$(scripts/local-docker start >&2 && '
+            'scripts/local-docker env)"'
+        ) from None
+    with contextlib.closing(client):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise RuntimeError(
+                f"image {image} not found in the Docker engine; build it with `make image`"
+            ) from None
+    return image
+
+
+@contextmanager
+def _docker_tracking_server(runs_dir: Path) -> Iterator[Any]:
+    """An ``mlflow server`` for one docker run: SQLite store and artifacts under ``runs_dir/mlflow-docker``,
+    artifacts proxied by the server (``--serve-artifacts``), so containers need only its URL."""
+    from mdctr.devservices.mlflow_server import start_mlflow_server
+
+    state = runs_dir / "mlflow-docker"
+    (state / "artifacts").mkdir(parents=True, exist_ok=True)
+    server = start_mlflow_server(f"sqlite:///{state / 'mlflow.db'}", str(state / "artifacts"), log_dir=state)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 @contextmanager

@@ -53,7 +53,7 @@ class DataVersion:
     """A data version recorded in ``data.dvc``.
 
     Attributes:
-        md5: DVC's md5 of the ``data`` directory (``…​.dir``); identical for identical bytes at any rev.
+        md5: DVC's md5 of the ``data`` directory (``<32 hex digits>.dir``); identical for identical bytes at any rev.
         nfiles: number of files in ``data/``.
         size: bytes in ``data/``.
         datasets: dataset sub-directories present in ``data/``.
@@ -394,3 +394,87 @@ def _fetch_local(rel: Path, out_dir: Path, datasets_dir: Path | None) -> FetchRe
     md5, nfiles = tree_md5(out_dir)
     log.info("copied %s into %s (local mode): %d files, md5 %s", src, out_dir, nfiles, md5)
     return FetchResult(path=out_dir, rev="local", commit="", md5=md5, dvc_md5="", files=nfiles)
+
+
+# -- fetch by DVC md5 (no git) --------------------------------------------------------------------------------
+def data_version_md5(dvc_file: Path | str = DVC_FILE) -> str:
+    """The md5 of the ``data`` output recorded in ``dvc_file`` (``<32 hex digits>.dir``): a data version without git."""
+    path = Path(dvc_file)
+    if not path.is_file():
+        raise VersioningError(f"{path} not found; version the data first (mdctr data import, docs/data.md)")
+    return _read_dvc_out(path.read_text(), str(path))[0]
+
+
+def default_remote_url(repo: Path | str = ".") -> str:
+    """The URL of the repo's default DVC remote (``s3://…``), "" when none is configured."""
+    return _remote(Path(repo))[1]
+
+
+def _s3_location(url: str) -> tuple[str, str]:
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise VersioningError(f"DVC remote {url!r}: only s3://bucket/prefix remotes can be read without git")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def _object_key(prefix: str, md5: str) -> str:
+    # DVC 3 remote layout: <prefix>/files/md5/<first two hex digits>/<the rest>
+    return "/".join(p for p in (prefix, "files", "md5", md5[:2], md5[2:]) if p)
+
+
+def fetch_by_md5(remote_url: str, dvc_md5: str, out_dir: Path, path: str = DATA_DIR) -> FetchResult:
+    """Fetch ``path`` of the data version whose ``data.dvc`` md5 is ``dvc_md5`` straight from the DVC remote.
+
+    What a container on a cluster does: it has no git checkout of the project, only the md5 compiled into the
+    pipeline (from ``data.dvc``) and the remote URL. Reads the ``.dir`` manifest and the files it lists under
+    ``path`` with boto3 (endpoint and credentials from the environment, like DVC); every file's md5 is checked,
+    so the bytes are exactly that version's.
+    """
+    import json
+
+    import boto3
+    import botocore.exceptions
+
+    out_dir = Path(out_dir)
+    rel = Path(path)
+    if rel.parts[:1] != (DATA_DIR,):
+        raise VersioningError(f"path {path!r} must be {DATA_DIR!r} or lie under it (e.g. 'data/ml-1m')")
+    if not dvc_md5.endswith(".dir") or len(dvc_md5) != 36:
+        raise VersioningError(f"data md5 {dvc_md5!r} is not a DVC directory md5 (32 hex digits + '.dir')")
+    bucket, prefix = _s3_location(remote_url)
+    s3 = boto3.client("s3")
+    where = f"{remote_url} (endpoint {endpoint_url() or 'AWS'})"
+
+    def get(md5: str) -> bytes:
+        key = _object_key(prefix, md5)
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except botocore.exceptions.EndpointConnectionError:
+            check_endpoint(endpoint_url())
+            raise
+        except botocore.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "?")
+            raise VersioningError(
+                f"s3://{bucket}/{key} ({md5}) unreadable in {where}: {code}; was the version pushed "
+                "(mdctr data import)?"
+            ) from None
+
+    try:
+        manifest = json.loads(get(dvc_md5))
+    except json.JSONDecodeError as e:
+        raise VersioningError(f"{dvc_md5} in {where} is not a DVC directory manifest ({e})") from None
+    sub = Path(*rel.parts[1:]).as_posix() if len(rel.parts) > 1 else ""
+    entries = [e for e in manifest if not sub or e["relpath"] == sub or e["relpath"].startswith(sub + "/")]
+    if not entries:
+        raise VersioningError(f"data version {dvc_md5} has no files under {path!r}")
+    with atomic_dir(out_dir) as tmp:
+        for entry in entries:
+            data = get(entry["md5"])
+            if hashlib.md5(data).hexdigest() != entry["md5"]:
+                raise VersioningError(f"{entry['relpath']} from {where}: content does not match its md5")
+            dest = tmp / (Path(entry["relpath"]).relative_to(sub) if sub else Path(entry["relpath"]))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+    md5, nfiles = tree_md5(out_dir)
+    log.info("fetched %s of data version %s from %s: %d files, md5 %s", path, dvc_md5, where, nfiles, md5)
+    return FetchResult(path=out_dir, rev=f"md5:{dvc_md5}", commit="", md5=md5, dvc_md5=dvc_md5, files=nfiles)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mdctr.pipeline import submit
+from mdctr.pipeline import TrackingURIError, submit
 
 
 class RecordingClient:
@@ -51,7 +51,7 @@ def test_first_submit_creates_the_pipeline_then_a_version_and_a_run() -> None:
     client = RecordingClient()
     result = submit(
         "http://kfp.example",
-        arguments={"dataset": "ml-1m", "epochs": 2},
+        arguments={"dataset": "ml-1m", "epochs": 2, "tracking_uri": "https://mlflow.example"},
         experiment="nightly",
         version="v7",
         pipeline_root="s3://mdctr/kfp",
@@ -66,7 +66,7 @@ def test_first_submit_creates_the_pipeline_then_a_version_and_a_run() -> None:
         "run_pipeline",
     ]
     run = dict(client.calls)["run_pipeline"]
-    assert run["params"] == {"dataset": "ml-1m", "epochs": 2}
+    assert run["params"] == {"dataset": "ml-1m", "epochs": 2, "tracking_uri": "https://mlflow.example"}
     assert run["version_id"] == "v-1" and run["pipeline_id"] == "p-new"
     assert run["pipeline_root"] == "s3://mdctr/kfp"
     assert dict(client.calls)["upload_pipeline_version"]["name"] == "v7"
@@ -76,7 +76,13 @@ def test_first_submit_creates_the_pipeline_then_a_version_and_a_run() -> None:
 
 def test_existing_pipeline_gets_a_new_version_and_a_cron_schedule() -> None:
     client = RecordingClient(existing_pipeline="p-old")
-    result = submit("http://kfp.example", cron="0 0 3 * * *", name="mdctr-training", client=client)
+    result = submit(
+        "http://kfp.example",
+        arguments={"tracking_uri": "http://mlflow.mdctr:5000"},
+        cron="0 0 3 * * *",
+        name="mdctr-training",
+        client=client,
+    )
     names = [c[0] for c in client.calls]
     assert "upload_pipeline" not in names
     rec = dict(client.calls)["create_recurring_run"]
@@ -87,5 +93,24 @@ def test_existing_pipeline_gets_a_new_version_and_a_cron_schedule() -> None:
 def test_five_field_cron_is_rejected_before_anything_is_scheduled() -> None:
     client = RecordingClient(existing_pipeline="p-old")
     with pytest.raises(ValueError, match="seconds first"):
-        submit("http://kfp.example", cron="0 3 * * *", client=client)
+        submit(
+            "http://kfp.example", arguments={"tracking_uri": "http://m:5000"}, cron="0 3 * * *", client=client
+        )
     assert "create_recurring_run" not in [c[0] for c in client.calls]
+
+
+@pytest.mark.parametrize(
+    ("uri", "match"),
+    [
+        (None, "tracking_uri is empty"),
+        ("", "tracking_uri is empty"),
+        ("sqlite:///mlflow.db", "local to this"),
+    ],
+)
+def test_a_cluster_run_needs_a_tracking_server(uri: str | None, match: str) -> None:
+    client = RecordingClient()
+    arguments = {} if uri is None else {"tracking_uri": uri}
+    with pytest.raises(TrackingURIError, match=match) as err:
+        submit("http://kfp.example", arguments=arguments, client=client)
+    assert "--tracking-uri" in str(err.value)
+    assert client.calls == [], "nothing may reach the server"

@@ -1,5 +1,6 @@
 """The compiled pipeline: compiles with no environment, has the expected tasks and edges, runs every task in
-the project image, and carries the Kubernetes settings (secrets, pull policy, resources, optional GPU)."""
+the project's immutable image, retries/caches/closes the run as a cluster needs, and carries the Kubernetes
+settings (secrets, pull policy, resources, optional GPU)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from mdctr.pipeline import PROJECT_ROOT, compile_pipeline
 
 STEP_TASKS = {
     "fetch-data",
+    "start-run",
     "validate-data",
     "prepare-data",
     "mine-domains",
@@ -60,7 +62,8 @@ def specs(compiled: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, pipeline_spec
 
 
 def _root_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, Any]:
-    return dict(spec.root.dag.tasks)
+    """The DAG's step tasks: those inside the exit handler (the root holds it and the exit task)."""
+    return _component_tasks(spec, "comp-exit-handler")
 
 
 def _component_tasks(spec: pipeline_spec_pb2.PipelineSpec, prefix: str) -> dict[str, Any]:
@@ -113,10 +116,17 @@ def test_evaluate_collects_every_training_output(specs: Any) -> None:
 def test_every_executor_runs_the_project_image_without_installing(specs: Any) -> None:
     spec, _ = specs
     executors = spec.deployment_spec["executors"]
-    assert len(executors) == 9
+    assert len(executors) == 11
+    image = mdctr.image_ref()
+    assert image == mdctr.IMAGE
+    # immutable per commit: version and git sha in the tag
+    sha = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    ).stdout
+    assert image.split(":")[-1].startswith(f"{mdctr.__version__}-{sha.strip()[:12]}"), image
     for name, executor in executors.items():
         container = executor["container"]
-        assert container["image"] == mdctr.IMAGE, name
+        assert container["image"] == image, name
         script = " ".join(container["command"])
         assert "pip install" not in script, f"{name} installs packages at start"
 
@@ -127,12 +137,63 @@ def test_parameters_have_defaults_from_the_registry(specs: Any) -> None:
     spec, _ = specs
     params = spec.root.input_definitions.parameters
     expected = {
-        "dataset", "dataset_options", "data_rev", "models", "domain_sources", "seeds", "flop_budget", "epochs",
+        "dataset", "dataset_options", "data_rev", "data_md5", "dvc_remote", "models", "domain_sources", "seeds", "flop_budget", "epochs",
         "tracking_uri", "promotion_tolerance",
     }  # fmt: skip
     assert expected <= set(params)
     assert [v.string_value for v in params["models"].default_value.list_value.values] == model_names()
     assert params["flop_budget"].default_value.string_value == "model:dnn"
+    # the cluster default fetches the data version committed with the code, by DVC md5, with no git checkout
+    from mdctr.versioning import data_version_md5, default_remote_url
+
+    assert params["data_md5"].default_value.string_value == data_version_md5(PROJECT_ROOT / "data.dvc")
+    assert params["dvc_remote"].default_value.string_value == default_remote_url(PROJECT_ROOT)
+    assert params["dvc_remote"].default_value.string_value.startswith("s3://")
+    assert params["data_rev"].default_value.string_value == ""
+
+
+def test_exit_handler_closes_the_parent_run(specs: Any) -> None:
+    spec, _ = specs
+    root = dict(spec.root.dag.tasks)
+    handler = next(name for name in root if name.startswith("exit-handler"))
+    assert set(root) == {handler, "finish-run"}
+    exit_task = root["finish-run"]
+    # runs whatever the handler's DAG did, and receives its final status
+    assert (
+        exit_task.trigger_policy.strategy
+        == pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.ALL_UPSTREAM_TASKS_COMPLETED
+    )
+    assert handler in exit_task.dependent_tasks
+    assert exit_task.inputs.parameters["status"].task_final_status.producer_task == handler
+    # it finds the parent run by the KFP run id, which start_run also tags it with
+    for task in (exit_task, _root_tasks(spec)["start-run"]):
+        assert (
+            task.inputs.parameters["kfp_run_id"].runtime_value.constant.string_value
+            == "{{$.pipeline_job_uuid}}"
+        )
+
+
+def test_retries_and_caching(specs: Any) -> None:
+    spec, _ = specs
+    tasks = {
+        **_root_tasks(spec),
+        **_component_tasks(spec, "comp-for-loop"),
+        **_component_tasks(spec, "comp-condition"),
+    }
+    tasks["finish-run"] = dict(spec.root.dag.tasks)["finish-run"]
+    for name in ("fetch-data", "train-model"):
+        retry = tasks[name].retry_policy
+        assert retry.max_retry_count == 2 and retry.backoff_duration.seconds == 30, name
+        assert retry.backoff_factor == 2 and retry.backoff_max_duration.seconds == 300, name
+    assert not any(tasks[n].HasField("retry_policy") for n in tasks if n not in ("fetch-data", "train-model"))
+    cached = {n for n, t in tasks.items() if t.caching_options.enable_cache}
+    # keyed on data and parameters only: no cached task takes the KFP run id or the MLflow run
+    assert cached == {"fetch-data", "prepare-data", "mine-domains", "plan-runs"}, cached
+    for name in cached:
+        params = tasks[name].inputs.parameters
+        assert "kfp_run_id" not in params and "parent_run_id" not in params and "tracking_uri" not in params
+    for name in ("start-run", "register-model", "promote-model", "finish-run", "train-model", "evaluate"):
+        assert not tasks[name].caching_options.enable_cache, name
 
 
 def _k8s_executors(platform: pipeline_spec_pb2.PlatformSpec) -> dict[str, dict[str, Any]]:

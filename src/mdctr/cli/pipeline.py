@@ -64,8 +64,22 @@ def run_cmd(
         None, "--flop-budget", help="FLOP budget: 'model:dnn' (default), 'model:NAME@WIDTH' or FLOPs/sample."
     ),
     tolerance: float = typer.Option(0.002, "--tolerance", help="Per-domain AUC regression the gate allows."),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow URI (default: ./mlruns)."),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow URI (default: ./mlruns; with --runner docker an mlflow server started for the run).",
+    ),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Local pipeline root parent."),
+    runner: str = typer.Option(
+        "subprocess",
+        "--runner",
+        help="subprocess (this interpreter) or docker (every task in the image of `make image`).",
+    ),
+    data_rev: str = typer.Option("local", "--data-rev", help="git revision of data.dvc, or local."),
+    data_md5: str = typer.Option(
+        "", "--data-md5", help="DVC md5 of a data version, fetched from --dvc-remote without git."
+    ),
+    dvc_remote: str = typer.Option("", "--dvc-remote", help="DVC remote URL for --data-md5 (s3://…)."),
 ) -> None:
     """Run the whole DAG on this machine (KFP local runner) and print the leaderboard and the promoted model."""
     from mdctr.pipeline import run_local
@@ -82,6 +96,10 @@ def run_cmd(
             promotion_tolerance=tolerance,
             tracking_uri=tracking_uri,
             runs_dir=runs_dir,
+            runner=runner,
+            data_rev=data_rev,
+            data_md5=data_md5,
+            dvc_remote=dvc_remote,
         )
     typer.echo(result.leaderboard)
     typer.echo(f"winner: {result.winner}")
@@ -104,6 +122,11 @@ def submit_cmd(
     pipeline_root: str | None = typer.Option(None, "--pipeline-root", help="e.g. s3://mdctr/kfp."),
     cron: str | None = typer.Option(None, "--cron", help="Recurring run; 6 fields, seconds first."),
     params: str = typer.Option("{}", "--params", help="Pipeline arguments as JSON."),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow server every pod reaches (http(s)://…); required unless --params sets tracking_uri.",
+    ),
     gpu: str | None = GpuOpt,
     pull_policy: str = PullOpt,
     s3_secret: str = S3SecretOpt,
@@ -112,10 +135,13 @@ def submit_cmd(
     """Upload a new version of the pipeline to a KFP server and start a run (or a recurring run)."""
     from mdctr.pipeline import submit
 
+    arguments = json.loads(params)
+    if tracking_uri:
+        arguments["tracking_uri"] = tracking_uri
     with user_errors():
         result = submit(
             host,
-            arguments=json.loads(params),
+            arguments=arguments,
             experiment=experiment,
             name=pipeline_name,
             version=version,

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from mdctr.config import ConfigError
 from mdctr.io import atomic_dir
 from mdctr.steps.common import git_sha, parse_options, tracking_uri_or_none
 
@@ -15,16 +16,28 @@ log = logging.getLogger(__name__)
 
 #: what a generated dataset's "raw" directory holds: the options that regenerate it
 GENERATED_FILE = "generated.json"
+#: parent-run tag: the DVC md5 of the data version (``data.dvc``), when the data came from DVC
+TAG_DATA_DVC_MD5 = "mdctr.data_dvc_md5"
 
 
 @dataclass(frozen=True)
 class FetchConfig:
     """What to fetch and where to track it.
 
+    Three ways to name a data version, tried in this order:
+
+    * ``data_md5`` (+ ``dvc_remote``): the md5 of ``data`` in ``data.dvc``, read straight from the DVC remote;
+      no git needed. The compiled pipeline's default (the version committed with the code), for clusters.
+    * ``data_rev="local"``: copy ``DATASETS_DIR`` (the laptop path).
+    * ``data_rev`` a git revision of ``data.dvc`` in ``data_repo`` (a git URL, or a local checkout).
+
     Attributes:
         dataset: registered dataset name.
         data_rev: git revision of ``data.dvc`` (branch, tag, commit) or ``"local"`` (copy ``DATASETS_DIR``).
-        data_repo: the project's git repository (path or URL) holding ``data.dvc``; ``""`` = current directory.
+        data_repo: the project's git repository (path or URL) holding ``data.dvc``; ``""`` = the current
+            directory, which must then be a checkout (never inside the image).
+        data_md5: DVC md5 of the data version (``<32 hex>.dir``); wins over ``data_rev`` when set.
+        dvc_remote: the DVC remote holding it (``s3://bucket/prefix``); needed with ``data_md5``.
         dataset_options: JSON object of adapter options (e.g. synthetic sizes).
         tracking_uri: MLflow URI; ``""`` = ``$MLFLOW_TRACKING_URI`` or the local default.
         kfp_run_id: the KFP run this belongs to (a tag on the parent run).
@@ -34,10 +47,38 @@ class FetchConfig:
     dataset: str
     data_rev: str = "local"
     data_repo: str = ""
+    data_md5: str = ""
+    dvc_remote: str = ""
     dataset_options: str = "{}"
     tracking_uri: str = ""
     kfp_run_id: str = ""
     datasets_dir: str = ""
+
+
+@dataclass(frozen=True)
+class FetchedData:
+    """One fetched data version, before any tracking.
+
+    Attributes:
+        path: directory with the raw files.
+        rev: revision fetched (``local``, ``generated``, a git revision, or ``md5:<dvc md5>``).
+        commit: git commit of ``rev`` ("" when not resolved).
+        md5: md5 of the fetched tree (identical bytes → identical md5, whatever the rev).
+        dvc_md5: md5 of ``data`` in ``data.dvc`` for that version ("" for local or generated data).
+        files: number of files.
+    """
+
+    path: Path
+    rev: str
+    commit: str
+    md5: str
+    dvc_md5: str
+    files: int
+
+    @property
+    def data_rev_tag(self) -> str:
+        """What the parent run records as the data revision."""
+        return f"{self.rev}@{self.commit}" if self.commit else self.rev
 
 
 @dataclass(frozen=True)
@@ -61,40 +102,110 @@ class FetchOutput:
     run_id: str
 
 
-def fetch_data(*, out_dir: Path | str, config: FetchConfig) -> FetchOutput:
-    """Fetch ``config.dataset`` at ``config.data_rev`` into ``out_dir`` and start the MLflow parent run.
+def fetch(*, out_dir: Path | str, config: FetchConfig) -> FetchedData:
+    """Fetch ``config.dataset`` at its data version into ``out_dir``; touches no tracking store.
 
-    A generated dataset (no source files, e.g. ``synthetic``) has nothing to fetch: ``out_dir`` then holds
-    ``generated.json`` with its options, whose md5 identifies the data as well as file bytes would.
+    Depends only on the data version and options, so a pipeline may cache it. A generated dataset (no source
+    files, e.g. ``synthetic``) has nothing to fetch: ``out_dir`` then holds ``generated.json`` with its
+    options, whose md5 identifies the data as well as file bytes would.
     """
-    from mdctr import tracking, versioning
+    from mdctr import versioning
     from mdctr.data import get_dataset
 
     out_dir = Path(out_dir)
     options = parse_options(config.dataset_options, what="dataset_options")
     adapter = get_dataset(config.dataset, **options)  # unknown dataset or misspelt option fails here
-    if adapter.needs_source:
-        fetched = versioning.fetch_data(
-            config.data_repo or ".",
-            config.data_rev,
-            out_dir,
-            path=f"{versioning.DATA_DIR}/{versioning.dataset_subdir(config.dataset)}",
-            datasets_dir=Path(config.datasets_dir) if config.datasets_dir else None,
-        )
-        rev, commit, md5, files = fetched.rev, fetched.commit, fetched.md5, fetched.files
-    else:
+    if not adapter.needs_source:
         text = json.dumps({"dataset": config.dataset, "options": options}, sort_keys=True)
         with atomic_dir(out_dir) as tmp:
             (tmp / GENERATED_FILE).write_text(text)
-        rev, commit, md5, files = "generated", "", hashlib.md5(text.encode()).hexdigest(), 1
+        return FetchedData(out_dir, "generated", "", hashlib.md5(text.encode()).hexdigest(), "", 1)
+    path = f"{versioning.DATA_DIR}/{versioning.dataset_subdir(config.dataset)}"
+    if config.data_md5:
+        if not config.dvc_remote:
+            raise ConfigError(
+                f"data_md5={config.data_md5!r} needs dvc_remote (the DVC remote URL, e.g. s3://bucket/prefix)"
+            )
+        got = versioning.fetch_by_md5(config.dvc_remote, config.data_md5, out_dir, path)
+    else:
+        repo = config.data_repo or "."
+        no_checkout = not (Path.cwd() / versioning.DVC_FILE).is_file()
+        if config.data_rev not in versioning.LOCAL_REVS and not config.data_repo and no_checkout:
+            raise ConfigError(
+                f"data_rev={config.data_rev!r} with data_repo='' needs a git checkout of the project in "
+                f"the working directory ({Path.cwd()} has no {versioning.DVC_FILE}; a container has none): "
+                "set data_repo to the project's git URL, or data_md5 + dvc_remote (the compiled default)"
+            )
+        got = versioning.fetch_data(
+            repo,
+            config.data_rev,
+            out_dir,
+            path=path,
+            datasets_dir=Path(config.datasets_dir) if config.datasets_dir else None,
+        )
+    return FetchedData(out_dir, got.rev, got.commit, got.md5, got.dvc_md5, got.files)
+
+
+def start_run(*, fetched: FetchedData, config: FetchConfig) -> str:
+    """Open the MLflow parent run of one pipeline run for ``fetched``; return its id (left RUNNING)."""
+    from mdctr import tracking
+
+    options = parse_options(config.dataset_options, what="dataset_options")
+    params = {"dataset": config.dataset, "dataset_options": options, "data_rev": config.data_rev}
+    if config.data_md5:
+        params["data_md5"] = config.data_md5
+    tags = {TAG_DATA_DVC_MD5: fetched.dvc_md5} if fetched.dvc_md5 else None
     run_id = tracking.start_parent_run(
         tracking_uri_or_none(config.tracking_uri),
-        run_name=f"{config.dataset}@{rev}",
-        params={"dataset": config.dataset, "dataset_options": options, "data_rev": config.data_rev},
-        data_rev=f"{rev}@{commit}" if commit else rev,
-        data_md5=md5,
+        run_name=f"{config.dataset}@{fetched.rev}",
+        tags=tags,
+        params=params,
+        data_rev=fetched.data_rev_tag,
+        data_md5=fetched.md5,
         git_sha=git_sha() or None,
         kfp_run_id=config.kfp_run_id or None,
     )
-    log.info("fetched %s@%s (md5 %s, %d files); parent run %s", config.dataset, rev, md5, files, run_id)
-    return FetchOutput(path=out_dir, rev=rev, commit=commit, md5=md5, files=files, run_id=run_id)
+    log.info("parent run %s for %s@%s (md5 %s)", run_id, config.dataset, fetched.rev, fetched.md5)
+    return run_id
+
+
+def fetch_data(*, out_dir: Path | str, config: FetchConfig) -> FetchOutput:
+    """:func:`fetch`, then :func:`start_run`: fetch the data version and open the MLflow parent run."""
+    fetched = fetch(out_dir=out_dir, config=config)
+    run_id = start_run(fetched=fetched, config=config)
+    log.info(
+        "fetched %s@%s (md5 %s, %d files); parent run %s",
+        config.dataset,
+        fetched.rev,
+        fetched.md5,
+        fetched.files,
+        run_id,
+    )
+    return FetchOutput(
+        path=fetched.path,
+        rev=fetched.rev,
+        commit=fetched.commit,
+        md5=fetched.md5,
+        files=fetched.files,
+        run_id=run_id,
+    )
+
+
+def finish_run(
+    *, tracking_uri: str, kfp_run_id: str, state: str, failed_task: str = "", message: str = ""
+) -> list[str]:
+    """The exit handler's step: close the parent run(s) of KFP run ``kfp_run_id`` after the DAG ended.
+
+    A failed DAG marks each still-open parent run FAILED with the failing task's name and message as tags
+    (``mdctr.failed_task``, ``mdctr.failure``); a succeeded one only closes runs left RUNNING (register_model
+    normally closed it already). Returns the ids of the runs it changed.
+    """
+    from mdctr.tracking.runs import fail_parent_runs
+
+    return fail_parent_runs(
+        tracking_uri_or_none(tracking_uri),
+        kfp_run_id=kfp_run_id,
+        succeeded=state == "SUCCEEDED",
+        failed_task=failed_task,
+        message=message,
+    )

@@ -113,6 +113,50 @@ def end_parent_run(tracking_uri: str | None, run_id: str, *, status: str = "FINI
     get_client(tracking_uri).set_terminated(run_id, status=status)
 
 
+#: parent-run tags the exit handler writes when the pipeline fails
+TAG_FAILED_TASK = "mdctr.failed_task"
+TAG_FAILURE = "mdctr.failure"
+
+
+def fail_parent_runs(
+    tracking_uri: str | None,
+    *,
+    kfp_run_id: str,
+    succeeded: bool,
+    failed_task: str = "",
+    message: str = "",
+) -> list[str]:
+    """Close the open parent run(s) tagged with ``kfp_run_id``: FAILED (with the failing task and message as
+    tags) unless the pipeline ``succeeded``, then FINISHED. Runs already closed are left alone; returns the ids
+    changed. Found by tag because the exit handler cannot consume outputs of the tasks it guards."""
+    if not kfp_run_id:
+        raise ValueError("kfp_run_id is empty: the exit handler cannot find the parent run")
+    c = get_client(tracking_uri)
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    runs = c.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{TAG_KFP_RUN_ID}` = '{kfp_run_id.replace(chr(39), '')}'"
+    )
+    changed = []
+    for run in runs:
+        if run.info.status != "RUNNING":
+            continue
+        if not succeeded:
+            c.set_tag(run.info.run_id, TAG_FAILED_TASK, failed_task or "?")
+            c.set_tag(run.info.run_id, TAG_FAILURE, (message or "failed")[:5000])
+        c.set_terminated(run.info.run_id, status="FINISHED" if succeeded else "FAILED")
+        changed.append(run.info.run_id)
+        log.info(
+            "parent run %s of KFP run %s: %s%s",
+            run.info.run_id,
+            kfp_run_id,
+            "FINISHED" if succeeded else "FAILED",
+            "" if succeeded else f" ({failed_task}: {message})",
+        )
+    return changed
+
+
 def log_training_run(
     tracking_uri: str | None,
     parent_run_id: str,

@@ -1,0 +1,221 @@
+"""Integration: the image built from this checkout, the whole DAG with every task in a container (KFP's
+DockerRunner), MLflow a tracking server the containers reach; a failing task fails the run and its MLflow parent
+run is FAILED; the serve image answers over HTTP with the offline predictions.
+
+Builds the image with ``scripts/image`` (reused when the exact tag exists; a cold build takes ~10 min on two
+cores) and starts a Docker engine with ``scripts/local-docker`` when none runs (root; installs docker.io and
+debootstrap when missing, as on CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+import mdctr
+from mdctr import tracking
+from mdctr.pipeline import PROJECT_ROOT, run_local
+
+pytestmark = pytest.mark.integration
+
+#: one single-domain baseline and one entry routed by mined domains; 1 epoch on 3,000 synthetic rows
+MODELS = ["dnn", "adaptive2"]
+RUN = dict(
+    dataset="synthetic",
+    dataset_options={"rows": 3000, "seed": 3},
+    models=MODELS,
+    domain_sources=["none", "mined"],
+    seeds=[0],
+    epochs=1,
+    train_options={"batch_size": 512},
+    runner="docker",
+)
+
+
+@pytest.fixture(scope="module")
+def docker_host() -> Iterator[str]:
+    """DOCKER_HOST of a running engine (ours, started by scripts/local-docker, when none runs)."""
+    scripts = PROJECT_ROOT / "scripts"
+    running = subprocess.run([str(scripts / "local-docker"), "status"], capture_output=True, timeout=60)
+    subprocess.run([str(scripts / "local-docker"), "start"], check=True, timeout=600)
+    line = subprocess.run(
+        [str(scripts / "local-docker"), "env"], check=True, capture_output=True, text=True, timeout=60
+    ).stdout.strip()
+    host = line.removeprefix("export DOCKER_HOST=")
+    saved = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = host  # the DockerRunner's docker.from_env() reads it
+    try:
+        yield host
+    finally:
+        if running.returncode != 0:  # we started it: stop it (images stay in its data root for the next run)
+            subprocess.run([str(scripts / "local-docker"), "stop"], timeout=120)
+        if saved is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = saved
+
+
+@pytest.fixture(scope="module")
+def images(docker_host: str) -> dict[str, float | str]:
+    """Both targets of this checkout's image (built unless the exact tags exist)."""
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [str(PROJECT_ROOT / "scripts" / "image")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    out = {
+        "runtime": mdctr.image_ref(),
+        "serve": mdctr.image_ref("serve"),
+        "seconds": time.perf_counter() - t0,
+    }
+    for target in ("runtime", "serve"):
+        inspect = subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Config.User}} {{.Size}}", str(out[target])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert inspect.returncode == 0, inspect.stderr
+        user, size = inspect.stdout.split()
+        assert user == "10001", f"{target} runs as {user!r}"
+        assert int(size) <= 2.5e9, f"{target} is {int(size) / 1e9:.2f} GB"
+    return out
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A tracking server on the host; the containers share the host's network and reach it at its URL."""
+    from mdctr.devservices.mlflow_server import start_mlflow_server
+
+    root = tmp_path_factory.mktemp("mlflow")
+    server = start_mlflow_server(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"), log_dir=root)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def first_run(images: dict, mlflow_server, tmp_path_factory: pytest.TempPathFactory) -> object:
+    t0 = time.perf_counter()
+    result = run_local(**RUN, **_server_args(mlflow_server), runs_dir=tmp_path_factory.mktemp("runs"))
+    print(f"container DAG: {time.perf_counter() - t0:.1f} s")
+    return result
+
+
+def _server_args(server) -> dict[str, str]:
+    return {"tracking_uri": server.url, "artifacts_destination": server.artifacts_destination}
+
+
+@pytest.mark.timeout(3600)
+def test_whole_dag_runs_in_containers_and_promotes(first_run, images: dict, mlflow_server) -> None:
+    uri = mlflow_server.url
+    assert "dnn/none" in first_run.leaderboard and "adaptive2/mined" in first_run.leaderboard
+    assert first_run.promoted and first_run.model_uri == f"models:/{tracking.REGISTERED_MODEL}/1"
+    assert tracking.alias_version(uri, tracking.CHAMPION) == "1"
+    assert tracking.alias_version(uri, tracking.CHALLENGER) == "1"
+    # every task wrote its outputs as the image's user, so it really ran in a container
+    for task in ("fetch-data", "start-run", "validate-data", "prepare-data", "mine-domains", "evaluate"):
+        owners = {p.stat().st_uid for p in (first_run.run_dir / task).rglob("*")}
+        assert owners == {10001}, (task, owners)
+    # the parent run: closed, tagged with the image's code version
+    from mdctr.tracking.setup import client as get_client
+
+    client = get_client(uri)
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`mdctr.kfp_run_id` != ''")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    sha = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    ).stdout
+    assert parents[0].data.tags["mdctr.git_sha"].startswith(sha.strip())
+
+
+@pytest.mark.timeout(1800)
+def test_a_failing_task_fails_the_run_and_marks_the_parent_run_failed(
+    first_run, mlflow_server, tmp_path: Path
+) -> None:
+    from mdctr.tracking.runs import TAG_FAILED_TASK, TAG_FAILURE
+    from mdctr.tracking.setup import client as get_client
+
+    with pytest.raises(RuntimeError, match="failed"):
+        run_local(
+            **{**RUN, "models": ["dnn"], "domain_sources": ["none"]},
+            miner_options={"no_such_option": 1},  # mine_domains rejects it: the deliberate failure
+            **_server_args(mlflow_server),
+            runs_dir=tmp_path / "runs",
+        )
+    client = get_client(mlflow_server.url)
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    failed = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FAILED'")
+    assert len(failed) == 1, [r.info.status for r in client.search_runs([exp.experiment_id])]
+    tags = failed[0].data.tags
+    assert tags[TAG_FAILED_TASK] and tags[TAG_FAILURE], tags
+    # nothing new registered: the champion is still the first run's
+    assert tracking.alias_version(mlflow_server.url, tracking.CHAMPION) == "1"
+
+
+@pytest.mark.timeout(900)
+def test_serve_image_answers_with_the_offline_predictions(first_run, images: dict, mlflow_server) -> None:
+    import mlflow.pyfunc
+
+    from mdctr.serving.server import free_port
+
+    model_uri = f"models:/{tracking.REGISTERED_MODEL}@{tracking.CHAMPION}"
+    rows = tracking.load_input_example(mlflow_server.url, first_run.model_uri)
+    port = free_port()
+    name = f"mdctr-serve-test-{port}"
+    subprocess.run(
+        [
+            "docker", "run", "-d", "--rm", "--name", name, "--network", "host",
+            "-e", f"MLFLOW_TRACKING_URI={mlflow_server.url}", "-e", f"MODEL_URI={model_uri}", "-e", f"PORT={port}",
+            str(images["serve"]),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    try:
+        _wait_for_server(port, timeout=300)
+        body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
+        r = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text[:2000]
+        served = np.asarray(r.json()["predictions"], dtype=np.float64).reshape(-1)
+        mlflow.set_tracking_uri(mlflow_server.url)
+        offline = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(rows), dtype=np.float64).reshape(-1)
+        np.testing.assert_allclose(served, offline, rtol=0, atol=1e-6)
+    finally:
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=60)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+        print(logs.stdout[-3000:], logs.stderr[-3000:])
+
+
+def _wait_for_server(port: int, timeout: float) -> None:
+    """Until the server answers a health probe: MLflow's /ping or the v2 protocol's readiness endpoint."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in ("/ping", "/v2/health/ready"):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+        time.sleep(1)
+    raise AssertionError(f"the serve container did not answer on port {port} within {timeout:.0f} s")
