@@ -11,7 +11,7 @@ from mdctr.data.tensors import Batch
 from mdctr.models import build_model, model_class, model_names
 from mdctr.models.adaptive2 import Adaptive2
 from mdctr.models.base import DOMAIN_SOURCES, ModelInputs, plan_pairs
-from mdctr.training.domains import DomainSourceError, check_domain_source
+from mdctr.routing import DomainSourceError, check_domain_source
 
 VOCAB = (11, 7, 5)
 NUM_DENSE = 2
