@@ -10,8 +10,8 @@ import torch
 
 from mdctr.data.prepare import PreparedData
 from mdctr.models import build_model
+from mdctr.routing.sources import model_inputs
 from mdctr.training import TrainConfig, TrainingError, fit, latest_checkpoint
-from mdctr.training.run import model_inputs
 from mdctr.training.trainer import load_checkpoint
 
 
