@@ -206,6 +206,50 @@ CASES: dict[str, tuple[bytes | None, str, list[str]]] = {
 }
 
 
+# users.dat and movies.dat broken the same ways: (users.dat text, movies.dat bytes, the failure line)
+OTHER_FILES: dict[str, tuple[str, bytes, str]] = {
+    "users-binary-junk": (
+        USERS + "\x00\x01binary\x02",
+        MOVIES.encode(),
+        "load_dataset [(files)]: ml-1m: {users} line 5: expected 5 '::'-separated fields per line (user_id, "
+        "gender, age, occupation, zip); found 1: '\\x00\\x01binary\\x02'",
+    ),
+    "users-duplicate-user": (
+        USERS + "2::F::18::3::12345\n",
+        MOVIES.encode(),
+        "load_dataset [(files)]: ml-1m: {users} lists user_id 2 more than once, at users.dat lines 2, 5; "
+        "expected one line per user",
+    ),
+    "users-float-age": (
+        USERS.replace("::25::", "::25.5::"),
+        MOVIES.encode(),
+        "load_dataset [(files)]: ml-1m: {users} column 'age' expects integers; found 1 bad line(s) at "
+        "users.dat line 2, e.g. '25.5'",
+    ),
+    "movies-binary-junk": (
+        USERS,
+        MOVIES.encode() + b"\x00\xff\xfe\x01\x02",
+        "load_dataset [(files)]: ml-1m: {movies} line 4 must have 3 '::'-separated fields (MovieID, Title, "
+        "Genres); found 1: '\\x00ÿþ\\x01\\x02'",
+    ),
+    "movies-float-id": (
+        USERS,
+        MOVIES.replace("2::Jumanji", "2.5::Jumanji").encode(),
+        "load_dataset [(files)]: ml-1m: {movies} line 2: MovieID '2.5' is not an integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_FILES))
+def test_broken_users_and_movies_fail_with_their_exact_message(case: str, tmp_path: Path) -> None:
+    users, movies, expected = OTHER_FILES[case]
+    d = write_copy(tmp_path / "src", None, users)
+    (d / "movies.dat").write_bytes(movies)
+    result = validate_dataset("ml-1m", d, tmp_path / "report")
+    want = expected.replace("{users}", str(d / "users.dat")).replace("{movies}", str(d / "movies.dat"))
+    assert list(result.failures) == [want]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_broken_copy_fails_with_its_exact_message(case: str, tmp_path: Path) -> None:
     ratings, users, expected = CASES[case]

@@ -182,7 +182,7 @@ def promote_cmd(
     metric: str = typer.Option("auc", "--metric", help="Gate: the compared test metric."),
     tracking_uri: str | None = TrackingOpt,
 ) -> None:
-    """Run the promotion gate on VERSION and move alias ``champion`` to it if it passes (exit 1 if refused)."""
+    """Run the promotion gate on VERSION and move alias champion to it if it passes (exit 1 if refused)."""
     from mdctr.tracking.registry import RegistryError
 
     try:
@@ -214,7 +214,7 @@ def rollback_cmd(
     reason: str = typer.Option("", "--reason", help="Why; recorded in the champion history."),
     tracking_uri: str | None = TrackingOpt,
 ) -> None:
-    """Move alias ``champion`` back to the previous champion."""
+    """Move alias champion back to the previous champion."""
     from mdctr.tracking.registry import RegistryError
 
     try:

@@ -184,14 +184,11 @@ def _read_movies(path: Path) -> pd.DataFrame:
             if len(parts) != 3:
                 raise DataError(
                     f"ml-1m: {path} line {lineno} must have 3 '::'-separated fields (MovieID, Title, Genres); "
-                    f"found {len(parts)}"
+                    f"found {len(parts)}: {_shown(line)}"
                 )
-            try:
-                movie_id = int(parts[0])
-            except ValueError:
-                raise DataError(
-                    f"ml-1m: {path} line {lineno}: MovieID {parts[0]!r} is not an integer"
-                ) from None
+            if re.fullmatch(_INTEGER, parts[0]) is None:
+                raise DataError(f"ml-1m: {path} line {lineno}: MovieID {parts[0]!r} is not an integer")
+            movie_id = int(parts[0])
             rows.append((movie_id, parts[2].split("|")[0]))
     if not rows:
         raise DataError(f"ml-1m: {path} has no rows")
@@ -214,16 +211,16 @@ class MovieLens1M(DatasetAdapter):
         )
         rows = SourceLines(ratings_path.name, lines)
         ratings["label"] = (ratings["rating"] > 3).astype("int8")
-        users, _ = _read_colon_file(
+        users, user_lines = _read_colon_file(
             users_path,
             ["user_id", "gender", "age", "occupation", "zip"],
             {"user_id": "int", "age": "int", "occupation": "int"},
         )
-        dup = users["user_id"].duplicated().to_numpy()
+        dup = users["user_id"].duplicated(keep=False).to_numpy()
         if dup.any():
             raise DataError(
-                f"ml-1m: {users_path} lists user_id {int(users['user_id'].to_numpy()[dup][0])} twice; "
-                "expected one line per user"
+                f"ml-1m: {users_path} lists user_id {int(users['user_id'].to_numpy()[dup][0])} more than once, at "
+                f"{describe_rows(dup, SourceLines(users_path.name, user_lines))}; expected one line per user"
             )
         movies = _read_movies(movies_path)
 
