@@ -1,7 +1,7 @@
 """Component: register the winner as an MLflow pyfunc (alias challenger) and decide the promotion gate."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 import mdctr
 
@@ -12,6 +12,7 @@ def register_model(
     parent_run_id: str,
     tolerance: float,
     winner: Input[Model],
+    prepared: Input[Dataset],
     registration: Output[Artifact],
 ) -> str:
     """Register ``winner``; write the registration (version, URI, gate) to ``registration``; return the gate
@@ -27,6 +28,7 @@ def register_model(
 
     result = step(
         winner_dir=winner.path,
+        prepared_dir=prepared.path,  # the gate re-scores champion and challenger on this validation split
         config=RegisterConfig(tracking_uri=tracking_uri, parent_run_id=parent_run_id, tolerance=tolerance),
     )
     fields = {

@@ -161,6 +161,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 parent_run_id=start.outputs["Output"],
                 tolerance=promotion_tolerance,
                 winner=evaluation.outputs["winner"],
+                prepared=prepare.outputs["prepared"],
             )
             with dsl.If(register.outputs["Output"] == "promote", name="gate-passed"):
                 promote = promote_model(

@@ -12,7 +12,7 @@ from mdctr.config import ConfigError
 from mdctr.data.prepare import prepare_in_memory
 from mdctr.data.synthetic import generate
 from mdctr.evaluation.benchmark import run_benchmark
-from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
+from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, to_markdown, write_leaderboard
 from mdctr.training import TrainConfig
 
 BASE_COLUMNS = {
@@ -31,8 +31,11 @@ def _records(seeds: int) -> list[RunRecord]:
             p = 1 / (1 + np.exp(-(y - 0.5 + rng.normal(0, noise, y.size))))
             auc = 0.70 + (0.05 if model == "star" else 0.0) + 0.001 * s
             out.append(
-                RunRecord(model, source, s, 1.0, 1e5, 1000, auc, 0.6, {"a": auc, "b": auc - 0.01}, y, p)
-            )
+                RunRecord(
+                    model, source, s, 1.0, 1e5, 1000, auc, 0.6, {"a": auc, "b": auc - 0.01}, y, p,
+                    valid_auc=auc - 0.01,
+                )
+            )  # fmt: skip
     return out
 
 
@@ -47,8 +50,13 @@ def test_leaderboard_aggregates_and_tests(tmp_path: Path) -> None:
     assert dnn["vs_dnn_test"] == "self" and math.isnan(dnn["vs_dnn_p"])
     assert dnn["vs_best_test"] == "paired_t" and dnn["vs_best_diff"] < 0
 
+    assert best["auc_ci_low"] < best["auc_mean"] < best["auc_ci_high"]
+    assert best["vs_dnn_p_holm"] >= best["vs_dnn_p"] and dnn["vs_best_p_holm"] >= dnn["vs_best_p"]
+
     one = build_leaderboard(_records(1))
     assert one.iloc[0]["vs_dnn_test"] == "delong" and math.isnan(one.iloc[0]["auc_std"])
+    # one seed: the CI is DeLong's around that seed's AUC on the pooled rows
+    assert one.iloc[0]["auc_ci_low"] < one.iloc[0]["auc_ci_high"]
 
     paths = write_leaderboard(df, tmp_path)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
@@ -58,6 +66,37 @@ def test_leaderboard_aggregates_and_tests(tmp_path: Path) -> None:
     data = json.loads(paths["json"].read_text())
     assert data["entries"][0]["entry"] == "star/handcrafted" and data["attrs"]["baseline"] == "dnn/none"
     assert paths["auc_vs_flops"].read_bytes()[:4] == b"\x89PNG"
+
+
+def _disagreeing_records() -> list[RunRecord]:
+    """Entry A is best on validation, entry B on test; within A, seed 1 is best on validation, seed 0 on test."""
+    rows = [
+        ("a", 0, 0.80, 0.72),
+        ("a", 1, 0.81, 0.70),
+        ("b", 0, 0.75, 0.79),
+        ("b", 1, 0.76, 0.78),
+    ]
+    return [
+        RunRecord(m, "handcrafted", seed, 1.0, 1e5, 1000, test, 0.6, valid_auc=valid)
+        for m, seed, valid, test in rows
+    ]
+
+
+def test_validation_picks_the_winner_and_its_seed_when_test_disagrees() -> None:
+    from mdctr.steps.evaluate import _pick_winner
+
+    records = _disagreeing_records()
+    df = build_leaderboard(records)
+    assert list(df["entry"]) == ["a/handcrafted", "b/handcrafted"]  # test AUC would have put b first
+    assert (
+        df.iloc[0]["valid_auc_mean"] == pytest.approx(0.805)
+        and df.iloc[0]["auc_mean"] < df.iloc[1]["auc_mean"]
+    )
+    assert df.iloc[1]["vs_best_diff"] > 0  # b beats the winner on test: reported, not used to choose
+    loaded = [({"overall": {"best_valid_auc": r.valid_auc}}, r) for r in records]
+    pick = _pick_winner(df, loaded)
+    assert (records[pick].model, records[pick].seed) == ("a", 1)  # seed 0 has the better test AUC
+    assert "valid AUC" in to_markdown(df)
 
 
 def test_run_benchmark_on_synthetic(tmp_path: Path) -> None:

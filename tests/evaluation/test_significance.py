@@ -4,9 +4,16 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from mdctr.evaluation.significance import compare_entries, delong_test, paired_ttest
+from mdctr.evaluation.significance import (
+    auc_confidence_interval,
+    compare_entries,
+    delong_test,
+    holm,
+    paired_ttest,
+)
 
 
 def test_paired_ttest_known_values() -> None:
@@ -49,3 +56,23 @@ def test_compare_entries_picks_the_test_by_seeds() -> None:
     assert compare_entries({0: 1.0}, {0: 0.75}, probs, other, y).method == "delong"
     seeds = compare_entries({0: 0.71, 1: 0.72, 2: 0.71}, {0: 0.70, 1: 0.70, 2: 0.70})
     assert seeds.method == "paired_t" and seeds.statistic == pytest.approx(4.0)
+
+
+def test_holm_adjusts_against_the_formula() -> None:
+    # sorted p = 0.01, 0.02, 0.04 (m = 3): 3·0.01, max(0.03, 2·0.02), max(0.04, 1·0.04); NaN is no test
+    adjusted = holm([0.04, math.nan, 0.01, 0.02])
+    assert adjusted[0] == pytest.approx(0.04) and adjusted[2] == pytest.approx(0.03)
+    assert adjusted[3] == pytest.approx(0.04) and math.isnan(adjusted[1])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
+
+
+def test_auc_interval_t_over_seeds_and_delong_for_one_seed() -> None:
+    low, high, how = auc_confidence_interval([0.70, 0.72, 0.74])
+    half = stats.t.ppf(0.975, 2) * np.std([0.70, 0.72, 0.74], ddof=1) / math.sqrt(3)
+    assert how == "t" and low == pytest.approx(0.72 - half) and high == pytest.approx(0.72 + half)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    p = y + rng.normal(0, 1.5, y.size)
+    auc = roc_auc_score(y, p)
+    low, high, how = auc_confidence_interval([auc], y, p)
+    assert how == "delong" and low < auc < high and 0.01 < high - low < 0.1

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -75,3 +77,67 @@ def test_where_the_miner_sits_decides_cost_and_what_serving_keeps(small_prepared
         DomainRouting.for_model("adaptive2", "mined", model_overrides={"miner": "pretrained"}).build(
             routed.inputs
         )
+
+
+def test_random_source_is_a_stable_hash_of_the_user_into_buckets(small_prepared: PreparedData) -> None:
+    routed = DomainRouting.for_model("star", "random", model_overrides=None).route(small_prepared)
+    control = routed.control
+    assert control is not None and control.source == "random" and routed.num_domains == 4
+    col = small_prepared.spec.schema.sparse.index(control.column)
+    for split in ("train", "valid", "test"):
+        data = getattr(routed.data, split)
+        user = getattr(small_prepared, split).sparse[:, col]
+        # the same user always lands in the same bucket, whatever the split
+        assert torch.equal(data.domain, (user * 2654435761) % 2**32 % 4)
+    assert torch.bincount(routed.data.train.domain, minlength=4).min() > 0  # every bucket is used
+    # refitting gives the same assignment (no state beyond the bucket count)
+    again = DomainRouting.for_source("random").route(small_prepared)
+    assert torch.equal(again.data.test.domain, routed.data.test.domain)
+
+
+def test_binned_source_uses_train_quantiles_of_one_feature(small_prepared: PreparedData) -> None:
+    schema = small_prepared.spec.schema
+    routing = DomainRouting.for_model("mmoe", "binned", model_overrides=None)
+    routed = routing.route(small_prepared)
+    control = routed.control
+    assert control is not None and control.column == schema.dense[0] and routed.num_domains == 4
+    values = small_prepared.train.dense[:, 0].double()
+    expected = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    assert torch.allclose(torch.tensor(control.edges, dtype=torch.float64), expected)
+    sizes = torch.bincount(routed.data.train.domain, minlength=4)
+    assert sizes.min() >= len(values) // 4 - 1  # quantile bins hold a quarter of the train rows each
+    # validation rows are binned with the train edges, not refitted
+    valid = small_prepared.valid.dense[:, 0].double()
+    assert torch.equal(routed.data.valid.domain, torch.bucketize(valid, expected, right=True))
+    # another feature and bucket count, and a feature that is not dense fails clearly
+    two = DomainRouting.for_model("mmoe", "binned", buckets=2, bin_feature=schema.dense[1])
+    assert two.route(small_prepared).control.column == schema.dense[1]  # type: ignore[union-attr]
+    with pytest.raises(DomainSourceError, match="needs a dense feature"):
+        DomainRouting.for_model("mmoe", "binned", bin_feature=schema.sparse[0]).route(small_prepared)
+
+
+@pytest.mark.parametrize("source", ["random", "binned"])
+def test_every_multi_domain_model_trains_with_the_control_sources(
+    source: str, small_prepared: PreparedData
+) -> None:
+    from mdctr.models import model_class, model_names
+    from mdctr.training import TrainConfig, train_model
+
+    multi = [n for n in model_names() if len(model_class(n).domain_sources) > 1]
+    assert len(multi) >= 5
+    for name in multi:
+        t = train_model(
+            small_prepared,
+            name,
+            source,
+            width=0.25,
+            config=TrainConfig(epochs=1, batch_size=512, device="cpu"),
+        )
+        assert t.control is not None and t.control.source == source and t.inputs.num_domains == 4
+        # the model routes by the control domain: moving every row to another domain changes its output
+        routed = t.routing.route(small_prepared).data.test  # type: ignore[union-attr]
+        batch = routed.batch(0, 256)
+        moved = dataclasses.replace(batch, domain=(batch.domain + 1) % 4)
+        t.model.eval()
+        with torch.no_grad():
+            assert not torch.allclose(t.model(batch), t.model(moved)), name

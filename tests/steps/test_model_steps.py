@@ -158,3 +158,36 @@ def test_register_gate_and_promote(evaluated: tuple[Any, Path], ws: Any, tmp_pat
     assert second.decision == KEEP and "does not beat" in second.reason
     assert tracking.alias_version(ws.tracking_uri, tracking.CHAMPION) == first.version
     assert tracking.alias_version(ws.tracking_uri, tracking.CHALLENGER) == second.version
+
+
+def test_a_control_source_bundle_serves_with_the_train_fitted_routing(ws: Any, tmp_path: Path) -> None:
+    """A ``binned`` entry's bundle keeps the bins fitted on train, and serving routes raw rows by them."""
+    import torch
+
+    from mdctr.data.prepare import read_prepared
+    from mdctr.routing import ControlState
+    from mdctr.serving.bundle import Predictor
+
+    out = train_model(
+        prepared_dir=ws.prepared.path,
+        domains_dir=None,
+        bundle_dir=tmp_path / "bundle",
+        results_dir=tmp_path / "results",
+        config=TrainStepConfig(
+            model_name="star", domain_source="binned", epochs=1, train_options='{"batch_size": 512}'
+        ),
+    )
+    prepared = read_prepared(ws.prepared.path)
+    fitted = ControlState.fit("binned", prepared)
+    predictor = Predictor.load(out.bundle_dir)
+    assert predictor.control == fitted and predictor.info.domain_source == "binned"
+    example = pd.read_parquet(out.results_dir / SERVING_EXAMPLE_FILE)
+    encoded = predictor.encode(example)
+    schema = prepared.spec.schema
+    raw = torch.tensor(example[fitted.column].to_numpy(), dtype=torch.float64)
+    mean, std = prepared.spec.mean[fitted.column], prepared.spec.std[fitted.column]
+    scaled = ((raw - mean) / std).float().double()  # the encoder stores float32
+    expected = torch.bucketize(scaled, torch.tensor(fitted.edges, dtype=torch.float64), right=True)
+    assert torch.equal(encoded.domain, expected)
+    assert fitted.column in schema.dense and fitted.num_domains > 1
+    assert np.all((predictor.predict(example) > 0) & (predictor.predict(example) < 1))

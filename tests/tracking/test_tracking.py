@@ -186,3 +186,57 @@ def test_server_keeps_runs_in_postgres_and_artifacts_in_s3(
     assert mlmodel_key in keys
     with pytest.raises(ValueError, match="artifacts_destination"):
         tracking.model_storage_uri(uri, rv.version)
+
+
+def test_gate_rescores_on_validation_and_refuses_other_datasets(tmp_path: Path) -> None:
+    """Stored tags can lie (stale, or another split): with the current validation rows the gate scores both
+    versions itself; and a version of another dataset/feature schema is never compared with the champion."""
+    import dataclasses
+
+    from mdctr.serving.demo import demo_table, make_demo_bundle
+
+    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    trained = make_demo_bundle(tmp_path / "trained", epochs=3)
+    # random weights (seeded): AUC 0.39 on the validation rows below, against 0.60 for the trained bundle
+    untrained = make_demo_bundle(tmp_path / "untrained", epochs=0, rows=6000)
+    _, run_id = _training_run(uri, trained)
+
+    def register(name: str, demo: DemoBundle, claimed_auc: float, schema: Any = DEMO_SCHEMA) -> str:
+        bundle = _with_metrics(demo, tmp_path / name, claimed_auc, (claimed_auc,) * 3)
+        version = tracking.register_bundle(uri, bundle, run_id=run_id, input_example=demo.table).version
+        tracking.tag_schema(uri, version, schema)
+        return version
+
+    table = demo_table(1500, seed=7)  # rows neither bundle trained on
+    validation = tracking.ValidationSet(
+        frame=table[list(DEMO_SCHEMA.serving_columns)],
+        labels=table[DEMO_SCHEMA.label].to_numpy(np.float64),
+        domains=table[DEMO_SCHEMA.domain].to_numpy(),
+        schema=DEMO_SCHEMA,
+    )
+    champion = register("champion", trained, claimed_auc=0.55)
+    assert tracking.decide_promotion(uri, champion, validation=validation).promote
+    tracking.promote(uri, champion)
+
+    liar = register("liar", untrained, claimed_auc=0.99)
+    assert tracking.decide_promotion(uri, liar).promote  # the stale tags alone would promote it
+    gate = tracking.decide_promotion(uri, liar, validation=validation)
+    assert not gate.promote and "does not beat" in gate.reason
+    assert gate.challenger["auc"] < gate.champion["auc"]  # measured, not the claimed 0.99 vs 0.55
+    served = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{champion}").predict(validation.frame)
+    from sklearn.metrics import roc_auc_score
+
+    assert gate.champion["auc"] == pytest.approx(roc_auc_score(validation.labels, served))
+    tags = MlflowClient(uri).get_model_version(REGISTERED_MODEL, liar).tags
+    assert tags["gate.scored_on"] == "validation (1500 rows)"
+
+    other = dataclasses.replace(DEMO_SCHEMA, name="other-dataset")
+    foreign = register("foreign", trained, claimed_auc=0.99, schema=other)
+    gate = tracking.decide_promotion(uri, foreign)
+    assert not gate.promote and "different datasets" in gate.reason and "other-dataset" in gate.reason
+    reshaped = dataclasses.replace(DEMO_SCHEMA, dense=())
+    assert tracking.schema_fingerprint(reshaped) != tracking.schema_fingerprint(DEMO_SCHEMA)
+    changed = register("changed", trained, claimed_auc=0.99, schema=reshaped)
+    gate = tracking.decide_promotion(uri, changed)
+    assert not gate.promote and "different feature schemas" in gate.reason
+    assert tracking.alias_version(uri, CHAMPION) == champion

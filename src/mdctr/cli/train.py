@@ -67,7 +67,9 @@ def register(root: typer.Typer) -> None:
         dataset: str = DatasetOpt,
         source: Path | None = SourceOpt,
         model: str = typer.Option(..., "--model", "-m", help="Registered model (see `mdctr models list`)."),
-        domains: str = typer.Option("handcrafted", "--domains", help="handcrafted | mined | none."),
+        domains: str = typer.Option(
+            "handcrafted", "--domains", help="handcrafted | mined | none | random | binned (controls)."
+        ),
         epochs: int = typer.Option(5, help="Maximum epochs (early stopping on validation AUC)."),
         seed: int = typer.Option(0, help="Seeds initialisation, shuffling and dropout."),
         batch_size: int = typer.Option(4096, help="Rows per step."),
@@ -123,7 +125,9 @@ def register(root: typer.Typer) -> None:
         dataset: str = DatasetOpt,
         source: Path | None = SourceOpt,
         models: str = typer.Option("", help="Comma-separated models (default: all registered)."),
-        domains: str = typer.Option("handcrafted,mined,none", help="Comma-separated domain sources."),
+        domains: str = typer.Option(
+            "handcrafted,mined,none", help="Comma-separated domain sources (also: random, binned)."
+        ),
         budget: str = typer.Option("", help="FLOP budget (default: the configured FLOP_BUDGET_DEFAULT)."),
         seeds: int = typer.Option(3, help="Seeds 0..N-1 per entry."),
         epochs: int = typer.Option(5, help="Maximum epochs per run."),

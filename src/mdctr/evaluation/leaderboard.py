@@ -1,10 +1,15 @@
 """The FLOP-matched leaderboard: one row per (model, domain source), aggregated over seeds.
 
-Each row reports mean ± std (over seeds, ddof=1) of the pooled test AUC and logloss, the mean per-domain AUC
-(hand-crafted domains), FLOPs per sample and dense parameters, and two paired significance tests (see
+**Choose on validation, report on test.** Entries are ranked by their mean validation AUC over seeds (the
+validation AUC of each run's early-stopping epoch); the first entry is the winner. Test metrics are reported
+beside it and never used to rank or choose.
+
+Each row reports mean ± std (over seeds, ddof=1) of the validation AUC and of the pooled test AUC and logloss,
+a 95% confidence interval of the test AUC, the mean per-domain test AUC (hand-crafted domains), FLOPs per
+sample and dense parameters, and two paired significance tests on test AUC (see
 :mod:`mdctr.evaluation.significance`): against the FLOP-matched single-domain baseline (``dnn`` with domain
-source ``none``) and against the best entry (highest mean AUC). Written as Markdown, CSV and JSON plus two
-PNG plots.
+source ``none``) and against the best entry (rank 1), each with Holm-corrected p-values over the table's
+family of comparisons. Written as Markdown, CSV and JSON plus two PNG plots.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mdctr.evaluation.significance import PairedTest, compare_entries
+from mdctr.evaluation.significance import PairedTest, auc_confidence_interval, compare_entries, holm
 from mdctr.io import json_safe, write_json_atomic
 
 BASELINE = ("dnn", "none")
 SIGNIFICANCE_NOTE = (
     "p-values are two-sided: a paired t-test over seeds (scipy.stats.ttest_rel) when two or more seeds are "
-    "paired, otherwise the DeLong test for correlated AUCs on the pooled test predictions."
+    "paired, otherwise the DeLong test for correlated AUCs on the pooled test predictions; p-values are "
+    "Holm-corrected within each column (the family of comparisons in this table). Ranked by mean validation "
+    "AUC; the 95% CI of test AUC is a t-interval over seeds, or DeLong's for one seed."
 )
 
 
@@ -49,6 +56,8 @@ class RunRecord:
     probs: np.ndarray | None = None
     train_samples_per_s: float = math.nan
     wall_s: float = math.nan
+    #: validation AUC of the run's early-stopping epoch: what the leaderboard ranks by
+    valid_auc: float = math.nan
 
     @property
     def entry(self) -> str:
@@ -71,6 +80,7 @@ class RunRecord:
             probs=trained.predictions,
             train_samples_per_s=trained.fit.train_samples_per_s,
             wall_s=trained.fit.wall_s,
+            valid_auc=trained.fit.best_valid_auc,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -93,12 +103,13 @@ def _test_columns(prefix: str, test: PairedTest | None, note: str = "") -> dict[
 
 
 def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """Aggregate runs into one row per (model, domain source), best mean AUC first.
+    """Aggregate runs into one row per (model, domain source), best mean **validation** AUC first.
 
-    Columns: ``rank, entry, model, domain_source, seeds, width, flops, dense_params, auc_mean, auc_std,
-    logloss_mean, logloss_std, auc[<domain>]`` (mean per hand-crafted domain), ``train_samples_per_s``,
-    ``vs_dnn_diff, vs_dnn_p, vs_dnn_test, vs_best_diff, vs_best_p, vs_best_test``. ``df.attrs`` holds the
-    domain names, the baseline and the significance note.
+    Columns: ``rank, entry, model, domain_source, seeds, width, flops, dense_params, valid_auc_mean,
+    valid_auc_std, auc_mean, auc_std, auc_ci_low, auc_ci_high, logloss_mean, logloss_std, auc[<domain>]``
+    (mean test AUC per hand-crafted domain), ``train_samples_per_s``, ``vs_dnn_diff, vs_dnn_p, vs_dnn_p_holm,
+    vs_dnn_test, vs_best_diff, vs_best_p, vs_best_p_holm, vs_best_test``. ``df.attrs`` holds the domain names,
+    the baseline and the significance note.
     """
     if not records:
         raise ValueError("no runs to put on a leaderboard")
@@ -120,6 +131,10 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
     for (model, source), runs in groups.items():
         aucs = [r.auc for r in runs]
         losses = [r.logloss for r in runs]
+        valid = [r.valid_auc for r in runs]
+        ci_low, ci_high, _ = auc_confidence_interval(
+            aucs, labels if len(runs) == 1 else None, runs[0].probs if len(runs) == 1 else None
+        )
         row: dict[str, Any] = {
             "entry": f"{model}/{source}",
             "model": model,
@@ -128,8 +143,12 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
             "width": float(np.mean([r.width for r in runs])),
             "flops": float(np.mean([r.flops for r in runs])),
             "dense_params": int(np.mean([r.dense_params for r in runs])),
+            "valid_auc_mean": float(np.mean(valid)),
+            "valid_auc_std": _std(valid),
             "auc_mean": float(np.mean(aucs)),
             "auc_std": _std(aucs),
+            "auc_ci_low": ci_low,
+            "auc_ci_high": ci_high,
             "logloss_mean": float(np.mean(losses)),
             "logloss_std": _std(losses),
         }
@@ -137,7 +156,12 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
             row[f"auc[{d}]"] = float(np.nanmean([r.domain_auc.get(d, math.nan) for r in runs]))
         row["train_samples_per_s"] = float(np.mean([r.train_samples_per_s for r in runs]))
         rows.append(row)
-    df = pd.DataFrame(rows).sort_values("auc_mean", ascending=False, kind="stable").reset_index(drop=True)
+    # choose on validation: test AUC never orders the table (NaN validation AUCs, e.g. old runs, go last)
+    df = (
+        pd.DataFrame(rows)
+        .sort_values("valid_auc_mean", ascending=False, kind="stable")
+        .reset_index(drop=True)
+    )
     df.insert(0, "rank", np.arange(1, len(df) + 1))
 
     best_key = (df.loc[0, "model"], df.loc[0, "domain_source"])
@@ -155,7 +179,14 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
                 auc_b, probs_b = by_seed(groups[ref])
                 cols |= _test_columns(prefix, compare_entries(auc_a, auc_b, probs_a, probs_b, labels))
         tests.append(cols)
-    df = pd.concat([df, pd.DataFrame(tests)], axis=1)
+    tests_df = pd.DataFrame(tests)
+    for prefix in ("vs_dnn", "vs_best"):  # one family of comparisons per column
+        tests_df.insert(
+            tests_df.columns.get_loc(f"{prefix}_p") + 1,
+            f"{prefix}_p_holm",
+            holm(tests_df[f"{prefix}_p"].tolist()),
+        )
+    df = pd.concat([df, tests_df], axis=1)
     df.attrs["domains"] = domains
     df.attrs["baseline"] = "/".join(BASELINE)
     df.attrs["significance"] = SIGNIFICANCE_NOTE
@@ -172,6 +203,10 @@ def _pm(mean: float, std: float, digits: int = 4) -> str:
     return _fmt(mean, digits) if not math.isfinite(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _ci(low: float, high: float) -> str:
+    return "–" if not (math.isfinite(low) and math.isfinite(high)) else f"[{low:.4f}, {high:.4f}]"
+
+
 def _p(p: float, test: str) -> str:
     if not math.isfinite(p):
         return test or "–"
@@ -179,25 +214,29 @@ def _p(p: float, test: str) -> str:
 
 
 def to_markdown(df: pd.DataFrame, title: str = "Leaderboard") -> str:
-    """A Markdown table: mean ± std over seeds, per-domain AUC, FLOPs, params and p-values."""
+    """A Markdown table: validation AUC (the ranking), test AUC with its 95% CI and test logloss (mean ± std
+    over seeds), per-domain test AUC, FLOPs, params and Holm-corrected p-values."""
     domains = df.attrs.get("domains", [])
-    head = ["#", "entry", "seeds", "AUC", "logloss", *[f"AUC {d}" for d in domains]]
-    head += ["FLOPs/sample", "dense params", "width", "ΔAUC vs dnn", "p vs dnn", "p vs best"]
+    head = ["#", "entry", "seeds", "valid AUC", "test AUC", "test AUC 95% CI", "test logloss"]
+    head += [f"AUC {d}" for d in domains]
+    head += ["FLOPs/sample", "dense params", "width", "ΔAUC vs dnn", "p vs dnn (Holm)", "p vs best (Holm)"]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
         cells = [
             str(r["rank"]),
             r["entry"],
             str(r["seeds"]),
+            _pm(r["valid_auc_mean"], r["valid_auc_std"]),
             _pm(r["auc_mean"], r["auc_std"]),
+            _ci(r["auc_ci_low"], r["auc_ci_high"]),
             _pm(r["logloss_mean"], r["logloss_std"]),
             *[_fmt(r[f"auc[{d}]"]) for d in domains],
             f"{r['flops']:,.0f}",
             f"{r['dense_params']:,}",
             f"{r['width']:.3g}",
             _fmt(r["vs_dnn_diff"]),
-            _p(r["vs_dnn_p"], r["vs_dnn_test"]),
-            _p(r["vs_best_p"], r["vs_best_test"]),
+            _p(r["vs_dnn_p_holm"], r["vs_dnn_test"]),
+            _p(r["vs_best_p_holm"], r["vs_best_test"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Baseline: `{df.attrs.get('baseline', '/'.join(BASELINE))}`. {SIGNIFICANCE_NOTE}", ""]

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,3 +109,48 @@ def compare_entries(
         result = delong_test(labels, probs_a[seed_a], probs_b[seed_b])
         return PairedTest(result.method, result.n, result.diff, result.statistic, result.p_value, result.note)
     return PairedTest("none", len(common), math.nan, math.nan, math.nan, "no common seeds and no predictions")
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values for one family of comparisons (same order as given).
+
+    Non-finite p-values (no test) are left as they are and do not count towards the family size m. The
+    adjusted value of the i-th smallest p is max over j ≤ i of min(1, (m − j + 1)·p_(j)), so rejecting where
+    the adjusted p < α controls the family-wise error rate at α.
+    """
+    finite = [(p, i) for i, p in enumerate(p_values) if math.isfinite(p)]
+    m = len(finite)
+    out = [float(p) for p in p_values]
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(finite)):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def auc_confidence_interval(
+    aucs: Sequence[float],
+    labels: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
+    level: float = 0.95,
+) -> tuple[float, float, str]:
+    """Two-sided ``level`` interval for an entry's AUC → (low, high, method).
+
+    Two or more seeds: Student-t interval of the mean over seeds (``"t"``). One seed with its predictions:
+    the DeLong variance of that AUC on the pooled rows, normal interval (``"delong"``). Otherwise NaNs.
+    """
+    x = np.asarray([a for a in aucs if math.isfinite(a)], dtype=np.float64)
+    if x.size >= 2:
+        half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+        return float(x.mean()) - half, float(x.mean()) + half, "t"
+    if x.size == 1 and labels is not None and probs is not None:
+        y = np.asarray(labels).reshape(-1) > 0.5
+        p = np.asarray(probs, np.float64).reshape(-1)
+        m, n = int(y.sum()), int((~y).sum())
+        if m > 1 and n > 1:
+            auc, v10, v01 = _structural_components(p[y], p[~y])
+            half = float(
+                stats.norm.ppf(0.5 + level / 2) * math.sqrt(v10.var(ddof=1) / m + v01.var(ddof=1) / n)
+            )
+            return auc - half, auc + half, "delong"
+    return math.nan, math.nan, "none"

@@ -47,7 +47,9 @@ __all__ = [
     "scale_widths",
 ]
 
-DOMAIN_SOURCES = ("handcrafted", "mined", "none")
+#: every routing source a model can declare it accepts (``CTRModel.domain_sources``); what each means is
+#: decided in mdctr.routing: the dataset's id, mined codes, one domain, and the two control sources
+DOMAIN_SOURCES = ("handcrafted", "mined", "none", "random", "binned")
 
 
 class CTRModel(nn.Module):

@@ -21,6 +21,8 @@ from mdctr.routing.budget import (
 )
 from mdctr.routing.flops import FLOP_BUDGET_DEFAULT, count_batch, flops_per_sample
 from mdctr.routing.sources import (
+    CONTROL_SOURCES,
+    ControlState,
     DomainRouting,
     DomainSourceError,
     Routed,
@@ -30,9 +32,11 @@ from mdctr.routing.sources import (
 )
 
 __all__ = [
+    "CONTROL_SOURCES",
     "FLOP_BUDGET_DEFAULT",
     "BudgetError",
     "BudgetSpec",
+    "ControlState",
     "DomainRouting",
     "DomainSourceError",
     "Routed",

@@ -4,6 +4,9 @@ Every domain source is handled here and nowhere else:
 
 * ``handcrafted``: the dataset's own domain id;
 * ``none``: one domain for every row;
+* the **control sources** ``random`` (a stable hash of the user id into ``buckets`` domains) and ``binned``
+  (quantile bins of one feature, fitted on train): what mined domains must beat before they can be called
+  useful (see :class:`ControlState`);
 * ``mined`` by an **external miner** (a pre-trained :class:`~mdctr.domains.miner.DomainMiner` routes the rows
   from outside the model; its forward is part of serving, so its FLOPs are counted beside the model's and it
   is saved with the serving bundle);
@@ -34,8 +37,13 @@ from mdctr.routing.flops import flops_per_sample
 
 log = logging.getLogger(__name__)
 
-DomainSource = Literal["handcrafted", "mined", "none"]
+DomainSource = Literal["handcrafted", "mined", "none", "random", "binned"]
 SPLITS = ("train", "valid", "test")
+CONTROL_SOURCES = ("random", "binned")
+#: default number of control domains (the miner's default codebook size, so controls match mined domains)
+CONTROL_DOMAINS = 4
+#: Knuth's multiplicative hash constant: a fixed, process-independent scramble of the user index
+_HASH_MULTIPLIER = 2654435761
 
 
 class DomainSourceError(ValueError):
@@ -76,11 +84,90 @@ class Routed:
         data: the splits, each ``domain`` column holding the routing domain.
         num_domains: number of routing domains the model is built for.
         inputs: :class:`ModelInputs` with that number of domains.
+        control: the fitted control source (``random``/``binned``), which serving must keep; else None.
     """
 
     data: PreparedData
     num_domains: int
     inputs: ModelInputs
+    control: ControlState | None = None
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """A fitted control source: everything needed to give any row (training or serving) its domain.
+
+    Attributes:
+        source: ``random`` or ``binned``.
+        column: the user-id column (``random``) or the binned dense feature (``binned``).
+        num_domains: number of routing domains.
+        edges: ``binned`` only: bin edges in the feature's encoded (standardised) units; a value v falls in
+            bin ``#{e ∈ edges : e ≤ v}``.
+    """
+
+    source: str
+    column: str
+    num_domains: int
+    edges: tuple[float, ...] = ()
+
+    @classmethod
+    def fit(
+        cls,
+        source: str,
+        prepared: PreparedData,
+        *,
+        buckets: int = CONTROL_DOMAINS,
+        feature: str | None = None,
+    ) -> ControlState:
+        """``random``: ``buckets`` hash buckets of ``schema.user`` (or of the first sparse feature when the data
+        have no user column). ``binned``: ``buckets`` quantile bins of
+        ``feature`` (default: the first dense feature) on the train split; tied quantiles merge bins."""
+        schema = prepared.spec.schema
+        if buckets < 1:
+            raise DomainSourceError(f"control source {source!r}: buckets must be >= 1, got {buckets}")
+        if source == "random":
+            # the user id; data without one (e.g. synthetic) hash their first sparse feature instead
+            column = (
+                schema.user if schema.user in schema.sparse else (schema.sparse[0] if schema.sparse else None)
+            )
+            if column is None:
+                raise DomainSourceError(
+                    f"domain source 'random' needs a sparse column; {schema.name} has none"
+                )
+            return cls("random", column, buckets)
+        if source != "binned":
+            raise DomainSourceError(
+                f"{source!r} is not a control source; expected one of {list(CONTROL_SOURCES)}"
+            )
+        feature = feature or (schema.dense[0] if schema.dense else None)
+        if feature is None or feature not in schema.dense:
+            raise DomainSourceError(
+                f"domain source 'binned' needs a dense feature to bin; {schema.name} dense features: "
+                f"{list(schema.dense)}"
+            )
+        values = prepared.train.dense[:, schema.dense.index(feature)].to(torch.float64)
+        qs = torch.linspace(0, 1, buckets + 1, dtype=torch.float64)[1:-1]
+        edges = torch.unique(torch.quantile(values, qs)) if buckets > 1 else values.new_empty(0)
+        return cls("binned", feature, len(edges) + 1, tuple(float(e) for e in edges))
+
+    def assign(self, data: TensorData, schema: Any) -> torch.Tensor:
+        """Domain of every row of ``data`` (encoded with ``schema``'s feature spec) → [N] int64."""
+        if self.source == "random":
+            user = data.sparse[:, schema.sparse.index(self.column)].to(torch.int64)
+            return (user * _HASH_MULTIPLIER) % (2**32) % self.num_domains
+        values = data.dense[:, schema.dense.index(self.column)].to(torch.float64).contiguous()
+        edges = torch.tensor(self.edges, dtype=torch.float64)
+        return torch.bucketize(values, edges, right=True).to(torch.int64)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (what a serving bundle saves)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ControlState:
+        return cls(
+            d["source"], d["column"], int(d["num_domains"]), tuple(float(e) for e in d.get("edges", ()))
+        )
 
 
 @dataclass(frozen=True)
@@ -93,12 +180,16 @@ class DomainRouting:
         model_overrides: the model's config overrides (they decide, e.g., whether it holds a miner).
         miner: the fitted pre-trained miner for ``mined`` (None for other sources and for a model that
             mines with its own VQ-VAE).
+        buckets: number of domains of a control source (``random`` buckets, ``binned`` quantile bins).
+        bin_feature: the dense feature ``binned`` bins (default: the first dense feature).
     """
 
     source: str
     model_name: str | None = None
     model_overrides: dict[str, Any] | None = None
     miner: nn.Module | None = None
+    buckets: int = CONTROL_DOMAINS
+    bin_feature: str | None = None
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -109,11 +200,13 @@ class DomainRouting:
         *,
         miner: nn.Module | None = None,
         model_overrides: dict[str, Any] | None = None,
+        buckets: int = CONTROL_DOMAINS,
+        bin_feature: str | None = None,
     ) -> DomainRouting:
         """Routing of ``model_name`` by ``source`` (which the model must accept); ``miner`` is kept only for
         ``mined``, and only if the model needs it (see :meth:`needs_miner`)."""
         check_domain_source(model_name, source)
-        routing = cls(source, model_name, dict(model_overrides or {}) or None)
+        routing = cls(source, model_name, dict(model_overrides or {}) or None, None, buckets, bin_feature)
         return dataclasses.replace(routing, miner=miner) if routing.needs_miner else routing
 
     @classmethod
@@ -149,16 +242,30 @@ class DomainRouting:
     # -- what domain does each row have ---------------------------------------------------------------------
     def route(self, prepared: PreparedData) -> Routed:
         """Every split routed by the source; the model is built for ``Routed.num_domains`` domains."""
-        num = self.num_domains(prepared)
-        routed = {k: prepared.split(k).with_domain(self.domains(prepared.split(k))) for k in SPLITS}
+        control = self.fit_control(prepared)
+        num = control.num_domains if control is not None else self.num_domains(prepared)
+        schema = prepared.spec.schema
+
+        def domains(split: TensorData) -> torch.Tensor:
+            return control.assign(split, schema) if control is not None else self.domains(split)
+
+        routed = {k: prepared.split(k).with_domain(domains(prepared.split(k))) for k in SPLITS}
         data = dataclasses.replace(prepared, **routed)
-        if self.source == "mined" and self.external_miner is not None:
+        if control is not None or (self.source == "mined" and self.external_miner is not None):
             sizes = torch.bincount(data.train.domain, minlength=num).tolist()
-            log.info("routing by %d mined domains; train rows per domain %s", num, sizes)
-        return Routed(data=data, num_domains=num, inputs=model_inputs(prepared, num))
+            log.info("routing by %d %s domains; train rows per domain %s", num, self.source, sizes)
+        return Routed(data=data, num_domains=num, inputs=model_inputs(prepared, num), control=control)
+
+    def fit_control(self, prepared: PreparedData) -> ControlState | None:
+        """The fitted control source (``random``/``binned``) on ``prepared``'s train split, else None."""
+        if self.source not in CONTROL_SOURCES:
+            return None
+        return ControlState.fit(self.source, prepared, buckets=self.buckets, feature=self.bin_feature)
 
     def num_domains(self, prepared: PreparedData) -> int:
         """Number of routing domains the model is built for."""
+        if self.source in CONTROL_SOURCES:
+            return self.fit_control(prepared).num_domains  # type: ignore[union-attr]
         if self.source == "handcrafted":
             return prepared.spec.schema.num_domains
         if self.source == "mined" and self.external_miner is not None:
@@ -166,7 +273,9 @@ class DomainRouting:
         return 1
 
     def domains(self, data: TensorData) -> torch.Tensor:
-        """Routing domain of every row of one split → [N] int64."""
+        """Routing domain of every row of one split → [N] int64 (control sources: see :meth:`route`)."""
+        if self.source in CONTROL_SOURCES:
+            raise DomainSourceError(f"domain source {self.source!r} is fitted on train: use route(prepared)")
         if self.source == "handcrafted":
             return data.handcrafted
         if self.source == "mined" and self.external_miner is not None:

@@ -34,6 +34,7 @@ from mdctr.data.encode import FeatureSpec, LookupEncoder
 from mdctr.data.tensors import Batch, TensorData
 from mdctr.io import atomic_dir, write_json_atomic
 from mdctr.models import DOMAIN_SOURCES, CTRModel, ModelInputs, build_model
+from mdctr.routing.sources import CONTROL_SOURCES, ControlState
 from mdctr.schema import SchemaError
 from mdctr.serving.request import (
     DEFAULT_MAX_ABS_Z,
@@ -55,6 +56,8 @@ BUNDLE_FILE = "bundle.json"
 SPEC_FILE = "feature_spec.json"
 WEIGHTS_FILE = "model.pt"
 MINER_DIR = "miner"
+#: the fitted control source (random/binned) of a bundle routed by one (mdctr.routing.ControlState)
+ROUTING_FILE = "routing.json"
 METRICS_FILE = "metrics.json"
 #: sparse columns with at most this many training values reject unseen values by default
 DEFAULT_CLOSED_VOCAB_MAX = 100
@@ -144,6 +147,7 @@ def save_bundle(
     metrics: Mapping[str, Any] | None = None,
     closed_columns: Sequence[str] | None = None,
     closed_vocab_max: int = DEFAULT_CLOSED_VOCAB_MAX,
+    routing_state: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle atomically to ``directory`` (replacing it) and return its path.
 
@@ -153,6 +157,8 @@ def save_bundle(
     """
     if domain_source not in DOMAIN_SOURCES:
         raise ValueError(f"unknown domain source {domain_source!r}; expected one of {DOMAIN_SOURCES}")
+    if (domain_source in CONTROL_SOURCES) != (routing_state is not None):
+        raise ValueError(f"domain source {domain_source!r}: a control source needs its fitted routing_state")
     needs_miner = domain_source == "mined" and not type(model).mines_domains
     if needs_miner != (miner is not None):
         raise ValueError(
@@ -182,6 +188,8 @@ def save_bundle(
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
         if miner is not None:
             miner.save(tmp / MINER_DIR)
+        if routing_state is not None:  # a control source (random/binned), fitted on train
+            write_json_atomic(tmp / ROUTING_FILE, dict(routing_state))
         write_json_atomic(tmp / METRICS_FILE, normalise_metrics(metrics))
     log.info("saved %s bundle (%s domains) to %s", model_name, domain_source, directory)
     return Path(directory)
@@ -236,6 +244,7 @@ class Predictor:
         self.spec = spec
         self.model = model.eval()
         self.miner = miner
+        self.control: ControlState | None = None  # a control source's fitted state (set by load)
         schema = spec.schema
         self.columns: tuple[str, ...] = schema.serving_columns
         self.encoder = LookupEncoder.from_spec(spec)
@@ -276,7 +285,10 @@ class Predictor:
             from mdctr.domains.miner import DomainMiner  # only mined bundles need the miner code
 
             miner = DomainMiner.load(directory / MINER_DIR)
-        return cls(info, spec, model, miner, **limits)
+        predictor = cls(info, spec, model, miner, **limits)
+        if (directory / ROUTING_FILE).is_file():
+            predictor.control = ControlState.from_dict(json.loads((directory / ROUTING_FILE).read_text()))
+        return predictor
 
     # -- the fast path ------------------------------------------------------------------------------------
     def _check_closed(self, cols: Columns) -> None:
@@ -307,6 +319,8 @@ class Predictor:
             return data.with_domain(torch.zeros(n, dtype=torch.int64))
         if source == "mined":
             return data.with_domain(self.miner.assign(data))
+        if source in CONTROL_SOURCES:
+            return data.with_domain(self.control.assign(data, self.spec.schema))  # type: ignore[union-attr]
         return data
 
     @torch.inference_mode()

@@ -40,12 +40,20 @@ class RegisterOutput:
     gate: dict[str, Any]
 
 
-def register_model(*, winner_dir: Path | str, config: RegisterConfig) -> RegisterOutput:
+def register_model(
+    *, winner_dir: Path | str, config: RegisterConfig, prepared_dir: Path | str | None = None
+) -> RegisterOutput:
     """Log ``winner_dir/bundle`` as a pyfunc in the winner's training run, register it (alias challenger),
-    decide whether it should replace the champion, and close the parent run (FINISHED)."""
+    tag it with its dataset and feature schema, decide whether it should replace the champion, and close the
+    parent run (FINISHED).
+
+    With ``prepared_dir`` the gate re-scores challenger and champion on this run's validation split (see
+    :func:`mdctr.tracking.decide_promotion`); without it, it compares the metrics stored on version tags.
+    """
     import pandas as pd
 
     from mdctr import tracking
+    from mdctr.serving.bundle import Predictor
 
     winner_dir = Path(winner_dir)
     entry = json.loads((winner_dir / WINNER_ENTRY_FILE).read_text())
@@ -59,7 +67,12 @@ def register_model(*, winner_dir: Path | str, config: RegisterConfig) -> Registe
     registered = tracking.register_bundle(
         uri, winner_dir / WINNER_BUNDLE_DIR, run_id=run_id, input_example=example
     )
-    gate = tracking.decide_promotion(uri, registered.version, tolerance=config.tolerance)
+    schema = Predictor.load(winner_dir / WINNER_BUNDLE_DIR).spec.schema
+    tracking.tag_schema(uri, registered.version, schema)
+    validation = validation_set(prepared_dir) if prepared_dir is not None else None
+    gate = tracking.decide_promotion(
+        uri, registered.version, tolerance=config.tolerance, validation=validation
+    )
     from mdctr.tracking.registry import write_model_card  # data version, FLOPs, per-domain metrics, gate
 
     write_model_card(uri, registered.version)
@@ -76,4 +89,42 @@ def register_model(*, winner_dir: Path | str, config: RegisterConfig) -> Registe
         model_uri=registered.model_uri,
         reason=gate.reason,
         gate=gate.to_dict(),
+    )
+
+
+def validation_set(prepared_dir: Path | str) -> Any:
+    """The prepared validation split as raw serving rows (a :class:`mdctr.tracking.ValidationSet`).
+
+    Rows are decoded with the run's feature spec: ids back to their raw values, dense values back to their
+    scale. Rows holding an id unseen in training (encoded as OOV, which has no raw value) are left out, so
+    every model is scored on the same rows of known values.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from mdctr import tracking
+    from mdctr.data.prepare import read_prepared
+
+    prepared = read_prepared(prepared_dir)
+    spec, valid = prepared.spec, prepared.valid
+    schema = spec.schema
+    sparse = valid.sparse.numpy()
+    keep = (sparse > 0).all(axis=1)
+    frame: dict[str, Any] = {}
+    for j, col in enumerate(schema.sparse):
+        vocab = np.asarray(spec.vocab[col], dtype=np.int64 if spec.kinds[col] == "int" else object)
+        frame[col] = vocab[sparse[keep, j] - 1]
+    dense = valid.dense.numpy().astype(np.float64)
+    for j, col in enumerate(schema.dense):
+        frame[col] = dense[keep, j] * spec.std[col] + spec.mean[col]
+    domains = valid.handcrafted.numpy()[keep]
+    frame[schema.domain] = domains.astype(np.int64)
+    df = pd.DataFrame(frame)[list(schema.serving_columns)]
+    log.info(
+        "gate validation set: %d of %d validation rows (the rest hold unseen ids)",
+        int(keep.sum()),
+        len(valid),
+    )
+    return tracking.ValidationSet(
+        frame=df, labels=valid.label.numpy()[keep].astype(np.float64), domains=domains, schema=schema
     )

@@ -28,7 +28,8 @@ class TrainStepConfig:
     """One training entry.
 
     Attributes:
-        model_name: registered model; ``domain_source``: ``none``/``handcrafted``/``mined``; ``seed``.
+        model_name: registered model; ``domain_source``: ``none``/``handcrafted``/``mined`` or a control
+            source (``random``/``binned``, see :mod:`mdctr.routing`); ``seed``.
         flop_budget: budget spec (``"model:dnn"``, ``"model:dnn@2"`` or FLOPs per sample): the width is fitted.
         epochs: training epochs (overrides ``train_options``).
         train_options: JSON object of further :class:`~mdctr.training.TrainConfig` fields (strict).
@@ -148,6 +149,7 @@ def train_model(
         spec=prepared.spec,
         domain_source=config.domain_source,
         miner=trained.routing.serving_miner(trained.model),
+        routing_state=trained.control.to_dict() if trained.control is not None else None,
         metrics={
             "overall": {k: v for k, v in overall.items() if _finite(v) is not None},
             "per_domain": per_domain,

@@ -8,6 +8,7 @@ from mdctr.tracking.names import CHALLENGER, CHAMPION, EXPERIMENT, REGISTERED_MO
 from mdctr.tracking.registry import (
     GateDecision,
     RegisteredVersion,
+    ValidationSet,
     alias_version,
     decide_promotion,
     inference_requirements,
@@ -15,6 +16,8 @@ from mdctr.tracking.registry import (
     model_storage_uri,
     promote,
     register_bundle,
+    schema_fingerprint,
+    tag_schema,
     version_metrics,
 )
 from mdctr.tracking.runs import end_parent_run, log_evaluation, log_training_run, start_parent_run
@@ -27,6 +30,7 @@ __all__ = [
     "REGISTERED_MODEL",
     "GateDecision",
     "RegisteredVersion",
+    "ValidationSet",
     "alias_version",
     "configure",
     "decide_promotion",
@@ -39,6 +43,8 @@ __all__ = [
     "model_storage_uri",
     "promote",
     "register_bundle",
+    "schema_fingerprint",
     "start_parent_run",
+    "tag_schema",
     "version_metrics",
 ]

@@ -20,6 +20,9 @@ DOMAIN_TAG_PREFIX = "domain."  # domain.<id>.auc = test AUC on hand-crafted doma
 GATE_TAG_PREFIX = "gate."  # gate.decision, gate.reason, gate.delta.*, ...
 TAG_BUNDLE_MODEL = "mdctr.model"
 TAG_DOMAIN_SOURCE = "mdctr.domain_source"
+#: the dataset (schema name) and a fingerprint of its feature schema: the gate never compares across them
+TAG_SCHEMA = "mdctr.schema"
+TAG_SCHEMA_HASH = "mdctr.schema_hash"
 
 #: metrics where higher is better; every other gate metric is treated as lower-is-better
 HIGHER_IS_BETTER = frozenset({"auc", "gauc", "accuracy"})

@@ -7,7 +7,10 @@ The gate reads the test metrics stored as model-version tags at registration (``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -18,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
 import mdctr
+from mdctr.schema import FeatureSchema
 from mdctr.serving.bundle import Predictor, read_metrics
 from mdctr.tracking.names import (
     CHALLENGER,
@@ -34,6 +39,8 @@ from mdctr.tracking.names import (
     REGISTERED_MODEL,
     TAG_BUNDLE_MODEL,
     TAG_DOMAIN_SOURCE,
+    TAG_SCHEMA,
+    TAG_SCHEMA_HASH,
 )
 from mdctr.tracking.pyfunc import BUNDLE_DATA
 from mdctr.tracking.setup import client as get_client
@@ -193,30 +200,124 @@ def _champion_version(c: mlflow.MlflowClient) -> str | None:
         return None  # no alias yet (or no such model): nothing to beat
 
 
+def schema_fingerprint(schema: FeatureSchema) -> str:
+    """A short hash of what a model's inputs and its domains mean: columns, roles and domain names."""
+    key = {
+        "name": schema.name,
+        "sparse": list(schema.sparse),
+        "dense": list(schema.dense),
+        "label": schema.label,
+        "domain": schema.domain,
+        "domain_names": list(schema.domain_names),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tag_schema(tracking_uri: str | None, version: str | int, schema: FeatureSchema) -> None:
+    """Record on a model version which dataset (schema name) and feature schema it was trained on."""
+    c = get_client(tracking_uri)
+    c.set_model_version_tag(REGISTERED_MODEL, str(version), TAG_SCHEMA, schema.name)
+    c.set_model_version_tag(REGISTERED_MODEL, str(version), TAG_SCHEMA_HASH, schema_fingerprint(schema))
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """The current validation split as served: raw rows (``schema.serving_columns``), labels and hand-crafted
+    domain ids, and the schema it belongs to. The gate scores champion and challenger on exactly these rows."""
+
+    frame: pd.DataFrame
+    labels: np.ndarray
+    domains: np.ndarray
+    schema: FeatureSchema
+
+
+def _score(
+    tracking_uri: str | None, version: str, validation: ValidationSet, metric: str
+) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """(overall, per hand-crafted domain) ``metric`` of a registered version on ``validation``, predicted by
+    the registered pyfunc itself (the served path)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    if metric not in ("auc", "logloss"):
+        raise ValueError(f"the gate re-scores 'auc' or 'logloss' on validation, not {metric!r}")
+    configure(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{version}")
+    probs = np.asarray(model.predict(validation.frame), dtype=np.float64)
+    y = validation.labels
+
+    def value(mask: np.ndarray) -> float:
+        if len(np.unique(y[mask])) < 2:
+            return math.nan
+        if metric == "auc":
+            return float(roc_auc_score(y[mask], probs[mask]))
+        return float(log_loss(y[mask], np.clip(probs[mask], 1e-7, 1 - 1e-7), labels=[0, 1]))
+
+    overall = {metric: value(np.ones(len(y), dtype=bool))}
+    per_domain = {}
+    for d in range(validation.schema.num_domains):
+        v = value(validation.domains == d)
+        if math.isfinite(v):
+            per_domain[d] = {metric: v}
+    return overall, per_domain
+
+
+def _schema_mismatch(c: mlflow.MlflowClient, challenger: str, champion: str) -> str | None:
+    """Why two versions must not be compared (different dataset or feature schema), or None."""
+    tags = [c.get_model_version(REGISTERED_MODEL, v).tags for v in (challenger, champion)]
+    for key, what in ((TAG_SCHEMA, "dataset"), (TAG_SCHEMA_HASH, "feature schema")):
+        mine, theirs = tags[0].get(key), tags[1].get(key)
+        if mine != theirs:
+            return (
+                f"refusing to compare: challenger v{challenger} and {CHAMPION} v{champion} were trained on "
+                f"different {what}s ({mine!r} vs {theirs!r})"
+            )
+    return None
+
+
 def decide_promotion(
-    tracking_uri: str | None, version: str | int, *, tolerance: float = 0.002, metric: str = "auc"
+    tracking_uri: str | None,
+    version: str | int,
+    *,
+    tolerance: float = 0.002,
+    metric: str = "auc",
+    validation: ValidationSet | None = None,
 ) -> GateDecision:
     """Should ``version`` replace the champion? Writes the decision and its numbers as ``gate.*`` version tags.
 
-    Rules: no champion yet → promote. Otherwise promote only if the challenger is strictly better than the
-    champion on ``metric`` overall AND on no hand-crafted domain the champion was measured on is it worse by
-    more than ``tolerance`` (a domain missing from the challenger counts as a regression).
+    Rules: no champion yet → promote. A champion of another dataset or feature schema (version tags
+    ``mdctr.schema``/``mdctr.schema_hash``, see :func:`tag_schema`) is never compared: the challenger is kept.
+    Otherwise promote only if the challenger is strictly better than the champion on ``metric`` overall AND on
+    no hand-crafted domain the champion was measured on is it worse by more than ``tolerance`` (a domain
+    missing from the challenger counts as a regression).
+
+    With ``validation`` (the current validation split, raw rows) both versions are re-scored on those same
+    rows through their registered pyfuncs, so the comparison is on validation data of this run, never on
+    stale tags; without it the metrics stored on the version tags are compared (the old behaviour).
     """
     c = get_client(tracking_uri)
     version = str(version)
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
-    chall_all, chall_dom = version_metrics(tracking_uri, version)
     champ_version = _champion_version(c)
+    mismatch = _schema_mismatch(c, version, champ_version) if champ_version not in (None, version) else None
+    if validation is not None:
+        chall_all, chall_dom = _score(tracking_uri, version, validation, metric)
+    else:
+        chall_all, chall_dom = version_metrics(tracking_uri, version)
     champ_all: dict[str, float] = {}
     deltas: dict[int, float] = {}
-    if metric not in chall_all:
+    if mismatch is not None:
+        promote, reason = False, mismatch
+    elif metric not in chall_all:
         promote, reason = False, f"version {version} has no overall test {metric!r} to compare"
     elif champ_version is None:
         promote, reason = True, f"no {CHAMPION} yet; version {version} becomes the first"
     elif champ_version == version:
         promote, reason = False, f"version {version} is already the {CHAMPION}"
     else:
-        champ_all, champ_dom = version_metrics(tracking_uri, champ_version)
+        if validation is not None:
+            champ_all, champ_dom = _score(tracking_uri, champ_version, validation, metric)
+        else:
+            champ_all, champ_dom = version_metrics(tracking_uri, champ_version)
         for d, vals in sorted(champ_dom.items()):
             if metric in vals:
                 mine = chall_dom.get(d, {}).get(metric)
@@ -259,6 +360,9 @@ def decide_promotion(
         "reason": reason,
         "metric": metric,
         "tolerance": repr(tolerance),
+        "scored_on": f"validation ({len(validation.labels)} rows)"
+        if validation is not None
+        else "version tags",
         "champion_version": champ_version or "",
         f"challenger_{metric}": repr(chall_all.get(metric, float("nan"))),
         f"champion_{metric}": repr(champ_all.get(metric, float("nan"))),
@@ -308,7 +412,6 @@ def model_storage_uri(
 
 def load_input_example(tracking_uri: str | None, model_uri: str) -> pd.DataFrame:
     """The raw input example stored with a logged model (a few rows of ``schema.serving_columns``)."""
-    import json
 
     configure(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="mdctr-example-") as tmp:

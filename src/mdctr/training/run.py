@@ -12,7 +12,7 @@ import torch
 from mdctr.data.prepare import PreparedData
 from mdctr.io import json_safe
 from mdctr.models.base import CTRModel, ModelInputs
-from mdctr.routing import DomainRouting, count_batch, fit_width, resolve_budget
+from mdctr.routing import ControlState, DomainRouting, count_batch, fit_width, resolve_budget
 from mdctr.training.config import TrainConfig
 from mdctr.training.metrics import evaluate_predictions
 from mdctr.training.trainer import EpochCallback, FitResult, fit, predict
@@ -36,6 +36,7 @@ class TrainedModel:
         dense_params: parameters outside the embedding table.
         seed: the training seed.
         routing: how the model was routed (serving keeps ``routing.serving_miner(model)`` beside it).
+        control: the fitted control source (``random``/``binned``) that serving must apply, else None.
         extra: budget details (``budget``, ``budget_flops``, ``budget_rel_error``) when fitted to one.
     """
 
@@ -52,6 +53,7 @@ class TrainedModel:
     dense_params: int
     seed: int
     routing: DomainRouting | None = None
+    control: ControlState | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -154,6 +156,7 @@ def train_model(
         flops=flops,
         dense_params=model.dense_parameters(),
         routing=routing,
+        control=routed.control,
         seed=config.seed,
         extra=extra,
     )
