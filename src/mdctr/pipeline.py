@@ -214,7 +214,7 @@ class LocalRunResult:
         winner: the leaderboard's best entry.
         leaderboard: the Markdown leaderboard text.
         run_dir: this run's directory under the pipeline root (every task's artifacts).
-        tracking_uri: the MLflow store used.
+        tracking_uri: the MLflow store used (for a docker run's own tracking server, its backend store).
         seconds: wall-clock time of the DAG.
     """
 
@@ -271,6 +271,7 @@ def run_local(
     """
     from kfp import local
 
+    reported_uri = None
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     defaults = _pipeline_module().default_parameters()
@@ -285,6 +286,8 @@ def run_local(
             else:
                 server = stack.enter_context(_docker_tracking_server(runs_dir))
                 uri, artifacts_destination = server.url, artifacts_destination or server.artifacts_destination
+                # the server stops with the run; its store stays (`mlflow ui --backend-store-uri <it>`)
+                reported_uri = server.backend_store_uri
             require_remote_tracking_uri(uri, where="runner docker")
             image = _require_image()
             env = {k: os.environ[k] for k in DOCKER_PASSTHROUGH_ENV if os.environ.get(k)}
@@ -338,6 +341,8 @@ def run_local(
         with warnings.catch_warnings(), contextlib.redirect_stdout(tail):
             # the runner warns that a non-"python" image name may not match the local interpreter; here it does
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+            # the Kubernetes resources compiled into every task mean nothing to a local runner
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
             try:
                 task = pipeline(**arguments)
             except Exception as e:  # kfp raises a bare RuntimeError naming the failed task
@@ -356,7 +361,7 @@ def run_local(
         winner=registration["winner"],
         leaderboard=leaderboard,
         run_dir=run_dir,
-        tracking_uri=uri,
+        tracking_uri=reported_uri or uri,
         seconds=seconds,
     )
 
