@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -212,7 +214,7 @@ class LocalRunResult:
         winner: the leaderboard's best entry.
         leaderboard: the Markdown leaderboard text.
         run_dir: this run's directory under the pipeline root (every task's artifacts).
-        tracking_uri: the MLflow store used.
+        tracking_uri: the MLflow store used (for a docker run's own tracking server, its backend store).
         seconds: wall-clock time of the DAG.
     """
 
@@ -269,6 +271,7 @@ def run_local(
     """
     from kfp import local
 
+    reported_uri = None
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     defaults = _pipeline_module().default_parameters()
@@ -283,6 +286,8 @@ def run_local(
             else:
                 server = stack.enter_context(_docker_tracking_server(runs_dir))
                 uri, artifacts_destination = server.url, artifacts_destination or server.artifacts_destination
+                # the server stops with the run; its store stays (`mlflow ui --backend-store-uri <it>`)
+                reported_uri = server.backend_store_uri
             require_remote_tracking_uri(uri, where="runner docker")
             image = _require_image()
             env = {k: os.environ[k] for k in DOCKER_PASSTHROUGH_ENV if os.environ.get(k)}
@@ -331,12 +336,17 @@ def run_local(
         )
         before = {p.name for p in root.iterdir()}
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
+        started_ms = int(time.time() * 1000) - 1000
+        tail = _Tail(sys.stdout)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(tail):
             # the runner warns that a non-"python" image name may not match the local interpreter; here it does
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+            # the Kubernetes resources compiled into every task mean nothing to a local runner
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
             try:
                 task = pipeline(**arguments)
             except Exception as e:  # kfp raises a bare RuntimeError naming the failed task
+                _record_failure(uri, started_ms, str(e), tail.text())
                 raise RuntimeError(f"local pipeline run ({runner}) failed: {e}") from e
         seconds = time.perf_counter() - t0
     created = sorted(p for p in root.iterdir() if p.name not in before and p.is_dir())
@@ -351,7 +361,7 @@ def run_local(
         winner=registration["winner"],
         leaderboard=leaderboard,
         run_dir=run_dir,
-        tracking_uri=uri,
+        tracking_uri=reported_uri or uri,
         seconds=seconds,
     )
 
@@ -362,6 +372,48 @@ def _task_file(run_dir: Path, task: str, name: str) -> Path:
     if not path.is_file():
         raise RuntimeError(f"local run {run_dir}: {task} wrote no {name!r} artifact")
     return path
+
+
+class _Tail(io.TextIOBase):
+    """Writes through to ``stream`` and keeps the last ``limit`` characters (the task logs the runner prints)."""
+
+    def __init__(self, stream: Any, limit: int = 200_000) -> None:
+        self.stream, self.limit, self.buf = stream, limit, ""
+
+    def write(self, s: str) -> int:
+        self.stream.write(s)
+        self.buf = (self.buf + s)[-self.limit :]
+        return len(s)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def text(self) -> str:
+        return self.buf
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.*)$")
+
+
+def _record_failure(tracking_uri: str, started_ms: int, error: str, logs: str) -> None:
+    """Name the innermost failed task and its exception on this run's MLflow parent run.
+
+    The local orchestrator's error lists the failed tasks innermost first ("Inner task failed: 'mine-domains'
+    inside 'exit-handler-1'"); the exception is the last ``…Error: message`` line of the printed task logs.
+    The exit task has already marked the run FAILED, but it only sees the failed exit-handler group.
+    """
+    from mdctr.tracking.runs import record_failure
+
+    error = _ANSI.sub("", error)
+    match = re.search(r"Inner task failed: '([^']+)'", error)
+    task = match.group(1) if match else "?"
+    lines = [m for m in (_ERROR_LINE.match(ln) for ln in _ANSI.sub("", logs).splitlines()) if m]
+    message = f"{lines[-1].group(1)}: {lines[-1].group(2)}" if lines else error
+    try:
+        record_failure(tracking_uri, started_after_ms=started_ms, failed_task=task, message=message)
+    except Exception as e:  # the run failed already; say why the annotation did not work, keep the real error
+        log.warning("could not record the failure on the MLflow parent run: %s", e)
 
 
 def _require_image() -> str:

@@ -157,6 +157,33 @@ def fail_parent_runs(
     return changed
 
 
+def record_failure(
+    tracking_uri: str | None, *, started_after_ms: int, failed_task: str, message: str
+) -> list[str]:
+    """Name the failing task and its error on the parent run(s) of a pipeline run started at or after
+    ``started_after_ms`` (and mark them FAILED if still open). For local runs, where the orchestrator knows
+    which task failed but the exit task only sees the failed exit-handler group. Returns the ids changed."""
+    c = get_client(tracking_uri)
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    runs = c.search_runs(
+        [exp.experiment_id],
+        filter_string=f"attributes.start_time >= {int(started_after_ms)} and tags.`{TAG_KFP_RUN_ID}` != ''",
+    )
+    changed = []
+    for run in runs:
+        if run.info.status not in ("RUNNING", "FAILED"):
+            continue
+        c.set_tag(run.info.run_id, TAG_FAILED_TASK, failed_task)
+        c.set_tag(run.info.run_id, TAG_FAILURE, message[:5000])
+        if run.info.status == "RUNNING":
+            c.set_terminated(run.info.run_id, status="FAILED")
+        changed.append(run.info.run_id)
+        log.info("parent run %s: failed in %s: %s", run.info.run_id, failed_task, message)
+    return changed
+
+
 def log_training_run(
     tracking_uri: str | None,
     parent_run_id: str,
