@@ -53,6 +53,32 @@ def test_planted_weights_pickle_is_refused(demo: DemoBundle, tmp_path: Path) -> 
     assert not marker.exists()
 
 
+def test_planted_miner_pickle_is_refused(demo: DemoBundle, tmp_path: Path) -> None:
+    from mdctr.domains.miner import STATE_FILE, DomainMiner, MinerConfig
+    from mdctr.serving import save_bundle
+
+    pred = Predictor.load(demo.path)
+    miner = DomainMiner(
+        pred.info.inputs, MinerConfig(num_codes=3, hidden=(8,), head_hidden=(8,), embed_dim=4)
+    )
+    bundle = save_bundle(
+        tmp_path / "mined",
+        model=pred.model,
+        model_name="dnn",
+        model_config=pred.info.model_config,
+        width=1.0,
+        spec=demo.spec,
+        domain_source="mined",
+        miner=miner,
+    )
+    Predictor.load(bundle)  # loads as saved
+    marker = tmp_path / "pwned"
+    _plant_pickle(bundle / "miner" / STATE_FILE, marker)
+    with pytest.raises(pickle.UnpicklingError):
+        Predictor.load(bundle)
+    assert not marker.exists()
+
+
 @pytest.mark.integration
 def test_registered_model_loads_without_running_planted_pickles_or_code(
     demo: DemoBundle, tmp_path: Path
