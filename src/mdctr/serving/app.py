@@ -176,6 +176,9 @@ class ScoringApp:
             method, handler = route
             if scope["method"] != method:
                 raise _HTTPError(405, f"{path} accepts {method} only")
+            if method == "GET":  # health and metadata: constant answers, never refused (probes stay green)
+                await handler(scope, receive, send)
+                return
             if self._in_flight >= self.limits.max_concurrent:
                 raise _HTTPError(503, f"server busy: {self._in_flight} requests in flight; retry later")
             self._in_flight += 1
