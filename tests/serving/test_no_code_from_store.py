@@ -123,3 +123,21 @@ def test_registered_model_loads_without_running_planted_pickles_or_code(
         mlflow.pyfunc.load_model(str(model_dir))
     assert not marker.exists()
     assert torch.load  # torch stays importable: nothing above replaced modules
+
+
+def test_old_format_model_is_served_from_its_bundle_only(demo: DemoBundle, tmp_path: Path) -> None:
+    """A version logged in the old format (pickled python_model, code/, artifacts/bundle): the production
+    server's loader takes artifacts/bundle and touches nothing else."""
+    model_dir = tmp_path / "old"
+    shutil.copytree(demo.path, model_dir / "artifacts" / "bundle")
+    marker = tmp_path / "pwned"
+    _plant_pickle(model_dir / "python_model.pkl", marker)
+    (model_dir / "code" / "mdctr").mkdir(parents=True)
+    (model_dir / "code" / "mdctr" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (model_dir / "MLmodel").write_text("flavors: {python_function: {loader_module: mlflow.pyfunc.model}}\n")
+    assert bundle_dir_of(model_dir) == model_dir / "artifacts" / "bundle"
+    rows = demo.table[list(DEMO_SCHEMA.serving_columns)].head(5)
+    np.testing.assert_array_equal(
+        Predictor.load(bundle_dir_of(model_dir)).predict(rows), Predictor.load(demo.path).predict(rows)
+    )
+    assert not marker.exists()
