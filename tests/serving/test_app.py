@@ -418,7 +418,14 @@ BAD: list[BadCase] = [
     ),
     ("v2 unknown model", "/v2/models/other/infer", _b(lambda d: _v2(d)), J, 404, "model 'other' not found"),
     ("unknown path", "/predict", _b(_good), J, 404, "no such endpoint: '/predict'"),
-    ("long value is cut", INV, _b(lambda d: _with(d, "user_id", "9" * 5000)), J, 400, "…"),
+    (
+        "long value is cut",
+        INV,
+        _b(lambda d: _with(d, "user_id", "9" * 5000)),
+        J,
+        400,
+        "found '99999999999999999...999999999999999999'",
+    ),
 ]
 
 
@@ -532,3 +539,46 @@ def test_latency_is_a_few_milliseconds_for_one_row(server: ProcessServer, demo: 
         lat.append(time.perf_counter() - t0)
         assert r.status_code == 200
     assert float(np.median(lat)) < 0.05
+
+
+def test_requests_beyond_max_concurrent_get_a_json_503(demo: DemoBundle) -> None:
+    """In-process ASGI: while one request is still sending its body, a second one is refused with 503."""
+    import asyncio
+
+    from mdctr.serving.app import ScoringApp
+
+    app = ScoringApp(Predictor.load(demo.path), model_name=NAME, limits=ServeLimits(max_concurrent=1))
+    body = json.dumps(_good(_rows(demo, 2))).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": INV,
+        "headers": [(b"content-type", b"application/json")],
+    }
+
+    async def run() -> tuple[list[dict], list[dict]]:
+        release = asyncio.Event()
+        slow_sent: list[dict] = []
+        fast_sent: list[dict] = []
+
+        async def slow_receive() -> dict:
+            await release.wait()  # the body arrives only after the second request was answered
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def fast_receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def collect(into: list[dict], message: dict) -> None:
+            into.append(message)
+
+        slow = asyncio.create_task(app(scope, slow_receive, lambda m: collect(slow_sent, m)))
+        await asyncio.sleep(0.01)
+        await app(scope, fast_receive, lambda m: collect(fast_sent, m))
+        release.set()
+        await slow
+        return slow_sent, fast_sent
+
+    slow_sent, fast_sent = asyncio.run(run())
+    assert fast_sent[0]["status"] == 503
+    assert "server busy" in json.loads(fast_sent[1]["body"])["message"]
+    assert slow_sent[0]["status"] == 200 and len(json.loads(slow_sent[1]["body"])["predictions"]) == 2

@@ -53,6 +53,32 @@ def test_planted_weights_pickle_is_refused(demo: DemoBundle, tmp_path: Path) -> 
     assert not marker.exists()
 
 
+def test_planted_miner_pickle_is_refused(demo: DemoBundle, tmp_path: Path) -> None:
+    from mdctr.domains.miner import STATE_FILE, DomainMiner, MinerConfig
+    from mdctr.serving import save_bundle
+
+    pred = Predictor.load(demo.path)
+    miner = DomainMiner(
+        pred.info.inputs, MinerConfig(num_codes=3, hidden=(8,), head_hidden=(8,), embed_dim=4)
+    )
+    bundle = save_bundle(
+        tmp_path / "mined",
+        model=pred.model,
+        model_name="dnn",
+        model_config=pred.info.model_config,
+        width=1.0,
+        spec=demo.spec,
+        domain_source="mined",
+        miner=miner,
+    )
+    Predictor.load(bundle)  # loads as saved
+    marker = tmp_path / "pwned"
+    _plant_pickle(bundle / "miner" / STATE_FILE, marker)
+    with pytest.raises(pickle.UnpicklingError):
+        Predictor.load(bundle)
+    assert not marker.exists()
+
+
 @pytest.mark.integration
 def test_registered_model_loads_without_running_planted_pickles_or_code(
     demo: DemoBundle, tmp_path: Path
@@ -97,3 +123,21 @@ def test_registered_model_loads_without_running_planted_pickles_or_code(
         mlflow.pyfunc.load_model(str(model_dir))
     assert not marker.exists()
     assert torch.load  # torch stays importable: nothing above replaced modules
+
+
+def test_old_format_model_is_served_from_its_bundle_only(demo: DemoBundle, tmp_path: Path) -> None:
+    """A version logged in the old format (pickled python_model, code/, artifacts/bundle): the production
+    server's loader takes artifacts/bundle and touches nothing else."""
+    model_dir = tmp_path / "old"
+    shutil.copytree(demo.path, model_dir / "artifacts" / "bundle")
+    marker = tmp_path / "pwned"
+    _plant_pickle(model_dir / "python_model.pkl", marker)
+    (model_dir / "code" / "mdctr").mkdir(parents=True)
+    (model_dir / "code" / "mdctr" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (model_dir / "MLmodel").write_text("flavors: {python_function: {loader_module: mlflow.pyfunc.model}}\n")
+    assert bundle_dir_of(model_dir) == model_dir / "artifacts" / "bundle"
+    rows = demo.table[list(DEMO_SCHEMA.serving_columns)].head(5)
+    np.testing.assert_array_equal(
+        Predictor.load(bundle_dir_of(model_dir)).predict(rows), Predictor.load(demo.path).predict(rows)
+    )
+    assert not marker.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mdctr.serving.app import DEFAULT_MAX_BODY_BYTES, ServeLimits
+from mdctr.serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT, ServeLimits
 from mdctr.serving.request import DEFAULT_MAX_ABS_Z, DEFAULT_MAX_ROWS
 from mdctr.serving.server import DEFAULT_MODEL_URI, DEFAULT_PORT
 
@@ -40,6 +40,9 @@ def serve(
     max_abs_z: float = typer.Option(
         DEFAULT_MAX_ABS_Z, "--max-abs-z", help="Dense values beyond this many train std devs → 400."
     ),
+    max_concurrent: int = typer.Option(
+        DEFAULT_MAX_CONCURRENT, "--max-concurrent", min=1, help="Requests in flight per worker; more → 503."
+    ),
     torch_threads: int = typer.Option(1, "--torch-threads", min=1, help="Torch intra-op threads per worker."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the model, print what would run, exit."),
 ) -> None:
@@ -65,7 +68,9 @@ def serve(
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
         local_dir, version = download_model(model_uri, tracking_uri=uri)
         bundle = bundle_dir_of(local_dir)
-    limits = ServeLimits(max_body_bytes=max_body_bytes, max_rows=max_rows, max_abs_z=max_abs_z)
+    limits = ServeLimits(
+        max_body_bytes=max_body_bytes, max_rows=max_rows, max_abs_z=max_abs_z, max_concurrent=max_concurrent
+    )
     typer.echo(
         f"serving {model_uri} (bundle {bundle}) as {model_name!r} on http://{host}:{port} "
         f"(/v2/models/{model_name}/infer, /invocations), {workers} worker(s)",

@@ -44,6 +44,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT = 64
 OUTPUT_NAME = "pctr"
 ENV_PREFIX = "MDCTR_SERVE_"
 
@@ -56,17 +57,21 @@ class ServeLimits:
         max_body_bytes: largest request body; larger → 413 (before it is read, when Content-Length says so).
         max_rows: most rows one request may carry; more → 413.
         max_abs_z: dense values further than this many training standard deviations from the training mean → 400.
+        max_concurrent: requests one worker handles at once (reading bodies included); more → 503. Bounds the
+            memory of buffered bodies to ``max_concurrent × max_body_bytes`` per worker.
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_rows: int = DEFAULT_MAX_ROWS
     max_abs_z: float = DEFAULT_MAX_ABS_Z
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
 
     def to_env(self) -> dict[str, str]:
         return {
             f"{ENV_PREFIX}MAX_BODY_BYTES": str(self.max_body_bytes),
             f"{ENV_PREFIX}MAX_ROWS": str(self.max_rows),
             f"{ENV_PREFIX}MAX_ABS_Z": repr(self.max_abs_z),
+            f"{ENV_PREFIX}MAX_CONCURRENT": str(self.max_concurrent),
         }
 
     @classmethod
@@ -77,6 +82,7 @@ class ServeLimits:
             max_body_bytes=int(env.get(f"{ENV_PREFIX}MAX_BODY_BYTES", d.max_body_bytes)),
             max_rows=int(env.get(f"{ENV_PREFIX}MAX_ROWS", d.max_rows)),
             max_abs_z=float(env.get(f"{ENV_PREFIX}MAX_ABS_Z", d.max_abs_z)),
+            max_concurrent=int(env.get(f"{ENV_PREFIX}MAX_CONCURRENT", d.max_concurrent)),
         )
 
 
@@ -106,6 +112,7 @@ class ScoringApp:
         self.model_name = model_name
         self.model_version = model_version
         self.limits = limits or ServeLimits()
+        self._in_flight = 0
         parser = predictor.parser
         self._metadata = orjson.dumps(
             {
@@ -167,9 +174,18 @@ class ScoringApp:
                     )
                 raise _HTTPError(404, f"no such endpoint: {excerpt(path)}")
             method, handler = route
-            if scope["method"] != method and not (method == "GET" and scope["method"] == "HEAD"):
+            if scope["method"] != method:
                 raise _HTTPError(405, f"{path} accepts {method} only")
-            await handler(scope, receive, send)
+            if method == "GET":  # health and metadata: constant answers, never refused (probes stay green)
+                await handler(scope, receive, send)
+                return
+            if self._in_flight >= self.limits.max_concurrent:
+                raise _HTTPError(503, f"server busy: {self._in_flight} requests in flight; retry later")
+            self._in_flight += 1
+            try:
+                await handler(scope, receive, send)
+            finally:
+                self._in_flight -= 1
         except _HTTPError as e:
             await _send(send, e.status, _error_body(e.status, e.message, v2))
         except RequestError as e:
@@ -280,9 +296,12 @@ class ScoringApp:
 def _error_body(status: int, message: str, v2: bool) -> bytes:
     if v2:
         return orjson.dumps({"error": message})
-    code = {400: "BAD_REQUEST", 404: "ENDPOINT_NOT_FOUND", 413: "REQUEST_LIMIT_EXCEEDED"}.get(
-        status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST"
-    )
+    code = {
+        400: "BAD_REQUEST",
+        404: "ENDPOINT_NOT_FOUND",
+        413: "REQUEST_LIMIT_EXCEEDED",
+        503: "TEMPORARILY_UNAVAILABLE",
+    }.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
     return orjson.dumps({"error_code": code, "message": message})
 
 

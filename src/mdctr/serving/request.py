@@ -19,6 +19,7 @@ most a short excerpt of the offending value.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,9 +64,15 @@ class RequestError(SchemaError):
         self.status = status
 
 
+# reprlib bounds the work too: a 4 MB list is summarised, never rendered whole and then cut
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = EXCERPT_CHARS
+
+
 def excerpt(value: Any) -> str:
-    """``repr(value)`` cut to :data:`EXCERPT_CHARS` characters (errors never echo a whole body)."""
-    r = repr(value.item() if isinstance(value, np.generic) else value)
+    """A repr of ``value`` of at most :data:`EXCERPT_CHARS` characters (errors never echo a whole body)."""
+    r = _REPR.repr(value.item() if isinstance(value, np.generic) else value)
     return r if len(r) <= EXCERPT_CHARS else r[: EXCERPT_CHARS - 1] + "…"
 
 

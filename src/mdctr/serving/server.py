@@ -166,7 +166,8 @@ def serve_command(
     cmd = [
         sys.executable, "-c", "from mdctr.cli import app; app()", "serve", "--model-uri", model_uri, "--host", host,
         "--port", str(port), "--workers", str(workers), "--max-body-bytes", str(limits.max_body_bytes),
-        "--max-rows", str(limits.max_rows),
+        "--max-rows", str(limits.max_rows), "--max-concurrent", str(limits.max_concurrent),
+        "--max-abs-z", repr(limits.max_abs_z),
     ]  # fmt: skip
     if tracking_uri:
         cmd += ["--tracking-uri", tracking_uri]
@@ -235,14 +236,15 @@ def run_server(
     model_version: str = "",
     limits: ServeLimits | None = None,
     torch_threads: int = 1,
-    limit_concurrency: int | None = 256,
+    limit_concurrency: int | None = 1024,
 ) -> None:
     """Run the production server in this process until SIGINT/SIGTERM (blocking).
 
     ``bundle_dir`` is a local model bundle (see :func:`mdctr.serving.bundle.bundle_dir_of`). With
     ``workers > 1`` uvicorn's supervisor forks the workers and, on SIGTERM/SIGINT, stops them before it exits;
-    each worker loads the bundle itself (``app_from_env``). ``limit_concurrency``: connections + in-flight
-    requests beyond it get 503 instead of queueing without bound.
+    each worker loads the bundle itself (``app_from_env``). The app answers requests beyond
+    ``limits.max_concurrent`` with a JSON 503; ``limit_concurrency`` is uvicorn's backstop on open connections
+    (its own plain-text 503).
     """
     import uvicorn
 
