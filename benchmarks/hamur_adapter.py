@@ -11,6 +11,10 @@ then score validation and test three ways: adapter ``on``; ``off`` (the adapters
 the towers run bare); ``constant`` (H(x) = 0, so each adapter adds one fixed vector to every row: what is left
 when the instance-specific part is removed). Prints one JSON line per run, then a Markdown summary (mean ± std
 over seeds) ordered by validation AUC: choose on the validation columns, report the test columns.
+
+``--saturation`` instead prints, per adapter init, the bottleneck's pre-sigmoid statistics at init on the
+first batch of the train split (train mode, hand-crafted domains): median |z|, the fraction of values with
+|z| > 4 (σ' < 0.018) and whether all r units are identical.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import torch
 
 from mdctr.data import load_dataset
 from mdctr.data.prepare import prepare_in_memory
-from mdctr.models.hamur import ADAPTER_MODES
-from mdctr.training import TrainConfig, apply_domain_source, predict, train_model
+from mdctr.models import build_model
+from mdctr.models.hamur import ADAPTER_INITS, ADAPTER_MODES
+from mdctr.training import TrainConfig, apply_domain_source, model_inputs, predict, train_model
 from mdctr.training.metrics import auc_logloss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +56,25 @@ def ablation_aucs(trained, prepared, source: str, batch_size: int) -> dict[str, 
     finally:
         model.adapter_mode = "on"
     return out
+
+
+def saturation(prepared, batch_size: int, seed: int = 0) -> list[str]:
+    """One line per adapter init: pre-sigmoid statistics of the bottleneck at init on one train batch."""
+    routed, num_domains = apply_domain_source(prepared, "handcrafted", model_name="hamur")
+    batch = routed.train.batch(0, min(batch_size, len(routed.train)))
+    lines = []
+    for init in ADAPTER_INITS:
+        torch.manual_seed(seed)
+        model = build_model("hamur", model_inputs(prepared, num_domains), config={"adapter_init": init})
+        with torch.no_grad():
+            model.train()(batch)
+        pre = torch.cat([a.pre_activation for ads in model.adapters for a in ads.values()])
+        identical = bool((pre == pre[:, :1]).all())
+        lines.append(
+            f"adapter_init={init}: median |z| {pre.abs().median():.3g}, "
+            f"{(pre.abs() > 4).float().mean():.1%} of values |z| > 4, all units identical: {identical}"
+        )
+    return lines
 
 
 def _mean_std(values: list[float]) -> str:
@@ -94,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "--datasets-dir", default=os.environ.get("DATASETS_DIR", str(ROOT.parent / "shared" / "datasets"))
     )
     parser.add_argument("--jsonl", default="", help="also append each run's JSON line to this file")
+    parser.add_argument("--saturation", action="store_true", help="only report the init's saturation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -101,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = json.loads(args.variants)
     prepared = prepare_in_memory(load_dataset("ml-1m", args.datasets_dir))
+    if args.saturation:
+        print("\n".join(saturation(prepared, args.batch_size)))
+        return 0
     runs = []
     for name, model_config in variants.items():
         for source in [s for s in args.sources.split(",") if s]:

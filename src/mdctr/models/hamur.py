@@ -8,7 +8,9 @@
   ``hyper_output_block=False`` ends it with a bare Linear instead.
 * **Adapter** hooked by block name after the last ``adapter_layers`` blocks, on a hidden vector h ∈ R^d:
   s = σ(h·W_down + b₁),  W_down = U₁·H(x)·V₁ (d → r, r = 32);  u = s·W_up + b₂,  W_up = U₂·H(x)·V₂ (r → d);
-  out = h + norm(u), the norm with learnable scale/shift. The per-sample matrices are never materialised:
+  out = h + norm(u), the norm with learnable scale/shift (b₂ only where the norm does not cancel it, i.e. not
+  before a batch norm). ``model.adapter_mode`` = ``"off"`` / ``"constant"`` (H = 0) ablates the adapter at
+  eval (``benchmarks/hamur_adapter.py``). The per-sample matrices are never materialised:
   h·U₁·H·V₁ is evaluated right to left as ((h @ U₁) ⊙bmm H) @ V₁, i.e. two shared GEMMs and one
   [n, 1, k] × [n, k, k] batched product per row instead of a d × r matrix per row.
 * ``adapter_per_domain`` (default True) gives each tower its own U, V, biases and norm (the paper's reading;
