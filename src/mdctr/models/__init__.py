@@ -1,12 +1,16 @@
 """Model zoo: every model registers itself under a lowercase key (see :mod:`mdctr.models.base`)."""
 
 from mdctr.models import (  # noqa: F401  (registers models)
+    adaptdhm,
     adaptive2,
     dnn,
     hamur,
+    m3oe,
+    mlora,
     mmoe,
     pepnet,
     ple,
+    ppnet,
     shared_bottom,
     star,
 )
