@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from pathlib import Path
 
@@ -65,10 +64,10 @@ def test_without_catalog_uses_found_categories(tmp_path: Path) -> None:
     assert loaded.schema.domain_names == ("category 1", "category 3", "category 27")
 
 
-def test_shared_copy_is_quick(datasets_dir: Path) -> None:
-    t0 = time.perf_counter()
+def test_shared_copy_loads_as_documented(datasets_dir: Path) -> None:
+    # load time is measured in benchmarks/bench_data.py (docs/benchmarks/data.md): a wall-clock bound here
+    # would fail on a busy machine and prove nothing about correctness
     loaded = load_dataset("epinions", datasets_dir)
-    assert time.perf_counter() - t0 < 5.0
     t, s = loaded.table, loaded.schema
     assert len(t) == 922_267
     assert s.num_domains == 27 and s.domain_names[2] == "Movies"

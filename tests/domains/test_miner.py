@@ -100,14 +100,53 @@ def test_vq_distances_are_matmuls_counted_by_flop_counter():
 
 
 def test_vq_loss_parts_and_straight_through_gradient():
+    """Loss parts equal their formulas, and the straight-through estimator hands the decoder's gradient at
+    z_q to z_e unchanged (a plain quantiser would give z_e no gradient from the reconstruction at all)."""
+    import math
+
+    from torch.nn import functional as F
+
     torch.manual_seed(0)
-    vq = VQVAE(in_dim=10, num_codes=3, latent_dim=4, hidden=(8,), ema_decay=None).train()
+    vq = VQVAE(in_dim=10, num_codes=3, latent_dim=4, hidden=(8,), ema_decay=None, restart_dead=False).train()
     x = torch.randn(32, 10)
-    out = vq(x)
+    captured: dict[str, torch.Tensor] = {}
+    vq.encoder.register_forward_hook(lambda _m, _i, out: captured.update(z_e=out))
+    seen: dict[str, torch.Tensor] = {}
+
+    def recon(decoded: torch.Tensor) -> torch.Tensor:
+        seen["decoded"] = decoded
+        return decoded.pow(2).mean()
+
+    out = vq(x, recon)
+    z_e = captured["z_e"]
+    z_e.retain_grad()
+    out.z_q.retain_grad()
     assert out.codes.shape == (32,) and out.z_q.shape == (32, 4)
-    assert set(out.parts) == {"recon", "codebook", "commitment", "usage"}
+
+    # loss parts against the formulas: ‖sg[z_e] − e_k‖², β‖z_e − sg[e_k]‖², usage log m − H(p̄)
+    e_k = vq.codebook.detach()[out.codes]
+    dist = torch.cdist(z_e.detach(), vq.codebook.detach()).pow(2)
+    assert torch.equal(out.codes, dist.argmin(1))
+    mse = F.mse_loss(e_k, z_e.detach())
+    assert out.parts["codebook"] == pytest.approx(float(mse), rel=1e-5)
+    assert out.parts["commitment"] == pytest.approx(float(mse), rel=1e-5)  # same value, other gradient
+    p_bar = torch.softmax(-dist, dim=1).mean(0)
+    usage = math.log(3) + float((p_bar * torch.log(p_bar + 1e-10)).sum())
+    assert out.parts["usage"] == pytest.approx(usage, rel=1e-4, abs=1e-6)
+    assert out.parts["recon"] == pytest.approx(float(seen["decoded"].detach().pow(2).mean()), rel=1e-6)
+    expected = out.parts["recon"] + out.parts["codebook"] + 0.25 * out.parts["commitment"] + 0.1 * usage
+    assert float(out.loss) == pytest.approx(float(expected), rel=1e-4)
+
+    # straight-through: with only the reconstruction term, dL/dz_e is exactly dL/dz_q
+    seen["decoded"].pow(2).mean().backward(retain_graph=True)
+    assert out.z_q.grad is not None and out.z_q.grad.abs().sum() > 0
+    assert torch.allclose(z_e.grad, out.z_q.grad)
+    # the codebook term trains the codebook, toward the encodings assigned to it
+    vq.zero_grad()
     out.loss.backward()
-    assert vq.codebook.grad is not None and vq.encoder[-1].weight.grad.abs().sum() > 0
+    grad = vq.codebook.grad
+    used = torch.unique(out.codes)
+    assert grad[used].abs().sum() > 0
 
 
 def test_dead_code_restart_reseeds_unused_codes():

@@ -242,7 +242,7 @@ def _score(
         raise ValueError(f"the gate re-scores 'auc' or 'logloss' on validation, not {metric!r}")
     configure(tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{version}")
-    probs = np.asarray(model.predict(validation.frame), dtype=np.float64)
+    probs = np.asarray(model.predict(_as_signature(validation.frame, model)), dtype=np.float64)
     y = validation.labels
 
     def value(mask: np.ndarray) -> float:
@@ -259,6 +259,23 @@ def _score(
         if math.isfinite(v):
             per_domain[d] = {metric: v}
     return overall, per_domain
+
+
+def _as_signature(frame: pd.DataFrame, model: Any) -> pd.DataFrame:
+    """``frame`` with each column cast to the registered signature's type (decoded dense values are float64;
+    a signature inferred from raw rows may say float32 or, for integer-valued features, int64)."""
+    schema = model.metadata.get_input_schema()
+    if schema is None:
+        return frame
+    out = frame.copy()
+    for col in schema.inputs:
+        if col.name not in out.columns:
+            continue
+        dtype = np.dtype(col.type.to_numpy())
+        if dtype.kind in "iu" and out[col.name].dtype.kind == "f":
+            out[col.name] = np.round(out[col.name])
+        out[col.name] = out[col.name].astype(dtype)
+    return out
 
 
 def _schema_mismatch(c: mlflow.MlflowClient, challenger: str, champion: str) -> str | None:
