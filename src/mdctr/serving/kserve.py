@@ -39,8 +39,8 @@ _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def serve_image() -> str:
-    """The serve image reference (the ``serve`` target of the Dockerfile)."""
-    return f"{mdctr.IMAGE}-serve"
+    """The serve image reference (the ``serve`` target of the Dockerfile), immutable per commit."""
+    return mdctr.image_ref("serve")
 
 
 def kserve_manifest(
