@@ -2,11 +2,15 @@
 
 from mdctr.models import (  # noqa: F401  (registers models)
     adaptive2,
+    adasparse,
     dnn,
+    epnet,
     hamur,
+    m2m,
     mmoe,
     pepnet,
     ple,
+    sarnet,
     shared_bottom,
     star,
 )
