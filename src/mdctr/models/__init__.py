@@ -3,14 +3,18 @@
 from mdctr.models import (  # noqa: F401  (registers models)
     adaptdhm,
     adaptive2,
+    adasparse,
     dnn,
+    epnet,
     hamur,
+    m2m,
     m3oe,
     mlora,
     mmoe,
     pepnet,
     ple,
     ppnet,
+    sarnet,
     shared_bottom,
     star,
 )

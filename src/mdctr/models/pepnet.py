@@ -34,6 +34,12 @@ class GateNU(nn.Sequential):
         return 2.0 * super().forward(x)
 
 
+def epnet_gate(gate: GateNU, dom: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """EPNet's gate δ = gate(domain emb ‖ sg[x]) [B, F]: the stop-gradient keeps the gate from reshaping the
+    embedding it scales (as in the paper). ``pepnet`` and ``epnet`` both apply it as δ ⊙ x."""
+    return gate(torch.cat([dom, x.detach()], dim=1))
+
+
 @register("pepnet")
 class PEPNet(CTRModel):
     """embed → EPNet gate → DNN (hidden·width) with PPNet gates (gate_hidden·width) → logit [B]."""
@@ -79,7 +85,7 @@ class PEPNet(CTRModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)
         dom = self.domain_embedding(batch.domain)
-        h = self.epnet(torch.cat([dom, x.detach()], dim=1)) * x
+        h = epnet_gate(self.epnet, dom, x) * x
         # the ids' embeddings stay attached (the gates train them); the EPNet output is stop-gradient
         prior = torch.cat([x.index_select(1, self.prior_columns), dom, h.detach()], dim=1)
         for layer, gate in zip(self.layers, self.ppnet, strict=True):
