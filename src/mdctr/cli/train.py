@@ -114,7 +114,9 @@ def register(root: typer.Typer) -> None:
 
     @root.command("train")
     def train(
-        dataset: str = DatasetOpt,
+        dataset: str | None = typer.Option(
+            None, "--dataset", "-d", help="Registered dataset name (e.g. ml-1m, synthetic); or --prepared."
+        ),
         source: Path | None = SourceOpt,
         model: str = typer.Option(..., "--model", "-m", help="Registered model (see `mdctr models list`)."),
         domains: str = typer.Option("handcrafted", "--domains", help="handcrafted | mined | none."),
@@ -157,11 +159,13 @@ def register(root: typer.Typer) -> None:
                 checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
                 streaming={"off": False, "on": True, "auto": "auto"}[streaming],
             )
+            if (dataset is None) == (prepared_dir is None):
+                raise typer.BadParameter("give exactly one of --dataset and --prepared")
             train_stream = None
             if prepared_dir is not None:
                 prepared, train_stream = _read_prepared(prepared_dir, config, routing)
             else:
-                prepared = _load_prepared(dataset, source)
+                prepared = _load_prepared(str(dataset), source)
             miner = None
             if routing.needs_miner:
                 from mdctr.domains.miner import DomainMiner, MinerConfig, fit_miner
@@ -191,7 +195,9 @@ def register(root: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return
-        typer.echo(f"{model} / {domains} on {dataset} (seed {seed}, width {summary['width']:.4g})")
+        typer.echo(
+            f"{model} / {domains} on {dataset or prepared_dir} (seed {seed}, width {summary['width']:.4g})"
+        )
         typer.echo(f"  test AUC      {_fmt(summary['test_auc'])}")
         typer.echo(f"  test logloss  {_fmt(summary['test_logloss'])}")
         for name, auc in summary["domain_auc"].items():
