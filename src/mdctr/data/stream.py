@@ -17,13 +17,15 @@ the union of the ranks' batches is exactly the global batch of a one-process run
 row is seen exactly once per epoch across ranks. Each rank decodes every window (rows, not files, are sharded),
 which keeps the batches identical to one process at the cost of reading the split once per rank.
 
-Memory: at most one window plus one row group plus one batch of carried-over rows is held at a time.
+Memory: at most two windows (the one being cut into batches and the next, read in a background thread) plus
+one batch of carried-over rows are held at a time; a window is ``window_rows`` rows plus at most one row group.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +119,19 @@ def _stride(data: TensorData, rank: int, world: int) -> TensorData:
     return data if world == 1 else rows(data, rank, len(data), world)
 
 
+def _prefetch(windows: Iterator[TensorData]) -> Iterator[TensorData]:
+    """Yield from ``windows`` while its next item is read in one background thread.
+
+    Parquet decoding and the numpy/torch conversions release the GIL, so reading overlaps training when a core is
+    free; at most one window beyond the one being consumed is held.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-stream") as pool:
+        pending = pool.submit(next, windows, None)
+        while (window := pending.result()) is not None:
+            pending = pool.submit(next, windows, None)
+            yield window
+
+
 class ParquetStream:
     """Seeded, windowed, rank-sharded batches over parquet shards (see the module docstring).
 
@@ -163,6 +178,15 @@ class ParquetStream:
             for rg in frag.split_by_row_group():
                 self._units.append((rg, rg.row_groups[0].num_rows))
         self.num_rows = sum(n for _, n in self._units)
+        largest = max((n for _, n in self._units), default=0)
+        if largest > window_rows:
+            # a row group is read whole: it, not the window, then bounds memory
+            log.warning(
+                "parquet row groups of up to %d rows exceed window_rows=%d; rewrite the shards with smaller "
+                "row groups to bound memory by the window",
+                largest,
+                window_rows,
+            )
 
     def __len__(self) -> int:
         return self.num_rows
@@ -195,9 +219,9 @@ class ParquetStream:
         return data
 
     def batches(self, epoch: int = 0) -> Iterator[StreamBatch]:
-        """This rank's batches of one epoch, in order."""
+        """This rank's batches of one epoch, in order (the next window is read in a background thread)."""
         carry: TensorData | None = None
-        for window in self._windows(epoch):
+        for window in _prefetch(self._windows(epoch)):
             data = window if carry is None else _cat([carry, window])
             full = len(data) - len(data) % self.batch_size
             for start in range(0, full, self.batch_size):
