@@ -59,12 +59,64 @@ def _load_prepared(dataset: str, source: Path | None) -> Any:
     return prepare_in_memory(load_dataset(dataset, source or datasets_dir()))
 
 
+def _read_prepared(path: Path, config: Any, routing: Any) -> tuple[Any, Any]:
+    """Prepared data from ``path``: valid/test in memory; train in memory, or streamed when the config says so.
+
+    When streaming, ``PreparedData.train`` holds only a bounded sample (the first rows), which budget fitting
+    and a miner fitted here use; training reads every row from the stream.
+    """
+    import pandas as pd
+
+    from mdctr.data.encode import FeatureSpec
+    from mdctr.data.prepare import SPEC_FILE, PreparedData, read_prepared
+    from mdctr.data.stream import ParquetStream, parquet_rows
+    from mdctr.data.tensors import TensorData
+    from mdctr.training.distributed import context
+
+    train_file = path / "train.parquet"
+    if not config.wants_streaming(parquet_rows(train_file)):
+        return read_prepared(path), None
+    spec = FeatureSpec.load(path / SPEC_FILE)
+    ctx = context(config.resolve_device())
+    stream = ParquetStream(
+        train_file,
+        spec.schema,
+        batch_size=config.batch_size,
+        window_rows=config.stream_window_rows,
+        seed=config.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+    )
+    valid, test = (
+        TensorData.from_frame(pd.read_parquet(path / f"{k}.parquet"), spec.schema) for k in ("valid", "test")
+    )
+    return PreparedData(spec, stream.head(65536), valid, test), stream
+
+
+def _is_rank0() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _write_result(out: Path, summary: dict[str, Any], model: Any) -> None:
+    import torch
+
+    from mdctr.io import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "summary.json", summary)
+    torch.save(model.state_dict(), out / "model.pt")
+
+
 def register(root: typer.Typer) -> None:
     """Add ``train`` and ``benchmark`` to the root app."""
 
     @root.command("train")
     def train(
-        dataset: str = DatasetOpt,
+        dataset: str | None = typer.Option(
+            None, "--dataset", "-d", help="Registered dataset name (e.g. ml-1m, synthetic); or --prepared."
+        ),
         source: Path | None = SourceOpt,
         model: str = typer.Option(..., "--model", "-m", help="Registered model (see `mdctr models list`)."),
         domains: str = typer.Option(
@@ -80,20 +132,42 @@ def register(root: typer.Typer) -> None:
         miner_dir: Path | None = typer.Option(None, "--miner", help="Saved miner for --domains mined."),
         checkpoint_dir: Path | None = typer.Option(None, help="Per-epoch checkpoints; resumes if present."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        prepared_dir: Path | None = typer.Option(
+            None, "--prepared", help="Train on prepared data (train/valid/test.parquet) instead of --dataset."
+        ),
+        streaming: str = typer.Option(
+            "off", help="off | on | auto: stream the train split from --prepared's parquet (bounded memory)."
+        ),
+        out: Path | None = typer.Option(None, "--out", help="Write summary.json and model.pt here (rank 0)."),
     ) -> None:
-        """Train one model and print test AUC/logloss, per-domain AUC, FLOPs, params, throughput, wall time."""
+        """Train one model and print test AUC/logloss, per-domain AUC, FLOPs, params, throughput, wall time.
+
+        Under ``torchrun --nproc-per-node N`` every process trains on its share of each batch (DDP); rank 0 alone
+        checkpoints, prints and writes ``--out``.
+        """
         from mdctr.routing import DomainRouting, model_inputs
         from mdctr.training import TrainConfig, train_model
 
         with _errors():
             routing = DomainRouting.for_model(model, domains)
+            if streaming not in ("off", "on", "auto"):
+                raise typer.BadParameter(f"--streaming must be off, on or auto; got {streaming!r}")
+            if streaming != "off" and prepared_dir is None:
+                raise typer.BadParameter("--streaming reads parquet shards: give --prepared DIR")
             config = TrainConfig(
                 epochs=epochs,
                 seed=seed,
                 batch_size=batch_size,
                 checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+                streaming={"off": False, "on": True, "auto": "auto"}[streaming],
             )
-            prepared = _load_prepared(dataset, source)
+            if (dataset is None) == (prepared_dir is None):
+                raise typer.BadParameter("give exactly one of --dataset and --prepared")
+            train_stream = None
+            if prepared_dir is not None:
+                prepared, train_stream = _read_prepared(prepared_dir, config, routing)
+            else:
+                prepared = _load_prepared(str(dataset), source)
             miner = None
             if routing.needs_miner:
                 from mdctr.domains.miner import DomainMiner, MinerConfig, fit_miner
@@ -103,14 +177,29 @@ def register(root: typer.Typer) -> None:
                     if miner_dir
                     else fit_miner(prepared.train, model_inputs(prepared, 1), MinerConfig(seed=seed))
                 )
+            if train_stream is not None:
+                train_stream.domain_fn = DomainRouting.for_model(model, domains, miner=miner).domains
             result = train_model(
-                prepared, model, domains, width=width, miner=miner, config=config, budget=budget
+                prepared,
+                model,
+                domains,
+                width=width,
+                miner=miner,
+                config=config,
+                budget=budget,
+                train_stream=train_stream,
             )
         summary = result.summary()
+        if not _is_rank0():
+            return
+        if out is not None:
+            _write_result(out, summary, result.model)
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return
-        typer.echo(f"{model} / {domains} on {dataset} (seed {seed}, width {summary['width']:.4g})")
+        typer.echo(
+            f"{model} / {domains} on {dataset or prepared_dir} (seed {seed}, width {summary['width']:.4g})"
+        )
         typer.echo(f"  test AUC      {_fmt(summary['test_auc'])}")
         typer.echo(f"  test logloss  {_fmt(summary['test_logloss'])}")
         for name, auc in summary["domain_auc"].items():

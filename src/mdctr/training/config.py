@@ -25,6 +25,11 @@ class TrainConfig:
         checkpoint_dir: where a checkpoint is written after every epoch and resumed from; None disables both.
         aux_loss_weight: weight of the model's auxiliary loss (e.g. the VQ loss of ``adaptive2``).
         num_threads: CPU threads for torch (None keeps torch's default).
+        streaming: how the train split is read: ``False`` (in memory, the default), ``True`` (batches streamed
+            from the parquet shards by :class:`mdctr.data.stream.ParquetStream`), or ``"auto"`` (stream when
+            the split has more than ``streaming_threshold_rows`` rows); see :meth:`wants_streaming`.
+        streaming_threshold_rows: the row count above which ``"auto"`` streams.
+        stream_window_rows: rows read and shuffled together when streaming (bounds the reader's memory).
     """
 
     epochs: int = 5
@@ -38,6 +43,9 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     aux_loss_weight: float = 1.0
     num_threads: int | None = None
+    streaming: bool | str = False
+    streaming_threshold_rows: int = 20_000_000
+    stream_window_rows: int = 1 << 18
 
     def __post_init__(self) -> None:
         checks = (
@@ -48,10 +56,19 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.patience >= 1, "patience must be >= 1"),
             (self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1 or None"),
+            (self.streaming in (True, False, "auto"), "streaming must be true, false or 'auto'"),
+            (self.streaming_threshold_rows >= 0, "streaming_threshold_rows must be >= 0"),
+            (self.stream_window_rows >= 1, "stream_window_rows must be >= 1"),
         )
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"train config: {msg}; got {self}")
+
+    def wants_streaming(self, rows: int) -> bool:
+        """Whether a train split of ``rows`` rows is streamed under this config."""
+        if self.streaming == "auto":
+            return rows > self.streaming_threshold_rows
+        return bool(self.streaming)
 
     def resolve_device(self) -> torch.device:
         """The torch device this config names (``auto`` → ``cuda`` when available, else ``cpu``)."""

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mdctr.data.prepare import PreparedData
+from mdctr.data.stream import ParquetStream
 from mdctr.io import json_safe
 from mdctr.models.base import CTRModel, ModelInputs
 from mdctr.routing import ControlState, DomainRouting, count_batch, fit_width, resolve_budget
@@ -92,6 +93,7 @@ def train_model(
     config: TrainConfig,
     budget: str | float | None = None,
     on_epoch: EpochCallback | None = None,
+    train_stream: ParquetStream | None = None,
 ) -> TrainedModel:
     """Route by ``domain_source``, build, train, and evaluate one model on the test split.
 
@@ -106,6 +108,8 @@ def train_model(
         config: trainer settings; ``config.seed`` also seeds model initialisation.
         budget: fit the width to this FLOP budget (see :func:`mdctr.routing.budget.parse_budget`).
         on_epoch: passed to :func:`fit`.
+        train_stream: train from this stream (routed by its ``domain_fn``) instead of ``prepared.train``, which
+            then only serves as a sample for budget fitting.
     """
     routing = DomainRouting.for_model(model_name, domain_source, miner=miner, model_overrides=model_config)
     routed = routing.route(prepared)
@@ -130,7 +134,9 @@ def train_model(
         model.dense_parameters(),
         len(data.train),
     )
-    result = fit(model, data.train, data.valid, config, on_epoch=on_epoch)
+    result = fit(
+        model, train_stream if train_stream is not None else data.train, data.valid, config, on_epoch=on_epoch
+    )
     probs = predict(model, data.test, config.eval_batch_size)
     labels = data.test.label.numpy().astype(np.float64)
     metrics = evaluate_predictions(labels, probs, data.test.handcrafted, prepared.spec.schema.domain_names)

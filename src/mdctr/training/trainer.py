@@ -21,7 +21,7 @@ import pickle
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mdctr.data.stream import ParquetStream, rows
 from mdctr.data.tensors import TensorData
 from mdctr.models.base import CTRModel
+from mdctr.training import distributed
 from mdctr.training.config import TrainConfig
+from mdctr.training.distributed import DistContext
 from mdctr.training.metrics import auc_logloss
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ _CHECKPOINT_RE = re.compile(r"^epoch-(\d{3,})\.pt$")
 _RESUME_FREE_FIELDS = ("epochs", "checkpoint_dir", "device", "num_threads", "eval_batch_size")
 
 EpochCallback = Callable[[dict[str, float]], None]
+#: train rows handed to ``model.end_epoch`` when streaming (a bounded sample instead of the whole split)
+_STREAM_END_EPOCH_ROWS = 1 << 18
 
 
 class TrainingError(RuntimeError):
@@ -167,7 +172,7 @@ class _FitState:
 
 def fit(
     model: CTRModel,
-    train: TensorData,
+    train: TensorData | ParquetStream,
     valid: TensorData,
     config: TrainConfig,
     on_epoch: EpochCallback | None = None,
@@ -178,9 +183,15 @@ def fit(
     called) and a later call with the same directory resumes from the latest one, so an interrupted run ends
     exactly as an uninterrupted one would.
 
+    Under ``torchrun`` (see :mod:`mdctr.training.distributed`) every rank calls ``fit`` with the same arguments:
+    each trains on its stride of every global batch of ``config.batch_size`` rows, DDP all-reduces the
+    gradients, and rank 0 alone writes checkpoints and calls ``on_epoch``; every rank ends with the same model.
+
     Args:
         model: a freshly built model (initialised with the seed of ``config``).
-        train: rows to train on (``domain`` already holds the routing domain).
+        train: rows to train on (``domain`` already holds the routing domain): tensors in memory, or a
+            :class:`~mdctr.data.stream.ParquetStream` read batch by batch (its ``batch_size`` must equal
+            ``config.batch_size`` and its seed ``config.seed``; see :func:`stream_train`).
         valid: rows for early stopping.
         config: see :class:`TrainConfig`.
         on_epoch: called with each epoch's history record after its checkpoint is written.
@@ -188,28 +199,42 @@ def fit(
     t_call = time.perf_counter()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
-    device = config.resolve_device()
+    ctx = distributed.context(config.resolve_device())
+    device = ctx.device(config.resolve_device())
+    if isinstance(train, ParquetStream) and (train.batch_size, train.seed) != (
+        config.batch_size,
+        config.seed,
+    ):
+        raise TrainingError(
+            f"stream batch_size/seed {train.batch_size}/{train.seed} differ from the train config's "
+            f"{config.batch_size}/{config.seed}"
+        )
     model.to(device)
+    net = distributed.wrap(model, ctx, device)
     optimizer = _optimizer(model, config, device)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout and any other in-model randomness
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     state = _resume(ckpt_dir, config, model, optimizer, shuffle_gen)
 
-    train_dev = _data_to(train, device)
+    train_dev = _data_to(train, device) if isinstance(train, TensorData) else train
     for epoch in range(len(state.history) + 1, config.epochs + 1):
         if state.stopped:
             break
         t0 = time.perf_counter()
-        shuffled, train_loss, train_s = _train_epoch(model, train_dev, optimizer, shuffle_gen, config, epoch)
+        shuffled, train_loss, train_s = _train_epoch(
+            model, net, train_dev, optimizer, shuffle_gen, config, epoch, ctx
+        )
+        distributed.sync_buffers(model, ctx)  # BatchNorm statistics saw only this rank's rows
         model.end_epoch(shuffled)  # e.g. recalibrate normalisation statistics before validation
         record = _validate(model, valid, config, state, epoch, train_loss, len(train_dev), train_s, t0)
-        if ckpt_dir is not None:
+        if ckpt_dir is not None and ctx.is_main:
             _save_checkpoint(
                 ckpt_dir / CHECKPOINT_FORMAT.format(epoch),
                 _checkpoint(epoch, config, model, optimizer, shuffle_gen, state, t_call),
             )
-        if on_epoch is not None:
+        ctx.barrier()  # no rank runs ahead of a checkpoint it might resume from
+        if on_epoch is not None and ctx.is_main:
             on_epoch(dict(record))
 
     if state.best_state is not None:
@@ -272,39 +297,82 @@ def _resume(
     return state
 
 
+def _global_batches(
+    train: TensorData | ParquetStream,
+    shuffle_gen: torch.Generator,
+    config: TrainConfig,
+    epoch: int,
+    ctx: DistContext,
+) -> tuple[TensorData, Iterator[tuple[TensorData, int]]]:
+    """(rows for ``model.end_epoch``, iterator of (this rank's rows of a global batch, global batch rows))."""
+    if isinstance(train, ParquetStream):
+        batches = ((b.data, b.global_rows) for b in train.batches(epoch))
+        return train.head(_STREAM_END_EPOCH_ROWS), batches
+    n = len(train)
+    perm = torch.randperm(n, generator=shuffle_gen).to(train.label.device)
+    shuffled = train.take(perm)  # one gather per epoch; batches below are slices
+
+    def gen() -> Iterator[tuple[TensorData, int]]:
+        for start in range(0, n, config.batch_size):
+            stop = min(start + config.batch_size, n)
+            # rank r keeps rows r, r+w, … of the global batch: the ranks together see exactly one process's batch
+            yield rows(shuffled, start + ctx.rank, stop, ctx.world_size), stop - start
+
+    return shuffled, gen()
+
+
 def _train_epoch(
     model: CTRModel,
-    train: TensorData,
+    net: torch.nn.Module,
+    train: TensorData | ParquetStream,
     optimizer: torch.optim.Optimizer,
     shuffle_gen: torch.Generator,
     config: TrainConfig,
     epoch: int,
+    ctx: DistContext,
 ) -> tuple[TensorData, float, float]:
-    """One pass over shuffled ``train`` → (the shuffled rows, mean train BCE, seconds)."""
+    """One pass over shuffled ``train`` → (rows for ``end_epoch``, mean train BCE over all ranks, seconds).
+
+    ``net`` is ``model`` or its DDP wrapper. With several ranks each rank's loss is its rows' BCE *sum* scaled by
+    ``world_size / global batch rows``: DDP averages gradients over ranks, so the step equals one process's step
+    on the whole global batch. A global batch with fewer rows than ranks (a tail) is skipped on every rank.
+    """
     t0 = time.perf_counter()
-    device = train.label.device
-    n = len(train)
+    device = _model_device(model)
     model.train()
-    perm = torch.randperm(n, generator=shuffle_gen).to(device)
-    shuffled = train.take(perm)  # one gather per epoch; batches below are slices
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    shuffled, batches = _global_batches(train, shuffle_gen, config, epoch, ctx)
+    loss_sum = torch.zeros(2, device=device, dtype=torch.float64)  # [BCE sum, rows]
     bar = tqdm(
-        range(0, n, config.batch_size),
+        batches,
+        total=-(-len(train) // config.batch_size),
         desc=f"epoch {epoch}/{config.epochs}",
-        disable=not sys.stderr.isatty(),
+        disable=not sys.stderr.isatty() or not ctx.is_main,
         leave=False,
     )
-    for start in bar:
-        batch = shuffled.batch(start, start + config.batch_size)
-        logits = model(batch)
-        loss = F.binary_cross_entropy_with_logits(logits, batch.label)
+    skipped = 0
+    for local, global_rows in bar:
+        if global_rows < ctx.world_size:
+            skipped += global_rows
+            continue
+        batch = local.batch(0, len(local)).to(device)
+        logits = net(batch)
+        if ctx.enabled:
+            bce_sum = F.binary_cross_entropy_with_logits(logits, batch.label, reduction="sum")
+            loss = bce_sum * (ctx.world_size / global_rows)
+            loss_sum[0] += bce_sum.detach()
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits, batch.label)
+            loss_sum[0] += loss.detach() * len(batch)
+        loss_sum[1] += len(batch)
         aux = model.aux_loss()
         total = loss if aux is None else loss + config.aux_loss_weight * aux
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        loss_sum += loss.detach() * len(batch)
-    train_loss = float(loss_sum) / max(n, 1)  # the one host sync of the epoch
+    if skipped:
+        log.info("epoch %d: skipped a tail of %d rows (fewer than %d ranks)", epoch, skipped, ctx.world_size)
+    totals = distributed.all_sum(loss_sum, ctx)
+    train_loss = float(totals[0]) / max(float(totals[1]), 1.0)  # the one host sync of the epoch
     train_s = time.perf_counter() - t0
     if not math.isfinite(train_loss):
         raise TrainingError(f"epoch {epoch}: train loss is {train_loss}; training diverged")
