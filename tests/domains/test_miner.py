@@ -84,8 +84,28 @@ def test_domain_report_fields(planted_data, fitted):
     assert live["top_values"] and live["top_values"][0]["lift"] > 1.0
     assert set(live["dense_means"]) == set(prepared.spec.schema.dense)
     assert set(report["feature_mi"]) == set(prepared.spec.schema.features)
+    assert set(report["feature_nmi"]) == set(prepared.spec.schema.features)
+    assert all(0.0 <= v <= 1.0 + 1e-9 for v in report["feature_nmi"].values())
     md = report_markdown(report)
     assert "| planted |" in md and "perplexity" in md
+    assert "| feature | NMI | MI (nats) |" in md
+
+
+def test_domain_report_nmi_shows_codes_that_are_one_feature(planted_data):
+    """Codes that are a relabelling of one feature get NMI 1 with it: "the codes are just age" is visible."""
+    prepared, _, _ = planted_data
+    spec, train = prepared.spec, prepared.train
+    sparse_col = spec.schema.sparse[0]
+    codes = train.sparse[:, 0].numpy()
+    report = domain_report(codes, train, spec)
+    assert report["feature_nmi"][sparse_col] == pytest.approx(1.0)
+    others = [v for k, v in report["feature_nmi"].items() if k != sparse_col]
+    assert max(others) < 0.5
+    # a dense feature is compared through its decile bins: codes = those bins give NMI 1
+    dense_col = spec.schema.dense[0]
+    raw = train.dense[:, 0].numpy().astype(np.float64) * spec.std[dense_col] + spec.mean[dense_col]
+    bins = np.digitize(raw, np.unique(np.quantile(raw, np.linspace(0, 1, 11)[1:-1])))
+    assert domain_report(bins, train, spec)["feature_nmi"][dense_col] == pytest.approx(1.0)
 
 
 def test_vq_distances_are_matmuls_counted_by_flop_counter():

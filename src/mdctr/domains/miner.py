@@ -96,7 +96,10 @@ class DomainMiner(nn.Module):
         x = self.embed(batch)
         if self.config.recon == "features":
             out = self.vqvae(
-                x, lambda dec: feature_recon_loss(dec, batch.sparse, batch.dense, self.recon_embedding)
+                x,
+                lambda dec: feature_recon_loss(
+                    dec, batch.sparse, batch.dense, self.recon_embedding, balanced=self.config.recon_balance
+                ),
             )
         else:
             out = self.vqvae(x.detach())
@@ -180,12 +183,4 @@ def fit_miner(train: TensorData, inputs: ModelInputs, config: MinerConfig) -> Do
 @torch.no_grad()
 def _init_codebook(miner: DomainMiner, batch: Batch, gen: torch.Generator) -> None:
     """Set the codebook to encodings of distinct random rows of ``batch``."""
-    z = miner.vqvae.encode(miner.embed(batch))
-    pick = torch.randperm(z.shape[0], generator=gen)[: miner.num_codes]
-    if pick.numel() < miner.num_codes:  # tiny batch: repeat rows, restarts will spread them later
-        pick = pick.repeat(miner.num_codes // max(1, pick.numel()) + 1)[: miner.num_codes]
-    vq = miner.vqvae
-    vq.codebook.data.copy_(z[pick])
-    if vq.ema_decay is not None:
-        vq.ema_sum.copy_(z[pick])
-        vq.ema_count.fill_(1.0)
+    miner.vqvae.init_codebook(miner.vqvae.encode(miner.embed(batch)), gen)

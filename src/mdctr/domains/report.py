@@ -50,7 +50,10 @@ def domain_report(
     Returns:
         dict with ``rows``, ``num_codes``, ``perplexity`` (exp of the code-usage entropy, in [1, m]),
         ``dead_codes``, ``agreement`` (``handcrafted`` and optionally ``planted``: NMI and ARI),
-        ``feature_mi`` (mutual information in nats between code and each feature), and ``codes``: per code
+        ``feature_mi`` (mutual information in nats between code and each feature), ``feature_nmi`` (the same,
+        normalised to [0, 1] by the arithmetic mean of the two entropies: 1 means the codes are a relabelling
+        of the feature, e.g. "the codes are just age"; sparse features by id, dense ones by decile bins),
+        and ``codes``: per code
         rows, share, positive rate, hand-crafted domain mix, top sparse values by lift and dense means.
     """
     codes = np.asarray(codes, dtype=np.int64)
@@ -73,6 +76,7 @@ def domain_report(
         agreement["planted"] = _agreement(codes, np.asarray(planted))
 
     feature_mi: dict[str, float] = {}
+    feature_nmi: dict[str, float] = {}
     per_code: list[dict[str, Any]] = [
         {
             "code": k,
@@ -97,6 +101,7 @@ def domain_report(
     for j, col in enumerate(schema.sparse):
         values = sparse[:, j]
         feature_mi[col] = float(mutual_info_score(codes, values)) if n else 0.0
+        feature_nmi[col] = float(normalized_mutual_info_score(values, codes)) if n else 0.0
         v = int(values.max()) + 1 if n else 1
         joint = np.bincount(codes * v + values, minlength=m * v).reshape(m, v)  # [m, V]
         p_value = joint.sum(0) / max(1, n)  # [V]
@@ -127,7 +132,9 @@ def domain_report(
                 per_code[k]["dense_means"][col] = float(sums[k] / counts[k])
         # dense MI via deciles, so the measure is comparable with the sparse features'
         edges = np.unique(np.quantile(raw, np.linspace(0, 1, 11)[1:-1])) if n else np.array([])
-        feature_mi[col] = float(mutual_info_score(codes, np.digitize(raw, edges))) if n else 0.0
+        bins = np.digitize(raw, edges)
+        feature_mi[col] = float(mutual_info_score(codes, bins)) if n else 0.0
+        feature_nmi[col] = float(normalized_mutual_info_score(bins, codes)) if n else 0.0
 
     return {
         "rows": n,
@@ -137,6 +144,7 @@ def domain_report(
         "positive_rate": float(labels.mean()) if n else None,
         "agreement": agreement,
         "feature_mi": feature_mi,
+        "feature_nmi": feature_nmi,
         "codes": per_code,
     }
 
@@ -172,7 +180,15 @@ def report_markdown(report: dict[str, Any]) -> str:
                 f"{c['dense_means'][d]:.3g}" if d in c["dense_means"] else "–" for d in dense_cols
             )
             lines.append(f"| {c['code']} | {vals} |")
-    lines += ["", "Mutual information between code and feature (nats):", ""]
-    for col, mi in sorted(report["feature_mi"].items(), key=lambda t: -t[1]):
-        lines.append(f"- {col}: {mi:.4f}")
+    nmi = report.get("feature_nmi", {})
+    lines += [
+        "",
+        "Agreement of the codes with each input feature (sparse: the id; dense: decile bins), highest first:",
+        "",
+        "| feature | NMI | MI (nats) |",
+        "|---|---|---|",
+    ]
+    for col, mi in sorted(report["feature_mi"].items(), key=lambda t: -nmi.get(t[0], t[1])):
+        shown = f"{nmi[col]:.3f}" if col in nmi else "–"
+        lines.append(f"| {col} | {shown} | {mi:.4f} |")
     return "\n".join(lines) + "\n"

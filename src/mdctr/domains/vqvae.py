@@ -42,6 +42,8 @@ class VQConfig:
         recon: what the decoder reconstructs: ``"features"`` (the sample's ids by a softmax over an output
             embedding, and its dense values; see :func:`feature_recon_loss`) or ``"embedding"`` (MSE to the
             normalised embedding vector, which the VQ-VAE then sees through a stop-gradient).
+        recon_balance: ``recon="features"`` only: weigh every feature's reconstruction term equally,
+            normalised to 1 at chance (see :func:`feature_recon_loss`); False keeps the earlier loss.
     """
 
     num_codes: int = 4
@@ -53,6 +55,7 @@ class VQConfig:
     restart_dead: bool = True
     ema_decay: float | None = 0.95
     recon: str = "features"
+    recon_balance: bool = False
 
     def __post_init__(self) -> None:
         name = type(self).__qualname__  # MinerConfig, Adaptive2.Config
@@ -206,6 +209,21 @@ class VQVAE(nn.Module):
         }
         return VQOutput(codes=codes, z_q=z_q, loss=loss, parts=parts)
 
+    @torch.no_grad()
+    def init_codebook(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Set the codebook to encodings ``z`` [B, latent] of distinct random rows (data-dependent init).
+
+        Why: a random codebook far from the encodings leaves most rows on one code and the others dead until
+        restarts move them; starting every code on a real encoding spreads the rows from the first step.
+        """
+        pick = torch.randperm(z.shape[0], generator=generator)[: self.num_codes].to(z.device)
+        if pick.numel() < self.num_codes:  # tiny batch: repeat rows, restarts will spread them later
+            pick = pick.repeat(self.num_codes // max(1, pick.numel()) + 1)[: self.num_codes]
+        self.codebook.data.copy_(z[pick])
+        if self.ema_decay is not None:
+            self.ema_sum.copy_(z[pick])
+            self.ema_count.fill_(1.0)
+
     def _set_codebook(self, value: torch.Tensor) -> None:
         """Replace the codebook's storage (not in place): the current graph keeps the vectors it used."""
         if isinstance(self.codebook, nn.Parameter):
@@ -261,8 +279,15 @@ def feature_recon_loss(
     *,
     full_softmax_max_vocab: int = FULL_SOFTMAX_MAX_VOCAB,
     num_negatives: int = SAMPLED_NEGATIVES,
+    balanced: bool = False,
 ) -> torch.Tensor:
     """Reconstruction of the raw features from the decoder output → scalar.
+
+    ``balanced=True`` normalises every feature's term to 1 at chance (each CE divided by the log of the
+    number of classes it scores, each standardised dense value's MSE as is) and averages over the S + D
+    features, so that no feature dominates what the codes encode. ``balanced=False`` is the earlier loss
+    (mean CE over sparse features + the dense MSE), under which on ML-1M the one dense feature (age) carried
+    as much weight as all six id features together and the codes became age bins.
 
     decoded [B, S·E + D] is read as one E-vector per sparse feature plus D dense values. Each E-vector scores
     every id of its feature against that feature's rows of ``embedding`` (an *output* embedding, separate
@@ -280,9 +305,10 @@ def feature_recon_loss(
     log-q correction; an accidental hit of the true id among the negatives is rare at these sizes and harmless.
     """
     s, e = embedding.num_sparse, embedding.embed_dim
+    d = embedding.num_dense
     starts = embedding.offsets.tolist()
     ends = starts[1:] + [embedding.table.num_embeddings]
-    loss = decoded.new_zeros(())
+    sparse_loss = decoded.new_zeros(())
     if s:
         h = decoded[:, : s * e].reshape(-1, s, e)
         weight = embedding.table.weight
@@ -290,14 +316,26 @@ def feature_recon_loss(
             table = weight[starts[j] : ends[j]]  # [V_j, E]
             if table.shape[0] <= full_softmax_max_vocab:
                 logits = h[:, j] @ table.t()  # [B, V_j]
-                loss = loss + F.cross_entropy(logits, sparse[:, j])
-                continue
-            negatives = torch.randint(0, table.shape[0], (num_negatives,), device=h.device)
-            positive = (h[:, j] * table[sparse[:, j]]).sum(-1, keepdim=True)  # [B, 1]
-            logits = torch.cat([positive, h[:, j] @ table[negatives].t()], dim=1)  # [B, 1 + K]
-            target = torch.zeros(h.shape[0], dtype=torch.int64, device=h.device)  # the true id is column 0
-            loss = loss + F.cross_entropy(logits, target)
-        loss = loss / s
-    if embedding.num_dense:
-        loss = loss + F.mse_loss(decoded[:, s * e :], dense)
-    return loss
+                term = F.cross_entropy(logits, sparse[:, j])
+                chance = math.log(table.shape[0])
+            else:
+                negatives = torch.randint(0, table.shape[0], (num_negatives,), device=h.device)
+                positive = (h[:, j] * table[sparse[:, j]]).sum(-1, keepdim=True)  # [B, 1]
+                logits = torch.cat([positive, h[:, j] @ table[negatives].t()], dim=1)  # [B, 1 + K]
+                target = torch.zeros(h.shape[0], dtype=torch.int64, device=h.device)  # true id: column 0
+                term = F.cross_entropy(logits, target)
+                chance = math.log(1 + num_negatives)
+            # balanced: the CE of a uniform guess is 1 for every feature (a 2-id feature counts as much as a
+            # 3,000-id one); log 1 = 0 for a 1-id feature, which carries no information anyway
+            sparse_loss = sparse_loss + (term / chance if balanced and chance > 0 else term)
+    if not balanced:
+        # legacy (recon_balance=False): mean CE over sparse features + the MSE over all dense values, so the
+        # dense block weighs as much as every sparse feature together
+        loss = sparse_loss / s if s else sparse_loss
+        if d:
+            loss = loss + F.mse_loss(decoded[:, s * e :], dense)
+        return loss
+    # balanced: each dense value's MSE on its standardised value is 1 for the mean guess, like CE/log V for a
+    # uniform guess; the S + D per-feature terms are averaged so no single feature dominates
+    dense_loss = F.mse_loss(decoded[:, s * e :], dense, reduction="sum") / dense.shape[0] if d else 0.0
+    return (sparse_loss + dense_loss) / max(1, s + d)

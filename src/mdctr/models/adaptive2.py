@@ -26,6 +26,8 @@ In eval mode only the code assignment runs (encoder + nearest code), so counted 
 
 from __future__ import annotations
 
+import copy
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +47,8 @@ from mdctr.models.base import (
     scale_widths,
 )
 from mdctr.models.star import StarTower
+
+log = logging.getLogger(__name__)
 
 MINER_MODES = ("joint", "pretrained")
 FUSIONS = ("concat", "gate")
@@ -81,6 +85,15 @@ class Adaptive2(CTRModel):
         #: backbone="star" only: the code embedding's size and the auxiliary network's hidden sizes (as STAR's)
         code_embed_dim: int = 16
         aux_hidden: tuple[int, ...] = (64,)
+        #: joint mode: set the codebook to encodings of random rows of the first training batch (as
+        #: fit_miner does); False: the random N(0, 1) codebook, on which most rows start on one code
+        data_init: bool = False
+        #: joint mode: after this many epochs the codes are frozen (the VQ-VAE stops training and reads a
+        #: frozen copy of the embedding, so a row keeps its code while the ranker trains on); 0: never
+        freeze_after_epochs: int = 0
+        #: code churn (fraction of rows whose code changed since the previous epoch) is measured on this
+        #: many training rows (a fixed sample drawn at the first epoch's end); 0: not measured
+        churn_rows: int = 100_000
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -90,6 +103,10 @@ class Adaptive2(CTRModel):
                 raise ValueError(f"adaptive2: fusion must be one of {FUSIONS}, got {self.fusion!r}")
             if self.backbone not in BACKBONES:
                 raise ValueError(f"adaptive2: backbone must be one of {BACKBONES}, got {self.backbone!r}")
+            if self.freeze_after_epochs < 0 or self.churn_rows < 0:
+                raise ValueError("adaptive2: freeze_after_epochs and churn_rows must be >= 0")
+            if self.freeze_after_epochs and self.miner != "joint":
+                raise ValueError("adaptive2: freeze_after_epochs applies to miner='joint' only")
             if self.backbone == "star" and self.fusion != "concat":
                 raise ValueError(
                     "adaptive2: fusion applies to backbone='mlp' only; backbone='star' sums logits"
@@ -98,7 +115,13 @@ class Adaptive2(CTRModel):
     domain_sources = ("mined",)
     mines_domains = True
     # the model's, the reconstruction's and a loaded miner's embedding tables
-    embedding_prefixes = ("embedding.", "recon_embedding.", "miner.embedding.", "miner.recon_embedding.")
+    embedding_prefixes = (
+        "embedding.",
+        "recon_embedding.",
+        "code_embedding.",
+        "miner.embedding.",
+        "miner.recon_embedding.",
+    )
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)
@@ -117,8 +140,19 @@ class Adaptive2(CTRModel):
                 self.recon_embedding = FeatureEmbedding(
                     inputs.vocab_sizes, inputs.num_dense, inputs.embed_dim, init_std=inputs.embed_dim**-0.5
                 )
+        # frozen copy of the embedding the codes are read from once frozen (freeze_after_epochs only)
+        self.code_embedding: FeatureEmbedding | None = None
+        if config.miner == "joint" and config.freeze_after_epochs:
+            self.code_embedding = copy.deepcopy(self.embedding).requires_grad_(False)
+        # state that checkpoints and the best-epoch restore must carry: buffers, not attributes
+        self.register_buffer("codebook_initialised", torch.tensor(False))
+        self.register_buffer("epochs_done", torch.tensor(0, dtype=torch.int64))
+        self.register_buffer("codes_frozen", torch.tensor(False))
         self._aux: torch.Tensor | None = None
         self.last_codes: torch.Tensor | None = None
+        # churn reference: a fixed sample of training rows and their codes at the previous epoch's end
+        self._churn_rows: TensorData | None = None
+        self._churn_codes: torch.Tensor | None = None
 
     def _build_mlp(self, in_dim: int, config: Config, width: float) -> None:
         kw = {"dropout": config.dropout, "batchnorm": config.batchnorm}
@@ -164,6 +198,8 @@ class Adaptive2(CTRModel):
         super().train(mode)
         if self.miner is not None:
             self.miner.eval()  # frozen: its BatchNorm statistics must not move either
+        if self.vqvae is not None and bool(self.codes_frozen):
+            self.vqvae.eval()  # frozen codes: no EMA, restarts or BatchNorm statistics updates
         return self
 
     def codes(self, batch: Batch, x: torch.Tensor) -> torch.Tensor:
@@ -175,12 +211,23 @@ class Adaptive2(CTRModel):
             with torch.no_grad():
                 return self.miner(batch)
         assert self.vqvae is not None
+        if bool(self.codes_frozen):
+            assert self.code_embedding is not None
+            with torch.no_grad():
+                return self.vqvae.assign(self.code_embedding(batch.sparse, batch.dense))
         if not self.training:
             return self.vqvae.assign(x)
+        if self.config.data_init and not bool(self.codebook_initialised) and x.shape[0] > 1:
+            self.vqvae.init_codebook(self.vqvae.encode(x.detach()))
+            self.codebook_initialised.fill_(True)
         if self.recon_embedding is not None:
             emb = self.recon_embedding
             vq_in = x if self.config.vq_grad_to_embedding else x.detach()
-            out = self.vqvae(vq_in, lambda dec: feature_recon_loss(dec, batch.sparse, batch.dense, emb))
+            balanced = self.config.recon_balance
+            out = self.vqvae(
+                vq_in,
+                lambda dec: feature_recon_loss(dec, batch.sparse, batch.dense, emb, balanced=balanced),
+            )
         else:
             out = self.vqvae(x.detach())
         self._aux = self.config.vq_weight * out.loss
@@ -202,10 +249,62 @@ class Adaptive2(CTRModel):
             fused = torch.cat([shared, specific], dim=1)
         return self.head(fused).squeeze(-1)
 
-    def end_epoch(self, train: TensorData) -> None:
-        """With ``recalibrate_rows``: running statistics recomputed under the epoch's final codes."""
-        if self.config.recalibrate_rows > 0:
-            recalibrate_batchnorm(self, train, self.config.recalibrate_rows, frozen=self.miner)
+    def end_epoch(self, train: TensorData) -> dict[str, float]:
+        """Freeze the codes once ``freeze_after_epochs`` epochs are done; with ``recalibrate_rows``, running
+        statistics recomputed under the epoch's final codes. Returns ``code_churn`` (from the second epoch on;
+        a resumed run measures it again from the epoch after the resume) and ``codes_frozen`` for the history.
+        """
+        self.epochs_done += 1
+        cfg = self.config
+        if (
+            cfg.freeze_after_epochs
+            and not bool(self.codes_frozen)
+            and int(self.epochs_done) >= cfg.freeze_after_epochs
+        ):
+            self._freeze_codes()
+        if cfg.recalibrate_rows > 0:
+            recalibrate_batchnorm(self, train, cfg.recalibrate_rows, frozen=self.miner)
+        stats: dict[str, float] = {"codes_frozen": float(bool(self.codes_frozen))}
+        if cfg.churn_rows > 0:
+            if self._churn_rows is None:  # train arrives shuffled: its head is a random sample, kept fixed
+                self._churn_rows = train.head(min(cfg.churn_rows, len(train)))
+            codes = self.assign_codes(self._churn_rows)
+            if self._churn_codes is not None:
+                stats["code_churn"] = float((codes != self._churn_codes).float().mean())
+            self._churn_codes = codes
+            usage = torch.bincount(codes, minlength=cfg.num_codes).float() / max(1, codes.numel())
+            stats["codes_used"] = float((usage > 0).sum())
+        log.info(
+            "adaptive2 epoch %d: code churn %s, codes used %s, frozen %s",
+            int(self.epochs_done),
+            f"{stats['code_churn']:.4f}" if "code_churn" in stats else "–",
+            int(stats.get("codes_used", -1)),
+            bool(self.codes_frozen),
+        )
+        return stats
+
+    @torch.no_grad()
+    def _freeze_codes(self) -> None:
+        """From now on codes come from the VQ-VAE (eval mode) over a snapshot of the current embedding."""
+        assert self.code_embedding is not None and self.vqvae is not None
+        self.code_embedding.load_state_dict(self.embedding.state_dict())
+        self.codes_frozen.fill_(True)
+        self.vqvae.eval()
+        log.info("adaptive2: codes frozen after epoch %d", int(self.epochs_done))
+
+    @torch.no_grad()
+    def assign_codes(self, data: TensorData, batch_size: int = 65536) -> torch.Tensor:
+        """Serving-time code of every row of ``data`` → [N] int64 (eval mode; the mode is restored after)."""
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [
+                self.codes(b, self.embed(b))
+                for b in (data.batch(s, s + batch_size) for s in range(0, len(data), batch_size))
+            ]
+        finally:
+            self.train(was_training)
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
 
     def aux_loss(self) -> torch.Tensor | None:
         """VQ loss (×vq_weight) of the last training forward in joint mode, else None."""

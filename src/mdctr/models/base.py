@@ -98,8 +98,10 @@ class CTRModel(nn.Module):
         """Extra training loss from the last forward (e.g. VQ loss), or None."""
         return None
 
-    def end_epoch(self, train: TensorData) -> None:
-        """Called by the trainer after each training epoch, before validation (default: nothing)."""
+    def end_epoch(self, train: TensorData) -> dict[str, float] | None:
+        """Called by the trainer after each training epoch, before validation (default: nothing); metrics it
+        returns are added to the epoch's history record."""
+        return None
 
     def dense_parameters(self) -> int:
         """Parameters outside embedding tables (reported beside FLOPs): the one definition."""

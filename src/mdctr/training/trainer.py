@@ -62,7 +62,7 @@ class FitResult:
     Attributes:
         history: one dict per epoch: ``epoch`` (1-based), ``train_loss`` (mean BCE), ``valid_auc``,
             ``valid_logloss``, ``samples_per_s`` and ``train_seconds`` (train loop only), ``seconds``
-            (train + validation).
+            (train + validation), plus any metrics the model's ``end_epoch`` returns (adaptive2: code churn).
         best_epoch: epoch whose weights the model holds after :func:`fit` (1-based).
         best_valid_auc: validation AUC of that epoch.
         train_samples_per_s: train rows per second over all epochs (train loop only, no validation).
@@ -226,8 +226,9 @@ def fit(
             model, net, train_dev, optimizer, shuffle_gen, config, epoch, ctx
         )
         distributed.sync_buffers(model, ctx)  # BatchNorm statistics saw only this rank's rows
-        model.end_epoch(shuffled)  # e.g. recalibrate normalisation statistics before validation
+        extra = model.end_epoch(shuffled)  # e.g. recalibrate normalisation statistics before validation
         record = _validate(model, valid, config, state, epoch, train_loss, len(train_dev), train_s, t0)
+        record.update(extra or {})  # the model's own epoch metrics (e.g. code churn); record is in history
         if ckpt_dir is not None and ctx.is_main:
             _save_checkpoint(
                 ckpt_dir / CHECKPOINT_FORMAT.format(epoch),
