@@ -9,8 +9,8 @@ import torch
 
 from mdctr.data.tensors import Batch
 from mdctr.models import build_model
-from mdctr.models.base import ModelInputs
-from mdctr.models.m3oe import M3oE
+from mdctr.models.base import MLP, ModelInputs
+from mdctr.models.m3oe import M3oE, ParallelExperts
 
 ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)
 ROWS = 1024
@@ -38,7 +38,7 @@ def test_domain_part_is_the_balanced_mix_of_domain_experts():
     z = torch.randn(ROWS, model.config.bottom)
     alpha = model.own_weight()
     assert alpha.item() == pytest.approx(0.8)
-    outs = torch.stack([e(z) for e in model.domain_experts], dim=1)  # [B, D, H]
+    outs = model.domain_experts(z)  # [B, D, H]
     expected = torch.stack(
         [
             alpha * outs[i, d] + (1 - alpha) / 2 * (outs[i].sum(0) - outs[i, d])
@@ -55,8 +55,11 @@ def test_other_domains_experts_reach_a_row_only_through_the_balance_weight():
     def change_with_expert_2_perturbed(model: M3oE) -> torch.Tensor:
         before = model(batch)
         with torch.no_grad():
-            for p in model.domain_experts[2].parameters():
-                p.add_(torch.randn_like(p))
+            if isinstance(model.domain_experts, ParallelExperts):  # expert 2's block of the fused layer
+                model.domain_experts.first.weight[2 * 64 : 3 * 64].add_(1.0)
+            else:
+                for p in model.domain_experts[2].parameters():
+                    p.add_(torch.randn_like(p))
         return (model(batch) - before)[d0].abs()
 
     assert change_with_expert_2_perturbed(m3oe()).min() > 0  # knowledge transfer: D_2 reaches domain 0
@@ -93,3 +96,28 @@ def test_one_domain_has_no_balance_weight():
     model = build_model("m3oe", ModelInputs(ML1M.vocab_sizes, 1, 1))
     assert model.w_bal is None
     assert model.own_weight().item() == 1.0
+
+
+def test_parallel_experts_equal_separate_mlps():
+    """The fused block is E independent MLPs: expert e's output equals an MLP built from its weight blocks."""
+    torch.manual_seed(0)
+    block = ParallelExperts(32, (24, 8), 3, batchnorm=True, dropout=0.0).eval()
+    with torch.no_grad():
+        for norm in block.norms:
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(64, 32)
+    out = block(x)
+    assert out.shape == (64, 3, 8)
+    for e in range(3):
+        mlp = MLP(32, (24, 8), batchnorm=True).eval()
+        with torch.no_grad():
+            mlp[0].weight.copy_(block.first.weight[e * 24 : (e + 1) * 24])
+            mlp[0].bias.copy_(block.first.bias[e * 24 : (e + 1) * 24])
+            mlp[3].weight.copy_(block.weights[0][e].t())
+            mlp[3].bias.copy_(block.biases[0][e, 0])
+            for i, norm in ((1, block.norms[0]), (4, block.norms[1])):
+                n = mlp[i].num_features
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(mlp[i], name).copy_(getattr(norm, name)[e * n : (e + 1) * n])
+        torch.testing.assert_close(out[:, e], mlp(x))

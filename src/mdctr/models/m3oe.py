@@ -20,6 +20,7 @@ data); here, as in the authors' public code, they train jointly with the rest. `
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from mdctr.data.tensors import Batch
-from mdctr.models.base import MLP, CTRModel, ModelInputs, register, route, scale_widths
+from mdctr.models.base import MLP, BatchNorm1d, CTRModel, ModelInputs, register, route, scale_widths
 from mdctr.models.shared_bottom import Tower
 from mdctr.models.star import StarFCN
 
@@ -36,6 +37,37 @@ DOMAIN_MIXES = ("all", "own")
 
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
+
+
+class ParallelExperts(nn.Module):
+    """E independent expert MLPs (Linear → [BatchNorm] → ReLU per hidden size) over the same input, computed
+    as one block: the first layer is one Linear(in → E·h₀), later layers one batched product over the E
+    experts, and a BatchNorm over the E·h features normalises each expert's units by themselves — the same
+    function as E separate MLPs, with one kernel per layer instead of E. [B, in] → [B, E, hidden[-1]]."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], num: int, *, batchnorm: bool, dropout: float):
+        super().__init__()
+        self.num = num
+        self.hidden = hidden
+        self.first = nn.Linear(in_dim, num * hidden[0])
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for prev, h in itertools.pairwise(hidden):
+            w = torch.empty(num, prev, h)
+            for e in range(num):  # nn.Linear's default init, per expert
+                nn.init.kaiming_uniform_(w[e].t(), a=math.sqrt(5))
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.empty(num, 1, h).uniform_(-(prev**-0.5), prev**-0.5)))
+        self.norms = nn.ModuleList(BatchNorm1d(num * h) if batchnorm else nn.Identity() for h in hidden)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(torch.relu(self.norms[0](self.first(x))))  # [B, E·h₀]
+        for w, b, norm in zip(self.weights, self.biases, self.norms[1:], strict=True):
+            per_expert = h.view(h.shape[0], self.num, -1).transpose(0, 1)  # [E, B, h]
+            h = torch.baddbmm(b, per_expert, w).transpose(0, 1).reshape(h.shape[0], -1)
+            h = self.dropout(torch.relu(norm(h)))
+        return h.view(h.shape[0], self.num, self.hidden[-1])
 
 
 @register("m3oe")
@@ -72,9 +104,13 @@ class M3oE(CTRModel):
         self.star = StarFCN(inputs.input_dim, (star,), n_dom)
         self.star_mlp = MLP(star, (bottom,), **kw)
         self.skip = MLP(inputs.input_dim, (bottom,), **kw)
-        self.experts = nn.ModuleList(MLP(bottom, expert, **kw) for _ in range(config.num_experts))
+        self.experts = ParallelExperts(bottom, expert, config.num_experts, **kw)
         self.gates = nn.ModuleList(nn.Linear(bottom, config.num_experts) for _ in range(n_dom))
-        self.domain_experts = nn.ModuleList(MLP(bottom, expert, **kw) for _ in range(n_dom))
+        # routed ("own"): one MLP per domain on its rows; "all": every domain expert on every row, as one block
+        if config.domain_mix == "own" or n_dom == 1:
+            self.domain_experts: nn.Module = nn.ModuleList(MLP(bottom, expert, **kw) for _ in range(n_dom))
+        else:
+            self.domain_experts = ParallelExperts(bottom, expert, n_dom, **kw)
         # with one domain there is nothing to balance: the row's own expert has weight 1
         self.w_bal = nn.Parameter(torch.tensor(_logit(config.own_domain_init))) if n_dom > 1 else None
         self.w_exp = nn.Parameter(torch.tensor(_logit(config.domain_weight_init)))
@@ -87,23 +123,40 @@ class M3oE(CTRModel):
 
     def domain_part(self, z: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         """u [B, H]: the balanced domain-expert representation of each row."""
-        n_dom = len(self.domain_experts)
+        n_dom = self.inputs.num_domains
         alpha = self.own_weight()
-        if n_dom == 1 or self.config.domain_mix == "own":
+        if isinstance(self.domain_experts, nn.ModuleList):
             own = route(z, domain, list(self.domain_experts), self.expert_dim)
             return alpha * own
-        outs = torch.stack([e(z) for e in self.domain_experts], dim=1)  # [B, D, H]
+        outs = self.domain_experts(z)  # [B, D, H]
         # per-row mixing weights: α on the own domain, (1 − α)/(D − 1) on each other one
         other = (1 - alpha) / (n_dom - 1)
         own_mask = (domain.unsqueeze(1) == torch.arange(n_dom, device=z.device)).to(z.dtype)
         w = other + (alpha - other) * own_mask  # [B, D]
-        return torch.einsum("bd,bdh->bh", w, outs)
+        return (w.unsqueeze(2) * outs).sum(dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)
         d = batch.domain
-        z = self.star_mlp(self.star(x, d)) + self.skip(x)
-        shared = torch.stack([e(z) for e in self.experts], dim=1)  # [B, E, H]
-        gate = torch.softmax(route(z.detach(), d, list(self.gates), len(self.experts)), dim=1)
-        fused = torch.einsum("be,beh->bh", gate, shared) + torch.sigmoid(self.w_exp) * self.domain_part(z, d)
-        return route(fused, d, list(self.towers), 1).squeeze(-1)
+        n_dom = self.inputs.num_domains
+        # route by sorting the rows by domain once: every routed module (star layer, gate, tower) then runs
+        # on one contiguous slice per domain, and the logits go back to the batch order at the end
+        order = torch.argsort(d, stable=True) if n_dom > 1 else None
+        if order is not None:
+            x, d = x.index_select(0, order), d.index_select(0, order)
+        counts = torch.bincount(d, minlength=n_dom).tolist() if n_dom > 1 else [x.shape[0]]
+
+        def by_domain(t: torch.Tensor, modules) -> torch.Tensor:
+            parts = torch.split(t, counts)
+            return torch.cat([modules[k](p) for k, p in enumerate(parts) if p.shape[0]], dim=0)
+
+        z = self.star_mlp(by_domain(x, [self.star._domain(k) for k in range(n_dom)])) + self.skip(x)
+        shared = self.experts(z)  # [B, E, H]
+        gate = torch.softmax(by_domain(z.detach(), self.gates), dim=1)  # [B, E]
+        # the gate mix as a broadcast product (a [1, E]×[E, H] bmm per row is several times slower)
+        mixed = (gate.unsqueeze(2) * shared).sum(dim=1)
+        fused = mixed + torch.sigmoid(self.w_exp) * self.domain_part(z, d)
+        logits = by_domain(fused, self.towers).squeeze(-1)
+        if order is None:
+            return logits
+        return torch.empty_like(logits).index_copy_(0, order, logits)
