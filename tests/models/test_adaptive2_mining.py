@@ -187,7 +187,9 @@ def test_code_ctr_head_adds_the_per_code_bce_and_reaches_the_encoder(prepared):
     e_k = model.vqvae.codebook.detach()[model.last_codes]
     head = model.code_ctr_head(e_k).squeeze(-1)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(head, batch.label)
-    assert float((with_head - plain.aux_loss()).detach()) == pytest.approx(0.5 * float(bce), rel=1e-3)
+    assert float((with_head - plain.aux_loss()).detach()) == pytest.approx(
+        0.5 * float(bce.detach()), rel=1e-3
+    )
     # the click signal reaches the encoder (straight-through), so it can move the assignment: the encoder's
     # gradient differs from the plain model's by the head term's
     with_head.backward()
