@@ -169,6 +169,35 @@ def test_frozen_codes_ignore_the_training_embedding_and_add_no_vq_loss(prepared)
     assert bool(other.codes_frozen) and torch.equal(other.assign_codes(data.train), frozen)
 
 
+def test_code_ctr_head_adds_the_per_code_bce_and_reaches_the_encoder(prepared):
+    data, inputs = prepared
+    batch = data.train.batch(0, 512)
+    config = {"num_codes": 4, "data_init": True, "code_ctr_weight": 0.5}
+    torch.manual_seed(0)
+    model = build_model("adaptive2", inputs, config=config).train()
+    torch.manual_seed(0)
+    plain = build_model("adaptive2", inputs, config={"num_codes": 4, "data_init": True}).train()
+    torch.manual_seed(2)
+    model(batch)
+    with_head = model.aux_loss()
+    torch.manual_seed(2)
+    plain(batch)
+    # same init and inputs: the aux losses differ by 0.5 × BCE of the head on the codes' vectors (read after
+    # the forward, whose EMA step moved them slightly)
+    e_k = model.vqvae.codebook.detach()[model.last_codes]
+    head = model.code_ctr_head(e_k).squeeze(-1)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(head, batch.label)
+    assert float((with_head - plain.aux_loss()).detach()) == pytest.approx(
+        0.5 * float(bce.detach()), rel=1e-3
+    )
+    # the click signal reaches the encoder (straight-through), so it can move the assignment: the encoder's
+    # gradient differs from the plain model's by the head term's
+    with_head.backward()
+    plain.aux_loss().backward()
+    diff = model.vqvae.encoder[-1].weight.grad - plain.vqvae.encoder[-1].weight.grad
+    assert float(diff.abs().sum()) > 0
+
+
 def test_freeze_needs_joint_mode():
     with pytest.raises(ValueError, match="freeze_after_epochs"):
         build_model(

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mdctr.data.tensors import Batch, TensorData
 from mdctr.domains.miner import DomainMiner
@@ -94,6 +95,11 @@ class Adaptive2(CTRModel):
         #: code churn (fraction of rows whose code changed since the previous epoch) is measured on this
         #: many training rows (a fixed sample drawn at the first epoch's end); 0: not measured
         churn_rows: int = 100_000
+        #: joint mode: weight of a per-code CTR head in the VQ loss: BCE of a linear head on the quantised
+        #: latent z_q (= the code's vector, so one prediction per code), whose straight-through gradient moves
+        #: each encoding toward the code whose CTR fits its label: the click signal shapes the assignment.
+        #: Training only (no serving cost); 0: off
+        code_ctr_weight: float = 0.0
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -105,8 +111,12 @@ class Adaptive2(CTRModel):
                 raise ValueError(f"adaptive2: backbone must be one of {BACKBONES}, got {self.backbone!r}")
             if self.freeze_after_epochs < 0 or self.churn_rows < 0:
                 raise ValueError("adaptive2: freeze_after_epochs and churn_rows must be >= 0")
-            if self.freeze_after_epochs and self.miner != "joint":
-                raise ValueError("adaptive2: freeze_after_epochs applies to miner='joint' only")
+            if self.code_ctr_weight < 0:
+                raise ValueError("adaptive2: code_ctr_weight must be >= 0")
+            if (self.freeze_after_epochs or self.code_ctr_weight) and self.miner != "joint":
+                raise ValueError(
+                    "adaptive2: freeze_after_epochs and code_ctr_weight apply to miner='joint' only"
+                )
             if self.backbone == "star" and self.fusion != "concat":
                 raise ValueError(
                     "adaptive2: fusion applies to backbone='mlp' only; backbone='star' sums logits"
@@ -140,6 +150,9 @@ class Adaptive2(CTRModel):
                 self.recon_embedding = FeatureEmbedding(
                     inputs.vocab_sizes, inputs.num_dense, inputs.embed_dim, init_std=inputs.embed_dim**-0.5
                 )
+        self.code_ctr_head: nn.Linear | None = None
+        if config.miner == "joint" and config.code_ctr_weight > 0:
+            self.code_ctr_head = nn.Linear(config.latent_dim, 1)
         # frozen copy of the embedding the codes are read from once frozen (freeze_after_epochs only)
         self.code_embedding: FeatureEmbedding | None = None
         if config.miner == "joint" and config.freeze_after_epochs:
@@ -231,6 +244,10 @@ class Adaptive2(CTRModel):
         else:
             out = self.vqvae(x.detach())
         self._aux = self.config.vq_weight * out.loss
+        if self.code_ctr_head is not None:
+            logit = self.code_ctr_head(out.z_q).squeeze(-1)
+            ctr = F.binary_cross_entropy_with_logits(logit, batch.label)
+            self._aux = self._aux + self.config.code_ctr_weight * ctr
         return out.codes
 
     # -- model --------------------------------------------------------------------------------------------
