@@ -206,6 +206,28 @@ def test_serve_image_answers_with_the_offline_predictions(first_run, images: dic
         typed = rows.astype({c: "float32" for c in rows.select_dtypes("float64").columns})
         offline = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(typed), dtype=np.float64).reshape(-1)
         np.testing.assert_allclose(served, offline, rtol=0, atol=1e-6)
+        # the same rows over the Open Inference Protocol v2 (what the KServe custom predictor speaks),
+        # typed by the model's own v2 metadata
+        meta = requests.get(f"http://127.0.0.1:{port}/v2/models/{tracking.REGISTERED_MODEL}", timeout=30)
+        assert meta.status_code == 200, meta.text[:2000]
+        inputs = [
+            {
+                "name": i["name"],
+                "shape": [len(rows)],
+                "datatype": i["datatype"],
+                "data": rows[i["name"]].tolist(),
+            }
+            for i in meta.json()["inputs"]
+        ]
+        r = requests.post(
+            f"http://127.0.0.1:{port}/v2/models/{tracking.REGISTERED_MODEL}/infer",
+            json={"inputs": inputs},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text[:2000]
+        (out,) = r.json()["outputs"]
+        assert out["shape"] == [len(rows)]
+        np.testing.assert_allclose(np.asarray(out["data"], dtype=np.float64), offline, rtol=0, atol=1e-6)
     finally:
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=60)
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
