@@ -174,3 +174,19 @@ def test_report_opens_in_headless_chromium(
     finally:
         driver.quit()
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+
+
+def test_mlflow_links_only_for_a_served_tracking_store(ws: Any) -> None:
+    from mdctr.steps.evaluate import _parent_run, _run_links
+
+    run = _parent_run(EvaluateConfig(tracking_uri=ws.tracking_uri, parent_run_id=ws.fetched.run_id))
+    assert run is not None and run.info.run_id == ws.fetched.run_id
+    served = EvaluateConfig(tracking_uri="http://mlflow.example:5000/", parent_run_id=ws.fetched.run_id)
+    links = _run_links(served, run, "abc123", "dnn/none", 1)
+    base = f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs"
+    assert links == {
+        "pipeline run (parent)": f"{base}/{ws.fetched.run_id}",
+        "winner dnn/none seed 1": f"{base}/abc123",
+    }
+    local = EvaluateConfig(tracking_uri=ws.tracking_uri, parent_run_id=ws.fetched.run_id)
+    assert _run_links(local, run, "abc123", "dnn/none", 1) == {}
