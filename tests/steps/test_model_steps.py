@@ -112,7 +112,7 @@ def test_evaluate_builds_leaderboard_report_and_winner(
     assert result.winner == "dnn/none" and result.entries == 1 and result.runs == len(SEEDS)
     assert "dnn/none" in (root / "leaderboard.md").read_text()
     page = (root / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "<table" in page
+    assert page.count("data:image/png;base64,") == 5 and "<table" in page
     for name in ("leaderboard.csv", "leaderboard.json", "roc_winner.json", "report.html"):
         assert (root / "tables" / name).is_file(), name
     assert (root / "winner" / WINNER_BUNDLE_DIR / "bundle.json").is_file()

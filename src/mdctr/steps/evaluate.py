@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import logging
 import math
@@ -15,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mdctr.evaluation.report import ReportSummary, render_report
 from mdctr.io import atomic_dir, write_json_atomic
 from mdctr.steps.common import tracking_uri_or_none
 from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
@@ -28,6 +27,8 @@ WINNER_ENTRY_FILE = "entry.json"
 ROC_FILE = "roc_winner.json"
 ROC_PNG = "roc_winner.png"
 REPORT_FILE = "report.html"
+CALIBRATION_PNG = "calibration_winner.png"
+LEARNING_CURVES_PNG = "learning_curves.png"
 #: ROC curves are thinned to about this many points before they go into KFP metadata and the report
 ROC_POINTS = 200
 
@@ -39,6 +40,8 @@ class EvaluateConfig:
     tracking_uri: str = ""
     parent_run_id: str = ""
     title: str = "Leaderboard (FLOP-matched)"
+    #: shown in the report's summary; "" → the parent run's data tags (rev, md5) when there is a parent run
+    data_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class RocCurve:
 @dataclass(frozen=True)
 class EvaluateOutput:
     """Attributes:
-    winner: the best entry (``model/domain_source``, highest mean test AUC); ``winner_seed`` the seed whose
+    winner: the best entry (``model/domain_source``, highest mean validation AUC); ``winner_seed`` the seed whose
         bundle was exported (best validation AUC among the entry's seeds, so the test split picks nothing).
     winner_run_id: the winner's nested MLflow run.
     winner_metrics: finite scalars of the exported run; ``winner_tags``: model, source, seed.
@@ -116,11 +119,6 @@ def _num(x: Any) -> float:
     return float(x) if x is not None else math.nan
 
 
-def _png_tag(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
-
-
 def _plot_roc(roc: RocCurve, title: str, path: Path) -> Path:
     from matplotlib.figure import Figure
 
@@ -133,41 +131,6 @@ def _plot_roc(roc: RocCurve, title: str, path: Path) -> Path:
     ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
-
-
-def render_report(
-    df: Any, *, title: str, winner: str, winner_summary: dict[str, Any], pngs: dict[str, Path]
-) -> str:
-    """One self-contained HTML page: the leaderboard table, the winner's per-domain metrics, plots inline."""
-    table = df.to_html(index=False, float_format=lambda x: f"{x:.4f}", na_rep="–", border=0)
-    per_domain = winner_summary["per_domain"]
-    rows = "".join(
-        f"<tr><td>{d['domain']}</td><td>{html.escape(str(d['name']))}</td><td>{d.get('rows', '')}</td>"
-        f"<td>{_fmt(d.get('auc'))}</td><td>{_fmt(d.get('logloss'))}</td></tr>"
-        for d in per_domain
-    )
-    figures = "".join(_png_tag(p, name) for name, p in pngs.items() if p.is_file())
-    notes = html.escape(str(df.attrs.get("significance", "")))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}figure{{display:inline-block;margin:1em}}
-img{{max-width:560px}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>Winner: <b>{html.escape(winner)}</b> (seed {winner_summary["entry"]["seed"]}, test AUC
-{_fmt(winner_summary["overall"].get("auc"))}, {winner_summary["overall"].get("flops_per_sample", 0):,.0f}
-FLOPs/sample).</p>
-{table}
-<p><small>{notes}</small></p>
-<h2>Winner per hand-crafted domain</h2>
-<table><tr><th>id</th><th>domain</th><th>rows</th><th>AUC</th><th>logloss</th></tr>{rows}</table>
-<h2>Plots</h2>{figures}
-</body></html>
-"""
-
-
-def _fmt(x: Any) -> str:
-    return f"{x:.4f}" if isinstance(x, int | float) and math.isfinite(x) else "–"
 
 
 def evaluate(
@@ -204,7 +167,17 @@ def evaluate(
     roc = thin_roc(record.labels, record.probs)
 
     tables_dir = Path(tables_dir)
-    files, page = _write_tables(df, tables_dir, config.title, winner, summary, record.seed, roc)
+    parent = _parent_run(config)
+    report_summary = ReportSummary(
+        data_version=config.data_version or _data_version(parent),
+        run_links=_run_links(config, parent, summary["run_id"], winner, record.seed),
+    )
+    histories: dict[str, list[Any]] = {}
+    for run_summary, rec in loaded:
+        histories.setdefault(rec.entry, []).append(run_summary.get("history") or [])
+    files, page = _write_tables(
+        df, tables_dir, config.title, winner, summary, record, roc, histories, report_summary
+    )
     markdown = to_markdown(df, config.title)
     for path, text in ((Path(leaderboard_path), markdown), (Path(report_path), page)):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,25 +231,85 @@ def _write_tables(
     title: str,
     winner: str,
     summary: dict[str, Any],
-    seed: int,
+    record: Any,
     roc: RocCurve,
+    histories: dict[str, list[Any]],
+    report_summary: ReportSummary,
 ) -> tuple[dict[str, Path], str]:
     """Leaderboard files, plots, the winner's ROC and the HTML report into ``tables_dir`` (atomically) →
     (leaderboard files by kind, the report page)."""
     from mdctr.evaluation.leaderboard import write_leaderboard
+    from mdctr.evaluation.plots import plot_calibration, plot_learning_curves
 
+    seed = record.seed
     with atomic_dir(tables_dir) as tmp:
         files = write_leaderboard(df, tmp, title=title)
         write_json_atomic(tmp / ROC_FILE, {"entry": winner, "seed": seed, **roc.__dict__})
         _plot_roc(roc, f"ROC {winner} seed {seed} (test)", tmp / ROC_PNG)
+        plot_calibration(
+            record.labels,
+            record.probs,
+            tmp / CALIBRATION_PNG,
+            title=f"calibration {winner} seed {seed} (test)",
+        )
+        plot_learning_curves(histories, tmp / LEARNING_CURVES_PNG)
         pngs = {
-            "AUC vs FLOPs": files["auc_vs_flops"],
-            "AUC per domain": files["domain_auc"],
-            f"ROC of the winner ({winner})": tmp / ROC_PNG,
+            "test AUC vs FLOPs per sample": files["auc_vs_flops"],
+            "test AUC per hand-crafted domain": files["domain_auc"],
+            f"calibration of the winner ({winner}, seed {seed}, test; equal-count bins)": tmp
+            / CALIBRATION_PNG,
+            f"ROC of the winner ({winner}, seed {seed}, test)": tmp / ROC_PNG,
+            "learning curves: validation AUC per epoch": tmp / LEARNING_CURVES_PNG,
         }
-        page = render_report(df, title=title, winner=winner, winner_summary=summary, pngs=pngs)
+        page = render_report(
+            df, title=title, winner=winner, winner_summary=summary, pngs=pngs, summary=report_summary
+        )
         (tmp / REPORT_FILE).write_text(page)
     return files, page
+
+
+def _parent_run(config: EvaluateConfig) -> Any:
+    """The MLflow parent run, or None when there is none or the store cannot be read (the report then says
+    "not recorded": a report must not fail for want of a summary line)."""
+    if not config.parent_run_id:
+        return None
+    import mlflow
+
+    try:
+        return mlflow.MlflowClient(tracking_uri_or_none(config.tracking_uri)).get_run(config.parent_run_id)
+    except Exception as e:  # any store error only costs the summary its data version and links
+        log.warning("report summary: cannot read parent run %s: %s", config.parent_run_id, e)
+        return None
+
+
+def _data_version(run: Any) -> str:
+    """``rev <rev>, md5 <md5>`` from the parent run's data tags ("" when unknown)."""
+    from mdctr.tracking import names
+
+    if run is None:
+        return ""
+    tags = run.data.tags
+    parts = [
+        f"{k} {tags[t]}" for k, t in (("rev", names.TAG_DATA_REV), ("md5", names.TAG_DATA_MD5)) if tags.get(t)
+    ]
+    return ", ".join(parts)
+
+
+def _run_links(
+    config: EvaluateConfig, run: Any, winner_run_id: str, winner: str, seed: int
+) -> dict[str, str]:
+    """Links to the MLflow UI's pages of the parent run and the exported winner run, for an http(s) tracking
+    URI only (a file or sqlite store has no page to link to)."""
+    uri = config.tracking_uri.rstrip("/")
+    if not uri.startswith(("http://", "https://")):
+        return {}
+    if run is None:
+        return {}
+    base = f"{uri}/#/experiments/{run.info.experiment_id}/runs"
+    links = {"pipeline run (parent)": f"{base}/{config.parent_run_id}"}
+    if winner_run_id:
+        links[f"winner {winner} seed {seed}"] = f"{base}/{winner_run_id}"
+    return links
 
 
 def _write_winner(

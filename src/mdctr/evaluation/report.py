@@ -1,0 +1,158 @@
+"""The run's HTML report: one self-contained page (plots inline as ``data:`` URIs) that KFP shows as-is.
+
+Order: a summary (data version, winner and why, gate decision, MLflow links), the leaderboard in readable
+formats, the winner's per-domain metrics, then the plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pandas is imported where a table is built, not when a step module is imported
+    import pandas as pd
+
+#: shown where the gate decision is not known yet: evaluate runs before register_model decides
+GATE_PENDING = "decided after evaluation (the register step gates the winner against the champion)"
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """What the summary says.
+
+    Attributes:
+        data_version: e.g. ``rev v1, md5 <hex>`` ("" → "not recorded").
+        gate: the gate decision and its reason ("" → :data:`GATE_PENDING`).
+        run_links: label → URL of an MLflow run (only for http(s) tracking URIs; empty otherwise).
+    """
+
+    data_version: str = ""
+    gate: str = ""
+    run_links: Mapping[str, str] = field(default_factory=dict)
+
+
+def fmt_num(x: Any, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, int | float) and math.isfinite(x) else "–"
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value in scientific notation (``3.2e-07``), so a tiny p never prints as ``0.0000``."""
+    return f"{p:.1e}" if isinstance(p, int | float) and math.isfinite(p) else "–"
+
+
+def fmt_ci(mean: Any, low: Any, high: Any) -> str:
+    """``0.8012 [0.7990, 0.8034]``: the mean with its 95% CI ("–" for a missing bound)."""
+    if not (isinstance(low, int | float) and math.isfinite(low) and math.isfinite(high)):
+        return fmt_num(mean)
+    return f"{fmt_num(mean)} [{low:.4f}, {high:.4f}]"
+
+
+def fmt_pm(mean: Any, std: Any) -> str:
+    ok = isinstance(std, int | float) and math.isfinite(std)
+    return f"{fmt_num(mean)} ± {std:.4f}" if ok else fmt_num(mean)
+
+
+def leaderboard_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The curated, formatted leaderboard (strings): the ranking column first, then test metrics, cost and
+    the Holm-corrected paired tests. The raw columns stay in ``leaderboard.csv``/``.json``."""
+    import pandas as pd
+
+    domains = list(df.attrs.get("domains", []))
+    rows = []
+    for _, r in df.iterrows():
+        row = {
+            "#": str(r["rank"]),
+            "entry": str(r["entry"]),
+            "seeds": str(r["seeds"]),
+            "valid AUC (ranks)": fmt_pm(r["valid_auc_mean"], r["valid_auc_std"]),
+            "test AUC [95% CI]": fmt_ci(r["auc_mean"], r["auc_ci_low"], r["auc_ci_high"]),
+            "test logloss": fmt_pm(r["logloss_mean"], r["logloss_std"]),
+        }
+        row |= {f"AUC {d}": fmt_num(r.get(f"auc[{d}]")) for d in domains}
+        row |= {
+            "FLOPs/sample": f"{r['flops']:,.0f}",
+            "dense params": f"{int(r['dense_params']):,}",
+            "ΔAUC vs dnn": fmt_num(r["vs_dnn_diff"]),
+            "p vs dnn (Holm)": fmt_p(r["vs_dnn_p_holm"])
+            if math.isfinite(r["vs_dnn_p_holm"])
+            else r["vs_dnn_test"],
+            "p vs best (Holm)": (
+                fmt_p(r["vs_best_p_holm"]) if math.isfinite(r["vs_best_p_holm"]) else r["vs_best_test"]
+            ),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def png_figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    alt = html.escape(caption)
+    return (
+        f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt}</figcaption></figure>'
+    )
+
+
+def render_report(
+    df: pd.DataFrame,
+    *,
+    title: str,
+    winner: str,
+    winner_summary: dict[str, Any],
+    pngs: Mapping[str, Path],
+    summary: ReportSummary | None = None,
+) -> str:
+    """The page for leaderboard ``df`` (from ``build_leaderboard``), the exported run's ``winner_summary`` (its
+    ``train_model`` metrics JSON) and ``pngs`` (caption → PNG path, embedded in order)."""
+    summary = summary or ReportSummary()
+    best = df.iloc[0]
+    ov = winner_summary["overall"]
+    seed = winner_summary["entry"]["seed"]
+    runner_up = (
+        f"; runner-up {html.escape(str(df.iloc[1]['entry']))} at {fmt_num(df.iloc[1]['valid_auc_mean'])}"
+        if len(df) > 1
+        else ""
+    )
+    links = "".join(
+        f'<li><a href="{html.escape(url, quote=True)}">{html.escape(label)}</a></li>'
+        for label, url in summary.run_links.items()
+    )
+    links_html = f"<ul>{links}</ul>" if links else "none (the tracking store is not served over http(s))"
+    per_domain = "".join(
+        f"<tr><td>{d['domain']}</td><td>{html.escape(str(d['name']))}</td><td>{d.get('rows', '')}</td>"
+        f"<td>{fmt_num(d.get('auc'))}</td><td>{fmt_num(d.get('logloss'))}</td></tr>"
+        for d in winner_summary["per_domain"]
+    )
+    table = leaderboard_table(df).to_html(index=False, border=0, escape=True, classes="leaderboard")
+    figures = "".join(png_figure(p, caption) for caption, p in pngs.items() if Path(p).is_file())
+    notes = html.escape(str(df.attrs.get("significance", "")))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<link rel="icon" href="data:,">
+<style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}}td:nth-child(2){{text-align:left}}
+dl.summary{{display:grid;grid-template-columns:max-content auto;gap:4px 16px}}dt{{font-weight:bold}}dd{{margin:0}}
+figure{{display:inline-block;margin:1em;vertical-align:top}}img{{max-width:620px}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<h2>Summary</h2>
+<dl class="summary">
+<dt>Data version</dt><dd>{html.escape(summary.data_version or "not recorded")}</dd>
+<dt>Winner</dt><dd><b>{html.escape(winner)}</b>, exported seed {seed}: highest mean <b>validation</b> AUC
+({fmt_num(best["valid_auc_mean"])} over {best["seeds"]} seed(s){runner_up}); the exported seed has the best
+validation AUC of its seeds. The test split chooses nothing: it is reported, test AUC
+{fmt_ci(best["auc_mean"], best["auc_ci_low"], best["auc_ci_high"])} (95% CI), exported seed
+{fmt_num(ov.get("auc"))}, {ov.get("flops_per_sample", 0):,.0f} FLOPs/sample.</dd>
+<dt>Gate decision</dt><dd>{html.escape(summary.gate or GATE_PENDING)}</dd>
+<dt>MLflow runs</dt><dd>{links_html}</dd>
+</dl>
+<h2>Leaderboard</h2>
+{table}
+<p><small>{notes}</small></p>
+<h2>Winner per hand-crafted domain (test)</h2>
+<table><tr><th>id</th><th>domain</th><th>rows</th><th>AUC</th><th>logloss</th></tr>{per_domain}</table>
+<h2>Plots</h2>{figures}
+</body></html>
+"""
