@@ -4,9 +4,17 @@ from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 import mdctr
+from components import described
 
 
 @dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
+@described(
+    leaderboard="FLOP-matched leaderboard (Markdown), ranked on mean validation AUC.",
+    report="The run report (HTML): summary, leaderboard, plots.",
+    tables="Leaderboard and per-domain tables (CSV/JSON) and the report's plots.",
+    winner_metrics="The winner's overall and per-domain metrics.",
+    roc="The winner's ROC curve on the test split.",
+)
 def evaluate(
     tracking_uri: str,
     parent_run_id: str,

@@ -8,9 +8,11 @@ from kfp import dsl
 from kfp.dsl import Dataset, Output
 
 import mdctr
+from components import described
 
 
 @dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
+@described()
 def fetch_data(
     dataset: str,
     dataset_options: str,

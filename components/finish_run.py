@@ -3,9 +3,11 @@
 from kfp import dsl
 
 import mdctr
+from components import described
 
 
 @dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
+@described()
 def finish_run(tracking_uri: str, kfp_run_id: str, status: dsl.PipelineTaskFinalStatus) -> str:
     """Close the parent run(s) of ``kfp_run_id`` according to ``status``; return the final state.
 

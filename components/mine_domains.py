@@ -4,9 +4,14 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
 
 import mdctr
+from components import described
 
 
 @dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
+@described(
+    seed="Seed of the miner's initialisation and shuffling.",
+    report="The domain report (Markdown): size, CTR, usage and what distinguishes each mined domain.",
+)
 def mine_domains(
     miner_options: str,
     seed: int,

@@ -3,9 +3,11 @@
 from kfp import dsl
 
 import mdctr
+from components import described
 
 
 @dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
+@described()
 def plan_runs(models: list, domain_sources: list, seeds: list) -> list:
     """Return ``[{"model", "domain_source", "seed"}, …]`` for each combination the model accepts."""
     from mdctr.steps.plan_runs import PlanConfig

@@ -4,9 +4,11 @@ from kfp import dsl
 from kfp.dsl import Artifact, Input, Output
 
 import mdctr
+from components import described
 
 
 @dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
+@described(manifest="KServe InferenceService manifest (YAML) serving the new champion.")
 def promote_model(
     tracking_uri: str,
     serving_namespace: str,

@@ -4,9 +4,11 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 import mdctr
+from components import described
 
 
 @dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
+@described(prepared="Prepared splits: the validation split re-scores champion and challenger at the gate.")
 def register_model(
     tracking_uri: str,
     parent_run_id: str,

@@ -4,9 +4,11 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 import mdctr
+from components import described
 
 
 @dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
+@described()
 def train_model(
     model_name: str,
     domain_source: str,

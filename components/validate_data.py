@@ -4,9 +4,14 @@ from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Output
 
 import mdctr
+from components import described
 
 
 @dsl.component(base_image=mdctr.image_ref(), install_kfp_package=False)
+@described(
+    report="Great Expectations validation report (HTML).",
+    results="Great Expectations validation results (JSON).",
+)
 def validate_data(
     dataset: str,
     dataset_options: str,

@@ -14,6 +14,7 @@ task) never is. fetch and train retry with exponential backoff (S3 or node hiccu
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from components import described
 from components.evaluate import evaluate
 from components.fetch_data import fetch_data
 from components.finish_run import finish_run
@@ -79,6 +80,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
     default_models, default_sources, default_seeds, default_budget, default_md5, default_remote = defaults
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
+    @described()  # every parameter's description in the Kubeflow UI's run form
     def training_pipeline(
         dataset: str = "ml-1m",
         dataset_options: str = "{}",
@@ -99,6 +101,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
         promotion_tolerance: float = 0.002,
         serving_namespace: str = "mdctr",
     ) -> None:
+        """Train every model × domain source × seed at one FLOP budget; register and gate the winner."""
         # Runs last, whatever happened: closes the parent run, FAILED with the failing task when one failed.
         exit_task = finish_run(tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         with dsl.ExitHandler(exit_task, name=EXIT_GROUP):

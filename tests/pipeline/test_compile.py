@@ -242,3 +242,38 @@ def test_gpu_build_requests_an_accelerator_for_training_only(tmp_path: Path) -> 
 def test_bad_settings_fail_early() -> None:
     with pytest.raises(ValueError, match="image_pull_policy"):
         ClusterSettings(image_pull_policy="Sometimes")
+
+
+def test_every_parameter_and_component_input_is_described(compiled: Path) -> None:
+    """The Kubeflow UI's run form and task pages show these descriptions (from the docstrings' Args)."""
+    spec = next(iter(yaml.safe_load_all(compiled.read_text())))
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    undescribed = [name for name, p in root.items() if not p.get("description")]
+    assert not undescribed, f"pipeline parameters without a description: {undescribed}"
+    # the JSON-string options say what they accept, with an example
+    for name in ("dataset_options", "train_options", "miner_options"):
+        assert "JSON object" in root[name]["description"] and "{" in root[name]["description"], name
+    tasks = {
+        t["componentRef"]["name"]
+        for c in spec["components"].values()
+        for t in c.get("dag", {}).get("tasks", {}).values()
+    } | {t["componentRef"]["name"] for t in spec["root"]["dag"]["tasks"].values()}
+    step_components = {n for n in tasks if "executorLabel" in spec["components"][n]}
+    assert len(step_components) >= 11
+    for name in step_components:
+        inputs = spec["components"][name].get("inputDefinitions", {})
+        for kind in ("parameters", "artifacts"):
+            for arg, d in inputs.get(kind, {}).items():
+                assert d.get("description"), f"{name}: input {arg!r} has no description"
+
+
+def test_an_undescribed_component_input_fails_at_import() -> None:
+    from components import described
+
+    def step(tracking_uri: str, brand_new_input: int) -> None:
+        """A step."""
+
+    with pytest.raises(KeyError, match="brand_new_input"):
+        described()(step)
+    described(brand_new_input="Documented here.")(step)
+    assert "brand_new_input: Documented here." in step.__doc__
