@@ -70,6 +70,9 @@ class Adaptive2(CTRModel):
         pre-trained miner's; ``hidden`` = the VQ-VAE encoder's hidden sizes, scaled by width here) and the
         adaptation network's."""
 
+        #: per-feature balanced reconstruction (VQConfig's default is False, the earlier loss); on for
+        #: adaptive2: higher validation AUC on ML-1M (docs/benchmarks/adaptive2-variants.md)
+        recon_balance: bool = True
         miner: str = "joint"
         backbone: str = "mlp"
         shared: tuple[int, ...] = (256, 128)
