@@ -88,7 +88,7 @@ def test_runs_params_metrics_tables_and_artifacts(
     assert r.data.tags["mlflow.parentRunId"] == parent
     assert r.data.params["config.hidden"] == "[16]"
     assert r.data.metrics["flops_per_sample"] == 1234.0 and r.data.metrics["dense_params"] == 321
-    assert r.data.metrics["domain.2.auc"] == pytest.approx(0.7)
+    assert r.data.metrics["domain.old.auc"] == pytest.approx(0.7)  # named, not numbered
     curve = c.get_metric_history(run_id, "valid_auc")
     assert [(m.step, m.value) for m in sorted(curve, key=lambda m: m.step)] == [(0, 0.6), (1, 0.65)]
     arts = {a.path for a in c.list_artifacts(run_id)}
