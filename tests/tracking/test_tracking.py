@@ -141,7 +141,7 @@ def test_register_gate_and_aliases(backend: Any, demo_bundle: DemoBundle, tmp_pa
     assert tracking.alias_version(uri, CHAMPION) == better  # a refusal never moves the champion
     assert tracking.alias_version(uri, CHALLENGER) == regressing
     gate_tags = c.get_model_version(REGISTERED_MODEL, worse).tags
-    assert gate_tags["gate.decision"] == "reject" and gate_tags["gate.champion_version"] == better
+    assert gate_tags["gate.decision"] == "keep" and gate_tags["gate.champion_version"] == better
     assert float(gate_tags["gate.challenger_auc"]) == 0.715 and "does not beat" in gate_tags["gate.reason"]
 
     # the registered pyfunc predicts exactly what the bundle predicts offline
