@@ -133,6 +133,29 @@ def _plot_roc(roc: RocCurve, title: str, path: Path) -> Path:
     return path
 
 
+def _tag_parent(config: EvaluateConfig, winner_summary: dict, winner: str, summaries: list[dict]) -> None:
+    """The parent run gets the winner and the pipeline's training parameters (from the entries' settings)."""
+    from mdctr import tracking
+
+    uri = tracking_uri_or_none(config.tracking_uri)
+    names = tracking.names
+    tracking.runs.tag_run(
+        uri,
+        config.parent_run_id,
+        {names.TAG_WINNER: winner, names.TAG_WINNER_RUN_ID: winner_summary.get("run_id") or None},
+    )
+    entries = [s.get("entry", {}) for s in summaries]
+    params: dict = {
+        "models": sorted({str(e.get("model")) for e in entries}),
+        "domain_sources": sorted({str(e.get("domain_source")) for e in entries}),
+        "seeds": sorted({int(e.get("seed", 0)) for e in entries}),
+    }
+    settings = [s.get("settings") for s in summaries if s.get("settings")]
+    if settings and all(s == settings[0] for s in settings):
+        params.update(settings[0])
+    tracking.runs.log_run_params(uri, config.parent_run_id, params)
+
+
 def evaluate(
     *,
     results_dirs: Sequence[Path | str],
@@ -196,6 +219,7 @@ def evaluate(
             metrics=headline,
             artifact_dir=tables_dir,
         )
+        _tag_parent(config, summary, winner, [s for s, _ in loaded])
     log.info(
         "leaderboard: %d entries from %d runs; winner %s (seed %d)", len(df), len(loaded), winner, record.seed
     )

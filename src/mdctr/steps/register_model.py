@@ -14,6 +14,7 @@ from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
 
 log = logging.getLogger(__name__)
 
+#: the gate's decisions (one vocabulary: KFP outputs, version tags ``gate.decision``, parent-run tags)
 PROMOTE = "promote"
 KEEP = "keep"
 
@@ -75,9 +76,25 @@ def register_model(
     )
     from mdctr.tracking.registry import write_model_card  # data version, FLOPs, per-domain metrics, gate
 
-    write_model_card(uri, registered.version)
+    card = write_model_card(uri, registered.version)
     decision = PROMOTE if gate.promote else KEEP
+    names = tracking.names
+    tracking.runs.describe_version(
+        uri,
+        registered.version,
+        f"{entry['entry']} (run {run_id}); gate: {decision} — {gate.reason}. Model card: {card}",
+    )
     if config.parent_run_id:
+        tracking.runs.tag_run(
+            uri,
+            config.parent_run_id,
+            {
+                names.TAG_REGISTERED_VERSION: registered.version,
+                names.TAG_GATE_DECISION: decision,
+                names.TAG_GATE_REASON: gate.reason,
+            },
+        )
+        tracking.runs.log_run_params(uri, config.parent_run_id, {"gate.tolerance": config.tolerance})
         # the last step that logs to the parent run (promotion only moves aliases): close it
         tracking.end_parent_run(uri, config.parent_run_id)
     log.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -78,6 +79,65 @@ def per_domain_entries(metrics: dict[str, Any], domain_names: tuple[str, ...]) -
     return out
 
 
+def _open_training_run(
+    config: TrainStepConfig,
+    *,
+    entry: dict[str, Any],
+    train_cfg: Any,
+    model_cfg: dict[str, Any],
+    miner: Any,
+    prepared: Any,
+) -> Any:
+    """Open the entry's MLflow run under the parent: every effective setting as params (trainer, model and miner
+    config after defaults), the git commit, and the three splits as dataset inputs with the data version."""
+    from mdctr import tracking
+    from mdctr.models.base import model_config
+    from mdctr.steps.common import git_sha
+    from mdctr.tracking.runs import DatasetRef, TrainingRun
+
+    names = tracking.names
+    uri = tracking_uri_or_none(config.tracking_uri)
+    parent_tags = tracking.setup.client(uri).get_run(config.parent_run_id).data.tags
+    md5 = parent_tags.get(names.TAG_DATA_DVC_MD5) or parent_tags.get(names.TAG_DATA_MD5, "")
+    source = {
+        "dataset": prepared.spec.schema.name,
+        "rev": parent_tags.get(names.TAG_DATA_REV, ""),
+        "md5": parent_tags.get(names.TAG_DATA_MD5, ""),
+        "dvc_md5": parent_tags.get(names.TAG_DATA_DVC_MD5, ""),
+    }
+    datasets = [
+        # one name per split: MLflow keeps one input per (name, digest), and all three share the data's md5
+        DatasetRef(ctx, f"{source['dataset']}.{split_name}", len(split), {**source, "split": split_name}, md5)
+        for ctx, split_name, split in (
+            ("train", "train", prepared.train),
+            ("validation", "valid", prepared.valid),
+            ("test", "test", prepared.test),
+        )
+    ]
+    params: dict[str, Any] = {
+        **entry,
+        "flop_budget": config.flop_budget,
+        "train": dataclasses.asdict(train_cfg),
+        "model_config": dataclasses.asdict(model_config(config.model_name, model_cfg or None)),
+    }
+    if miner is not None:
+        params["miner"] = dataclasses.asdict(miner.config)
+    return TrainingRun(
+        uri,
+        config.parent_run_id,
+        run_name=f"{config.model_name}/{config.domain_source}/seed{config.seed}",
+        params=params,
+        tags={
+            names.TAG_BUNDLE_MODEL: config.model_name,
+            names.TAG_DOMAIN_SOURCE: config.domain_source,
+            names.TAG_GIT_SHA: git_sha() or None,
+            names.TAG_DATA_REV: source["rev"] or None,
+            names.TAG_DATA_MD5: source["md5"] or None,
+        },
+        datasets=datasets,
+    )
+
+
 def train_model(
     *,
     prepared_dir: Path | str,
@@ -94,7 +154,6 @@ def train_model(
 
     and log a nested MLflow run under ``config.parent_run_id``.
     """
-    from mdctr import tracking
     from mdctr.config import from_dict
     from mdctr.data.prepare import read_prepared
     from mdctr.routing import DomainRouting, check_domain_source
@@ -119,64 +178,68 @@ def train_model(
         from mdctr.domains.miner import DomainMiner
 
         miner = DomainMiner.load(Path(domains_dir) / MINER_DIR)
-    trained = fit_entry(
-        prepared,
-        config.model_name,
-        config.domain_source,
-        model_config=model_cfg or None,
-        miner=miner,
-        config=train_cfg,
-        budget=config.flop_budget,
-    )
-    m = trained.metrics
-    per_domain = per_domain_entries(m, schema.domain_names)
-    overall = {
-        "auc": m["auc"],
-        "logloss": m["logloss"],
-        "flops_per_sample": trained.flops,
-        "dense_params": trained.dense_params,
-        "width": trained.width,
-        "train_samples_per_s": trained.fit.train_samples_per_s,
-        "best_valid_auc": trained.fit.best_valid_auc,
-        "train_wall_s": trained.fit.wall_s,
-    }
-    save_bundle(
-        bundle_dir,
-        model=trained.model,
-        model_name=config.model_name,
-        model_config=model_cfg,
-        width=trained.width,
-        spec=prepared.spec,
-        domain_source=config.domain_source,
-        miner=trained.routing.serving_miner(trained.model),
-        routing_state=trained.control.to_dict() if trained.control is not None else None,
-        metrics={
-            "overall": {k: v for k, v in overall.items() if _finite(v) is not None},
-            "per_domain": per_domain,
-        },
-    )
     entry = {"model": config.model_name, "domain_source": config.domain_source, "seed": config.seed}
-    run_id = ""
+    run = None
     if config.parent_run_id:
-        run_id = tracking.log_training_run(
-            tracking_uri_or_none(config.tracking_uri),
-            config.parent_run_id,
-            run_name=f"{config.model_name}/{config.domain_source}/seed{config.seed}",
-            params={
-                **entry,
-                "flop_budget": config.flop_budget,
-                "train": train_opts,
-                "model_config": model_cfg,
-                **{k: v for k, v in trained.extra.items() if not isinstance(v, dict)},
-            },
-            history=trained.fit.history,
-            metrics={k: v for k, v in overall.items() if _finite(v) is not None},
-            per_domain=per_domain,
-            tags={
-                tracking.names.TAG_BUNDLE_MODEL: config.model_name,
-                tracking.names.TAG_DOMAIN_SOURCE: config.domain_source,
+        # opened before training, so the run's duration, system metrics and epoch curves are the training's
+        run = _open_training_run(
+            config, entry=entry, train_cfg=train_cfg, model_cfg=model_cfg, miner=miner, prepared=prepared
+        )
+    try:
+        trained = fit_entry(
+            prepared,
+            config.model_name,
+            config.domain_source,
+            model_config=model_cfg or None,
+            miner=miner,
+            config=train_cfg,
+            budget=config.flop_budget,
+            on_epoch=run.log_epoch if run is not None else None,
+        )
+        m = trained.metrics
+        per_domain = per_domain_entries(m, schema.domain_names)
+        overall = {
+            "auc": m["auc"],
+            "logloss": m["logloss"],
+            "flops_per_sample": trained.flops,
+            "dense_params": trained.dense_params,
+            "width": trained.width,
+            "train_samples_per_s": trained.fit.train_samples_per_s,
+            "best_valid_auc": trained.fit.best_valid_auc,
+            "train_wall_s": trained.fit.wall_s,
+        }
+        save_bundle(
+            bundle_dir,
+            model=trained.model,
+            model_name=config.model_name,
+            model_config=model_cfg,
+            width=trained.width,
+            spec=prepared.spec,
+            domain_source=config.domain_source,
+            miner=trained.routing.serving_miner(trained.model),
+            routing_state=trained.control.to_dict() if trained.control is not None else None,
+            metrics={
+                "overall": {k: v for k, v in overall.items() if _finite(v) is not None},
+                "per_domain": per_domain,
             },
         )
+    except BaseException:
+        if run is not None:
+            run.end("FAILED")
+        raise
+    run_id = ""
+    if run is not None:
+        with run:
+            run.log_params(
+                {
+                    "width": trained.width,
+                    **{k: v for k, v in trained.extra.items() if not isinstance(v, dict)},
+                }
+            )
+            run.log_results(
+                metrics={k: v for k, v in overall.items() if _finite(v) is not None}, per_domain=per_domain
+            )
+        run_id = run.run_id
     summary = {
         "entry": entry,
         "run_id": run_id,
@@ -185,6 +248,13 @@ def train_model(
         "budget": trained.extra,
         "history": trained.fit.history,
         "num_routing_domains": trained.inputs.num_domains,
+        # the step's settings, so evaluate can put the pipeline's parameters on the parent run
+        "settings": {
+            "flop_budget": config.flop_budget,
+            "epochs": config.epochs,
+            "train_options": config.train_options,
+            "model_options": config.model_options,
+        },
     }
     with atomic_dir(results_dir) as tmp:
         write_json_atomic(tmp / METRICS_FILE, summary)

@@ -1,6 +1,9 @@
 """MLflow names, defined once: the experiment, the registered model, its aliases and the tag keys we write."""
 
 EXPERIMENT = "mdctr"
+#: experiment tag MLflow 3's UI reads to choose its layout; this value opens the experiment on its runs
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 REGISTERED_MODEL = "mdctr-ctr"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -13,6 +16,17 @@ TAG_DATA_REV = "mdctr.data_rev"
 TAG_DATA_MD5 = "mdctr.data_md5"
 TAG_GIT_SHA = "mdctr.git_sha"
 TAG_KFP_RUN_ID = "mdctr.kfp_run_id"
+TAG_DATA_DVC_MD5 = "mdctr.data_dvc_md5"
+#: what the pipeline decided, on the parent run
+TAG_WINNER = "mdctr.winner"
+TAG_WINNER_RUN_ID = "mdctr.winner_run_id"
+TAG_REGISTERED_VERSION = "mdctr.registered_version"
+TAG_GATE_DECISION = "mdctr.gate_decision"
+TAG_GATE_REASON = "mdctr.gate_reason"
+
+#: the gate's decisions, the same words in KFP outputs, version tags and parent-run tags
+PROMOTE = "promote"
+KEEP = "keep"
 
 # Model-version tags: the test metrics the gate reads, and the gate's decision
 METRIC_TAG_PREFIX = "metric."  # metric.auc = overall test AUC

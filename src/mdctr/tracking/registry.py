@@ -34,8 +34,10 @@ from mdctr.tracking.names import (
     DOMAIN_TAG_PREFIX,
     GATE_TAG_PREFIX,
     HIGHER_IS_BETTER,
+    KEEP,
     METRIC_TAG_PREFIX,
     MODEL_NAME_IN_RUN,
+    PROMOTE,
     REGISTERED_MODEL,
     TAG_BUNDLE_MODEL,
     TAG_DOMAIN_SOURCE,
@@ -373,7 +375,7 @@ def decide_promotion(
         domain_deltas=deltas,
     )
     tags = {
-        "decision": "promote" if promote else "reject",
+        "decision": PROMOTE if promote else KEEP,
         "reason": reason,
         "metric": metric,
         "tolerance": repr(tolerance),

@@ -5,16 +5,20 @@ Metrics and params go in batches (one request per kind) because every call is a 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from mdctr.tracking.names import EXPERIMENT, TAG_DATA_MD5, TAG_DATA_REV, TAG_GIT_SHA, TAG_KFP_RUN_ID
 from mdctr.tracking.setup import client as get_client
@@ -59,18 +63,34 @@ def _metrics(values: Mapping[str, Any], *, step: int = 0, ts: int | None = None)
     return [Metric(k, float(v), ts, step) for k, v in values.items() if _is_number(v)]
 
 
-def domain_metric_key(domain: int, metric: str) -> str:
-    """Run metric / version tag key of a per-domain metric: ``domain.<id>.<metric>``."""
-    return f"domain.{int(domain)}.{metric}"
+#: characters MLflow accepts in a metric key (alphanumerics, ``_ - . / :`` and space); others become ``_``
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./: ]")
+
+
+def metric_key_part(text: str) -> str:
+    """``text`` made safe as one part of an MLflow metric key (a domain name such as ``"25-34"`` stays)."""
+    safe = _KEY_UNSAFE.sub("_", str(text)).strip()
+    return safe or "_"
+
+
+def domain_metric_key(domain: int | str, metric: str) -> str:
+    """Run metric key of a per-domain metric: ``domain.<name>.<metric>`` (``domain.<id>.<metric>`` when the
+    domain has no name); the name is sanitised to MLflow's allowed key characters."""
+    return f"domain.{metric_key_part(str(domain))}.{metric}"
 
 
 def per_domain_metrics(per_domain: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """``[{"domain": 0, "auc": .7, ...}]`` → ``{"domain.0.auc": .7, ...}`` (numeric fields only)."""
+    """``[{"domain": 0, "name": "young", "auc": .7, ...}]`` → ``{"domain.young.auc": .7, ...}`` (numeric fields
+    only; the id when an entry has no name)."""
     out: dict[str, float] = {}
     for entry in per_domain:
-        d = int(entry["domain"])
+        label = entry.get("name") or int(entry["domain"])
         out.update(
-            {domain_metric_key(d, k): float(v) for k, v in entry.items() if k != "domain" and _is_number(v)}
+            {
+                domain_metric_key(label, k): float(v)
+                for k, v in entry.items()
+                if k not in ("domain", "name") and _is_number(v)
+            }
         )
     return out
 
@@ -184,6 +204,155 @@ def record_failure(
     return changed
 
 
+#: seconds between system-metric samples of a training run (MLflow's default of 10 s misses short runs)
+SYSTEM_METRICS_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """One split as an ``mlflow.data`` input of a training run.
+
+    Attributes:
+        context: ``train``/``validation``/``test`` (MLflow's ``mlflow.data.context`` input tag).
+        name: the dataset (schema name); ``rows``: rows in the split.
+        source: where the data comes from (dataset, DVC revision, md5s), stored as the source JSON.
+        digest: the data version's md5 (the ``data.dvc`` md5 when the data is DVC-tracked).
+    """
+
+    context: str
+    name: str
+    rows: int
+    source: Mapping[str, Any]
+    digest: str
+
+
+class TrainingRun:
+    """A training run nested under the pipeline's parent run, opened *before* training.
+
+    Use as a context manager around training: system metrics (CPU, memory, disk, network; GPU when present)
+    are sampled every :data:`SYSTEM_METRICS_INTERVAL_S` while it is open, :meth:`log_epoch` logs each epoch's
+    record live (``step`` = epoch), and leaving the block ends the run FINISHED (FAILED on an exception), so
+    the run's duration is the training's. Logging goes through the client (no fluent active-run state).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None,
+        parent_run_id: str,
+        *,
+        run_name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        datasets: Sequence[DatasetRef] = (),
+        system_metrics: bool = True,
+    ):
+        self.uri = configure(tracking_uri)
+        self.client = mlflow.MlflowClient(self.uri, registry_uri=self.uri)
+        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        all_tags = {"mlflow.parentRunId": parent_run_id, **{k: v for k, v in (tags or {}).items()}}
+        run = self.client.create_run(
+            exp.experiment_id,
+            run_name=run_name,
+            tags={k: str(v) for k, v in all_tags.items() if v is not None},
+        )
+        self.run_id = run.info.run_id
+        self.parent_run_id = parent_run_id
+        self.run_name = run_name
+        if params:
+            self.log_params(params)
+        if datasets:
+            log_datasets(self.client, self.run_id, datasets)
+        self._monitor = self._start_monitor() if system_metrics else None
+        log.info("training run %s (%s) opened under %s", self.run_id, run_name, parent_run_id)
+
+    def _start_monitor(self) -> Any:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError:  # psutil missing: MLflow cannot sample
+            log.warning("psutil is not installed: no system metrics for run %s", self.run_id)
+            return None
+        monitor = SystemMetricsMonitor(
+            self.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, tracking_uri=self.uri
+        )
+        monitor.start()
+        return monitor
+
+    def _stop_monitor(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is None:
+            return
+        monitor.finish()
+        # MLflow samples at once but only publishes after a full interval: a run shorter than that would end
+        # with its one sample unpublished, so publish what was collected since the last interval
+        pending = monitor.aggregate_metrics()
+        if pending:
+            monitor.publish_metrics(pending)
+            monitor.mlflow_logger.flush()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log (nested → dotted) params; a key may be logged once, or again with the same value."""
+        self.client.log_batch(self.run_id, params=_params(params))
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        """The trainer's ``on_epoch`` callback: log one epoch's numbers now, ``step`` = its ``epoch``."""
+        step = int(record.get("epoch", 0))
+        self.client.log_batch(
+            self.run_id, metrics=_metrics({k: v for k, v in record.items() if k != "epoch"}, step=step)
+        )
+
+    def log_results(
+        self,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        per_domain: Sequence[Mapping[str, Any]] = (),
+        artifacts: Sequence[Path | str] = (),
+    ) -> None:
+        """Final metrics, per-domain metrics (``domain.<name>.<metric>`` and the table ``per_domain.json``) and
+        artifact files or directories."""
+        final = {**dict(metrics or {}), **per_domain_metrics(per_domain)}
+        self.client.log_batch(self.run_id, metrics=_metrics(final))
+        if per_domain:
+            self.client.log_table(
+                self.run_id, pd.DataFrame(list(per_domain)), artifact_file="per_domain.json"
+            )
+        for path in map(Path, artifacts):
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), artifact_path=path.name)
+            else:
+                self.client.log_artifact(self.run_id, str(path))
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Stop sampling and close the run."""
+        self._stop_monitor()
+        self.client.set_terminated(self.run_id, status=status)
+        log.info("training run %s (%s) %s", self.run_id, self.run_name, status)
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.end("FAILED" if exc_type is not None else "FINISHED")
+
+
+def log_datasets(client: mlflow.MlflowClient, run_id: str, datasets: Sequence[DatasetRef]) -> None:
+    """Attach each split as an ``mlflow.data`` dataset input (source = the DVC revision and md5s, digest =
+    the md5, profile = its row count, context tag = train/validation/test)."""
+    inputs = [
+        DatasetInput(
+            Dataset(
+                name=d.name,
+                digest=d.digest,
+                source_type="dvc",
+                source=json.dumps(dict(d.source), sort_keys=True),
+                profile=json.dumps({"num_rows": int(d.rows)}),
+            ),
+            tags=[InputTag(MLFLOW_DATASET_CONTEXT, d.context)],
+        )
+        for d in datasets
+    ]
+    client.log_inputs(run_id, datasets=inputs)
+
+
 def log_training_run(
     tracking_uri: str | None,
     parent_run_id: str,
@@ -197,47 +366,32 @@ def log_training_run(
     artifacts: Sequence[Path | str] = (),
     system_metrics: bool = True,
 ) -> str:
-    """Log one trained model as a run nested under ``parent_run_id``; return its run id.
+    """Log an already trained model as a run nested under ``parent_run_id``; return its run id.
+
+    For a model trained elsewhere (tests, imports). The pipeline opens a :class:`TrainingRun` before training
+    instead, so the run's duration, system metrics and epoch curves are the training's own.
 
     Args:
         params: hyper-parameters (nested dicts are flattened to dotted keys).
-        history: one dict per epoch; numeric values become metric curves with ``step`` = the ``epoch`` field
-            (or the position in the list).
+        history: one dict per epoch; numeric values become metric curves with ``step`` = the ``epoch`` field.
         metrics: final test metrics, e.g. ``auc``, ``logloss``, ``flops_per_sample``, ``dense_params``.
         per_domain: one dict per hand-crafted domain (``domain`` id, ``name``, ``auc``, ``logloss``, ``rows`` …):
-            logged as metrics ``domain.<id>.<metric>`` and as the table ``per_domain.json``.
+            logged as metrics ``domain.<name>.<metric>`` and as the table ``per_domain.json``.
         artifacts: files or directories to attach.
-        system_metrics: sample CPU/memory while the run is open (needs psutil; skipped if it is missing).
+        system_metrics: sample CPU/memory while the run is open.
     """
-    configure(tracking_uri)
-    try:
-        import psutil  # noqa: F401  (system metrics need it)
-    except ImportError:
-        system_metrics = False
-    with mlflow.start_run(
+    with TrainingRun(
+        tracking_uri,
+        parent_run_id,
         run_name=run_name,
-        parent_run_id=parent_run_id,
-        tags={k: str(v) for k, v in (tags or {}).items()},
-        log_system_metrics=system_metrics,
+        params=params,
+        tags=tags,
+        system_metrics=system_metrics,
     ) as run:
-        run_id = run.info.run_id
-        c = mlflow.MlflowClient()
-        ts = int(time.time() * 1000)
-        curve: list[Metric] = []
         for i, epoch in enumerate(history):
-            step = int(epoch.get("epoch", i))
-            curve += _metrics({k: v for k, v in epoch.items() if k != "epoch"}, step=step, ts=ts)
-        final = {**dict(metrics or {}), **per_domain_metrics(per_domain)}
-        c.log_batch(run_id, metrics=curve + _metrics(final, ts=ts), params=_params(params))
-        if per_domain:
-            mlflow.log_table(pd.DataFrame(list(per_domain)), artifact_file="per_domain.json", run_id=run_id)
-        for path in map(Path, artifacts):
-            if path.is_dir():
-                mlflow.log_artifacts(str(path), artifact_path=path.name)
-            else:
-                mlflow.log_artifact(str(path))
-    log.info("training run %s (%s) under %s", run_id, run_name, parent_run_id)
-    return run_id
+            run.log_epoch({"epoch": i, **epoch})
+        run.log_results(metrics=metrics, per_domain=per_domain, artifacts=artifacts)
+    return run.run_id
 
 
 def log_evaluation(
@@ -256,3 +410,20 @@ def log_evaluation(
     if artifact_dir is not None:
         c.log_artifacts(parent_run_id, str(artifact_dir), artifact_path=artifact_path)
     log.info("evaluation logged on parent run %s", parent_run_id)
+
+
+def tag_run(tracking_uri: str | None, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags on a run (values as strings; None values skipped), e.g. the parent run's winner and gate."""
+    get_client(tracking_uri).log_batch(run_id, tags=_tags(tags))
+
+
+def log_run_params(tracking_uri: str | None, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params on a run (nested → dotted keys); a key may be logged again only with the same value."""
+    get_client(tracking_uri).log_batch(run_id, params=_params(params))
+
+
+def describe_version(tracking_uri: str | None, version: str | int, description: str) -> None:
+    """Set a registered version's description (what the registry UI shows under the version)."""
+    from mdctr.tracking.names import REGISTERED_MODEL
+
+    get_client(tracking_uri).update_model_version(REGISTERED_MODEL, str(version), description=description)

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from mdctr.tracking.names import EXPERIMENT
+from mdctr.tracking.names import EXPERIMENT, EXPERIMENT_KIND, TAG_EXPERIMENT_KIND
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def _local_artifact_root(uri: str) -> str | None:
 
 def configure(tracking_uri: str | None = None) -> str:
     """Point MLflow at ``tracking_uri`` (else ``$MLFLOW_TRACKING_URI``, else the embedded default), make sure
-    the ``mdctr`` experiment exists, make it the active experiment, and return the URI in use.
+    the ``mdctr`` experiment exists and is tagged as model training (``mlflow.experimentKind`` =
+    ``custom_model_development``), make it the active experiment, and return the URI in use.
 
     With an SQLite store the experiment's artifact location is an absolute ``file://`` path next to the database,
     so artifacts do not depend on the working directory of whoever logs next.
@@ -61,6 +62,10 @@ def configure(tracking_uri: str | None = None) -> str:
             # another pipeline task created it between our lookup and create
             if client.get_experiment_by_name(EXPERIMENT) is None:
                 raise
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:
+        # without it MLflow 3's UI opens the experiment on its GenAI overview instead of the training runs
+        client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
     mlflow.set_experiment(EXPERIMENT)
     return uri
 
