@@ -16,6 +16,7 @@ import pytest
 from mdctr.evaluation.plots import calibration_bins, entry_styles
 from mdctr.evaluation.report import GATE_PENDING, fmt_ci, fmt_p
 from mdctr.steps.evaluate import CALIBRATION_PNG, LEARNING_CURVES_PNG, EvaluateConfig, evaluate
+from mdctr.steps.fetch_data import FetchConfig, fetch_data
 from mdctr.steps.train_model import TrainStepConfig, train_model
 
 INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install_chromium.sh"
@@ -66,6 +67,16 @@ def test_calibration_bins_recover_a_calibrated_predictor() -> None:
 def report(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """Two entries (dnn/none, mmoe/handcrafted), two seeds, two epochs each, through the real evaluate step."""
     root = tmp_path_factory.mktemp("report")
+    # a parent run of its own: evaluate logs the run's training settings as params, once per parent run
+    parent = fetch_data(
+        out_dir=root / "raw",
+        config=FetchConfig(
+            dataset="synthetic",
+            dataset_options=ws.options,
+            tracking_uri=ws.tracking_uri,
+            kfp_run_id="kfp-report",
+        ),
+    ).run_id
     trained = [
         train_model(
             prepared_dir=ws.prepared.path,
@@ -79,7 +90,7 @@ def report(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path
                 epochs=2,
                 train_options='{"batch_size": 512, "patience": 5}',
                 tracking_uri=ws.tracking_uri,
-                parent_run_id=ws.fetched.run_id,
+                parent_run_id=parent,
             ),
         )
         for model, source in (("dnn", "none"), ("mmoe", "handcrafted"))
@@ -92,7 +103,7 @@ def report(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path
         report_path=root / "report.html",
         tables_dir=root / "tables",
         winner_dir=root / "winner",
-        config=EvaluateConfig(tracking_uri=ws.tracking_uri, parent_run_id=ws.fetched.run_id),
+        config=EvaluateConfig(tracking_uri=ws.tracking_uri, parent_run_id=parent),
     )
     return result, root
 
