@@ -177,3 +177,20 @@ def test_lookup_encoder_equals_encode_frame(demo: DemoBundle) -> None:
 def test_offline_predict_is_as_strict_as_the_server(demo: DemoBundle, change, message: str) -> None:
     with pytest.raises(SchemaError, match=re.escape(message)):
         Predictor.load(demo.path).predict(change(_rows(demo)))
+
+
+def test_offline_scoring_has_no_request_row_limit(demo: DemoBundle) -> None:
+    """Offline scoring (the MLflow pyfunc, the gate's validation re-score) takes any number of rows; only the
+    production server bounds a request (it loads the predictor with its limit)."""
+    from mdctr.serving.request import DEFAULT_MAX_ROWS, RequestError
+
+    cols = list(DEMO_SCHEMA.serving_columns)
+    rows = (
+        demo.table[cols].sample(DEFAULT_MAX_ROWS + 500, replace=True, random_state=0).reset_index(drop=True)
+    )
+    offline = Predictor.load(demo.path)
+    probs = offline.predict(rows)
+    assert probs.shape == (len(rows),) and np.all((probs > 0) & (probs < 1))
+    np.testing.assert_array_equal(probs[:100], offline.predict(rows.head(100)))
+    with pytest.raises(RequestError, match=f"{len(rows)} rows exceed the limit of {DEFAULT_MAX_ROWS}"):
+        Predictor.load(demo.path, max_rows=DEFAULT_MAX_ROWS).predict(rows)

@@ -38,7 +38,6 @@ from mdctr.routing.sources import CONTROL_SOURCES, ControlState
 from mdctr.schema import SchemaError
 from mdctr.serving.request import (
     DEFAULT_MAX_ABS_Z,
-    DEFAULT_MAX_ROWS,
     KIND_DENSE,
     KIND_DOMAIN,
     KIND_INT,
@@ -237,9 +236,11 @@ class Predictor:
         model: CTRModel,
         miner: Any | None = None,
         *,
-        max_rows: int = DEFAULT_MAX_ROWS,
+        max_rows: int | None = None,
         max_abs_z: float = DEFAULT_MAX_ABS_Z,
     ):
+        """``max_rows``: the most rows one call may score; None (offline scoring, the MLflow pyfunc, the
+        promotion gate's validation re-score) is unbounded. The production server passes its request limit."""
         self.info = info
         self.spec = spec
         self.model = model.eval()

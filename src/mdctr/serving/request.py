@@ -104,7 +104,7 @@ class RequestParser:
         num_domains: int,
         mean: np.ndarray,
         std: np.ndarray,
-        max_rows: int = DEFAULT_MAX_ROWS,
+        max_rows: int | None = DEFAULT_MAX_ROWS,
         max_abs_z: float = DEFAULT_MAX_ABS_Z,
     ):
         self.kinds = dict(kinds)  # serving column → KIND_*, in serving order
@@ -123,7 +123,7 @@ class RequestParser:
     def _rows(self, n: int) -> None:
         if n == 0:
             raise RequestError("request: no rows")
-        if n > self.max_rows:
+        if self.max_rows is not None and n > self.max_rows:
             raise RequestError(f"request: {n} rows exceed the limit of {self.max_rows} per request", 413)
 
     def _missing(self, present: Sequence[str]) -> None:
