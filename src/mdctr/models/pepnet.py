@@ -40,6 +40,23 @@ def epnet_gate(gate: GateNU, dom: torch.Tensor, x: torch.Tensor) -> torch.Tensor
     return gate(torch.cat([dom, x.detach()], dim=1))
 
 
+def prior_columns(
+    inputs: ModelInputs, prior_features: tuple[int, ...] | None, model: str
+) -> tuple[tuple[int, ...], torch.Tensor]:
+    """The prior's sparse-feature positions and their columns in the flattened embedding [B, S·E + D].
+
+    ``prior_features``: the user and item ids' positions; None means the first two. An out-of-range position
+    raises ``ValueError`` naming ``model``. Shared by PEPNet's and PPNet's personalisation priors.
+    """
+    num_sparse = len(inputs.vocab_sizes)
+    prior = tuple(range(min(2, num_sparse))) if prior_features is None else tuple(prior_features)
+    bad = [i for i in prior if not 0 <= i < num_sparse]
+    if bad:
+        raise ValueError(f"{model}: prior_features {bad} out of range for {num_sparse} sparse features")
+    e = inputs.embed_dim
+    return prior, torch.tensor([i * e + j for i in prior for j in range(e)], dtype=torch.int64)
+
+
 @register("pepnet")
 class PEPNet(CTRModel):
     """embed → EPNet gate → DNN (hidden·width) with PPNet gates (gate_hidden·width) → logit [B]."""
@@ -56,17 +73,10 @@ class PEPNet(CTRModel):
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)
         in_dim = inputs.input_dim
-        num_sparse = len(inputs.vocab_sizes)
-        prior = config.prior_features
-        prior = tuple(range(min(2, num_sparse))) if prior is None else tuple(prior)
-        bad = [i for i in prior if not 0 <= i < num_sparse]
-        if bad:
-            raise ValueError(f"pepnet: prior_features {bad} out of range for {num_sparse} sparse features")
+        prior, cols = prior_columns(inputs, config.prior_features, "pepnet")
         self.prior_features = prior
-        e = inputs.embed_dim
-        # columns of the flattened embedding [B, S·E + D] that hold the prior features
-        cols = torch.tensor([i * e + j for i in prior for j in range(e)], dtype=torch.int64)
         self.register_buffer("prior_columns", cols, persistent=False)
+        e = inputs.embed_dim
         prior_dim = config.domain_embed_dim + len(prior) * e
         gate_hidden = scale_widths((config.gate_hidden,), width)[0]
         self.domain_embedding = nn.Embedding(inputs.num_domains, config.domain_embed_dim)

@@ -19,7 +19,7 @@ from torch import nn
 
 from mdctr.data.tensors import Batch
 from mdctr.models.base import BatchNorm1d, CTRModel, ModelInputs, register, scale_widths
-from mdctr.models.pepnet import GateNU
+from mdctr.models.pepnet import GateNU, prior_columns
 
 
 @register("ppnet")
@@ -39,17 +39,10 @@ class PPNet(CTRModel):
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
         super().__init__(inputs, config, width)
         in_dim = inputs.input_dim
-        num_sparse = len(inputs.vocab_sizes)
-        prior = config.prior_features
-        prior = tuple(range(min(2, num_sparse))) if prior is None else tuple(prior)
-        bad = [i for i in prior if not 0 <= i < num_sparse]
-        if bad:
-            raise ValueError(f"ppnet: prior_features {bad} out of range for {num_sparse} sparse features")
+        prior, cols = prior_columns(inputs, config.prior_features, "ppnet")
         self.prior_features = prior
-        e = inputs.embed_dim
-        # columns of the flattened embedding [B, S·E + D] that hold the prior features
-        cols = torch.tensor([i * e + j for i in prior for j in range(e)], dtype=torch.int64)
         self.register_buffer("prior_columns", cols, persistent=False)
+        e = inputs.embed_dim
         gate_in = len(prior) * e + config.domain_embed_dim + in_dim
         gate_hidden = scale_widths((config.gate_hidden,), width)[0]
         self.domain_embedding = nn.Embedding(inputs.num_domains, config.domain_embed_dim)
