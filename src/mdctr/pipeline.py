@@ -396,18 +396,36 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.*)$")
 
 
+_TASK_FAILED = re.compile(r"Task '([^']+)' finished with status FAILURE")
+#: names the local orchestrator gives to groups (exit handler, conditions, loops and their iterations), not tasks
+_GROUP = re.compile(r"^(exit-handler|condition|for-loop)-\d+(-iteration-\d+)?$")
+
+
+def failed_task(error: str, logs: str) -> str:
+    """The first component task that failed, from the runner's printed task logs or else its error's chain.
+
+    The printed ``Task 'X' finished with status FAILURE`` lines are in execution order, so the first is the root
+    cause; the error's "Inner task failed: 'a' inside 'b'" chain can name a loop iteration before the task that
+    broke it, so from it only the first name that is not a group (exit handler, condition, loop) is taken.
+    """
+    found = _TASK_FAILED.search(_ANSI.sub("", logs))
+    if found:
+        return found.group(1)
+    chain = re.search(r"Inner task failed: (.*?)\.?$", _ANSI.sub("", error))
+    names = re.findall(r"'([^']+)'", chain.group(1)) if chain else []
+    tasks = [n for n in names if not _GROUP.match(n)]
+    return (tasks or names or ["?"])[0]
+
+
 def _record_failure(tracking_uri: str, started_ms: int, error: str, logs: str) -> None:
     """Name the innermost failed task and its exception on this run's MLflow parent run.
 
-    The local orchestrator's error lists the failed tasks innermost first ("Inner task failed: 'mine-domains'
-    inside 'exit-handler-1'"); the exception is the last ``…Error: message`` line of the printed task logs.
+    The task is :func:`failed_task`'s; the exception is the last ``…Error: message`` line of the printed task logs.
     The exit task has already marked the run FAILED, but it only sees the failed exit-handler group.
     """
     from mdctr.tracking.runs import record_failure
 
-    error = _ANSI.sub("", error)
-    match = re.search(r"Inner task failed: '([^']+)'", error)
-    task = match.group(1) if match else "?"
+    task = failed_task(error, logs)
     lines = [m for m in (_ERROR_LINE.match(ln) for ln in _ANSI.sub("", logs).splitlines()) if m]
     message = f"{lines[-1].group(1)}: {lines[-1].group(2)}" if lines else error
     try:
