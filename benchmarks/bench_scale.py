@@ -65,7 +65,7 @@ def write_data(out: Path, rows: int, row_group: int) -> None:
     (out / ".train.parquet.tmp").replace(out / "train.parquet")
 
 
-def child(data: Path, model_name: str, mode: str, batch_size: int) -> dict:
+def child(data: Path, model_name: str, mode: str, batch_size: int, device: str = "cpu") -> dict:
     """Train one epoch (one process: its ru_maxrss is this configuration's peak RSS)."""
     import pandas as pd
     import torch
@@ -81,7 +81,7 @@ def child(data: Path, model_name: str, mode: str, batch_size: int) -> dict:
 
     spec = FeatureSpec.load(data / SPEC_FILE)
     valid = TensorData.from_frame(pd.read_parquet(data / "valid.parquet"), spec.schema)
-    config = TrainConfig(epochs=1, batch_size=batch_size, seed=0, device="cpu", streaming=mode == "stream")
+    config = TrainConfig(epochs=1, batch_size=batch_size, seed=0, device=device, streaming=mode == "stream")
     routing = DomainRouting.for_model(model_name, MODELS[model_name])
     if mode == "stream":
         train = ParquetStream(
@@ -109,6 +109,7 @@ def child(data: Path, model_name: str, mode: str, batch_size: int) -> dict:
         "valid_auc": result.best_valid_auc,
         "wall_s": time.perf_counter() - t0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": torch.cuda.get_device_name(0) if config.resolve_device().type == "cuda" else "cpu",
     }
 
 
@@ -119,12 +120,14 @@ def main() -> None:
     ap.add_argument("--modes", default="memory,stream")
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--row-group", type=int, default=65536)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the process's peak RSS is host memory)")
+    ap.add_argument("--data-only", action="store_true", help="write the datasets, train nothing")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_scale"))
     ap.add_argument("--child", nargs=3, metavar=("DATA", "MODEL", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         data, model_name, mode = args.child
-        print(json.dumps(child(Path(data), model_name, mode, args.batch_size)))
+        print(json.dumps(child(Path(data), model_name, mode, args.batch_size, args.device)))
         return
 
     results = []
@@ -133,9 +136,19 @@ def main() -> None:
         t0 = time.perf_counter()
         write_data(data, rows, args.row_group)
         print(f"data {rows:,} rows ready in {time.perf_counter() - t0:.0f}s", flush=True)
+        if args.data_only:
+            continue
         for model_name in args.models.split(","):
             for mode in args.modes.split(","):
-                cmd = [sys.executable, __file__, "--batch-size", str(args.batch_size), "--child", str(data)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--device",
+                    args.device,
+                ]
+                cmd += ["--child", str(data)]
                 proc = subprocess.run(
                     [*cmd, model_name, mode], capture_output=True, text=True, env={**os.environ}
                 )
@@ -149,8 +162,8 @@ def main() -> None:
                     f"peak RSS {r['peak_rss_mb']:>8,.0f} MB  valid AUC {r['valid_auc']:.4f}",
                     flush=True,
                 )
-    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "results": results}
-    (args.out / "results.json").write_text(json.dumps(meta, indent=2))
+                meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+                (args.out / "results.json").write_text(json.dumps(meta | {"results": results}, indent=2))
     print(f"wrote {args.out / 'results.json'}")
 
 

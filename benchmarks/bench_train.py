@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python benchmarks/bench_train.py [--models dnn,hamur] [--epochs 1] [--batch-size 4096]
-        [--threads N] [--out docs/benchmarks/training.md]
+        [--threads N] [--device auto|cpu|cuda] [--out docs/benchmarks/training.md]
 
 Each model routes by hand-crafted domains where it accepts them (else mined for self-mining models, else
 none) at its default sizes (width 1). Writes a Markdown table with the command, machine and torch settings.
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto", help="auto (a GPU when present), cpu, cuda")
     parser.add_argument(
         "--datasets-dir", default=os.environ.get("DATASETS_DIR", str(ROOT.parent / "shared" / "datasets"))
     )
@@ -61,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         source = _source(name)
         config = TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, patience=args.epochs, num_threads=args.threads
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            patience=args.epochs,
+            num_threads=args.threads,
+            device=args.device,
         )
         trained = train_model(prepared, name, source, config=config)
         rows.append(
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(
         [".venv/bin/python", "benchmarks/bench_train.py", *(sys.argv[1:] if argv is None else argv)]
     )
+    device = TrainConfig(device=args.device).resolve_device()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     text = "\n".join(
         [
             "# Training throughput",
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
-            f"{'cuda' if torch.cuda.is_available() else 'cpu'}; data preparation took {prep_s:.1f}s.",
+            f"{device} ({device_name}); data preparation took {prep_s:.1f}s.",
             "",
             "| model | domain source | train samples/s | FLOPs/sample | dense params | test AUC | wall s |",
             "|---|---|---|---|---|---|---|",

@@ -109,11 +109,33 @@ def test_binned_source_uses_train_quantiles_of_one_feature(small_prepared: Prepa
     # validation rows are binned with the train edges, not refitted
     valid = small_prepared.valid.dense[:, 0].double()
     assert torch.equal(routed.data.valid.domain, torch.bucketize(valid, expected, right=True))
-    # another feature and bucket count, and a feature that is not dense fails clearly
+    # another feature and bucket count, and a feature the data do not have fails clearly
     two = DomainRouting.for_model("mmoe", "binned", buckets=2, bin_feature=schema.dense[1])
     assert two.route(small_prepared).control.column == schema.dense[1]  # type: ignore[union-attr]
-    with pytest.raises(DomainSourceError, match="needs a dense feature"):
-        DomainRouting.for_model("mmoe", "binned", bin_feature=schema.sparse[0]).route(small_prepared)
+    with pytest.raises(DomainSourceError, match="no feature 'no_such_column' to bin"):
+        DomainRouting.for_model("mmoe", "binned", bin_feature="no_such_column").route(small_prepared)
+
+
+def test_binned_by_a_sparse_feature_bins_ids_by_their_train_frequency(small_prepared: PreparedData) -> None:
+    """Data without dense features (Epinions) bin users by activity: rows of frequent ids share a bin."""
+    schema = small_prepared.spec.schema
+    column = schema.sparse[0]
+    routed = DomainRouting.for_model("mmoe", "binned", bin_feature=column).route(small_prepared)
+    control = routed.control
+    assert control is not None and control.column == column and control.counts
+    ids = small_prepared.train.sparse[:, 0].long()
+    counts = torch.bincount(ids)
+    assert list(control.counts) == counts.tolist()
+    per_row = counts[ids].double()
+    edges = torch.unique(torch.quantile(per_row, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)))
+    assert torch.equal(routed.data.train.domain, torch.bucketize(per_row, edges, right=True))
+    assert routed.num_domains == len(edges) + 1 >= 2
+    # an id never seen in train counts 0 and falls in the lowest bin; the state survives its JSON round trip
+    unseen = dataclasses.replace(small_prepared.test, sparse=small_prepared.test.sparse.clone())
+    unseen.sparse[:, 0] = len(counts) + 5
+    assert int(control.assign(unseen, schema).max()) == 0
+    again = type(control).from_dict(control.to_dict())
+    assert torch.equal(again.assign(small_prepared.test, schema), control.assign(small_prepared.test, schema))
 
 
 @pytest.mark.parametrize("source", ["random", "binned"])

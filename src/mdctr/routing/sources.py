@@ -99,16 +99,19 @@ class ControlState:
 
     Attributes:
         source: ``random`` or ``binned``.
-        column: the user-id column (``random``) or the binned dense feature (``binned``).
+        column: the user-id column (``random``) or the binned feature (``binned``): a dense feature, or, for
+            data without dense features, a sparse one whose ids are binned by their train frequency.
         num_domains: number of routing domains.
-        edges: ``binned`` only: bin edges in the feature's encoded (standardised) units; a value v falls in
-            bin ``#{e ∈ edges : e ≤ v}``.
+        edges: ``binned`` only: bin edges in the binned value's units (a dense feature's encoded, standardised
+            units; an id's train row count); a value v falls in bin ``#{e ∈ edges : e ≤ v}``.
+        counts: ``binned`` by a sparse feature only: train rows per encoded id (ids beyond it count 0).
     """
 
     source: str
     column: str
     num_domains: int
     edges: tuple[float, ...] = ()
+    counts: tuple[int, ...] = ()
 
     @classmethod
     def fit(
@@ -120,8 +123,9 @@ class ControlState:
         feature: str | None = None,
     ) -> ControlState:
         """``random``: ``buckets`` hash buckets of ``schema.user`` (or of the first sparse feature when the data
-        have no user column). ``binned``: ``buckets`` quantile bins of
-        ``feature`` (default: the first dense feature) on the train split; tied quantiles merge bins."""
+        have no user column). ``binned``: ``buckets`` quantile bins of ``feature`` on the train split (default:
+        the first dense feature; for data without dense features, the user column's per-id train row count,
+        i.e. user activity); tied quantiles merge bins."""
         schema = prepared.spec.schema
         if buckets < 1:
             raise DomainSourceError(f"control source {source!r}: buckets must be >= 1, got {buckets}")
@@ -139,23 +143,43 @@ class ControlState:
             raise DomainSourceError(
                 f"{source!r} is not a control source; expected one of {list(CONTROL_SOURCES)}"
             )
-        feature = feature or (schema.dense[0] if schema.dense else None)
-        if feature is None or feature not in schema.dense:
+        # default: the first dense feature; data without one bin their users (else first sparse column) by
+        # activity, the train row count of each id
+        fallback = (
+            schema.user if schema.user in schema.sparse else (schema.sparse[0] if schema.sparse else None)
+        )
+        feature = feature or (schema.dense[0] if schema.dense else fallback)
+        counts: tuple[int, ...] = ()
+        if feature in schema.dense:
+            values = prepared.train.dense[:, schema.dense.index(feature)].to(torch.float64)
+        elif feature in schema.sparse:
+            ids = prepared.train.sparse[:, schema.sparse.index(feature)].to(torch.int64)
+            per_id = torch.bincount(ids)
+            counts = tuple(int(c) for c in per_id.tolist())
+            values = per_id[ids].to(torch.float64)
+        else:
             raise DomainSourceError(
-                f"domain source 'binned' needs a dense feature to bin; {schema.name} dense features: "
-                f"{list(schema.dense)}"
+                f"domain source 'binned': no feature {feature!r} to bin in {schema.name}; dense features: "
+                f"{list(schema.dense)}, sparse features: {list(schema.sparse)}"
             )
-        values = prepared.train.dense[:, schema.dense.index(feature)].to(torch.float64)
         qs = torch.linspace(0, 1, buckets + 1, dtype=torch.float64)[1:-1]
         edges = torch.unique(torch.quantile(values, qs)) if buckets > 1 else values.new_empty(0)
-        return cls("binned", feature, len(edges) + 1, tuple(float(e) for e in edges))
+        return cls("binned", feature, len(edges) + 1, tuple(float(e) for e in edges), counts)
 
     def assign(self, data: TensorData, schema: Any) -> torch.Tensor:
         """Domain of every row of ``data`` (encoded with ``schema``'s feature spec) → [N] int64."""
         if self.source == "random":
             user = data.sparse[:, schema.sparse.index(self.column)].to(torch.int64)
             return (user * _HASH_MULTIPLIER) % (2**32) % self.num_domains
-        values = data.dense[:, schema.dense.index(self.column)].to(torch.float64).contiguous()
+        if self.counts:  # a sparse feature, binned by its ids' train frequency (unseen ids count 0)
+            ids = data.sparse[:, schema.sparse.index(self.column)].to(torch.int64)
+            counts = torch.tensor(self.counts, dtype=torch.float64)
+            seen = ids < len(counts)
+            values = torch.where(
+                seen, counts[ids.clamp(max=len(counts) - 1)], torch.zeros((), dtype=torch.float64)
+            )
+        else:
+            values = data.dense[:, schema.dense.index(self.column)].to(torch.float64).contiguous()
         edges = torch.tensor(self.edges, dtype=torch.float64)
         return torch.bucketize(values, edges, right=True).to(torch.int64)
 
@@ -166,7 +190,11 @@ class ControlState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ControlState:
         return cls(
-            d["source"], d["column"], int(d["num_domains"]), tuple(float(e) for e in d.get("edges", ()))
+            d["source"],
+            d["column"],
+            int(d["num_domains"]),
+            tuple(float(e) for e in d.get("edges", ())),
+            tuple(int(c) for c in d.get("counts", ())),
         )
 
 
@@ -181,7 +209,7 @@ class DomainRouting:
         miner: the fitted pre-trained miner for ``mined`` (None for other sources and for a model that
             mines with its own VQ-VAE).
         buckets: number of domains of a control source (``random`` buckets, ``binned`` quantile bins).
-        bin_feature: the dense feature ``binned`` bins (default: the first dense feature).
+        bin_feature: the feature ``binned`` bins (default: the first dense feature, else user activity).
     """
 
     source: str
