@@ -47,24 +47,56 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def make_random_batch(
     inputs: Any, rows: int, *, domain: Any = None, seed: int = 0
 ) -> Any:  # (ModelInputs, int) -> Batch
-    """A random batch for ``inputs`` (a :class:`~mdctr.models.base.ModelInputs`): uniform ids per feature,
-    N(0, 1) dense values, random 0/1 labels; ``domain`` (a list or tensor of ints) or, by default, domains
-    cycling ``0..num_domains-1`` so that every domain is present. Seeded: the same call gives the same batch."""
+    """A random batch of ``rows`` rows for ``inputs`` (a :class:`~mdctr.models.base.ModelInputs`, e.g. real
+    ML-1M widths): uniform ids per feature, N(0, 1) dense values, random 0/1 labels. ``domain`` is
+
+    - ``None`` (default): domains cycle ``0..num_domains-1``, so every domain is present;
+    - ``"random"``: uniform i.i.d. domains, as in a shuffled real batch or mined codes, except that the first
+      ``num_domains`` rows are ``0..num_domains-1`` so that every domain is present;
+    - an int: every row in that one domain;
+    - a sequence or tensor of ``rows`` ints: exactly those domains.
+
+    Seeded: the same call gives the same batch, and calls that differ only in ``domain`` give the same ids,
+    dense values and labels (the domains are drawn last).
+    """
     import torch
 
     from mdctr.data.tensors import Batch
 
+    n = inputs.num_domains
     g = torch.Generator().manual_seed(seed)
     sparse = torch.stack([torch.randint(0, v, (rows,), generator=g) for v in inputs.vocab_sizes], dim=1)
     dense = torch.randn(rows, inputs.num_dense, generator=g)
     label = torch.randint(0, 2, (rows,), generator=g).float()
     if domain is None:
-        domain = torch.arange(rows) % inputs.num_domains
-    return Batch(sparse, dense, torch.as_tensor(domain, dtype=torch.int64), label)
+        domains = torch.arange(rows) % n
+    elif isinstance(domain, str):
+        if domain != "random":
+            raise ValueError(
+                f"make_random_batch: domain={domain!r}; expected None, 'random', an int or {rows} ints"
+            )
+        domains = torch.randint(0, n, (rows,), generator=g)
+        domains[: min(n, rows)] = torch.arange(min(n, rows))
+    elif isinstance(domain, int):
+        domains = torch.full((rows,), domain)
+    else:
+        domains = torch.as_tensor(domain, dtype=torch.int64)
+        if domains.shape != (rows,):
+            raise ValueError(
+                f"make_random_batch: domain has shape {tuple(domains.shape)}; expected ({rows},)"
+            )
+    bad = (domains < 0) | (domains >= n)
+    if bad.any():
+        row = int(bad.nonzero()[0])
+        raise ValueError(
+            f"make_random_batch: domain {int(domains[row])} at row {row}; expected 0..{n - 1} (num_domains={n})"
+        )
+    return Batch(sparse, dense, domains.to(torch.int64), label)
 
 
 @pytest.fixture(scope="session")
 def random_batch() -> Any:
     """The one random-batch builder of the test suite: ``random_batch(inputs, rows, domain=…, seed=…)``
-    (see :func:`make_random_batch`)."""
+    (see :func:`make_random_batch`); a test module builds every random :class:`~mdctr.data.tensors.Batch`
+    with it rather than with a local helper."""
     return make_random_batch

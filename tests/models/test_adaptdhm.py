@@ -17,14 +17,6 @@ ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)
 ROWS = 1024
 
 
-def ml1m_batch(seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (ROWS,), generator=g) for v in ML1M.vocab_sizes], dim=1)
-    domain = torch.randint(0, ML1M.num_domains, (ROWS,), generator=g)
-    label = torch.randint(0, 2, (ROWS,), generator=g).float()
-    return Batch(sparse, torch.randn(ROWS, 1, generator=g), domain, label)
-
-
 def adaptdhm(**config) -> AdaptDHM:
     torch.manual_seed(0)
     model = build_model("adaptdhm", ML1M, config=config)
@@ -33,9 +25,9 @@ def adaptdhm(**config) -> AdaptDHM:
     return model
 
 
-def test_routing_refines_centres_in_training_only():
+def test_routing_refines_centres_in_training_only(random_batch):
     model = adaptdhm()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     start = model.centers.clone()
     model.eval()(batch)
     assert torch.equal(model.centers, start)
@@ -52,17 +44,17 @@ def test_routing_refines_centres_in_training_only():
     torch.testing.assert_close(ref.centers, F.normalize(0.9 * c0 + 0.1 * r.t() @ x, dim=1))
 
 
-def test_handcrafted_domain_is_ignored():
+def test_handcrafted_domain_is_ignored(random_batch):
     model = adaptdhm().eval()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     moved = Batch(batch.sparse, batch.dense, (batch.domain + 1) % 3, batch.label)
     assert torch.equal(model(batch), model(moved))
     assert AdaptDHM.domain_sources == ("mined",) and AdaptDHM.mines_domains
 
 
-def test_every_distribution_gets_rows_and_heads_see_only_their_rows():
+def test_every_distribution_gets_rows_and_heads_see_only_their_rows(random_batch):
     model = adaptdhm().train()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     with torch.no_grad():  # a collapsed start: all centres but one far from every row
         model.centers.copy_(
             F.normalize(torch.eye(3, ML1M.input_dim) * torch.tensor([[1.0], [-1.0], [-1.0]]), dim=1)
@@ -75,9 +67,9 @@ def test_every_distribution_gets_rows_and_heads_see_only_their_rows():
     assert w[1].abs().sum() > 0 and w[0].abs().sum() == 0 and w[2].abs().sum() == 0
 
 
-def test_rows_of_one_distribution_share_a_head():
+def test_rows_of_one_distribution_share_a_head(random_batch):
     model = adaptdhm().eval()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     logits = model(batch)
     codes = model.last_codes
     x = model.norm(model.embed(batch))

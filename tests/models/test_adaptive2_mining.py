@@ -20,14 +20,14 @@ ML1M_VOCABS = (3001, 3707, 3, 22, 3403, 19)
 E = 16
 
 
-def _share_of_each_feature(balanced: bool) -> list[float]:
+def _share_of_each_feature(random_batch, balanced: bool) -> list[float]:
     """Share of the reconstruction loss each feature carries: the loss drop when that feature alone goes
     from a chance reconstruction (zero decoder output) to a perfect one, over the sum of all such drops."""
     torch.manual_seed(0)
     b = 2048
     emb = FeatureEmbedding(list(ML1M_VOCABS), num_dense=1, embed_dim=E, init_std=E**-0.5)
-    sparse = torch.stack([torch.randint(0, v, (b,)) for v in ML1M_VOCABS], dim=1)
-    dense = torch.randn(b, 1)
+    rows = random_batch(ModelInputs(ML1M_VOCABS, 1, 1), b)
+    sparse, dense = rows.sparse, rows.dense
     dense = (dense - dense.mean()) / dense.std(unbiased=False)  # standardised, as the pipeline feeds it
     with torch.no_grad():  # unit rows: a decoder output along the true id's row then beats every other id
         emb.table.weight.div_(emb.table.weight.norm(dim=1, keepdim=True))
@@ -53,9 +53,9 @@ def _share_of_each_feature(balanced: bool) -> list[float]:
     return [d / total for d in drops]
 
 
-def test_balanced_reconstruction_gives_every_feature_an_equal_share_at_ml1m_sizes():
-    legacy = _share_of_each_feature(balanced=False)
-    balanced = _share_of_each_feature(balanced=True)
+def test_balanced_reconstruction_gives_every_feature_an_equal_share_at_ml1m_sizes(random_batch):
+    legacy = _share_of_each_feature(random_batch, balanced=False)
+    balanced = _share_of_each_feature(random_batch, balanced=True)
     n = len(ML1M_VOCABS) + 1
     # legacy: the one dense feature (age) carries the largest share, ~5× that of gender
     assert legacy[-1] == max(legacy)
@@ -65,12 +65,12 @@ def test_balanced_reconstruction_gives_every_feature_an_equal_share_at_ml1m_size
         assert share == pytest.approx(1.0 / n, rel=0.05)
 
 
-def test_balanced_loss_is_one_at_chance_and_the_legacy_loss_is_unchanged():
+def test_balanced_loss_is_one_at_chance_and_the_legacy_loss_is_unchanged(random_batch):
     torch.manual_seed(0)
     vocabs = [5, 40]
     emb = FeatureEmbedding(vocabs, num_dense=2, embed_dim=4, init_std=0.5)
-    sparse = torch.stack([torch.randint(0, v, (64,)) for v in vocabs], dim=1)
-    dense = torch.randn(64, 2)
+    rows = random_batch(ModelInputs(vocabs, 2, 1), 64)
+    sparse, dense = rows.sparse, rows.dense
     zeros = torch.zeros(64, 2 * 4 + 2)
     mse = float((dense**2).sum(1).mean())
     torch.set_grad_enabled(False)  # values only (restored below)

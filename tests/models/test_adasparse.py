@@ -10,23 +10,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mdctr.data.tensors import Batch
 from mdctr.models import build_model
 from mdctr.models.adasparse import AdaSparse
 from mdctr.models.base import ModelInputs
 
 ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)
 ROWS = 1024
-
-
-def ml1m_batch(seed: int = 0, domain: int | None = None) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (ROWS,), generator=g) for v in ML1M.vocab_sizes], dim=1)
-    dense = torch.randn(ROWS, 1, generator=g)
-    dom = torch.randint(0, ML1M.num_domains, (ROWS,), generator=g)
-    if domain is not None:
-        dom = torch.full((ROWS,), domain, dtype=torch.int64)
-    return Batch(sparse, dense, dom, torch.randint(0, 2, (ROWS,), generator=g).float())
 
 
 def adasparse(seed: int = 0, sharpen: float = 1.0, **config) -> AdaSparse:
@@ -42,14 +31,11 @@ def adasparse(seed: int = 0, sharpen: float = 1.0, **config) -> AdaSparse:
     return model.eval()
 
 
-def test_fusion_prunes_below_epsilon_and_differs_by_domain():
+def test_fusion_prunes_below_epsilon_and_differs_by_domain(random_batch):
     model = adasparse(sharpen=10.0)
     cfg = model.config
-    rows = ml1m_batch()
-    factors = [
-        model.weighting_factors(Batch(rows.sparse, rows.dense, torch.full_like(rows.domain, d), rows.label))
-        for d in range(ML1M.num_domains)
-    ]
+    # the same rows (one seed) put in each domain in turn
+    factors = [model.weighting_factors(random_batch(ML1M, ROWS, domain=d)) for d in range(ML1M.num_domains)]
     for per_layer in factors:
         for pi in per_layer:
             nonzero = pi[pi != 0]
@@ -62,9 +48,9 @@ def test_fusion_prunes_below_epsilon_and_differs_by_domain():
         assert (masks[0] != masks[2]).float().mean() > 0.01
 
 
-def test_pruned_neurons_are_exactly_zero_in_the_layer_output():
+def test_pruned_neurons_are_exactly_zero_in_the_layer_output(random_batch):
     model = adasparse(sharpen=10.0)
-    batch = ml1m_batch(seed=1)
+    batch = random_batch(ML1M, ROWS, domain="random", seed=1)
     captured = []
     hooks = [layer.register_forward_hook(lambda m, i, o: captured.append(o)) for layer in model.layers]
     with torch.no_grad():
@@ -77,19 +63,19 @@ def test_pruned_neurons_are_exactly_zero_in_the_layer_output():
         assert (pi == 0).any()
 
 
-def test_sparsity_is_reported_per_domain_and_layer():
+def test_sparsity_is_reported_per_domain_and_layer(random_batch):
     model = adasparse(sharpen=10.0)
-    batch = ml1m_batch(seed=2)
+    batch = random_batch(ML1M, ROWS, domain="random", seed=2)
     table = model.sparsity(batch)
     assert table.shape == (ML1M.num_domains, len(model.config.hidden))
     assert ((table > 0) & (table < 1)).all()
-    one = model.sparsity(ml1m_batch(seed=2, domain=0))
+    one = model.sparsity(random_batch(ML1M, ROWS, domain=0, seed=2))
     assert torch.isnan(one[1:]).all() and not torch.isnan(one[0]).any()
 
 
-def test_binarization_is_hard_with_a_straight_through_gradient():
+def test_binarization_is_hard_with_a_straight_through_gradient(random_batch):
     model = adasparse(form="binarization", sharpen=10.0).train()
-    batch = ml1m_batch(seed=3)
+    batch = random_batch(ML1M, ROWS, domain="random", seed=3)
     for pi in model.weighting_factors(batch):
         assert set(pi.detach().unique().tolist()) <= {0.0, 1.0}
         assert (pi == 0).any() and (pi == 1).any()
@@ -97,9 +83,9 @@ def test_binarization_is_hard_with_a_straight_through_gradient():
     assert all(p.weight.grad.abs().sum() > 0 for p in model.pruners)
 
 
-def test_scaling_weights_without_pruning():
+def test_scaling_weights_without_pruning(random_batch):
     model = adasparse(form="scaling", sharpen=10.0)
-    for pi in model.weighting_factors(ml1m_batch(seed=4)):
+    for pi in model.weighting_factors(random_batch(ML1M, ROWS, domain="random", seed=4)):
         assert (pi > 0).all() and (pi < model.config.beta).all()
         assert pi.std() > 0.05  # neuron-level weights, not a constant
 

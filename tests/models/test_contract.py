@@ -22,17 +22,6 @@ def inputs_for(source: str) -> ModelInputs:
     return ModelInputs(VOCAB, NUM_DENSE, 1 if source == "none" else NUM_DOMAINS)
 
 
-def make_batch(rows: int, num_domains: int, seed: int = 0, domain: torch.Tensor | None = None) -> Batch:
-    """Random batch; by default domains cycle 0..num_domains-1 so every domain is present."""
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (rows,), generator=g) for v in VOCAB], dim=1)
-    dense = torch.randn(rows, NUM_DENSE, generator=g)
-    if domain is None:
-        domain = torch.arange(rows) % num_domains
-    label = torch.randint(0, 2, (rows,), generator=g).float()
-    return Batch(sparse, dense, domain.to(torch.int64), label)
-
-
 CASES = [(name, source) for name in model_names() for source in model_class(name).domain_sources]
 BATCH = 24
 
@@ -42,13 +31,10 @@ def _build(name: str, source: str, seed: int = 0, width: float = 1.0):
     return build_model(name, inputs_for(source), width=width)
 
 
-def _batch(source: str, rows: int = BATCH, seed: int = 0, domain: torch.Tensor | None = None):
-    n = inputs_for(source).num_domains
-    if source == "mined" and domain is None:
-        # mined codes arrive as arbitrary ids in range: shuffle them rather than cycling
-        domain = torch.randint(0, n, (rows,), generator=torch.Generator().manual_seed(seed + 1))
-        domain[:n] = torch.arange(n)
-    return make_batch(rows, n, seed, domain)
+def shuffled_if_mined(source: str) -> str | None:
+    """The domain mode of ``random_batch`` for ``source``: mined codes arrive as arbitrary ids in range
+    (every code present), so shuffle them rather than cycling."""
+    return "random" if source == "mined" else None
 
 
 def _cover_all_codes(model, batch) -> None:
@@ -77,9 +63,9 @@ def test_every_model_accepts_a_known_source():
 
 
 @pytest.mark.parametrize(("name", "source"), CASES)
-def test_output_shape_and_finite(name, source):
+def test_output_shape_and_finite(name, source, random_batch):
     model = _build(name, source)
-    batch = _batch(source)
+    batch = random_batch(inputs_for(source), BATCH, domain=shuffled_if_mined(source))
     for train in (True, False):
         model.train(train)
         out = model(batch)
@@ -88,9 +74,9 @@ def test_output_shape_and_finite(name, source):
 
 
 @pytest.mark.parametrize(("name", "source"), CASES)
-def test_gradient_reaches_every_parameter(name, source):
+def test_gradient_reaches_every_parameter(name, source, random_batch):
     model = _build(name, source).train()
-    batch = _batch(source, rows=48)
+    batch = random_batch(inputs_for(source), 48, domain=shuffled_if_mined(source))
     _cover_all_codes(model, batch)
     logits = model(batch)
     loss = F.binary_cross_entropy_with_logits(logits, batch.label)
@@ -107,8 +93,8 @@ def test_gradient_reaches_every_parameter(name, source):
 
 
 @pytest.mark.parametrize(("name", "source"), CASES)
-def test_same_seed_same_output(name, source):
-    batch = _batch(source)
+def test_same_seed_same_output(name, source, random_batch):
+    batch = random_batch(inputs_for(source), BATCH, domain=shuffled_if_mined(source))
     a = _build(name, source, seed=3).eval()(batch)
     b = _build(name, source, seed=3).eval()(batch)
     c = _build(name, source, seed=4).eval()(batch)
@@ -117,17 +103,16 @@ def test_same_seed_same_output(name, source):
 
 
 @pytest.mark.parametrize(("name", "source"), CASES)
-def test_batch_with_absent_domains(name, source):
+def test_batch_with_absent_domains(name, source, random_batch):
     model = _build(name, source)
-    domain = torch.zeros(BATCH, dtype=torch.int64)  # only domain 0 present
-    batch = _batch(source, domain=domain)
+    batch = random_batch(inputs_for(source), BATCH, domain=0)  # only domain 0 present
     for train in (True, False):
         out = model.train(train)(batch)
         assert out.shape == (BATCH,)
         assert torch.isfinite(out).all()
     # a row's eval output does not depend on which other domains share its batch
     model.eval()
-    full = _batch(source)
+    full = random_batch(inputs_for(source), BATCH, domain=shuffled_if_mined(source))
     alone = model(make_row_subset(full, full.domain == full.domain[0]))
     assert torch.allclose(alone, model(full)[full.domain == full.domain[0]], atol=1e-5)
 
@@ -137,9 +122,9 @@ def make_row_subset(batch: Batch, mask: torch.Tensor) -> Batch:
 
 
 @pytest.mark.parametrize(("name", "source"), CASES)
-def test_one_row_batch(name, source):
+def test_one_row_batch(name, source, random_batch):
     model = _build(name, source)
-    batch = _batch(source, rows=1, domain=torch.tensor([inputs_for(source).num_domains - 1]))
+    batch = random_batch(inputs_for(source), 1, domain=inputs_for(source).num_domains - 1)
     out = model.eval()(batch)
     assert out.shape == (1,)
     assert torch.isfinite(out).all()
@@ -149,8 +134,8 @@ def test_one_row_batch(name, source):
 
 
 @pytest.mark.parametrize(("name", "source"), CASES)
-def test_flops_grow_with_width(name, source):
-    batch = _batch(source)
+def test_flops_grow_with_width(name, source, random_batch):
+    batch = random_batch(inputs_for(source), BATCH, domain=shuffled_if_mined(source))
     flops = []
     for width in (0.5, 1.0, 2.0):
         model = _build(name, source, width=width).eval()

@@ -6,23 +6,12 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from mdctr.data.tensors import Batch
 from mdctr.models import build_model
 from mdctr.models import pepnet as pepnet_module
 from mdctr.models.base import ModelInputs
 
 ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)
 ROWS = 1024
-
-
-def ml1m_batch(seed: int = 0, domain: int | None = None) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (ROWS,), generator=g) for v in ML1M.vocab_sizes], dim=1)
-    dense = torch.randn(ROWS, 1, generator=g)
-    dom = torch.randint(0, ML1M.num_domains, (ROWS,), generator=g)
-    if domain is not None:
-        dom = torch.full((ROWS,), domain, dtype=torch.int64)
-    return Batch(sparse, dense, dom, torch.randint(0, 2, (ROWS,), generator=g).float())
 
 
 def epnet(seed: int = 0):
@@ -33,12 +22,12 @@ def epnet(seed: int = 0):
     return model.eval()
 
 
-def test_gate_is_pepnets_and_depends_on_the_domain():
+def test_gate_is_pepnets_and_depends_on_the_domain(random_batch):
     model = epnet()
     assert isinstance(model.epnet, pepnet_module.GateNU)
     assert isinstance(build_model("pepnet", ML1M).epnet, pepnet_module.GateNU)
     with torch.no_grad():
-        gates = [model.gate(ml1m_batch(domain=d)) for d in range(ML1M.num_domains)]
+        gates = [model.gate(random_batch(ML1M, ROWS, domain=d)) for d in range(ML1M.num_domains)]
     for g in gates:
         assert g.shape == (ROWS, ML1M.input_dim)
         assert ((g > 0) & (g < 2)).all()
@@ -46,21 +35,21 @@ def test_gate_is_pepnets_and_depends_on_the_domain():
     assert ((gates[0] - gates[2]).abs().sum(dim=1) > 1e-4).all()
 
 
-def test_neutral_gate_is_the_dnn():
+def test_neutral_gate_is_the_dnn(random_batch):
     """With the gate's last layer at zero, δ = 2·σ(0) = 1 and epnet computes exactly its DNN."""
     model = epnet()
     with torch.no_grad():
         model.epnet[2].weight.zero_()
         model.epnet[2].bias.zero_()
-        batch = ml1m_batch(seed=1)
+        batch = random_batch(ML1M, ROWS, domain="random", seed=1)
         expected = model.head(model.mlp(model.embed(batch))).squeeze(-1)
         assert torch.allclose(model(batch), expected, atol=1e-6)
 
 
-def test_gate_does_not_reshape_the_embedding():
+def test_gate_does_not_reshape_the_embedding(random_batch):
     """Stop-gradient: the embedding's gradient is δ ⊙ ∂L/∂(δ ⊙ x), with no path through the gate's input."""
     model = epnet().train()
-    batch = ml1m_batch(seed=2)
+    batch = random_batch(ML1M, ROWS, domain="random", seed=2)
     x = model.embed(batch).detach().requires_grad_(True)
     dom = model.domain_embedding(batch.domain)
     delta = pepnet_module.epnet_gate(model.epnet, dom, x)

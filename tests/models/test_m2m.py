@@ -18,16 +18,6 @@ ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)
 ROWS = 1024
 
 
-def ml1m_batch(seed: int = 0, domain: int | None = None) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (ROWS,), generator=g) for v in ML1M.vocab_sizes], dim=1)
-    dense = torch.randn(ROWS, 1, generator=g)
-    dom = torch.randint(0, ML1M.num_domains, (ROWS,), generator=g)
-    if domain is not None:
-        dom = torch.full((ROWS,), domain, dtype=torch.int64)
-    return Batch(sparse, dense, dom, torch.randint(0, 2, (ROWS,), generator=g).float())
-
-
 def m2m(seed: int = 0) -> M2M:
     torch.manual_seed(seed)
     model = build_model("m2m", ML1M)
@@ -36,10 +26,10 @@ def m2m(seed: int = 0) -> M2M:
     return model.eval()
 
 
-def test_meta_attention_changes_with_the_scenario():
+def test_meta_attention_changes_with_the_scenario(random_batch):
     model = m2m()
     with torch.no_grad():
-        alphas = [model.attention(ml1m_batch(domain=d)) for d in range(ML1M.num_domains)]
+        alphas = [model.attention(random_batch(ML1M, ROWS, domain=d)) for d in range(ML1M.num_domains)]
     for a in alphas:
         assert a.shape == (ROWS, model.config.num_experts)
         assert torch.allclose(a.sum(dim=1), torch.ones(ROWS), atol=1e-5)
@@ -70,18 +60,18 @@ def _per_row_reference(model: M2M, batch: Batch) -> torch.Tensor:
     return model.head(h).squeeze(-1)
 
 
-def test_routed_scenario_weights_equal_the_per_row_meta_unit():
+def test_routed_scenario_weights_equal_the_per_row_meta_unit(random_batch):
     model = m2m(seed=1)
-    batch = ml1m_batch(seed=2)
+    batch = random_batch(ML1M, ROWS, domain="random", seed=2)
     with torch.no_grad():
         assert torch.allclose(model(batch), _per_row_reference(model, batch), atol=1e-4)
 
 
-def test_generated_weights_train_per_scenario():
+def test_generated_weights_train_per_scenario(random_batch):
     """A loss on one scenario's rows moves the generator through that scenario's knowledge only: the other
     scenarios' embeddings get no gradient."""
     model = m2m().train()
-    batch = ml1m_batch(domain=1)
+    batch = random_batch(ML1M, ROWS, domain=1)
     F.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
     grad = model.domain_embedding.weight.grad
     assert grad[1].abs().sum() > 0

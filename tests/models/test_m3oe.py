@@ -16,14 +16,6 @@ ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)
 ROWS = 1024
 
 
-def ml1m_batch(seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (ROWS,), generator=g) for v in ML1M.vocab_sizes], dim=1)
-    domain = torch.randint(0, ML1M.num_domains, (ROWS,), generator=g)
-    label = torch.randint(0, 2, (ROWS,), generator=g).float()
-    return Batch(sparse, torch.randn(ROWS, 1, generator=g), domain, label)
-
-
 def m3oe(**config) -> M3oE:
     torch.manual_seed(0)
     model = build_model("m3oe", ML1M, config=config)
@@ -32,9 +24,9 @@ def m3oe(**config) -> M3oE:
     return model.eval()
 
 
-def test_domain_part_is_the_balanced_mix_of_domain_experts():
+def test_domain_part_is_the_balanced_mix_of_domain_experts(random_batch):
     model = m3oe()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     z = torch.randn(ROWS, model.config.bottom)
     alpha = model.own_weight()
     assert alpha.item() == pytest.approx(0.8)
@@ -48,8 +40,8 @@ def test_domain_part_is_the_balanced_mix_of_domain_experts():
     torch.testing.assert_close(model.domain_part(z, batch.domain), expected)
 
 
-def test_other_domains_experts_reach_a_row_only_through_the_balance_weight():
-    batch = ml1m_batch()
+def test_other_domains_experts_reach_a_row_only_through_the_balance_weight(random_batch):
+    batch = random_batch(ML1M, ROWS, domain="random")
     d0 = batch.domain == 0
 
     def change_with_expert_2_perturbed(model: M3oE) -> torch.Tensor:
@@ -70,16 +62,16 @@ def test_other_domains_experts_reach_a_row_only_through_the_balance_weight():
     assert change_with_expert_2_perturbed(model).max() < 1e-5
 
 
-def test_output_changes_with_the_domain():
+def test_output_changes_with_the_domain(random_batch):
     model = m3oe()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     moved = Batch(batch.sparse, batch.dense, (batch.domain + 1) % 3, batch.label)
     assert (model(moved) - model(batch)).abs().min() > 0
 
 
-def test_fusion_weights_train():
+def test_fusion_weights_train(random_batch):
     model = m3oe().train()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
     assert model.w_bal.grad.abs() > 0
     assert model.w_exp.grad.abs() > 0

@@ -16,14 +16,6 @@ ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)
 ROWS = 1024
 
 
-def ml1m_batch(seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (ROWS,), generator=g) for v in ML1M.vocab_sizes], dim=1)
-    domain = torch.randint(0, ML1M.num_domains, (ROWS,), generator=g)
-    label = torch.randint(0, 2, (ROWS,), generator=g).float()
-    return Batch(sparse, torch.randn(ROWS, 1, generator=g), domain, label)
-
-
 def mlora(**config) -> MLoRA:
     torch.manual_seed(0)
     model = build_model("mlora", ML1M, config=config)
@@ -41,9 +33,9 @@ def shared_only(model: MLoRA, batch: Batch) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("init", ["offset", "zeros"])
-def test_step_zero_is_the_shared_network(init):
+def test_step_zero_is_the_shared_network(init, random_batch):
     model = mlora(adapter_init=init)
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     for train in (True, False):
         model.train(train)
         torch.testing.assert_close(model(batch), shared_only(model, batch), rtol=0, atol=1e-5)
@@ -52,18 +44,18 @@ def test_step_zero_is_the_shared_network(init):
             assert adapter.delta_weight(d).abs().max() < 1e-6
 
 
-def test_offset_init_trains_both_factors_from_the_first_step():
+def test_offset_init_trains_both_factors_from_the_first_step(random_batch):
     model = mlora().train()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     F.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
     for adapter in model.adapters:
         assert adapter.a.grad.abs().amax(dim=(1, 2)).min() > 0  # every domain's A
         assert adapter.b.grad.abs().amax(dim=(1, 2)).min() > 0
 
 
-def test_delta_is_per_domain_and_low_rank():
+def test_delta_is_per_domain_and_low_rank(random_batch):
     model = mlora().eval()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     before = model(batch)
     with torch.no_grad():  # train domain 1's adapters only
         for adapter in model.adapters:
@@ -79,12 +71,12 @@ def test_delta_is_per_domain_and_low_rank():
         assert torch.linalg.matrix_rank(adapter.delta_weight(0)) == 0
 
 
-def test_delta_matches_the_materialised_weights():
+def test_delta_matches_the_materialised_weights(random_batch):
     model = mlora().eval()
     with torch.no_grad():
         for adapter in model.adapters:
             adapter.b.add_(torch.randn_like(adapter.b))
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     x = model.embed(batch)
     h = x
     for linear, norm, adapter in zip(model.linears, model.norms, model.adapters, strict=True):

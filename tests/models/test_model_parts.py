@@ -18,15 +18,6 @@ from mdctr.training.trainer import fit
 INPUTS = ModelInputs((11, 7, 5), 2, 3)
 
 
-def make_batch(rows: int, domain: torch.Tensor | None = None, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (rows,), generator=g) for v in INPUTS.vocab_sizes], dim=1)
-    dense = torch.randn(rows, INPUTS.num_dense, generator=g)
-    domain = torch.arange(rows) % INPUTS.num_domains if domain is None else domain
-    label = torch.randint(0, 2, (rows,), generator=g).float()
-    return Batch(sparse, dense, domain, label)
-
-
 class Recorder(nn.Module):
     """Expert that records the rows it saw and tags its output with its own id."""
 
@@ -65,13 +56,13 @@ def test_batchnorm_one_row_in_training_uses_running_stats_without_updating_them(
 @pytest.mark.parametrize("per_domain", [True, False])
 @pytest.mark.parametrize("norm", ["batch", "layer", "none"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_hamur_adapter_options(per_domain, norm, layers):
+def test_hamur_adapter_options(per_domain, norm, layers, random_batch):
     torch.manual_seed(0)
     cfg = {"adapter_per_domain": per_domain, "adapter_norm": norm, "adapter_layers": layers}
     model = build_model("hamur", INPUTS, config=cfg)
     assert len(model.adapters) == (INPUTS.num_domains if per_domain else 1)
     assert all(len(a) == layers for a in model.adapters)
-    batch = make_batch(30)
+    batch = random_batch(INPUTS, 30)
     loss = F.binary_cross_entropy_with_logits(model.train()(batch), batch.label)
     loss.backward()
     dead = [n for n, p in model.adapters.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
@@ -84,11 +75,11 @@ def test_hamur_adapter_options(per_domain, norm, layers):
 
 
 @pytest.mark.parametrize("init", ["ones", "scaled"])
-def test_hamur_trains(init):
+def test_hamur_trains(init, random_batch):
     """A few Adam steps fit a domain-dependent rule; with the authors' ones initialisation too."""
     torch.manual_seed(0)
     model = build_model("hamur", INPUTS, width=0.25, config={"adapter_init": init})
-    batch = make_batch(256, seed=1)
+    batch = random_batch(INPUTS, 256, seed=1)
     label = ((batch.sparse[:, 0] % 2 == 0) ^ (batch.domain == 1)).float()
     batch = Batch(batch.sparse, batch.dense, batch.domain, label)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -124,12 +115,12 @@ def test_star_partitioned_norm_uses_each_domains_statistics():
     assert not torch.allclose(out[20:], shifted[20:])
 
 
-def test_ple_defaults_to_two_levels_that_carry_the_shared_branch():
+def test_ple_defaults_to_two_levels_that_carry_the_shared_branch(random_batch):
     torch.manual_seed(0)
     model = build_model("ple", INPUTS)
     assert model.config.num_levels >= 2 and len(model.levels) == model.config.num_levels  # PLE, not CGC
     assert model.levels[0].shared_gate is not None and model.levels[-1].shared_gate is None
-    batch = make_batch(30)
+    batch = random_batch(INPUTS, 30)
     F.binary_cross_entropy_with_logits(model.train()(batch), batch.label).backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert dead == []  # the level-1 shared gate trains only if level 2 reads the shared branch
@@ -141,11 +132,11 @@ def test_ple_defaults_to_two_levels_that_carry_the_shared_branch():
     assert not torch.isclose(model(batch), before).any()
 
 
-def test_ple_second_level_routes_specific_experts_by_domain():
+def test_ple_second_level_routes_specific_experts_by_domain(random_batch):
     """Level 2's specific experts of domain 1 change the outputs of domain-1 rows and of no other row."""
     torch.manual_seed(0)
     model = build_model("ple", INPUTS).eval()
-    batch = make_batch(30)
+    batch = random_batch(INPUTS, 30)
     before = model(batch)
     with torch.no_grad():
         for p in model.levels[1].specific[1].parameters():
@@ -163,9 +154,9 @@ def _pepnet_with_hook(module_name: str):
     return model, seen
 
 
-def test_pepnet_epnet_gate_sees_the_domain_and_a_stop_gradient_embedding():
+def test_pepnet_epnet_gate_sees_the_domain_and_a_stop_gradient_embedding(random_batch):
     model, seen = _pepnet_with_hook("epnet")
-    batch = make_batch(30)
+    batch = random_batch(INPUTS, 30)
     model(batch)
     x = model.embed(batch)
     dom = model.domain_embedding(batch.domain)
@@ -175,10 +166,10 @@ def test_pepnet_epnet_gate_sees_the_domain_and_a_stop_gradient_embedding():
     assert model.embedding.table.weight.grad is None or model.embedding.table.weight.grad.abs().sum() == 0
 
 
-def test_pepnet_ppnet_prior_is_user_item_ids_plus_domain():
+def test_pepnet_ppnet_prior_is_user_item_ids_plus_domain(random_batch):
     model, seen = _pepnet_with_hook("ppnet.0")
     assert model.prior_features == (0, 1)  # user id, item id: the first two sparse features
-    batch = make_batch(30)
+    batch = random_batch(INPUTS, 30)
     model(batch)
     x = model.embed(batch)
     e = INPUTS.embed_dim
@@ -197,10 +188,10 @@ def test_pepnet_ppnet_prior_is_user_item_ids_plus_domain():
         build_model("pepnet", INPUTS, config={"prior_features": (0, 3)})
 
 
-def test_adaptive2_joint_aux_loss_only_in_training():
+def test_adaptive2_joint_aux_loss_only_in_training(random_batch):
     torch.manual_seed(0)
     model = build_model("adaptive2", INPUTS)
-    batch = make_batch(16)
+    batch = random_batch(INPUTS, 16)
     model.train()(batch)
     aux = model.aux_loss()
     assert aux is not None and aux.dim() == 0 and torch.isfinite(aux)
@@ -211,10 +202,10 @@ def test_adaptive2_joint_aux_loss_only_in_training():
     assert torch.equal(model(batch), model(other))
 
 
-def test_adaptive2_pretrained_miner_is_frozen():
+def test_adaptive2_pretrained_miner_is_frozen(random_batch):
     torch.manual_seed(0)
     model = build_model("adaptive2", INPUTS, config={"miner": "pretrained", "num_codes": 3})
-    batch = make_batch(16)
+    batch = random_batch(INPUTS, 16)
     with pytest.raises(RuntimeError, match="load_miner"):
         model(batch)
     miner = DomainMiner(INPUTS, MinerConfig(num_codes=3))
@@ -236,18 +227,18 @@ def test_adaptive2_pretrained_miner_is_frozen():
 STAR_BACKBONE = {"backbone": "star", "num_codes": 3}
 
 
-def _star_adaptive2(seed: int = 0):
-    torch.manual_seed(seed)
+def _star_adaptive2(random_batch):
+    torch.manual_seed(0)
     model = build_model("adaptive2", INPUTS, config=STAR_BACKBONE)
-    batch = make_batch(30, seed=seed)
+    batch = random_batch(INPUTS, 30)
     with torch.no_grad():  # one codebook vector on each of the first 3 rows: every code is in use
         z = model.vqvae.encode(model.embed(batch))
         model.vqvae._set_codebook(z[:3].clone())
     return model, batch
 
 
-def test_adaptive2_star_backbone_trains_every_part():
-    model, batch = _star_adaptive2()
+def test_adaptive2_star_backbone_trains_every_part(random_batch):
+    model, batch = _star_adaptive2(random_batch)
     assert not hasattr(model, "specific") and not hasattr(model, "head")
     logits = model.train()(batch)
     assert logits.shape == (30,) and torch.isfinite(logits).all()
@@ -257,9 +248,9 @@ def test_adaptive2_star_backbone_trains_every_part():
     assert no_grad == []
 
 
-def test_adaptive2_star_backbone_routes_rows_by_their_code():
+def test_adaptive2_star_backbone_routes_rows_by_their_code(random_batch):
     """Code k's specific weights change the logits of code-k rows and of no other row."""
-    model, batch = _star_adaptive2()
+    model, batch = _star_adaptive2(random_batch)
     model.eval()
     before = model(batch)
     codes = model.last_codes
@@ -279,16 +270,12 @@ def test_adaptive2_star_backbone_rejects_gated_fusion():
         build_model("adaptive2", INPUTS, config={"backbone": "moe"})
 
 
-def test_recalibrate_batchnorm_sets_running_stats_to_the_batch_average():
+def test_recalibrate_batchnorm_sets_running_stats_to_the_batch_average(random_batch):
     torch.manual_seed(0)
     model = build_model("dnn", ModelInputs((11, 7, 5), 2, 1))
-    data = TensorData(
-        sparse=torch.stack([torch.randint(0, v, (96,)) for v in (11, 7, 5)], dim=1),
-        dense=torch.randn(96, 2) * 3 + 5,
-        domain=torch.zeros(96, dtype=torch.int64),
-        label=torch.randint(0, 2, (96,)).float(),
-        handcrafted=torch.zeros(96, dtype=torch.int64),
-    )
+    b = random_batch(model.inputs, 96)
+    # dense values far from N(0, 1): the running statistics must move well away from their init
+    data = TensorData(b.sparse, b.dense * 3 + 5, b.domain, b.label, handcrafted=b.domain.clone())
     first_bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm1d))
     momentum = first_bn.momentum
     recalibrate_batchnorm(model, data, rows=64, batch_size=32)  # two batches of 32; rows 64..95 unused
@@ -307,14 +294,14 @@ def first_bn_input(model, data):
         return first_linear(model.embed(data.batch(0, 64)))
 
 
-def test_recalibrate_batchnorm_leaves_frozen_and_unvisited_norms():
+def test_recalibrate_batchnorm_leaves_frozen_and_unvisited_norms(random_batch):
     torch.manual_seed(0)
     model = build_model(
         "adaptive2", INPUTS, config={"miner": "pretrained", "num_codes": 3, "backbone": "star"}
     )
     miner = DomainMiner(INPUTS, MinerConfig(num_codes=3))
     model.load_miner(miner)
-    data = _tensor_data(64)
+    data = _tensor_data(random_batch, 64)
     miner_stats = {k: v.clone() for k, v in miner.state_dict().items()}
     codes = miner(data.batch(0, 64))
     unused = [k for k in range(3) if k not in set(codes.tolist())]
@@ -326,18 +313,18 @@ def test_recalibrate_batchnorm_leaves_frozen_and_unvisited_norms():
         assert moved == (k not in unused)
 
 
-def _tensor_data(rows: int) -> TensorData:
-    b = make_batch(rows)
+def _tensor_data(random_batch, rows: int) -> TensorData:
+    b = random_batch(INPUTS, rows)
     return TensorData(b.sparse, b.dense, b.domain, b.label, b.domain.clone())
 
 
-def test_adaptive2_recalibrates_after_each_epoch(monkeypatch):
+def test_adaptive2_recalibrates_after_each_epoch(monkeypatch, random_batch):
     calls = []
     monkeypatch.setattr(
         "mdctr.models.adaptive2.recalibrate_batchnorm", lambda model, data, rows, **kw: calls.append(rows)
     )
     torch.manual_seed(0)
-    data = _tensor_data(64)
+    data = _tensor_data(random_batch, 64)
     config = TrainConfig(epochs=2, batch_size=32, device="cpu", patience=5)
     fit(build_model("adaptive2", INPUTS, config={"recalibrate_rows": 40}), data, data, config)
     assert calls == [40, 40]

@@ -17,14 +17,6 @@ ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)
 ROWS = 1024
 
 
-def ml1m_batch(seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (ROWS,), generator=g) for v in ML1M.vocab_sizes], dim=1)
-    domain = torch.randint(0, ML1M.num_domains, (ROWS,), generator=g)
-    label = torch.randint(0, 2, (ROWS,), generator=g).float()
-    return Batch(sparse, torch.randn(ROWS, 1, generator=g), domain, label)
-
-
 def ppnet(**config) -> PPNet:
     torch.manual_seed(0)
     model = build_model("ppnet", ML1M, config=config)
@@ -33,19 +25,19 @@ def ppnet(**config) -> PPNet:
     return model
 
 
-def test_gates_are_pepnets_gate_nu_one_per_layer_and_no_epnet():
+def test_gates_are_pepnets_gate_nu_one_per_layer_and_no_epnet(random_batch):
     model = ppnet()
     assert len(model.gates) == len(model.layers) == 2
     assert all(isinstance(g, GateNU) for g in model.gates)
     assert not hasattr(model, "epnet")
-    gates = model.eval().gate_values(ml1m_batch())
+    gates = model.eval().gate_values(random_batch(ML1M, ROWS, domain="random"))
     assert [g.shape for g in gates] == [(ROWS, 256), (ROWS, 128)]
     assert all(((g > 0) & (g < 2)).all() for g in gates)
 
 
-def test_gate_is_personal_and_domain_aware():
+def test_gate_is_personal_and_domain_aware(random_batch):
     model = ppnet().eval()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     base = model.gate_values(batch)[0]
     other_user = Batch(
         (batch.sparse + torch.tensor([1, 0, 0, 0, 0, 0])) % 3001, batch.dense, batch.domain, batch.label
@@ -56,9 +48,9 @@ def test_gate_is_personal_and_domain_aware():
     assert not torch.equal(model(other_domain), model(batch))
 
 
-def test_only_the_prior_trains_through_the_gates():
+def test_only_the_prior_trains_through_the_gates(random_batch):
     model = ppnet().train()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     table = model.embedding.table.weight
     prior = model.gate_values(batch)
     (grad,) = torch.autograd.grad(sum(g.sum() for g in prior), table)

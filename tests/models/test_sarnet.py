@@ -7,21 +7,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mdctr.data.tensors import Batch
 from mdctr.models import build_model
 from mdctr.models.base import ModelInputs
 from mdctr.models.sarnet import SARNet
 
 ML1M = ModelInputs((3001, 3707, 3, 22, 3403, 19), 1, 3)
 ROWS = 1024
-
-
-def ml1m_batch(seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (ROWS,), generator=g) for v in ML1M.vocab_sizes], dim=1)
-    dense = torch.randn(ROWS, 1, generator=g)
-    dom = torch.randint(0, ML1M.num_domains, (ROWS,), generator=g)
-    return Batch(sparse, dense, dom, torch.randint(0, 2, (ROWS,), generator=g).float())
 
 
 def sarnet(seed: int = 0, **config) -> SARNet:
@@ -32,9 +23,9 @@ def sarnet(seed: int = 0, **config) -> SARNet:
     return model.eval()
 
 
-def test_transfer_starts_shared_and_is_per_scenario():
+def test_transfer_starts_shared_and_is_per_scenario(random_batch):
     model = sarnet()
-    batch = ml1m_batch()
+    batch = random_batch(ML1M, ROWS, domain="random")
     with torch.no_grad():
         assert torch.equal(model.transfer(batch), model.embed(batch))  # γ = 1, β = 0 at init
         before = model(batch)
@@ -46,9 +37,9 @@ def test_transfer_starts_shared_and_is_per_scenario():
     assert torch.equal(before[~mine], after[~mine])
 
 
-def test_scenario_experts_serve_only_their_scenario():
+def test_scenario_experts_serve_only_their_scenario(random_batch):
     model = sarnet()
-    batch = ml1m_batch(seed=1)
+    batch = random_batch(ML1M, ROWS, domain="random", seed=1)
     with torch.no_grad():
         before = model(batch)
         for p in model.blocks[2].parameters():
@@ -59,9 +50,9 @@ def test_scenario_experts_serve_only_their_scenario():
     assert torch.equal(before[~mine], after[~mine])
 
 
-def test_debias_networks_act_in_training_only():
+def test_debias_networks_act_in_training_only(random_batch):
     model = sarnet()
-    batch = ml1m_batch(seed=2)
+    batch = random_batch(ML1M, ROWS, domain="random", seed=2)
     with torch.no_grad():
         served = model.eval()(batch)
         trained = model.train()(batch)  # (training mode normalises by the batch: running stats don't matter)
@@ -83,11 +74,11 @@ def test_debias_networks_act_in_training_only():
     assert all(e.bias.weight.grad.abs().sum() > 0 for b in model.blocks for e in b.experts)
 
 
-def test_without_debias_there_are_no_bias_networks():
+def test_without_debias_there_are_no_bias_networks(random_batch):
     model = sarnet(debias=False)
     assert model.domain_embedding is None
     assert all(e.bias is None for e in model.shared)
-    out = model.train()(ml1m_batch(seed=3))
+    out = model.train()(random_batch(ML1M, ROWS, domain="random", seed=3))
     assert out.shape == (ROWS,) and torch.isfinite(out).all()
 
 
