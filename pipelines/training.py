@@ -99,6 +99,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
         miner_options: str = "{}",
         tracking_uri: str = "",
         promotion_tolerance: float = 0.002,
+        registered_model: str = "",
         serving_namespace: str = "mdctr",
     ) -> None:
         """Train every model × domain source × seed at one FLOP budget; register and gate the winner."""
@@ -163,6 +164,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 tracking_uri=tracking_uri,
                 parent_run_id=start.outputs["Output"],
                 tolerance=promotion_tolerance,
+                registered_model=registered_model,
                 winner=evaluation.outputs["winner"],
                 prepared=prepare.outputs["prepared"],
             )
