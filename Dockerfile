@@ -85,7 +85,7 @@ CMD ["mdctr", "--help"]
 
 # ---- serve: the model server for a registered model (KServe custom predictor or plain Deployment) -----------
 FROM runtime AS serve
-ENV MODEL_URI=models:/mdctr-ctr@champion \
+ENV MODEL_URI=models:/mdctr-ml-1m@champion \
     PORT=8080
 EXPOSE 8080
 CMD ["sh", "-c", "exec mdctr serve --model-uri \"$MODEL_URI\" --host 0.0.0.0 --port \"$PORT\""]

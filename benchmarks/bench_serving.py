@@ -147,7 +147,7 @@ def _payloads(example, kinds: dict[str, str], out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-uri", default="models:/mdctr-ctr@champion")
+    ap.add_argument("--model-uri", default="models:/mdctr-ml-1m@champion")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--demo", action="store_true", help="Serve a demo bundle (no tracking store needed).")
     ap.add_argument("--hidden", default="256,128", help="Hidden widths of the --demo dnn (ML-1M's default).")
@@ -155,7 +155,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=60.0, help="Duration of the concurrent phase.")
     ap.add_argument("--workers", type=int, default=1, help="Server worker processes.")
-    ap.add_argument("--model-name", default="mdctr-ctr")
+    ap.add_argument(
+        "--model-name", default="", help="v2 route name (default: the served bundle's registered model's)."
+    )
     ap.add_argument("--out", type=Path, default=None, help="Also write the results as JSON here.")
     ap.add_argument("--client", default=None, help=argparse.SUPPRESS)  # internal: base URL, client mode
     ap.add_argument("--payload-dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -186,6 +188,10 @@ def main() -> None:
             local, _ = download_model(args.model_uri, tracking_uri=uri, dst=tmp_path / "model")
             model_uri, bundle = str(local), bundle_dir_of(local)
         pred = Predictor.load(bundle)
+        if not args.model_name:  # what `mdctr serve` names a local bundle: its dataset's registered model
+            from mdctr.tracking.names import registered_model_name
+
+            args.model_name = registered_model_name(pred.spec.schema.name)
         table = None
         if args.demo:
             table = demo.table

@@ -63,6 +63,9 @@ DESCRIPTIONS: dict[str, str] = {
         "Largest per-domain validation AUC drop the gate accepts when the challenger beats the champion overall."
     ),
     "tolerance": "Largest per-domain validation AUC drop the gate accepts when the challenger beats the champion.",
+    "registered_model": (
+        "MLflow registered model the winner is registered under; empty: the dataset's own, mdctr-<dataset>."
+    ),
     "serving_namespace": "Kubernetes namespace of the KServe InferenceService manifest.",
     # artifacts
     "raw": "The fetched raw dataset files.",

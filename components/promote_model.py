@@ -19,10 +19,12 @@ def promote_model(
     from mdctr.steps.promote_model import PromoteConfig
     from mdctr.steps.promote_model import promote_model as step
 
-    version = str(registration.metadata["version"])
+    name, version = str(registration.metadata["name"]), str(registration.metadata["version"])
     result = step(
         manifest_path=manifest.path,
-        config=PromoteConfig(tracking_uri=tracking_uri, version=version, namespace=serving_namespace),
+        config=PromoteConfig(
+            tracking_uri=tracking_uri, name=name, version=version, namespace=serving_namespace
+        ),
     )
     manifest.metadata.update({"model_uri": result.model_uri, "version": version, "name": result.service_name})
     return result.model_uri

@@ -13,6 +13,7 @@ def register_model(
     tracking_uri: str,
     parent_run_id: str,
     tolerance: float,
+    registered_model: str,
     winner: Input[Model],
     prepared: Input[Dataset],
     registration: Output[Artifact],
@@ -31,10 +32,16 @@ def register_model(
     result = step(
         winner_dir=winner.path,
         prepared_dir=prepared.path,  # the gate re-scores champion and challenger on this validation split
-        config=RegisterConfig(tracking_uri=tracking_uri, parent_run_id=parent_run_id, tolerance=tolerance),
+        config=RegisterConfig(
+            tracking_uri=tracking_uri,
+            parent_run_id=parent_run_id,
+            tolerance=tolerance,
+            model_name=registered_model,
+        ),
     )
     fields = {
         "decision": result.decision,
+        "name": result.name,
         "version": result.version,
         "model_uri": result.model_uri,
         "winner": str(winner.metadata.get("entry", "")),

@@ -52,6 +52,7 @@ class PipelineDefaults(NamedTuple):
     flop_budget: str
     data_md5: str
     dvc_remote: str
+    max_epochs: int
 
 
 def default_parameters() -> PipelineDefaults:
@@ -60,6 +61,7 @@ def default_parameters() -> PipelineDefaults:
     from mdctr.models import DOMAIN_SOURCES, model_names
     from mdctr.pipeline import PROJECT_ROOT
     from mdctr.routing import FLOP_BUDGET_DEFAULT
+    from mdctr.training import TrainConfig
 
     # the data version committed with this code: data.dvc's md5 and the DVC remote, read at compile time
     dvc_file = PROJECT_ROOT / versioning.DVC_FILE
@@ -70,6 +72,8 @@ def default_parameters() -> PipelineDefaults:
         flop_budget=FLOP_BUDGET_DEFAULT,
         data_md5=versioning.data_version_md5(dvc_file) if dvc_file.is_file() else "",
         dvc_remote=versioning.default_remote_url(PROJECT_ROOT),
+        # a cap: early stopping on validation AUC ends a run (the trainer's default, one definition)
+        max_epochs=TrainConfig().epochs,
     )
 
 
@@ -77,7 +81,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
     """The training pipeline with ``settings`` (secrets, pull policy, resources, GPU) on every task."""
     settings = settings or ClusterSettings()
     defaults = default_parameters()
-    default_models, default_sources, default_seeds, default_budget, default_md5, default_remote = defaults
+    default_models, default_sources, default_seeds, default_budget, default_md5, default_remote, _ = defaults
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
     @described()  # every parameter's description in the Kubeflow UI's run form
@@ -94,11 +98,12 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
         domain_sources: list = default_sources,
         seeds: list = default_seeds,
         flop_budget: str = default_budget,
-        epochs: int = 5,
+        epochs: int = defaults.max_epochs,
         train_options: str = "{}",
         miner_options: str = "{}",
         tracking_uri: str = "",
         promotion_tolerance: float = 0.002,
+        registered_model: str = "",
         serving_namespace: str = "mdctr",
     ) -> None:
         """Train every model × domain source × seed at one FLOP budget; register and gate the winner."""
@@ -163,6 +168,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 tracking_uri=tracking_uri,
                 parent_run_id=start.outputs["Output"],
                 tolerance=promotion_tolerance,
+                registered_model=registered_model,
                 winner=evaluation.outputs["winner"],
                 prepared=prepare.outputs["prepared"],
             )

@@ -243,7 +243,7 @@ def run_local(
     domain_sources: Sequence[str] | None = None,
     seeds: Sequence[int] = (0,),
     flop_budget: str | None = None,
-    epochs: int = 1,
+    epochs: int | None = None,
     train_options: Mapping[str, Any] | None = None,
     miner_options: Mapping[str, Any] | None = None,
     promotion_tolerance: float = 0.002,
@@ -263,7 +263,8 @@ def run_local(
     ``--artifacts-destination`` (what promote_model resolves ``mlflow-artifacts:/`` URIs to for the KServe
     manifest; default ``$MLFLOW_ARTIFACTS_DESTINATION``, or that of the server started here).
 
-    ``models``/``domain_sources`` default to the registry's; the pipeline keeps the combinations each model
+    ``epochs`` is the maximum per training run (default: the pipeline's, 20): early stopping on validation AUC
+    ends a run. ``models``/``domain_sources`` default to the registry's; the pipeline keeps the combinations each model
     accepts. ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
     default); otherwise ``data_rev`` (default ``local``: copy ``DATASETS_DIR``). Raises ``RuntimeError`` when
     a task fails (the failing task's log is printed above it); the exit task has then marked the MLflow parent
@@ -321,7 +322,7 @@ def run_local(
             "domain_sources": list(domain_sources or defaults.domain_sources),
             "seeds": [int(s) for s in seeds],
             "flop_budget": flop_budget or defaults.flop_budget,
-            "epochs": int(epochs),
+            "epochs": defaults.max_epochs if epochs is None else int(epochs),
             "train_options": json.dumps(dict(train_options or {})),
             "miner_options": json.dumps(dict(miner_options or {})),
             "tracking_uri": uri,

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.integration
 
 #: one single-domain baseline and one entry routed by mined domains; 1 epoch on 3,000 synthetic rows
 MODELS = ["dnn", "adaptive2"]
+#: the synthetic dataset registers under its own model (also the serve image's v2 route name for it)
+NAME = tracking.registered_model_name("synthetic")
 RUN = dict(
     dataset="synthetic",
     dataset_options={"rows": 3000, "seed": 3},
@@ -124,9 +126,9 @@ def _server_args(server) -> dict[str, str]:
 def test_whole_dag_runs_in_containers_and_promotes(first_run, images: dict, mlflow_server) -> None:
     uri = mlflow_server.url
     assert "dnn/none" in first_run.leaderboard and "adaptive2/mined" in first_run.leaderboard
-    assert first_run.promoted and first_run.model_uri == f"models:/{tracking.REGISTERED_MODEL}/1"
-    assert tracking.alias_version(uri, tracking.CHAMPION) == "1"
-    assert tracking.alias_version(uri, tracking.CHALLENGER) == "1"
+    assert first_run.promoted and first_run.model_uri == f"models:/{NAME}/1"
+    assert tracking.alias_version(uri, tracking.CHAMPION, name=NAME) == "1"
+    assert tracking.alias_version(uri, tracking.CHALLENGER, name=NAME) == "1"
     # every task wrote its outputs as the image's user, so it really ran in a container
     for task in ("fetch-data", "start-run", "validate-data", "prepare-data", "mine-domains", "evaluate"):
         owners = {p.stat().st_uid for p in (first_run.run_dir / task).rglob("*")}
@@ -167,7 +169,7 @@ def test_a_failing_task_fails_the_run_and_marks_the_parent_run_failed(
     assert tags[TAG_FAILED_TASK] == "mine-domains", tags
     assert "ConfigError" in tags[TAG_FAILURE] and "no_such_option" in tags[TAG_FAILURE], tags
     # nothing new registered: the champion is still the first run's
-    assert tracking.alias_version(mlflow_server.url, tracking.CHAMPION) == "1"
+    assert tracking.alias_version(mlflow_server.url, tracking.CHAMPION, name=NAME) == "1"
 
 
 @pytest.mark.timeout(900)
@@ -176,7 +178,7 @@ def test_serve_image_answers_with_the_offline_predictions(first_run, images: dic
 
     from mdctr.serving.server import free_port
 
-    model_uri = f"models:/{tracking.REGISTERED_MODEL}@{tracking.CHAMPION}"
+    model_uri = f"models:/{NAME}@{tracking.CHAMPION}"
     rows = tracking.load_input_example(mlflow_server.url, first_run.model_uri)
     port = free_port()
     name = f"mdctr-serve-test-{port}"
@@ -208,7 +210,7 @@ def test_serve_image_answers_with_the_offline_predictions(first_run, images: dic
         np.testing.assert_allclose(served, offline, rtol=0, atol=1e-6)
         # the same rows over the Open Inference Protocol v2 (what the KServe custom predictor speaks),
         # typed by the model's own v2 metadata
-        meta = requests.get(f"http://127.0.0.1:{port}/v2/models/{tracking.REGISTERED_MODEL}", timeout=30)
+        meta = requests.get(f"http://127.0.0.1:{port}/v2/models/{NAME}", timeout=30)
         assert meta.status_code == 200, meta.text[:2000]
         inputs = [
             {
@@ -220,7 +222,7 @@ def test_serve_image_answers_with_the_offline_predictions(first_run, images: dic
             for i in meta.json()["inputs"]
         ]
         r = requests.post(
-            f"http://127.0.0.1:{port}/v2/models/{tracking.REGISTERED_MODEL}/infer",
+            f"http://127.0.0.1:{port}/v2/models/{NAME}/infer",
             json={"inputs": inputs},
             timeout=60,
         )

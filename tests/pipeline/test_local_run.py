@@ -16,6 +16,8 @@ pytestmark = pytest.mark.integration
 
 #: one single-domain baseline and one entry routed by mined domains (adaptive2 accepts only "mined")
 MODELS = ["dnn", "adaptive2"]
+#: the synthetic dataset registers under its own model
+NAME = tracking.registered_model_name("synthetic")
 
 
 def _run(root: Path, uri: str) -> object:
@@ -49,21 +51,22 @@ def test_full_dag_runs_locally_and_gates_promotion(tmp_path: Path) -> None:
     assert first.winner == board[0]["entry"]
     for task in ("fetch-data", "validate-data", "prepare-data", "mine-domains", "evaluate", "register-model"):
         assert (first.run_dir / task).is_dir(), task
-    # first registration: challenger, promoted to champion (no champion existed), KServe manifest written
-    assert first.promoted and first.model_uri == f"models:/{tracking.REGISTERED_MODEL}/1"
-    assert tracking.alias_version(uri, tracking.CHALLENGER) == "1"
-    assert tracking.alias_version(uri, tracking.CHAMPION) == "1"
+    # first registration, under the dataset's own model: challenger, promoted to champion (no champion
+    # existed), KServe manifest written for an InferenceService of that name
+    assert first.promoted and first.model_uri == f"models:/{NAME}/1"
+    assert tracking.alias_version(uri, tracking.CHALLENGER, name=NAME) == "1"
+    assert tracking.alias_version(uri, tracking.CHAMPION, name=NAME) == "1"
     manifest = yaml.safe_load((first.run_dir / "promote-model" / "manifest").read_text())
-    assert manifest["kind"] == "InferenceService"
+    assert manifest["kind"] == "InferenceService" and manifest["metadata"]["name"] == NAME
 
     # second run, same data and seeds: training is deterministic on CPU, so the new challenger is the same
     # model; the gate re-scores both on this run's validation split, finds no strict improvement and refuses
     second = _run(tmp_path, uri)
-    assert second.model_uri == f"models:/{tracking.REGISTERED_MODEL}/2"
-    assert tracking.alias_version(uri, tracking.CHALLENGER) == "2"
-    assert not second.promoted and tracking.alias_version(uri, tracking.CHAMPION) == "1"
+    assert second.model_uri == f"models:/{NAME}/2"
+    assert tracking.alias_version(uri, tracking.CHALLENGER, name=NAME) == "2"
+    assert not second.promoted and tracking.alias_version(uri, tracking.CHAMPION, name=NAME) == "1"
     from mlflow import MlflowClient
 
-    tags = MlflowClient(uri).get_model_version(tracking.REGISTERED_MODEL, "2").tags
+    tags = MlflowClient(uri).get_model_version(NAME, "2").tags
     assert tags["gate.scored_on"].startswith("validation (") and "does not beat" in tags["gate.reason"]
     assert float(tags["gate.challenger_auc"]) == float(tags["gate.champion_auc"])

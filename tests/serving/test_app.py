@@ -27,7 +27,8 @@ from mdctr.serving.server import free_port, venv_env, wait_healthy
 
 pytestmark = pytest.mark.integration
 JSON = {"Content-Type": "application/json"}
-NAME = "mdctr-ctr"
+#: ``mdctr serve`` names the v2 route after the bundle's dataset's registered model
+NAME = "mdctr-demo"
 LIMITS = ServeLimits(max_body_bytes=64 * 1024, max_rows=200)
 
 
@@ -518,7 +519,7 @@ def test_serve_cli_dry_run_resolves_a_local_bundle(demo: DemoBundle) -> None:
 
     res = CliRunner().invoke(app, ["serve", "--dry-run", "--model-uri", str(demo.path), "--port", "5123"])
     assert res.exit_code == 0, res.output
-    assert f"(bundle {demo.path})" in res.output and "/v2/models/mdctr-ctr/infer" in res.output
+    assert f"(bundle {demo.path})" in res.output and f"/v2/models/{NAME}/infer" in res.output
     res = CliRunner().invoke(app, ["serve", "--dry-run", "--model-uri", str(demo.path.parent)])
     assert res.exit_code != 0 and "holds no model bundle" in str(res.exception)
     res = CliRunner().invoke(app, ["serve", "--dry-run", "--model-uri", str(demo.path / "missing")])

@@ -86,7 +86,7 @@ def _check(manifest: dict[str, Any], models: types.ModuleType) -> Any:
 
 def test_manifest_is_a_custom_predictor_on_the_serve_image(tmp_path: Path) -> None:
     m = kserve_manifest(
-        name="mdctr-ctr",
+        name="mdctr-ml-1m",
         storage_uri=STORAGE,
         namespace="ml",
         service_account="mdctr-s3",
@@ -95,7 +95,7 @@ def test_manifest_is_a_custom_predictor_on_the_serve_image(tmp_path: Path) -> No
     )
     assert m["apiVersion"] == "serving.kserve.io/v1beta1" and m["kind"] == "InferenceService"
     assert m["metadata"] == {
-        "name": "mdctr-ctr",
+        "name": "mdctr-ml-1m",
         "namespace": "ml",
         "annotations": {"mdctr.io/model-version": "3"},
     }
@@ -108,7 +108,7 @@ def test_manifest_is_a_custom_predictor_on_the_serve_image(tmp_path: Path) -> No
     # command serves $MODEL_URI on $PORT under the v2 name $MDCTR_MODEL_NAME
     assert env["STORAGE_URI"] == STORAGE and env["MODEL_URI"] == MODEL_MOUNT
     assert env["PORT"] == "8080" and c["ports"][0]["containerPort"] == 8080
-    assert env["MDCTR_MODEL_NAME"] == "mdctr-ctr"
+    assert env["MDCTR_MODEL_NAME"] == "mdctr-ml-1m"
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}}
     path = write_manifest(tmp_path / "k8s" / "isvc.yaml", m)
@@ -116,7 +116,7 @@ def test_manifest_is_a_custom_predictor_on_the_serve_image(tmp_path: Path) -> No
 
 
 def test_manifest_passes_the_kserve_schema(kserve_models: types.ModuleType, tmp_path: Path) -> None:
-    m = kserve_manifest(name="mdctr-ctr", storage_uri=STORAGE, namespace="ml", annotations={"a": "b"})
+    m = kserve_manifest(name="mdctr-ml-1m", storage_uri=STORAGE, namespace="ml", annotations={"a": "b"})
     isvc = _check(yaml.safe_load(write_manifest(tmp_path / "isvc.yaml", m).read_text()), kserve_models)
     assert isvc.spec.predictor.service_account_name == "mdctr-serving"
     assert isvc.spec.predictor.containers[0].env[0].name == "STORAGE_URI"
@@ -143,7 +143,7 @@ def test_manifest_passes_the_kserve_schema(kserve_models: types.ModuleType, tmp_
 )
 def test_schema_check_catches_invalid_manifests(kserve_models: types.ModuleType, change, error: str) -> None:
     """Control: the check fails on a misspelt field, a missing required field and a wrong type."""
-    m = kserve_manifest(name="mdctr-ctr", storage_uri=STORAGE)
+    m = kserve_manifest(name="mdctr-ml-1m", storage_uri=STORAGE)
     change(m)
     with pytest.raises(ValueError, match=re.escape(error)):
         _check(m, kserve_models)
@@ -153,7 +153,7 @@ def test_manifest_rejections() -> None:
     with pytest.raises(ValueError, match="not a valid Kubernetes name"):
         kserve_manifest(name="MDCTR_ctr", storage_uri="s3://b/m")
     with pytest.raises(ValueError, match="MLflow URI"):
-        kserve_manifest(name="ctr", storage_uri="models:/mdctr-ctr@champion")
+        kserve_manifest(name="ctr", storage_uri="models:/mdctr-ml-1m@champion")
     with pytest.raises(ValueError, match="service account"):
         kserve_manifest(name="ctr", storage_uri="s3://b/m", service_account="Bad_SA")
 
@@ -181,7 +181,7 @@ def test_the_manifest_container_serves_the_registered_model_over_v2(demo, tmp_pa
     parent = tracking.start_parent_run(uri, run_name="kserve")
     run_id = tracking.log_training_run(uri, parent, run_name="dnn", params={}, system_metrics=False)
     rv = tracking.register_bundle(uri, demo.path, run_id=run_id, input_example=demo.table)
-    storage = tracking.model_storage_uri(uri, rv.version)
+    storage = tracking.model_storage_uri(uri, rv.version, name=rv.name)
     mount = tmp_path / "mnt" / "models"
     shutil.copytree(urllib.parse.urlparse(storage).path, mount)  # what the storage initializer does
 

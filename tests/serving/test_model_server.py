@@ -16,9 +16,11 @@ from mdctr import tracking
 from mdctr.serving import Predictor, ProcessServer
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
 from mdctr.serving.server import start_mlflow_scoring_server, start_model_server
-from mdctr.tracking.names import CHAMPION, REGISTERED_MODEL
+from mdctr.tracking.names import CHAMPION, registered_model_name
 
 pytestmark = pytest.mark.integration
+#: the demo bundle's dataset registers under its own model; `mdctr serve` names its v2 route after it
+NAME = registered_model_name(DEMO_SCHEMA.name)
 JSON = {"Content-Type": "application/json"}
 
 
@@ -31,7 +33,7 @@ def registry(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> tupl
         uri, parent, run_name="dnn", params={"model": "dnn"}, system_metrics=False
     )
     rv = tracking.register_bundle(uri, demo.path, run_id=run_id, input_example=demo.table)
-    tracking.promote(uri, rv.version)
+    tracking.promote(uri, rv.version, name=rv.name)
     return uri, rv.version
 
 
@@ -39,10 +41,8 @@ def test_mdctr_serve_resolves_the_champion_alias(
     registry: tuple[str, str], demo: DemoBundle, tmp_path: Path
 ) -> None:
     uri, version = registry
-    with start_model_server(
-        f"models:/{REGISTERED_MODEL}@{CHAMPION}", tracking_uri=uri, log_dir=tmp_path
-    ) as srv:
-        meta = requests.get(f"{srv.url}/v2/models/{REGISTERED_MODEL}", timeout=10).json()
+    with start_model_server(f"models:/{NAME}@{CHAMPION}", tracking_uri=uri, log_dir=tmp_path) as srv:
+        meta = requests.get(f"{srv.url}/v2/models/{NAME}", timeout=10).json()
         assert meta["versions"] == [version]
         rows = demo.table[list(DEMO_SCHEMA.serving_columns)].head(50)
         r = requests.post(f"{srv.url}/invocations", data=_split(rows), headers=JSON, timeout=30)
@@ -56,7 +56,7 @@ def test_mdctr_serve_resolves_the_champion_alias(
 def server(registry: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
     uri, _ = registry
     srv = start_mlflow_scoring_server(
-        f"models:/{REGISTERED_MODEL}@{CHAMPION}", tracking_uri=uri, log_dir=tmp_path_factory.mktemp("srv")
+        f"models:/{NAME}@{CHAMPION}", tracking_uri=uri, log_dir=tmp_path_factory.mktemp("srv")
     )
     try:
         yield srv

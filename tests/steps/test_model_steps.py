@@ -90,7 +90,11 @@ def test_train_fits_the_budget_and_writes_bundle_and_results(trained: list[Any],
     assert summary["budget"]["budget"] == "model:dnn" and summary["budget"]["budget_rel_error"] < 0.05
     preds = np.load(t.results_dir / PREDICTIONS_FILE)
     assert len(preds["probs"]) == ws.prepared.rows["test"] == len(preds["labels"])
-    assert 0.0 <= t.metrics["auc"] <= 1.0 and t.flops > 0 and t.run_id
+    # the reported AUC is the one of the saved test predictions (not merely a number in [0, 1])
+    from sklearn.metrics import roc_auc_score
+
+    assert t.metrics["auc"] == pytest.approx(roc_auc_score(preds["labels"], preds["probs"]), abs=1e-9)
+    assert summary["overall"]["auc"] == t.metrics["auc"] and t.flops > 0 and t.run_id
     example = pd.read_parquet(t.results_dir / SERVING_EXAMPLE_FILE)
     probs = Predictor.load(t.bundle_dir).predict(example)
     assert probs.shape == (len(example),) and np.all((probs > 0) & (probs < 1))
@@ -133,31 +137,37 @@ def test_roc_is_thinned_and_json_safe(evaluated: tuple[Any, Path]) -> None:
 
 def test_register_gate_and_promote(evaluated: tuple[Any, Path], ws: Any, tmp_path: Path) -> None:
     from mdctr import tracking
+    from mdctr.serving import Predictor
     from mdctr.tracking.setup import client
 
     _, root = evaluated
     cfg = RegisterConfig(tracking_uri=ws.tracking_uri, parent_run_id=ws.fetched.run_id)
     first = register_model(winner_dir=root / "winner", config=cfg)
-    assert (
-        first.decision == PROMOTE
-        and first.model_uri == f"models:/{tracking.REGISTERED_MODEL}/{first.version}"
-    )
-    assert tracking.alias_version(ws.tracking_uri, tracking.CHALLENGER) == first.version
+    assert first.decision == PROMOTE and first.model_uri == f"models:/{first.name}/{first.version}"
+    # registered under the dataset's own model
+    dataset = Predictor.load(root / "winner" / "bundle").spec.schema.name
+    assert first.name == tracking.registered_model_name(dataset)
+    assert tracking.alias_version(ws.tracking_uri, tracking.CHALLENGER, name=first.name) == first.version
     assert client(ws.tracking_uri).get_run(ws.fetched.run_id).info.status == "FINISHED"
     out = promote_model(
         manifest_path=tmp_path / "isvc.yaml",
-        config=PromoteConfig(version=first.version, tracking_uri=ws.tracking_uri, namespace="serving"),
+        config=PromoteConfig(
+            name=first.name, version=first.version, tracking_uri=ws.tracking_uri, namespace="serving"
+        ),
     )
-    assert tracking.alias_version(ws.tracking_uri, tracking.CHAMPION) == first.version
+    assert tracking.alias_version(ws.tracking_uri, tracking.CHAMPION, name=first.name) == first.version
+    assert out.service_name == first.name  # each dataset's champion gets its own InferenceService
     manifest = yaml.safe_load((tmp_path / "isvc.yaml").read_text())
     assert manifest["kind"] == "InferenceService" and manifest["metadata"]["namespace"] == "serving"
+    assert manifest["metadata"]["name"] == first.name
     (container,) = manifest["spec"]["predictor"]["containers"]
     assert {"name": "STORAGE_URI", "value": out.storage_uri} in container["env"]
     # the same model again does not beat the champion: the gate keeps it
     second = register_model(winner_dir=root / "winner", config=cfg)
     assert second.decision == KEEP and "does not beat" in second.reason
-    assert tracking.alias_version(ws.tracking_uri, tracking.CHAMPION) == first.version
-    assert tracking.alias_version(ws.tracking_uri, tracking.CHALLENGER) == second.version
+    assert second.name == first.name
+    assert tracking.alias_version(ws.tracking_uri, tracking.CHAMPION, name=first.name) == first.version
+    assert tracking.alias_version(ws.tracking_uri, tracking.CHALLENGER, name=first.name) == second.version
 
 
 def test_a_control_source_bundle_serves_with_the_train_fitted_routing(ws: Any, tmp_path: Path) -> None:

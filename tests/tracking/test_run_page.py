@@ -168,7 +168,8 @@ def test_parent_run_says_what_was_decided(done: Done) -> None:
 
 def test_gate_decision_and_version_description(done: Done) -> None:
     c = MlflowClient(done.uri)
-    mv = c.get_model_version(tracking.REGISTERED_MODEL, done.registered.version)
+    mv = c.get_model_version(done.registered.name, done.registered.version)
+    assert done.registered.name == tracking.registered_model_name("synthetic")  # the dataset's own model
     # one vocabulary for the gate's decision: the version tag says what KFP's output says
     assert done.registered.decision in (PROMOTE, KEEP)
     assert mv.tags["gate.decision"] == done.registered.decision

@@ -17,9 +17,11 @@ from mdctr import tracking
 from mdctr.serving import Predictor
 from mdctr.serving.bundle import METRICS_FILE
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
-from mdctr.tracking.names import CHALLENGER, CHAMPION, REGISTERED_MODEL
+from mdctr.tracking.names import CHALLENGER, CHAMPION, registered_model_name
 
 pytestmark = pytest.mark.integration
+#: the demo bundle's dataset registers under its own model
+NAME = registered_model_name(DEMO_SCHEMA.name)
 
 
 def _with_metrics(demo: DemoBundle, dest: Path, auc: float, domain_auc: tuple[float, float, float]) -> Path:
@@ -106,47 +108,47 @@ def test_register_gate_and_aliases(backend: Any, demo_bundle: DemoBundle, tmp_pa
     def register(name: str, auc: float, domains: tuple[float, float, float]) -> str:
         bundle = _with_metrics(demo_bundle, tmp_path / name, auc, domains)
         rv = tracking.register_bundle(uri, bundle, run_id=run_id, input_example=demo_bundle.table)
-        assert rv.model_uri == f"models:/{REGISTERED_MODEL}/{rv.version}"
-        assert tracking.alias_version(uri, CHALLENGER) == rv.version
+        assert rv.model_uri == f"models:/{NAME}/{rv.version}"
+        assert tracking.alias_version(uri, CHALLENGER, name=NAME) == rv.version
         return rv.version
 
     first = register("first", 0.70, (0.70, 0.70, 0.70))
-    tags = c.get_model_version(REGISTERED_MODEL, first).tags
+    tags = c.get_model_version(NAME, first).tags
     assert tags["metric.auc"] == "0.7" and tags["domain.1.auc"] == "0.7" and tags["mdctr.model"] == "dnn"
-    gate = tracking.decide_promotion(uri, first)
+    gate = tracking.decide_promotion(uri, first, name=NAME)
     assert gate.promote and gate.champion_version is None and "no champion" in gate.reason
-    assert tracking.promote(uri, first) == f"models:/{REGISTERED_MODEL}/{first}"
-    assert tracking.alias_version(uri, CHAMPION) == first
+    assert tracking.promote(uri, first, name=NAME) == f"models:/{NAME}/{first}"
+    assert tracking.alias_version(uri, CHAMPION, name=NAME) == first
 
     better = register("better", 0.72, (0.71, 0.72, 0.70))
-    gate = tracking.decide_promotion(uri, better)
+    gate = tracking.decide_promotion(uri, better, name=NAME)
     assert gate.promote and gate.champion_version == first
     assert gate.domain_deltas == pytest.approx({0: 0.01, 1: 0.02, 2: 0.0})
-    tracking.promote(uri, better)
-    assert tracking.alias_version(uri, CHAMPION) == better
+    tracking.promote(uri, better, name=NAME)
+    assert tracking.alias_version(uri, CHAMPION, name=NAME) == better
 
     worse = register("worse", 0.715, (0.72, 0.72, 0.72))
-    gate = tracking.decide_promotion(uri, worse)
+    gate = tracking.decide_promotion(uri, worse, name=NAME)
     assert not gate.promote and "does not beat" in gate.reason
     assert gate.challenger["auc"] == 0.715 and gate.champion["auc"] == 0.72
 
     # better overall, but domain 2 loses 0.005 > tolerance 0.002
     regressing = register("regressing", 0.73, (0.75, 0.75, 0.695))
-    gate = tracking.decide_promotion(uri, regressing, tolerance=0.002)
+    gate = tracking.decide_promotion(uri, regressing, name=NAME, tolerance=0.002)
     assert not gate.promote and "domain(s) [2]" in gate.reason
     assert gate.domain_deltas[2] == pytest.approx(-0.005)
     # ... which a looser tolerance accepts
-    assert tracking.decide_promotion(uri, regressing, tolerance=0.01).promote
+    assert tracking.decide_promotion(uri, regressing, name=NAME, tolerance=0.01).promote
 
-    assert tracking.alias_version(uri, CHAMPION) == better  # a refusal never moves the champion
-    assert tracking.alias_version(uri, CHALLENGER) == regressing
-    gate_tags = c.get_model_version(REGISTERED_MODEL, worse).tags
+    assert tracking.alias_version(uri, CHAMPION, name=NAME) == better  # a refusal never moves the champion
+    assert tracking.alias_version(uri, CHALLENGER, name=NAME) == regressing
+    gate_tags = c.get_model_version(NAME, worse).tags
     assert gate_tags["gate.decision"] == "keep" and gate_tags["gate.champion_version"] == better
     assert float(gate_tags["gate.challenger_auc"]) == 0.715 and "does not beat" in gate_tags["gate.reason"]
 
     # the registered pyfunc predicts exactly what the bundle predicts offline
     rows = demo_bundle.table[list(DEMO_SCHEMA.serving_columns)].head(50)
-    served = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@{CHAMPION}").predict(rows)
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").predict(rows)
     np.testing.assert_allclose(
         np.asarray(served), Predictor.load(demo_bundle.path).predict(rows), rtol=0, atol=1e-12
     )
@@ -165,7 +167,7 @@ def test_server_keeps_runs_in_postgres_and_artifacts_in_s3(
         with conn.cursor() as cur:
             cur.execute("SELECT name FROM runs WHERE run_uuid = %s", (run_id,))
             assert cur.fetchone() == ("dnn-none",)
-            cur.execute("SELECT count(*) FROM model_versions WHERE name = %s", (REGISTERED_MODEL,))
+            cur.execute("SELECT count(*) FROM model_versions WHERE name = %s", (NAME,))
             assert cur.fetchone()[0] >= 1
     finally:
         conn.close()
@@ -179,13 +181,13 @@ def test_server_keeps_runs_in_postgres_and_artifacts_in_s3(
     assert any(k.endswith("/MLmodel") for k in keys)
 
     storage = tracking.model_storage_uri(
-        uri, rv.version, artifacts_destination=srv.server.artifacts_destination
+        uri, rv.version, name=NAME, artifacts_destination=srv.server.artifacts_destination
     )
     assert storage.startswith(srv.server.artifacts_destination + "/")
     mlmodel_key = storage.removeprefix(f"s3://{srv.s3.bucket}/") + "/MLmodel"
     assert mlmodel_key in keys
     with pytest.raises(ValueError, match="artifacts_destination"):
-        tracking.model_storage_uri(uri, rv.version)
+        tracking.model_storage_uri(uri, rv.version, name=NAME)
 
 
 def test_gate_rescores_on_validation_and_refuses_other_datasets(tmp_path: Path) -> None:
@@ -204,7 +206,7 @@ def test_gate_rescores_on_validation_and_refuses_other_datasets(tmp_path: Path) 
     def register(name: str, demo: DemoBundle, claimed_auc: float, schema: Any = DEMO_SCHEMA) -> str:
         bundle = _with_metrics(demo, tmp_path / name, claimed_auc, (claimed_auc,) * 3)
         version = tracking.register_bundle(uri, bundle, run_id=run_id, input_example=demo.table).version
-        tracking.tag_schema(uri, version, schema)
+        tracking.tag_schema(uri, version, schema, name=NAME)
         return version
 
     table = demo_table(1500, seed=7)  # rows neither bundle trained on
@@ -215,28 +217,92 @@ def test_gate_rescores_on_validation_and_refuses_other_datasets(tmp_path: Path) 
         schema=DEMO_SCHEMA,
     )
     champion = register("champion", trained, claimed_auc=0.55)
-    assert tracking.decide_promotion(uri, champion, validation=validation).promote
-    tracking.promote(uri, champion)
+    assert tracking.decide_promotion(uri, champion, name=NAME, validation=validation).promote
+    tracking.promote(uri, champion, name=NAME)
 
     liar = register("liar", untrained, claimed_auc=0.99)
-    assert tracking.decide_promotion(uri, liar).promote  # the stale tags alone would promote it
-    gate = tracking.decide_promotion(uri, liar, validation=validation)
+    assert tracking.decide_promotion(uri, liar, name=NAME).promote  # the stale tags alone would promote it
+    gate = tracking.decide_promotion(uri, liar, name=NAME, validation=validation)
     assert not gate.promote and "does not beat" in gate.reason
     assert gate.challenger["auc"] < gate.champion["auc"]  # measured, not the claimed 0.99 vs 0.55
-    served = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{champion}").predict(validation.frame)
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}/{champion}").predict(validation.frame)
     from sklearn.metrics import roc_auc_score
 
     assert gate.champion["auc"] == pytest.approx(roc_auc_score(validation.labels, served))
-    tags = MlflowClient(uri).get_model_version(REGISTERED_MODEL, liar).tags
+    tags = MlflowClient(uri).get_model_version(NAME, liar).tags
     assert tags["gate.scored_on"] == "validation (1500 rows)"
 
     other = dataclasses.replace(DEMO_SCHEMA, name="other-dataset")
     foreign = register("foreign", trained, claimed_auc=0.99, schema=other)
-    gate = tracking.decide_promotion(uri, foreign)
+    gate = tracking.decide_promotion(uri, foreign, name=NAME)
     assert not gate.promote and "different datasets" in gate.reason and "other-dataset" in gate.reason
     reshaped = dataclasses.replace(DEMO_SCHEMA, dense=())
     assert tracking.schema_fingerprint(reshaped) != tracking.schema_fingerprint(DEMO_SCHEMA)
     changed = register("changed", trained, claimed_auc=0.99, schema=reshaped)
-    gate = tracking.decide_promotion(uri, changed)
+    gate = tracking.decide_promotion(uri, changed, name=NAME)
     assert not gate.promote and "different feature schemas" in gate.reason
-    assert tracking.alias_version(uri, CHAMPION) == champion
+    assert tracking.alias_version(uri, CHAMPION, name=NAME) == champion
+
+
+def _as_dataset(demo: DemoBundle, dest: Path, dataset: str, auc: float) -> Path:
+    """A copy of the demo bundle whose feature spec says it was trained on ``dataset`` (same columns)."""
+    import dataclasses
+
+    from mdctr.data.encode import FeatureSpec
+    from mdctr.serving.bundle import SPEC_FILE
+
+    bundle = _with_metrics(demo, dest, auc, (auc,) * 3)
+    spec = FeatureSpec.load(bundle / SPEC_FILE)
+    dataclasses.replace(spec, schema=dataclasses.replace(spec.schema, name=dataset)).save(bundle / SPEC_FILE)
+    return bundle
+
+
+def test_each_dataset_registers_its_own_model_and_is_gated_only_against_it(
+    demo_bundle: DemoBundle, tmp_path: Path
+) -> None:
+    """Two datasets through registration give two registered models; a version of one is gated against its
+    own dataset's champion only, never against (or replacing) the other's."""
+    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    _, run_id = _training_run(uri, demo_bundle)
+
+    def register(bundle: Path) -> tracking.RegisteredVersion:
+        rv = tracking.register_bundle(uri, bundle, run_id=run_id, input_example=demo_bundle.table)
+        tracking.tag_schema(uri, rv.version, Predictor.load(bundle).spec.schema, name=rv.name)
+        return rv
+
+    shop = register(_as_dataset(demo_bundle, tmp_path / "shop", "shop", auc=0.80))
+    assert (shop.name, shop.version) == ("mdctr-shop", "1")
+    assert tracking.decide_promotion(uri, shop.version, name=shop.name).promote
+    tracking.promote(uri, shop.version, name=shop.name)
+
+    # a much weaker model of another dataset: with one shared model the gate would have compared it with the
+    # shop champion (and refused it, or, with looser checks, let one dataset's model replace the other's)
+    movies = register(_as_dataset(demo_bundle, tmp_path / "movies", "Movies_1M", auc=0.55))
+    assert (movies.name, movies.version) == ("mdctr-movies-1m", "1")
+    assert movies.model_uri == "models:/mdctr-movies-1m/1"
+    gate = tracking.decide_promotion(uri, movies.version, name=movies.name)
+    assert gate.promote and gate.champion_version is None and gate.champion == {}
+    tracking.promote(uri, movies.version, name=movies.name)
+
+    assert tracking.registered_models(uri) == ["mdctr-movies-1m", "mdctr-shop"]
+    assert tracking.alias_version(uri, CHAMPION, name="mdctr-shop") == shop.version  # untouched
+    assert tracking.alias_version(uri, CHAMPION, name="mdctr-movies-1m") == movies.version
+
+    # the next shop version is compared with the shop champion (0.80), not the movies one (0.55)
+    shop2 = register(_as_dataset(demo_bundle, tmp_path / "shop2", "shop", auc=0.70))
+    assert (shop2.name, shop2.version) == ("mdctr-shop", "2")
+    gate = tracking.decide_promotion(uri, shop2.version, name=shop2.name)
+    assert not gate.promote and gate.champion_version == shop.version and gate.champion["auc"] == 0.80
+    assert "does not beat" in gate.reason
+
+
+def test_an_explicit_name_overrides_the_dataset_model(demo_bundle: DemoBundle, tmp_path: Path) -> None:
+    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    _, run_id = _training_run(uri, demo_bundle)
+    rv = tracking.register_bundle(
+        uri, demo_bundle.path, run_id=run_id, input_example=demo_bundle.table, name="ctr-canary"
+    )
+    assert rv.model_uri == "models:/ctr-canary/1" and tracking.alias_version(
+        uri, CHALLENGER, name="ctr-canary"
+    )
+    assert MlflowClient(uri).search_model_versions(f"name='{NAME}'") == []

@@ -1,5 +1,9 @@
 """``mdctr models list|promote|rollback``: the model zoo, the registered versions, and the champion alias.
 
+Each dataset registers under its own model, ``mdctr-<dataset>`` (``mdctr-ml-1m``); ``--dataset`` picks it by
+dataset, ``--name`` by registered name. Without either, ``list`` shows every mdctr registered model and
+``promote``/``rollback`` act on the only one there is (and refuse, naming them, when there are several).
+
 ``list`` works without a tracking store (it then shows the zoo's registry keys only); ``promote`` runs the
 promotion gate (or overrides it with ``--force --reason``) and ``rollback`` moves ``champion`` back to the
 previous champion. Every move of ``champion`` is kept as registered-model tags (the champion history).
@@ -23,6 +27,13 @@ app = typer.Typer(help="List, promote and roll back registered models.", no_args
 TrackingOpt = typer.Option(
     None, "--tracking-uri", help="Tracking server or store (default: $MLFLOW_TRACKING_URI, else ./mlruns)."
 )
+DatasetOpt = typer.Option(
+    None,
+    "--dataset",
+    "-d",
+    help="Dataset (schema name) whose registered model to use, e.g. ml-1m → mdctr-ml-1m.",
+)
+NameOpt = typer.Option(None, "--name", help="Registered model name (overrides --dataset), e.g. mdctr-ml-1m.")
 #: how long ``list`` waits for a tracking server before showing the zoo alone (seconds)
 PROBE_TIMEOUT_S = 5
 
@@ -63,6 +74,34 @@ def _cause(e: Exception) -> str:
     """The root cause of a connection failure (``[Errno 111] Connection refused``), not urllib3's page of it."""
     m = re.search(r"\[Errno -?\d+\][^\"')]*", str(e))
     return m.group(0).strip() if m else str(e)[:200]
+
+
+def _model_names(uri: str, dataset: str | None, name: str | None) -> list[str]:
+    """The registered models a command means: ``--name``, else ``--dataset``'s, else every mdctr model."""
+    from mdctr.tracking import registry
+    from mdctr.tracking.names import registered_model_name
+
+    if name:
+        return [name]
+    if dataset:
+        try:
+            return [registered_model_name(dataset)]
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--dataset") from None
+    return registry.registered_models(uri)
+
+
+def _one_model(uri: str, dataset: str | None, name: str | None) -> str:
+    """The one registered model ``promote``/``rollback`` act on; a :class:`RegistryError` saying which to pass
+    when there are none or several."""
+    from mdctr.tracking.registry import RegistryError
+
+    names = _model_names(uri, dataset, name)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise RegistryError(f"no mdctr model is registered in {uri}")
+    raise RegistryError(f"{len(names)} registered models {names}: pass --dataset or --name to choose one")
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -119,89 +158,96 @@ def format_versions(versions: list[Any], history: list[dict[str, Any]]) -> str:
 
 @app.command("list")
 def list_models(
+    dataset: str | None = DatasetOpt,
+    name: str | None = NameOpt,
     tracking_uri: str | None = TrackingOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The model zoo (registry keys, the domain sources each accepts, default config) and, when a tracking
-    store is reachable, the registered versions with their test metrics, aliases and gate decisions, and the
-    champion history."""
+    store is reachable, each registered model (one per dataset; or the one of --dataset/--name) with its
+    versions, their test metrics, aliases and gate decisions, and its champion history."""
     import dataclasses
 
     from mdctr.models import model_class, model_names
 
     zoo = []
-    for name in model_names():
-        cls = model_class(name)
+    for key in model_names():
+        cls = model_class(key)
         defaults = dataclasses.asdict(cls.Config()) if dataclasses.is_dataclass(cls.Config) else {}
-        zoo.append({"model": name, "domain_sources": list(cls.domain_sources), "config": defaults})
-    versions: list[Any] = []
-    history: list[dict[str, Any]] = []
+        zoo.append({"model": key, "domain_sources": list(cls.domain_sources), "config": defaults})
+    registered: list[dict[str, Any]] = []
     store_note = ""
     try:
         with _store(tracking_uri) as uri:
             from mdctr.tracking import registry as tracking
 
-            versions = tracking.list_versions(uri)
-            history = tracking.champion_history(uri)
+            for model in _model_names(uri, dataset, name):
+                registered.append(
+                    {
+                        "name": model,
+                        "versions": tracking.list_versions(uri, name=model),
+                        "champion_history": tracking.champion_history(uri, name=model),
+                    }
+                )
             store_note = uri
     except StoreUnavailable as e:
         store_note = f"unavailable ({e})"
     if as_json:
+        for r in registered:
+            r["versions"] = [dataclasses.asdict(v) for v in r["versions"]]
         typer.echo(
             json.dumps(
-                {
-                    "zoo": zoo,
-                    "tracking": store_note,
-                    "versions": [dataclasses.asdict(v) for v in versions],
-                    "champion_history": history,
-                },
-                indent=2,
-                default=str,
+                {"zoo": zoo, "tracking": store_note, "registered_models": registered}, indent=2, default=str
             )
         )
         return
-    from mdctr.tracking.names import REGISTERED_MODEL
-
     typer.echo("model zoo (registry keys):")
     for r in zoo:
         typer.echo(f"  {r['model']:<14} sources={','.join(r['domain_sources']):<24} config={r['config']}")
     typer.echo(f"tracking store: {store_note}")
     if store_note.startswith("unavailable"):
         return
-    typer.echo(f"registered model {REGISTERED_MODEL}: {len(versions)} version(s)")
-    if versions:
-        typer.echo(format_versions(versions, history))
+    if not registered:
+        typer.echo("registered models: none")
+    for r in registered:
+        typer.echo(f"registered model {r['name']}: {len(r['versions'])} version(s)")
+        if r["versions"]:
+            typer.echo(format_versions(r["versions"], r["champion_history"]))
 
 
 @app.command("promote")
 def promote_cmd(
-    version: str = typer.Argument(..., help="Registered version of mdctr-ctr to make champion."),
+    version: str = typer.Argument(..., help="Version of the dataset's registered model to make champion."),
+    dataset: str | None = DatasetOpt,
+    name: str | None = NameOpt,
     force: bool = typer.Option(False, "--force", help="Promote even if the gate refuses (needs --reason)."),
     reason: str = typer.Option("", "--reason", help="Why; recorded on the version (required with --force)."),
     tolerance: float = typer.Option(0.002, "--tolerance", help="Gate: allowed per-domain regression."),
     metric: str = typer.Option("auc", "--metric", help="Gate: the compared test metric."),
     tracking_uri: str | None = TrackingOpt,
 ) -> None:
-    """Run the promotion gate on VERSION and move alias champion to it if it passes (exit 1 if refused)."""
+    """Run the promotion gate on VERSION of the dataset's registered model and move its alias champion to it
+    if it passes (exit 1 if refused). The gate compares only versions of that one registered model."""
     from mdctr.tracking.registry import RegistryError
 
     try:
         with _store(tracking_uri) as uri:
             from mdctr.tracking import registry as tracking
 
+            model = _one_model(uri, dataset, name)
             change = tracking.promote_version(
-                uri, version, force=force, reason=reason, tolerance=tolerance, metric=metric
+                uri, version, name=model, force=force, reason=reason, tolerance=tolerance, metric=metric
             )
     except (StoreUnavailable, RegistryError) as e:
         _fail(str(e))
     if change.changed:
         was = f"v{change.previous}" if change.previous else "none"
-        typer.echo(f"v{change.version} is now champion (was {was}): {change.reason}")
+        typer.echo(f"{model} v{change.version} is now champion (was {was}): {change.reason}")
     elif change.gate is None:
         typer.echo(change.reason)
     else:
         typer.secho(
-            f"gate refused v{version}: {change.reason} (champion stays "
+            f"gate refused {model} v{version}: {change.reason} (champion stays "
             f"{'v' + change.version if change.version else 'unset'}; override with --force --reason ...)",
             fg=typer.colors.YELLOW,
             err=True,
@@ -212,16 +258,19 @@ def promote_cmd(
 @app.command("rollback")
 def rollback_cmd(
     reason: str = typer.Option("", "--reason", help="Why; recorded in the champion history."),
+    dataset: str | None = DatasetOpt,
+    name: str | None = NameOpt,
     tracking_uri: str | None = TrackingOpt,
 ) -> None:
-    """Move alias champion back to the previous champion."""
+    """Move alias champion of the dataset's registered model back to its previous champion."""
     from mdctr.tracking.registry import RegistryError
 
     try:
         with _store(tracking_uri) as uri:
             from mdctr.tracking import registry as tracking
 
-            change = tracking.rollback_champion(uri, reason=reason)
+            model = _one_model(uri, dataset, name)
+            change = tracking.rollback_champion(uri, name=model, reason=reason)
     except (StoreUnavailable, RegistryError) as e:
         _fail(str(e))
-    typer.echo(f"champion rolled back to v{change.version} (was v{change.previous}): {change.reason}")
+    typer.echo(f"{model} champion rolled back to v{change.version} (was v{change.previous}): {change.reason}")

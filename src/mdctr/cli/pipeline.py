@@ -59,7 +59,13 @@ def run_cmd(
     models: str | None = ModelsOpt,
     domain_sources: str | None = SourcesOpt,
     seeds: str = SeedsOpt,
-    epochs: int = typer.Option(1, "--epochs", help="Training epochs per model."),
+    epochs: int | None = typer.Option(
+        None,
+        "--max-epochs",
+        "--epochs",
+        min=1,
+        help="Maximum epochs per training run (default 20); early stopping on validation AUC ends it sooner.",
+    ),
     flop_budget: str | None = typer.Option(
         None, "--flop-budget", help="FLOP budget: 'model:dnn' (default), 'model:NAME@WIDTH' or FLOPs/sample."
     ),

@@ -31,7 +31,10 @@ def serve(
         1, "--workers", "-w", min=1, envvar="MDCTR_SERVE_WORKERS", help="uvicorn worker processes."
     ),
     model_name: str = typer.Option(
-        "mdctr-ctr", "--model-name", envvar="MDCTR_MODEL_NAME", help="Name in the v2 routes /v2/models/NAME."
+        "",
+        "--model-name",
+        envvar="MDCTR_MODEL_NAME",
+        help="Name in the v2 routes /v2/models/NAME (default: the registered model's, mdctr-<dataset>).",
     ),
     max_body_bytes: int = typer.Option(
         DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1, help="Larger → 413."
@@ -68,6 +71,7 @@ def serve(
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
         local_dir, version = download_model(model_uri, tracking_uri=uri)
         bundle = bundle_dir_of(local_dir)
+    model_name = model_name or _default_model_name(model_uri, bundle)
     limits = ServeLimits(
         max_body_bytes=max_body_bytes, max_rows=max_rows, max_abs_z=max_abs_z, max_concurrent=max_concurrent
     )
@@ -88,3 +92,15 @@ def serve(
         limits=limits,
         torch_threads=torch_threads,
     )
+
+
+def _default_model_name(model_uri: str, bundle: Path) -> str:
+    """The v2 route name when none is given: the registered model of ``models:/NAME@alias`` or
+    ``models:/NAME/version``, else the registered model of the bundle's dataset (``mdctr-<schema name>``)."""
+    if model_uri.startswith("models:/"):
+        return model_uri[len("models:/") :].split("@")[0].split("/")[0]
+    from mdctr.data.encode import FeatureSpec
+    from mdctr.serving.bundle import SPEC_FILE
+    from mdctr.tracking.names import registered_model_name
+
+    return registered_model_name(FeatureSpec.load(bundle / SPEC_FILE).schema.name)

@@ -13,6 +13,10 @@ import typer
 
 from mdctr.cli.common import datasets_dir, user_errors
 
+#: default maximum epochs of `train` and `benchmark`: TrainConfig's (spelt out so the CLI starts without importing
+#: torch; tests/training/test_cli_train.py checks they agree). Early stopping, not this cap, ends a run.
+MAX_EPOCHS = 20
+
 DatasetOpt = typer.Option(..., "--dataset", "-d", help="Registered dataset name (e.g. ml-1m, synthetic).")
 SourceOpt = typer.Option(None, "--source", "-s", help="Raw data directory (default: $DATASETS_DIR).")
 
@@ -122,7 +126,13 @@ def register(root: typer.Typer) -> None:
         domains: str = typer.Option(
             "handcrafted", "--domains", help="handcrafted | mined | none | random | binned (controls)."
         ),
-        epochs: int = typer.Option(5, help="Maximum epochs (early stopping on validation AUC)."),
+        epochs: int = typer.Option(
+            MAX_EPOCHS,
+            "--max-epochs",
+            "--epochs",
+            min=1,
+            help="Maximum epochs; early stopping on validation AUC (patience 2) ends a run sooner.",
+        ),
         seed: int = typer.Option(0, help="Seeds initialisation, shuffling and dropout."),
         batch_size: int = typer.Option(4096, help="Rows per step."),
         budget: str | None = typer.Option(
@@ -219,7 +229,13 @@ def register(root: typer.Typer) -> None:
         ),
         budget: str = typer.Option("", help="FLOP budget (default: the configured FLOP_BUDGET_DEFAULT)."),
         seeds: int = typer.Option(3, help="Seeds 0..N-1 per entry."),
-        epochs: int = typer.Option(5, help="Maximum epochs per run."),
+        epochs: int = typer.Option(
+            MAX_EPOCHS,
+            "--max-epochs",
+            "--epochs",
+            min=1,
+            help="Maximum epochs per run; early stopping on validation AUC (patience 2) ends a run sooner.",
+        ),
         batch_size: int = typer.Option(4096, help="Rows per step."),
         threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
         out: Path = typer.Option(Path("runs/benchmark"), "--out", "-o", help="Output directory."),

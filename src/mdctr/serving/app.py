@@ -341,7 +341,7 @@ def app_from_env() -> ScoringApp:
     predictor = Predictor.load(bundle, max_rows=limits.max_rows, max_abs_z=limits.max_abs_z)
     app = ScoringApp(
         predictor,
-        model_name=os.environ.get(f"{ENV_PREFIX}MODEL_NAME", "mdctr-ctr"),
+        model_name=os.environ[f"{ENV_PREFIX}MODEL_NAME"],
         model_version=os.environ.get(f"{ENV_PREFIX}MODEL_VERSION", ""),
         limits=limits,
     )

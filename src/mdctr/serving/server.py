@@ -27,7 +27,9 @@ from mdctr.serving.app import ENV_PREFIX, ServeLimits
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_URI = "models:/mdctr-ctr@champion"
+#: the champion of ML-1M's registered model, ``mdctr.tracking.registered_model_name("ml-1m")`` (serving sits
+#: below tracking, so the name is spelt out here; tests/tracking/test_names.py checks the two agree)
+DEFAULT_MODEL_URI = "models:/mdctr-ml-1m@champion"
 DEFAULT_PORT = 5001
 
 
@@ -232,7 +234,7 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     workers: int = 1,
-    model_name: str = "mdctr-ctr",
+    model_name: str,
     model_version: str = "",
     limits: ServeLimits | None = None,
     torch_threads: int = 1,
@@ -240,7 +242,8 @@ def run_server(
 ) -> None:
     """Run the production server in this process until SIGINT/SIGTERM (blocking).
 
-    ``bundle_dir`` is a local model bundle (see :func:`mdctr.serving.bundle.bundle_dir_of`). With
+    ``bundle_dir`` is a local model bundle (see :func:`mdctr.serving.bundle.bundle_dir_of`); ``model_name`` is
+    the name in the v2 routes (``mdctr serve`` defaults it to the registered model's). With
     ``workers > 1`` uvicorn's supervisor forks the workers and, on SIGTERM/SIGINT, stops them before it exits;
     each worker loads the bundle itself (``app_from_env``). The app answers requests beyond
     ``limits.max_concurrent`` with a JSON 503; ``limit_concurrency`` is uvicorn's backstop on open connections

@@ -18,9 +18,12 @@ ARTIFACTS_DESTINATION_ENV = "MLFLOW_ARTIFACTS_DESTINATION"
 
 @dataclass(frozen=True)
 class PromoteConfig:
-    """Attributes: MLflow URI, the ``version`` to promote, the serving ``namespace`` (``""``: none in the
-    manifest) and the artifacts destination (``""``: ``$MLFLOW_ARTIFACTS_DESTINATION``)."""
+    """Attributes: the registered model's ``name`` (``mdctr-<dataset>``, :func:`mdctr.tracking.
+    registered_model_name`) and the ``version`` to promote, MLflow URI, the serving ``namespace`` (``""``: none
+    in the manifest) and the artifacts destination (``""``: ``$MLFLOW_ARTIFACTS_DESTINATION``). The
+    InferenceService is named after the registered model, so each dataset's champion has its own service."""
 
+    name: str
     version: str
     tracking_uri: str = ""
     namespace: str = ""
@@ -39,20 +42,22 @@ class PromoteOutput:
 
 
 def promote_model(*, manifest_path: Path | str, config: PromoteConfig) -> PromoteOutput:
-    """Move alias ``champion`` to ``config.version`` and write the InferenceService YAML to ``manifest_path``."""
+    """Move alias ``champion`` of ``config.name`` to ``config.version`` and write the InferenceService YAML to
+    ``manifest_path``."""
     from mdctr import tracking
     from mdctr.serving.kserve import kserve_manifest, write_manifest
 
     uri = tracking_uri_or_none(config.tracking_uri)
-    model_uri = tracking.promote(uri, config.version)
+    name = config.name
+    model_uri = tracking.promote(uri, config.version, name=name)
     storage = tracking.model_storage_uri(
         uri,
         config.version,
+        name=name,
         artifacts_destination=config.artifacts_destination
         or os.environ.get(ARTIFACTS_DESTINATION_ENV)
         or None,
     )
-    name = tracking.REGISTERED_MODEL
     manifest = kserve_manifest(
         name=name,
         storage_uri=storage,

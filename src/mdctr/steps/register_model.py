@@ -22,19 +22,22 @@ KEEP = "keep"
 @dataclass(frozen=True)
 class RegisterConfig:
     """Attributes: MLflow URI, the parent run (where the model is logged when the winner has no run of its
-    own) and the gate's per-domain ``tolerance`` (see :func:`mdctr.tracking.decide_promotion`)."""
+    own), the gate's per-domain ``tolerance`` (see :func:`mdctr.tracking.decide_promotion`) and the registered
+    ``model_name`` (``""``: the dataset's own model, ``mdctr-<schema name>``)."""
 
     tracking_uri: str = ""
     parent_run_id: str = ""
     tolerance: float = 0.002
+    model_name: str = ""
 
 
 @dataclass(frozen=True)
 class RegisterOutput:
-    """Attributes: ``decision`` (``promote``/``keep``), registered ``version``, its ``model_uri`` and the
-    gate's ``reason`` and numbers."""
+    """Attributes: ``decision`` (``promote``/``keep``), the registered model's ``name`` and ``version``, its
+    ``model_uri`` and the gate's ``reason`` and numbers."""
 
     decision: str
+    name: str
     version: str
     model_uri: str
     reason: str
@@ -44,8 +47,9 @@ class RegisterOutput:
 def register_model(
     *, winner_dir: Path | str, config: RegisterConfig, prepared_dir: Path | str | None = None
 ) -> RegisterOutput:
-    """Log ``winner_dir/bundle`` as a pyfunc in the winner's training run, register it (alias challenger),
-    tag it with its dataset and feature schema, decide whether it should replace the champion, and close the
+    """Log ``winner_dir/bundle`` as a pyfunc in the winner's training run, register it (alias challenger)
+    under its dataset's model (``mdctr-<schema name>`` unless ``config.model_name`` says otherwise), tag it
+    with its dataset and feature schema, decide whether it should replace that model's champion, and close the
     parent run (FINISHED).
 
     With ``prepared_dir`` the gate re-scores challenger and champion on this run's validation split (see
@@ -65,24 +69,26 @@ def register_model(
         )
     uri = tracking_uri_or_none(config.tracking_uri)
     example = pd.read_parquet(winner_dir / SERVING_EXAMPLE_FILE)
-    registered = tracking.register_bundle(
-        uri, winner_dir / WINNER_BUNDLE_DIR, run_id=run_id, input_example=example
-    )
     schema = Predictor.load(winner_dir / WINNER_BUNDLE_DIR).spec.schema
-    tracking.tag_schema(uri, registered.version, schema)
+    name = config.model_name or tracking.registered_model_name(schema.name)
+    registered = tracking.register_bundle(
+        uri, winner_dir / WINNER_BUNDLE_DIR, run_id=run_id, input_example=example, name=name
+    )
+    tracking.tag_schema(uri, registered.version, schema, name=name)
     validation = validation_set(prepared_dir) if prepared_dir is not None else None
     gate = tracking.decide_promotion(
-        uri, registered.version, tolerance=config.tolerance, validation=validation
+        uri, registered.version, name=name, tolerance=config.tolerance, validation=validation
     )
     from mdctr.tracking.registry import write_model_card  # data version, FLOPs, per-domain metrics, gate
 
-    card = write_model_card(uri, registered.version)
+    card = write_model_card(uri, registered.version, name=name)
     decision = PROMOTE if gate.promote else KEEP
     names = tracking.names
     tracking.runs.describe_version(
         uri,
         registered.version,
         f"{entry['entry']} (run {run_id}); gate: {decision} — {gate.reason}. Model card: {card}",
+        name=name,
     )
     if config.parent_run_id:
         tracking.runs.tag_run(
@@ -102,6 +108,7 @@ def register_model(
     )
     return RegisterOutput(
         decision=decision,
+        name=name,
         version=registered.version,
         model_uri=registered.model_uri,
         reason=gate.reason,

@@ -32,7 +32,8 @@ class TrainStepConfig:
         model_name: registered model; ``domain_source``: ``none``/``handcrafted``/``mined`` or a control
             source (``random``/``binned``, see :mod:`mdctr.routing`); ``seed``.
         flop_budget: budget spec (``"model:dnn"``, ``"model:dnn@2"`` or FLOPs per sample): the width is fitted.
-        epochs: training epochs (overrides ``train_options``).
+        epochs: maximum training epochs (overrides ``train_options``); early stopping on validation AUC
+            (``patience`` in ``train_options``) normally ends the run first.
         train_options: JSON object of further :class:`~mdctr.training.TrainConfig` fields (strict).
         model_options: JSON object of the model's config overrides (strict).
         tracking_uri: MLflow URI (``""``: environment/default); ``parent_run_id``: the pipeline's parent run
@@ -43,7 +44,7 @@ class TrainStepConfig:
     domain_source: str
     seed: int = 0
     flop_budget: str = "model:dnn"
-    epochs: int = 1
+    epochs: int = 20
     train_options: str = "{}"
     model_options: str = "{}"
     tracking_uri: str = ""

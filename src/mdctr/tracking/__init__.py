@@ -1,10 +1,10 @@
 """MLflow tracking and registry: the only package that imports mlflow.
 
-Names (experiment ``mdctr``, registered model ``mdctr-ctr``, aliases ``challenger``/``champion``) live in
-:mod:`mdctr.tracking.names`.
+Names (experiment ``mdctr``, one registered model per dataset ``mdctr-<schema name>``, aliases
+``challenger``/``champion``) live in :mod:`mdctr.tracking.names`.
 """
 
-from mdctr.tracking.names import CHALLENGER, CHAMPION, EXPERIMENT, REGISTERED_MODEL
+from mdctr.tracking.names import CHALLENGER, CHAMPION, EXPERIMENT, registered_model_name
 from mdctr.tracking.registry import (
     GateDecision,
     RegisteredVersion,
@@ -16,6 +16,7 @@ from mdctr.tracking.registry import (
     model_storage_uri,
     promote,
     register_bundle,
+    registered_models,
     schema_fingerprint,
     tag_schema,
     version_metrics,
@@ -27,7 +28,6 @@ __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "EXPERIMENT",
-    "REGISTERED_MODEL",
     "GateDecision",
     "RegisteredVersion",
     "ValidationSet",
@@ -43,6 +43,8 @@ __all__ = [
     "model_storage_uri",
     "promote",
     "register_bundle",
+    "registered_model_name",
+    "registered_models",
     "schema_fingerprint",
     "start_parent_run",
     "tag_schema",

@@ -1,12 +1,43 @@
-"""MLflow names, defined once: the experiment, the registered model, its aliases and the tag keys we write."""
+"""MLflow names, defined once: the experiment, the registered model of each dataset, its aliases and the tag
+keys we write."""
+
+import re
 
 EXPERIMENT = "mdctr"
 #: experiment tag MLflow 3's UI reads to choose its layout; this value opens the experiment on its runs
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-REGISTERED_MODEL = "mdctr-ctr"
+#: every dataset registers under its own model, ``mdctr-<dataset>`` (:func:`registered_model_name`)
+REGISTERED_MODEL_PREFIX = "mdctr-"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+
+# A registered model's name is also the KServe InferenceService name and the v2 route /v2/models/<name>, so it
+# must be a DNS-1035 label: lowercase alphanumerics and '-', starting with a letter, at most 63 characters.
+_NOT_LABEL = re.compile(r"[^a-z0-9]+")
+_MAX_NAME = 63
+
+
+def registered_model_name(schema_name: str) -> str:
+    """The registered model of one dataset: ``mdctr-<schema name>`` (``ml-1m`` → ``mdctr-ml-1m``).
+
+    One model per dataset means a model of one dataset is never gated against, or replaces, the champion of
+    another. Characters outside ``[a-z0-9-]`` become ``-`` (``My_Table`` → ``mdctr-my-table``) so the name is
+    also a valid Kubernetes name for the InferenceService that serves it.
+    """
+    slug = _NOT_LABEL.sub("-", str(schema_name).lower()).strip("-")
+    if not slug:
+        raise ValueError(
+            f"dataset (schema) name {schema_name!r} has no letter or digit to name a model after"
+        )
+    name = REGISTERED_MODEL_PREFIX + slug
+    if len(name) > _MAX_NAME:
+        raise ValueError(
+            f"registered model name {name!r} derived from dataset {schema_name!r} is {len(name)} characters; "
+            f"at most {_MAX_NAME} fit a Kubernetes name (pass an explicit model name)"
+        )
+    return name
+
 
 #: artifact name of the pyfunc model inside its run
 MODEL_NAME_IN_RUN = "model"

@@ -1,6 +1,10 @@
 """Model registry: log a bundle as a pyfunc and register it (alias ``challenger``), the promotion gate, and
 promotion (alias ``champion``).
 
+Every dataset registers under its own model (``mdctr-<schema name>``, :func:`mdctr.tracking.names.
+registered_model_name`); every function here takes that registered model's ``name``, so a version of one dataset
+is never gated against, or replaces, the champion of another.
+
 The gate reads the test metrics stored as model-version tags at registration (``metric.<name>`` overall,
 ``domain.<id>.<name>`` per hand-crafted domain), so it compares any two versions without opening their runs.
 """
@@ -38,11 +42,12 @@ from mdctr.tracking.names import (
     METRIC_TAG_PREFIX,
     MODEL_NAME_IN_RUN,
     PROMOTE,
-    REGISTERED_MODEL,
+    REGISTERED_MODEL_PREFIX,
     TAG_BUNDLE_MODEL,
     TAG_DOMAIN_SOURCE,
     TAG_SCHEMA,
     TAG_SCHEMA_HASH,
+    registered_model_name,
 )
 from mdctr.tracking.pyfunc import BUNDLE_DATA
 from mdctr.tracking.setup import client as get_client
@@ -137,9 +142,11 @@ def register_bundle(
     run_id: str,
     input_example: pd.DataFrame,
     alias: str = CHALLENGER,
+    name: str | None = None,
 ) -> RegisteredVersion:
-    """Log ``bundle_dir`` as a pyfunc model in run ``run_id``, register it as ``mdctr-ctr``, store its test
-    metrics as version tags and point alias ``challenger`` at it.
+    """Log ``bundle_dir`` as a pyfunc model in run ``run_id``, register it under ``name`` (default: its
+    dataset's model, ``mdctr-<schema name>``), store its test metrics as version tags and point alias
+    ``challenger`` at it.
 
     The pyfunc is loaded by the installed module ``mdctr.tracking.pyfunc`` (``loader_module``) from the bundle
     stored as the model's ``data/bundle``: weights and JSON only, no pickled Python object and no code folder.
@@ -153,6 +160,7 @@ def register_bundle(
     example = input_example[list(predictor.columns)].head(5).reset_index(drop=True)
     predictor.predict(example)  # fail here, not in serving, if the example does not score
     metrics = read_metrics(bundle_dir)
+    name = name or registered_model_name(predictor.spec.schema.name)
     with tempfile.TemporaryDirectory(prefix="mdctr-model-") as tmp, mlflow.start_run(run_id=run_id):
         # a fixed directory name, so the model's layout is always data/bundle (mdctr.serving.bundle_dir_of)
         data = Path(tmp) / BUNDLE_DATA
@@ -166,24 +174,24 @@ def register_bundle(
             pip_requirements=inference_requirements(),
         )
     c = mlflow.MlflowClient(uri, registry_uri=uri)
-    mv = mlflow.register_model(info.model_uri, REGISTERED_MODEL)
+    mv = mlflow.register_model(info.model_uri, name)
     tags = {
         **_metric_tags(metrics),
         TAG_BUNDLE_MODEL: predictor.info.model_name,
         TAG_DOMAIN_SOURCE: predictor.info.domain_source,
     }
     for k, v in tags.items():
-        c.set_model_version_tag(REGISTERED_MODEL, mv.version, k, v)
-    c.set_registered_model_alias(REGISTERED_MODEL, alias, mv.version)
-    log.info("registered %s version %s (alias %s) from run %s", REGISTERED_MODEL, mv.version, alias, run_id)
-    return RegisteredVersion(REGISTERED_MODEL, str(mv.version), f"models:/{REGISTERED_MODEL}/{mv.version}")
+        c.set_model_version_tag(name, mv.version, k, v)
+    c.set_registered_model_alias(name, alias, mv.version)
+    log.info("registered %s version %s (alias %s) from run %s", name, mv.version, alias, run_id)
+    return RegisteredVersion(name, str(mv.version), f"models:/{name}/{mv.version}")
 
 
 def version_metrics(
-    tracking_uri: str | None, version: str | int
+    tracking_uri: str | None, version: str | int, *, name: str
 ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
-    """(overall, per-domain) test metrics stored on a model version's tags."""
-    mv = get_client(tracking_uri).get_model_version(REGISTERED_MODEL, str(version))
+    """(overall, per-domain) test metrics stored on a version's tags of registered model ``name``."""
+    mv = get_client(tracking_uri).get_model_version(name, str(version))
     overall: dict[str, float] = {}
     domains: dict[int, dict[str, float]] = {}
     for k, v in mv.tags.items():
@@ -195,9 +203,9 @@ def version_metrics(
     return overall, domains
 
 
-def _champion_version(c: mlflow.MlflowClient) -> str | None:
+def _champion_version(c: mlflow.MlflowClient, name: str) -> str | None:
     try:
-        return str(c.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION).version)
+        return str(c.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None  # no alias yet (or no such model): nothing to beat
 
@@ -215,11 +223,12 @@ def schema_fingerprint(schema: FeatureSchema) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def tag_schema(tracking_uri: str | None, version: str | int, schema: FeatureSchema) -> None:
-    """Record on a model version which dataset (schema name) and feature schema it was trained on."""
+def tag_schema(tracking_uri: str | None, version: str | int, schema: FeatureSchema, *, name: str) -> None:
+    """Record on a version of registered model ``name`` which dataset (schema name) and feature schema it was
+    trained on."""
     c = get_client(tracking_uri)
-    c.set_model_version_tag(REGISTERED_MODEL, str(version), TAG_SCHEMA, schema.name)
-    c.set_model_version_tag(REGISTERED_MODEL, str(version), TAG_SCHEMA_HASH, schema_fingerprint(schema))
+    c.set_model_version_tag(name, str(version), TAG_SCHEMA, schema.name)
+    c.set_model_version_tag(name, str(version), TAG_SCHEMA_HASH, schema_fingerprint(schema))
 
 
 @dataclass(frozen=True)
@@ -234,7 +243,7 @@ class ValidationSet:
 
 
 def _score(
-    tracking_uri: str | None, version: str, validation: ValidationSet, metric: str
+    tracking_uri: str | None, name: str, version: str, validation: ValidationSet, metric: str
 ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
     """(overall, per hand-crafted domain) ``metric`` of a registered version on ``validation``, predicted by
     the registered pyfunc itself (the served path)."""
@@ -243,7 +252,7 @@ def _score(
     if metric not in ("auc", "logloss"):
         raise ValueError(f"the gate re-scores 'auc' or 'logloss' on validation, not {metric!r}")
     configure(tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{version}")
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     probs = np.asarray(model.predict(_as_signature(validation.frame, model)), dtype=np.float64)
     y = validation.labels
 
@@ -280,9 +289,9 @@ def _as_signature(frame: pd.DataFrame, model: Any) -> pd.DataFrame:
     return out
 
 
-def _schema_mismatch(c: mlflow.MlflowClient, challenger: str, champion: str) -> str | None:
+def _schema_mismatch(c: mlflow.MlflowClient, name: str, challenger: str, champion: str) -> str | None:
     """Why two versions must not be compared (different dataset or feature schema), or None."""
-    tags = [c.get_model_version(REGISTERED_MODEL, v).tags for v in (challenger, champion)]
+    tags = [c.get_model_version(name, v).tags for v in (challenger, champion)]
     for key, what in ((TAG_SCHEMA, "dataset"), (TAG_SCHEMA_HASH, "feature schema")):
         mine, theirs = tags[0].get(key), tags[1].get(key)
         if mine != theirs:
@@ -297,13 +306,16 @@ def decide_promotion(
     tracking_uri: str | None,
     version: str | int,
     *,
+    name: str,
     tolerance: float = 0.002,
     metric: str = "auc",
     validation: ValidationSet | None = None,
 ) -> GateDecision:
-    """Should ``version`` replace the champion? Writes the decision and its numbers as ``gate.*`` version tags.
+    """Should ``version`` of registered model ``name`` replace that model's champion? Writes the decision and
+    its numbers as ``gate.*`` version tags.
 
-    Rules: no champion yet → promote. A champion of another dataset or feature schema (version tags
+    Only versions of one registered model are compared, and each dataset registers under its own model
+    (:func:`mdctr.tracking.names.registered_model_name`). Rules: no champion yet → promote. A champion of another dataset or feature schema (version tags
     ``mdctr.schema``/``mdctr.schema_hash``, see :func:`tag_schema`) is never compared: the challenger is kept.
     Otherwise promote only if the challenger is strictly better than the champion on ``metric`` overall AND on
     no hand-crafted domain the champion was measured on is it worse by more than ``tolerance`` (a domain
@@ -316,12 +328,14 @@ def decide_promotion(
     c = get_client(tracking_uri)
     version = str(version)
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
-    champ_version = _champion_version(c)
-    mismatch = _schema_mismatch(c, version, champ_version) if champ_version not in (None, version) else None
+    champ_version = _champion_version(c, name)
+    mismatch = (
+        _schema_mismatch(c, name, version, champ_version) if champ_version not in (None, version) else None
+    )
     if validation is not None:
-        chall_all, chall_dom = _score(tracking_uri, version, validation, metric)
+        chall_all, chall_dom = _score(tracking_uri, name, version, validation, metric)
     else:
-        chall_all, chall_dom = version_metrics(tracking_uri, version)
+        chall_all, chall_dom = version_metrics(tracking_uri, version, name=name)
     champ_all: dict[str, float] = {}
     deltas: dict[int, float] = {}
     if mismatch is not None:
@@ -334,9 +348,9 @@ def decide_promotion(
         promote, reason = False, f"version {version} is already the {CHAMPION}"
     else:
         if validation is not None:
-            champ_all, champ_dom = _score(tracking_uri, champ_version, validation, metric)
+            champ_all, champ_dom = _score(tracking_uri, name, champ_version, validation, metric)
         else:
-            champ_all, champ_dom = version_metrics(tracking_uri, champ_version)
+            champ_all, champ_dom = version_metrics(tracking_uri, champ_version, name=name)
         for d, vals in sorted(champ_dom.items()):
             if metric in vals:
                 mine = chall_dom.get(d, {}).get(metric)
@@ -388,37 +402,39 @@ def decide_promotion(
         **{f"delta.domain.{d}": repr(v) for d, v in deltas.items()},
     }
     for k, v in tags.items():
-        c.set_model_version_tag(REGISTERED_MODEL, version, GATE_TAG_PREFIX + k, v)
-    log.info("gate for %s v%s: %s (%s)", REGISTERED_MODEL, version, tags["decision"], reason)
+        c.set_model_version_tag(name, version, GATE_TAG_PREFIX + k, v)
+    log.info("gate for %s v%s: %s (%s)", name, version, tags["decision"], reason)
     return decision
 
 
-def promote(tracking_uri: str | None, version: str | int) -> str:
-    """Move alias ``champion`` to ``version``; return the pinned URI ``models:/mdctr-ctr/<version>``."""
+def promote(tracking_uri: str | None, version: str | int, *, name: str) -> str:
+    """Move alias ``champion`` of registered model ``name`` to ``version``; return the pinned URI
+    ``models:/<name>/<version>``."""
     c = get_client(tracking_uri)
-    c.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, str(version))
-    log.info("%s v%s is now %s", REGISTERED_MODEL, version, CHAMPION)
-    return f"models:/{REGISTERED_MODEL}/{version}"
+    c.set_registered_model_alias(name, CHAMPION, str(version))
+    log.info("%s v%s is now %s", name, version, CHAMPION)
+    return f"models:/{name}/{version}"
 
 
-def alias_version(tracking_uri: str | None, alias: str) -> str | None:
-    """The version an alias points at, or None."""
+def alias_version(tracking_uri: str | None, alias: str, *, name: str) -> str | None:
+    """The version of registered model ``name`` an alias points at, or None."""
     try:
-        return str(get_client(tracking_uri).get_model_version_by_alias(REGISTERED_MODEL, alias).version)
+        return str(get_client(tracking_uri).get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
 
 def model_storage_uri(
-    tracking_uri: str | None, version: str | int, *, artifacts_destination: str | None = None
+    tracking_uri: str | None, version: str | int, *, name: str, artifacts_destination: str | None = None
 ) -> str:
-    """Where the version's files really are (for KServe's ``storageUri``).
+    """Where the files of version ``version`` of registered model ``name`` really are (for KServe's
+    ``storageUri``).
 
     A server started with ``--serve-artifacts`` reports ``mlflow-artifacts:/<path>``, which only MLflow can
     read; with ``artifacts_destination`` (the server's ``--artifacts-destination``, e.g. ``s3://mdctr/mlflow``)
     it is mapped to the bucket location itself.
     """
-    uri = get_client(tracking_uri).get_model_version_download_uri(REGISTERED_MODEL, str(version))
+    uri = get_client(tracking_uri).get_model_version_download_uri(name, str(version))
     if uri.startswith("mlflow-artifacts:"):
         if artifacts_destination is None:
             raise ValueError(
@@ -496,9 +512,9 @@ class ChampionChange:
     gate: GateDecision | None = None
 
 
-def _registered(c: mlflow.MlflowClient) -> Any:
+def _registered(c: mlflow.MlflowClient, name: str) -> Any:
     try:
-        return c.get_registered_model(REGISTERED_MODEL)
+        return c.get_registered_model(name)
     except MlflowException:
         return None
 
@@ -518,20 +534,27 @@ def _version_tags(tags: Mapping[str, str]) -> tuple[dict[str, float], dict[int, 
     return overall, domains
 
 
-def list_versions(tracking_uri: str | None) -> list[VersionSummary]:
-    """Every registered version of ``mdctr-ctr``, newest first, with aliases, metrics and gate decision.
+def registered_models(tracking_uri: str | None) -> list[str]:
+    """Names of the registered models mdctr made (``mdctr-<dataset>``), sorted."""
+    c = get_client(tracking_uri)
+    found = c.search_registered_models(filter_string=f"name LIKE '{REGISTERED_MODEL_PREFIX}%'")
+    return sorted(str(rm.name) for rm in found)
 
-    An empty list when nothing is registered yet.
+
+def list_versions(tracking_uri: str | None, *, name: str) -> list[VersionSummary]:
+    """Every version of registered model ``name``, newest first, with aliases, metrics and gate decision.
+
+    An empty list when nothing is registered under ``name`` yet.
     """
     c = get_client(tracking_uri)
-    rm = _registered(c)
+    rm = _registered(c, name)
     if rm is None:
         return []
     by_version: dict[str, list[str]] = {}
     for alias, v in (rm.aliases or {}).items():
         by_version.setdefault(str(v), []).append(alias)
     out = []
-    for mv in c.search_model_versions(f"name='{REGISTERED_MODEL}'"):
+    for mv in c.search_model_versions(f"name='{name}'"):
         tags = dict(mv.tags or {})
         overall, domains = _version_tags(tags)
         out.append(
@@ -552,12 +575,12 @@ def list_versions(tracking_uri: str | None) -> list[VersionSummary]:
     return sorted(out, key=lambda s: int(s.version), reverse=True)
 
 
-def champion_history(tracking_uri: str | None) -> list[dict[str, Any]]:
-    """The champion alias's changes made through :func:`promote_version` / :func:`rollback_champion`, oldest
+def champion_history(tracking_uri: str | None, *, name: str) -> list[dict[str, Any]]:
+    """The champion alias's changes of registered model ``name`` made through :func:`promote_version` / :func:`rollback_champion`, oldest
     first: ``{"seq", "action" (promote|force|rollback), "version", "previous", "reason", "at"}``."""
     import json
 
-    rm = _registered(get_client(tracking_uri))
+    rm = _registered(get_client(tracking_uri), name)
     if rm is None:
         return []
     events = []
@@ -570,22 +593,22 @@ def champion_history(tracking_uri: str | None) -> list[dict[str, Any]]:
     return sorted(events, key=lambda e: e["seq"])
 
 
-def _record(c: mlflow.MlflowClient, history: list[dict[str, Any]], **event: Any) -> None:
+def _record(c: mlflow.MlflowClient, name: str, history: list[dict[str, Any]], **event: Any) -> None:
     import json
     from datetime import UTC, datetime
 
     seq = (history[-1]["seq"] + 1) if history else 1
     event["at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    c.set_registered_model_tag(REGISTERED_MODEL, f"{HISTORY_TAG_PREFIX}{seq:05d}", json.dumps(event))
+    c.set_registered_model_tag(name, f"{HISTORY_TAG_PREFIX}{seq:05d}", json.dumps(event))
 
 
-def _require_version(c: mlflow.MlflowClient, version: str) -> None:
+def _require_version(c: mlflow.MlflowClient, name: str, version: str) -> None:
     try:
-        c.get_model_version(REGISTERED_MODEL, version)
+        c.get_model_version(name, version)
     except MlflowException:
-        known = [str(mv.version) for mv in c.search_model_versions(f"name='{REGISTERED_MODEL}'")]
+        known = [str(mv.version) for mv in c.search_model_versions(f"name='{name}'")]
         raise RegistryError(
-            f"{REGISTERED_MODEL} has no version {version!r}; registered versions: {sorted(known, key=int)}"
+            f"{name} has no version {version!r}; registered versions: {sorted(known, key=int)}"
         ) from None
 
 
@@ -593,12 +616,13 @@ def promote_version(
     tracking_uri: str | None,
     version: str | int,
     *,
+    name: str,
     force: bool = False,
     reason: str = "",
     tolerance: float = 0.002,
     metric: str = "auc",
 ) -> ChampionChange:
-    """Run the promotion gate on ``version`` and move ``champion`` to it if the gate says so — or regardless
+    """Run the promotion gate on ``version`` of registered model ``name`` and move ``champion`` to it if the gate says so — or regardless
     with ``force`` (then ``reason`` is required and recorded as the version's ``promotion.reason`` tag).
 
     Every move is appended to the champion history (registered-model tags), which :func:`rollback_champion`
@@ -608,34 +632,36 @@ def promote_version(
     if force and not reason.strip():
         raise RegistryError("a forced promotion needs a reason (it is recorded on the version)")
     c = get_client(tracking_uri)
-    _require_version(c, version)
-    previous = _champion_version(c)
+    _require_version(c, name, version)
+    previous = _champion_version(c, name)
     if previous == version:
         return ChampionChange(False, version, previous, f"version {version} is already the {CHAMPION}", force)
-    gate = decide_promotion(tracking_uri, version, tolerance=tolerance, metric=metric)
+    gate = decide_promotion(tracking_uri, version, name=name, tolerance=tolerance, metric=metric)
     if not gate.promote and not force:
-        write_model_card(tracking_uri, version)  # with the refusal's reason
+        write_model_card(tracking_uri, version, name=name)  # with the refusal's reason
         return ChampionChange(False, previous, previous, gate.reason, False, gate)
     why = f"forced: {reason.strip()} (gate: {gate.reason})" if (force and not gate.promote) else gate.reason
     if force and gate.promote and reason.strip():
         why = f"{gate.reason}; {reason.strip()}"
-    history = champion_history(tracking_uri)
-    promote(tracking_uri, version)
+    history = champion_history(tracking_uri, name=name)
+    promote(tracking_uri, version, name=name)
     tags = {
         "forced": str(bool(force and not gate.promote)).lower(),
         "reason": why,
         "previous": previous or "",
     }
     for k, v in tags.items():
-        c.set_model_version_tag(REGISTERED_MODEL, version, PROMOTION_TAG_PREFIX + k, v)
+        c.set_model_version_tag(name, version, PROMOTION_TAG_PREFIX + k, v)
     action = "force" if force and not gate.promote else "promote"
-    _record(c, history, action=action, version=version, previous=previous, reason=why)
-    write_model_card(tracking_uri, version)  # the card carries the gate's and the user's reason
-    log.info("%s v%s is now %s (was %s): %s", REGISTERED_MODEL, version, CHAMPION, previous, why)
+    _record(c, name, history, action=action, version=version, previous=previous, reason=why)
+    write_model_card(tracking_uri, version, name=name)  # the card carries the gate's and the user's reason
+    log.info("%s v%s is now %s (was %s): %s", name, version, CHAMPION, previous, why)
     return ChampionChange(True, version, previous, why, action == "force", gate)
 
 
-def _previous_champion(c: mlflow.MlflowClient, history: list[dict[str, Any]], current: str) -> str | None:
+def _previous_champion(
+    c: mlflow.MlflowClient, name: str, history: list[dict[str, Any]], current: str
+) -> str | None:
     """The champion before ``current``: replay the history as a stack (promote pushes, rollback pops); when
     ``current`` was made champion outside these commands (the pipeline's promote step), fall back to the
     champion its gate decision compared against (``gate.champion_version``)."""
@@ -653,32 +679,32 @@ def _previous_champion(c: mlflow.MlflowClient, history: list[dict[str, Any]], cu
             stack.append(str(e["version"]))
     if stack and stack[-1] == current:
         return stack[-2] if len(stack) >= 2 else None
-    gated = c.get_model_version(REGISTERED_MODEL, current).tags.get(GATE_TAG_PREFIX + "champion_version", "")
+    gated = c.get_model_version(name, current).tags.get(GATE_TAG_PREFIX + "champion_version", "")
     if gated and gated != current:
         return gated
     return stack[-1] if stack and stack[-1] != current else None
 
 
-def rollback_champion(tracking_uri: str | None, *, reason: str = "") -> ChampionChange:
-    """Move ``champion`` back to the previous champion; the change is appended to the champion history and
-    the demoted version gets a ``promotion.rolled_back`` tag."""
+def rollback_champion(tracking_uri: str | None, *, name: str, reason: str = "") -> ChampionChange:
+    """Move ``champion`` of registered model ``name`` back to its previous champion; the change is appended
+    to the champion history and the demoted version gets a ``promotion.rolled_back`` tag."""
     c = get_client(tracking_uri)
-    current = _champion_version(c)
+    current = _champion_version(c, name)
     if current is None:
-        raise RegistryError(f"{REGISTERED_MODEL} has no {CHAMPION} to roll back")
-    history = champion_history(tracking_uri)
-    target = _previous_champion(c, history, current)
+        raise RegistryError(f"{name} has no {CHAMPION} to roll back")
+    history = champion_history(tracking_uri, name=name)
+    target = _previous_champion(c, name, history, current)
     if target is None:
         raise RegistryError(
             f"{CHAMPION} v{current} has no previous {CHAMPION} to roll back to (it was the first)"
         )
-    _require_version(c, target)
+    _require_version(c, name, target)
     why = reason.strip() or f"rolled back from v{current}"
-    promote(tracking_uri, target)
-    c.set_model_version_tag(REGISTERED_MODEL, current, PROMOTION_TAG_PREFIX + "rolled_back", why)
-    _record(c, history, action="rollback", version=target, previous=current, reason=why)
-    write_model_card(tracking_uri, current)
-    log.info("%s %s rolled back from v%s to v%s: %s", REGISTERED_MODEL, CHAMPION, current, target, why)
+    promote(tracking_uri, target, name=name)
+    c.set_model_version_tag(name, current, PROMOTION_TAG_PREFIX + "rolled_back", why)
+    _record(c, name, history, action="rollback", version=target, previous=current, reason=why)
+    write_model_card(tracking_uri, current, name=name)
+    log.info("%s %s rolled back from v%s to v%s: %s", name, CHAMPION, current, target, why)
     return ChampionChange(True, target, current, why)
 
 
@@ -711,15 +737,15 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def model_card(tracking_uri: str | None, version: str | int) -> str:
-    """A Markdown model card for a registered version: model, data version (DVC rev and md5 from the pipeline's
+def model_card(tracking_uri: str | None, version: str | int, *, name: str) -> str:
+    """A Markdown model card for a version of registered model ``name``: model, data version (DVC rev and md5 from the pipeline's
     parent run), code version, FLOPs and dense parameters, overall and per-domain test metrics, and the
     promotion gate's decision with its reason (plus any manual promotion or rollback)."""
     from mdctr.tracking.names import TAG_DATA_MD5, TAG_DATA_REV, TAG_GIT_SHA
 
     c = get_client(tracking_uri)
     version = str(version)
-    mv = c.get_model_version(REGISTERED_MODEL, version)
+    mv = c.get_model_version(name, version)
     tags = dict(mv.tags or {})
     overall, domains = _version_tags(tags)
     run = c.get_run(mv.run_id) if mv.run_id else None
@@ -737,10 +763,10 @@ def model_card(tracking_uri: str | None, version: str | int) -> str:
 
     run_metrics = dict(run.data.metrics) if run else {}
     names = _domain_names(c, mv.run_id) if mv.run_id else {}
-    rm = c.get_registered_model(REGISTERED_MODEL)
+    rm = c.get_registered_model(name)
     aliases = sorted(a for a, v in (rm.aliases or {}).items() if str(v) == version)
     lines = [
-        f"# {REGISTERED_MODEL} version {version}",
+        f"# {name} version {version}",
         "",
         "| | |",
         "|---|---|",
@@ -799,15 +825,15 @@ def model_card(tracking_uri: str | None, version: str | int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(tracking_uri: str | None, version: str | int) -> str:
+def write_model_card(tracking_uri: str | None, version: str | int, *, name: str) -> str:
     """Log :func:`model_card` into the version's training run as ``model_card/v<version>.md`` (replacing an
     earlier card) and point the version tag ``mdctr.model_card`` at it; return that artifact URI."""
     c = get_client(tracking_uri)
     version = str(version)
-    mv = c.get_model_version(REGISTERED_MODEL, version)
+    mv = c.get_model_version(name, version)
     artifact = f"{MODEL_CARD_DIR}/v{version}.md"
-    c.log_text(mv.run_id, model_card(tracking_uri, version), artifact)
+    c.log_text(mv.run_id, model_card(tracking_uri, version, name=name), artifact)
     uri = f"runs:/{mv.run_id}/{artifact}"
-    c.set_model_version_tag(REGISTERED_MODEL, version, TAG_MODEL_CARD, uri)
-    log.info("model card for %s v%s: %s", REGISTERED_MODEL, version, uri)
+    c.set_model_version_tag(name, version, TAG_MODEL_CARD, uri)
+    log.info("model card for %s v%s: %s", name, version, uri)
     return uri

@@ -422,8 +422,6 @@ def log_run_params(tracking_uri: str | None, run_id: str, params: Mapping[str, A
     get_client(tracking_uri).log_batch(run_id, params=_params(params))
 
 
-def describe_version(tracking_uri: str | None, version: str | int, description: str) -> None:
-    """Set a registered version's description (what the registry UI shows under the version)."""
-    from mdctr.tracking.names import REGISTERED_MODEL
-
-    get_client(tracking_uri).update_model_version(REGISTERED_MODEL, str(version), description=description)
+def describe_version(tracking_uri: str | None, version: str | int, description: str, *, name: str) -> None:
+    """Set the description of a version of registered model ``name`` (what the registry UI shows under it)."""
+    get_client(tracking_uri).update_model_version(name, str(version), description=description)

@@ -14,11 +14,13 @@ class TrainConfig:
     """How :func:`mdctr.training.fit` trains a model.
 
     Attributes:
-        epochs: maximum number of passes over the train split.
+        epochs: maximum number of passes over the train split: a cap, generous on purpose (20); early stopping
+            (``patience``) is what normally ends a run. Tiny-data tests pass a small cap explicitly.
         batch_size: rows per optimiser step.
         lr: Adam learning rate.
         weight_decay: Adam (L2) weight decay.
-        patience: stop after this many epochs without a better validation AUC; the best weights are restored.
+        patience: stop after this many epochs without a better validation AUC; the weights of the epoch with the
+            best validation AUC are restored (whether the run stopped early or reached ``epochs``).
         seed: seeds model initialisation (in :func:`train_model`), shuffling and dropout.
         device: ``"auto"`` (a GPU when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, …
         eval_batch_size: rows per forward pass when predicting (no gradients, so large batches are cheap).
@@ -32,7 +34,7 @@ class TrainConfig:
         stream_window_rows: rows read and shuffled together when streaming (bounds the reader's memory).
     """
 
-    epochs: int = 5
+    epochs: int = 20
     batch_size: int = 4096
     lr: float = 1e-3
     weight_decay: float = 1e-5
