@@ -169,6 +169,11 @@ class RequestParser:
         for i, v in enumerate(dom):
             # the value as the training data held it: a string or an integer (never a bool, float or null)
             found = self._domain_ids.get(domain_key(v)) if type(v) in (str, int) else None
+            if v is None:
+                raise RequestError(
+                    f"request: column {col!r} has a missing domain value (row {i}); expected one of "
+                    f"{excerpt(self.domain_values)}"
+                )
             if found is None:
                 raise RequestError(
                     f"request: column {col!r} has an unknown domain value {excerpt(v)} (row {i}); "
@@ -242,8 +247,10 @@ class RequestParser:
             s = df[col]
             kind = self.kinds[col]
             if kind == KIND_DOMAIN and self.domain_values is not None:
-                vals = s.tolist()  # raw values, looked up one by one (numpy ints become Python ints)
-                values[col] = [v.item() if isinstance(v, np.integer) else v for v in vals]
+                # raw values, looked up one by one (numpy ints become Python ints, NaN a missing value)
+                values[col] = [
+                    v.item() if isinstance(v, np.integer) else None if _is_nan(v) else v for v in s.tolist()
+                ]
             elif kind in (KIND_INT, KIND_DOMAIN):
                 if pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s):
                     values[col] = s.to_numpy(dtype=np.int64).tolist()
@@ -365,6 +372,10 @@ class RequestParser:
         self._missing(list(values))
         assert n is not None
         return self.check_lists(values, n)
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
 
 
 def _json_type(v: Any) -> str:
