@@ -157,3 +157,31 @@ def test_train_cli_split_time_error_and_run(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert '"test_auc"' in res.output
+
+
+def test_benchmark_and_pipeline_run_cli_refuse_a_time_split_without_time(tmp_path: Path) -> None:
+    """Both fail in one line before any training or task starts."""
+    no_time = write_shop(tmp_path / "no-time", time=None)
+    runner = CliRunner()
+    for argv in (
+        ["benchmark", "-d", "table", "-s", str(no_time), "--models", "dnn", "--split", "time"],
+        ["pipeline", "run", "-d", "table", "--source", str(no_time), "--split", "time"],
+    ):
+        res = runner.invoke(app, argv)
+        assert res.exit_code == 2, (argv, res.output)
+        assert "dataset 'shop' has no time column" in _plain(res.output)
+        assert "Traceback" not in res.output
+
+
+def test_pipeline_run_cli_names_the_users_file_for_a_bad_table(tmp_path: Path) -> None:
+    root = write_shop(tmp_path / "mine")
+    df = pd.read_csv(root / "events.csv")
+    df.loc[[2, 9], "clicked"] = 7
+    df.to_csv(root / "events.csv", index=False)
+    res = CliRunner().invoke(
+        app, ["pipeline", "run", "-d", "table", "--source", str(root), "--runs-dir", str(tmp_path)]
+    )
+    assert res.exit_code == 2
+    out = _plain(res.output)
+    assert f"{root / 'events.csv'} label column 'clicked' must be 0/1" in out and "rows 3, 10" in out
+    assert len(res.output.strip().splitlines()) <= 3 and not (tmp_path / "kfp").exists()
