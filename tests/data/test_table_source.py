@@ -185,3 +185,15 @@ def test_pipeline_run_cli_names_the_users_file_for_a_bad_table(tmp_path: Path) -
     out = _plain(res.output)
     assert f"{root / 'events.csv'} label column 'clicked' must be 0/1" in out and "rows 3, 10" in out
     assert len(res.output.strip().splitlines()) <= 3 and not (tmp_path / "kfp").exists()
+
+
+def test_gate_validation_rows_carry_raw_domain_values(tmp_path: Path) -> None:
+    """The promotion gate re-scores through the registered pyfunc, so its rows hold what a request holds."""
+    from mdctr.steps.register_model import validation_set
+
+    root = write_shop(tmp_path / "shop")
+    out = prepare_data(source=root, out_dir=tmp_path / "prep", config=PrepareConfig(dataset="table"))
+    rows = validation_set(out.path)
+    assert set(rows.frame["country"]) <= {"de", "fr", "us"}
+    ids = {"de": 0, "fr": 1, "us": 2}
+    assert [ids[c] for c in rows.frame["country"]] == rows.domains.tolist()
