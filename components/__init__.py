@@ -21,8 +21,12 @@ DESCRIPTIONS: dict[str, str] = {
     # the data
     "dataset": "Registered dataset adapter: ml-1m, epinions, ali-ccp, kuairand, synthetic or table.",
     "dataset_options": (
-        'JSON object of the adapter\'s options, e.g. {"rows": 3000, "seed": 3} for synthetic, or '
-        '{"path": "s3://bucket/events.parquet", "schema": "s3://bucket/schema.yaml"} for table; {} for none.'
+        'JSON object of the adapter\'s options, e.g. {"rows": 3000, "seed": 3} for synthetic; {} for none. '
+        "A table's files come from source or a data version, never from options naming paths."
+    ),
+    "source": (
+        "Local directory with the dataset's raw files, e.g. your table's data file and schema.yaml (local runs "
+        "only: a pod cannot see it); wins over data_md5 and data_rev. Empty: not used."
     ),
     "data_md5": "DVC md5 of the data version to fetch (default: the one in data.dvc when the pipeline was compiled).",
     "dvc_remote": "DVC remote URL holding the data versions, e.g. s3://mdctr-data/dvcstore.",

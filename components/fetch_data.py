@@ -20,6 +20,7 @@ def fetch_data(
     data_repo: str,
     data_md5: str,
     dvc_remote: str,
+    source: str,
     raw: Output[Dataset],
 ) -> str:
     """Fetch ``dataset`` at its version into ``raw``; return the md5 of the fetched files."""
@@ -34,6 +35,7 @@ def fetch_data(
             data_repo=data_repo,
             data_md5=data_md5,
             dvc_remote=dvc_remote,
+            source=source,
         ),
     )
     raw.metadata.update(

@@ -92,6 +92,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
         dvc_remote: str = default_remote,
         data_rev: str = "",
         data_repo: str = "",
+        source: str = "",
         split: str = "random",
         split_seed: int = 0,
         models: list = default_models,
@@ -117,6 +118,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 data_repo=data_repo,
                 data_md5=data_md5,
                 dvc_remote=dvc_remote,
+                source=source,
             )
             start = start_run(
                 dataset=dataset,

@@ -239,6 +239,8 @@ def run_local(
     data_repo: str = "",
     data_md5: str = "",
     dvc_remote: str = "",
+    source: Path | str | None = None,
+    split: str = "random",
     models: Sequence[str] | None = None,
     domain_sources: Sequence[str] | None = None,
     seeds: Sequence[int] = (0,),
@@ -266,7 +268,9 @@ def run_local(
     ``epochs`` is the maximum per training run (default: the pipeline's, 20): early stopping on validation AUC
     ends a run. ``models``/``domain_sources`` default to the registry's; the pipeline keeps the combinations each model
     accepts. ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
-    default); otherwise ``data_rev`` (default ``local``: copy ``DATASETS_DIR``). Raises ``RuntimeError`` when
+    default); otherwise ``data_rev`` (default ``local``: copy ``DATASETS_DIR``). ``source``, a local directory
+    (your table's, or a datasets root), wins over both (subprocess runner only); ``split``: ``random`` or
+    ``time``. Raises ``RuntimeError`` when
     a task fails (the failing task's log is printed above it); the exit task has then marked the MLflow parent
     run FAILED.
     """
@@ -275,6 +279,11 @@ def run_local(
     reported_uri = None
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    if source and runner != "subprocess":
+        raise ConfigError(
+            f"source {source}: a local directory is read by the subprocess runner only (a container does not "
+            "see it); version the data with `mdctr data import` and pass --data-rev or --data-md5"
+        )
     defaults = _pipeline_module().default_parameters()
     runs_dir = Path(runs_dir).resolve()
     root = runs_dir / "kfp"
@@ -318,6 +327,8 @@ def run_local(
             "dvc_remote": dvc_remote,
             "data_rev": data_rev,
             "data_repo": data_repo,
+            "source": str(Path(source).resolve()) if source else "",
+            "split": split,
             "models": list(models or defaults.models),
             "domain_sources": list(domain_sources or defaults.domain_sources),
             "seeds": [int(s) for s in seeds],

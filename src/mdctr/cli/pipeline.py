@@ -86,14 +86,28 @@ def run_cmd(
         "", "--data-md5", help="DVC md5 of a data version, fetched from --dvc-remote without git."
     ),
     dvc_remote: str = typer.Option("", "--dvc-remote", help="DVC remote URL for --data-md5 (s3://…)."),
+    source: Path | None = typer.Option(
+        None,
+        "--source",
+        "-s",
+        help="Local data directory (your table: data file + schema.yaml); wins over --data-*.",
+    ),
+    split: str = typer.Option(
+        "random", "--split", help="random (seeded 80/10/10) or time (needs a time column)."
+    ),
 ) -> None:
     """Run the whole DAG on this machine (KFP local runner) and print the leaderboard and the promoted model."""
     from mdctr.pipeline import run_local
+    from mdctr.steps.fetch_data import check_source
 
     with user_errors():
+        # a table that cannot load fails here, in one line naming the user's file, before any task starts
+        check_source(dataset, source, json.loads(dataset_options), split=split)
         result = run_local(
             dataset=dataset,
             dataset_options=json.loads(dataset_options),
+            source=source,
+            split=split,
             models=_csv(models),
             domain_sources=_csv(domain_sources),
             seeds=[int(s) for s in _csv(seeds) or ["0"]],

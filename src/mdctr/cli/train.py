@@ -56,11 +56,21 @@ def _model_configs(text: str) -> dict[str, dict[str, Any]]:
     return parsed
 
 
-def _load_prepared(dataset: str, source: Path | None) -> Any:
+SplitOpt = typer.Option("random", "--split", help="random (seeded 80/10/10) or time (needs a time column).")
+
+
+def _load_prepared(dataset: str, source: Path | None, split: str = "random") -> Any:
+    """Load and split ``dataset`` in memory; an unknown split, or ``time`` on data without a time column, fails
+    before the data is read."""
     from mdctr.data import load_dataset
+    from mdctr.data.encode import check_split
     from mdctr.data.prepare import prepare_in_memory
 
-    return prepare_in_memory(load_dataset(dataset, source or datasets_dir()))
+    if split not in ("random", "time"):
+        raise typer.BadParameter(f"--split must be random or time; got {split!r}")
+    loaded = load_dataset(dataset, source or datasets_dir())
+    check_split(loaded.schema, split)
+    return prepare_in_memory(loaded, split=split)  # type: ignore[arg-type]
 
 
 def _read_prepared(path: Path, config: Any, routing: Any) -> tuple[Any, Any]:
@@ -122,6 +132,7 @@ def register(root: typer.Typer) -> None:
             None, "--dataset", "-d", help="Registered dataset name (e.g. ml-1m, synthetic); or --prepared."
         ),
         source: Path | None = SourceOpt,
+        split: str = SplitOpt,
         model: str = typer.Option(..., "--model", "-m", help="Registered model (see `mdctr models list`)."),
         domains: str = typer.Option(
             "handcrafted", "--domains", help="handcrafted | mined | none | random | binned (controls)."
@@ -175,9 +186,13 @@ def register(root: typer.Typer) -> None:
                 raise typer.BadParameter("give exactly one of --dataset and --prepared")
             train_stream = None
             if prepared_dir is not None:
+                if split != "random":
+                    raise typer.BadParameter(
+                        "--split applies to --dataset; --prepared data was split already"
+                    )
                 prepared, train_stream = _read_prepared(prepared_dir, config, routing)
             else:
-                prepared = _load_prepared(str(dataset), source)
+                prepared = _load_prepared(str(dataset), source, split)
             miner = None
             if routing.needs_miner:
                 from mdctr.domains.miner import DomainMiner, MinerConfig, fit_miner
@@ -223,6 +238,7 @@ def register(root: typer.Typer) -> None:
     def benchmark(
         dataset: str = DatasetOpt,
         source: Path | None = SourceOpt,
+        split: str = SplitOpt,
         models: str = typer.Option("", help="Comma-separated models (default: all registered)."),
         domains: str = typer.Option(
             "handcrafted,mined,none", help="Comma-separated domain sources (also: random, binned)."
@@ -253,6 +269,7 @@ def register(root: typer.Typer) -> None:
         names = [m for m in models.split(",") if m] or model_names()
         with _errors():
             configs = _model_configs(model_config)
+            prepared = _load_prepared(dataset, source, split)
             df = run_benchmark(
                 dataset,
                 source or datasets_dir(),
@@ -263,6 +280,7 @@ def register(root: typer.Typer) -> None:
                 out,
                 TrainConfig(epochs=epochs, batch_size=batch_size, num_threads=threads),
                 model_configs=configs,
+                prepared=prepared,
             )
         typer.echo(to_markdown(df, f"FLOP-matched leaderboard: {dataset}"))
         typer.echo(f"wrote {out}")

@@ -17,6 +17,11 @@ from mdctr.schema import FeatureSchema, SchemaError, describe_rows, plain_value
 log = logging.getLogger(__name__)
 
 
+#: ``LoadedDataset.extras`` key: the raw domain values in id order (id i = value i), when the adapter maps a raw
+#: column to domain ids (the table adapter); serving then accepts these raw values (``FeatureSpec.domain_values``)
+DOMAIN_VALUES = "domain_values"
+
+
 class DataError(SchemaError):
     """Raw input cannot be read as the dataset it claims to be (names file, column, expected vs found)."""
 
@@ -49,6 +54,9 @@ class DatasetAdapter(ABC):
     default_subdir: str = ""
     #: False for generated datasets (synthetic), which ignore the source directory
     needs_source: bool = True
+    #: options that name files outside the source directory (a pipeline run refuses them: its tasks read the
+    #: fetched, versioned copy of the source, never a path elsewhere)
+    path_options: tuple[str, ...] = ()
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -56,6 +64,11 @@ class DatasetAdapter(ABC):
     @abstractmethod
     def load(self, source: Path) -> LoadedDataset:
         """Read raw files under ``source`` into a canonical table; raise :class:`DataError` on bad input."""
+
+    def dataset_name(self, source: Path) -> str:
+        """The name outputs carry (MLflow run names): the registered name, or the data's own (a table's
+        ``schema.yaml`` ``name``)."""
+        return self.name
 
     def resolve_source(self, source: Path) -> Path:
         """Accept either the dataset's own directory or the datasets root that contains it."""

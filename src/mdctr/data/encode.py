@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from mdctr.data.base import DOMAIN_VALUES
 from mdctr.schema import FeatureSchema, SchemaError, plain_value
 
 OOV_INDEX = 0
@@ -47,6 +48,22 @@ class FeatureSpec:
     @property
     def num_dense(self) -> int:
         return len(self.schema.dense)
+
+    @property
+    def domain_values(self) -> list[Any] | None:
+        """The raw domain values in id order (``meta["domain_values"]``), when the data had a raw domain column
+        (the table adapter); None when the domain id is derived (e.g. ML-1M's age groups)."""
+        values = self.meta.get(DOMAIN_VALUES)
+        return list(values) if values is not None else None
+
+    def raw_domains(self, ids: np.ndarray) -> np.ndarray:
+        """Domain ids [N] → what a request carries in the domain column: the raw values when known, else the
+        ids themselves (int64)."""
+        values = self.domain_values
+        ids = np.asarray(ids, dtype=np.int64)
+        if values is None:
+            return ids
+        return np.asarray(values, dtype=object)[ids]
 
     # -- fitting ------------------------------------------------------------------------------------------
     @classmethod
@@ -169,6 +186,26 @@ class FeatureSpec:
         )
 
 
+def domain_key(value: Any) -> str:
+    """The form raw domain values are matched by: their string form, so that ``1`` in YAML matches ``"1"`` in a
+    CSV, and ``3.0`` (an int column that held a NaN elsewhere) matches ``3``."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def check_split(schema: FeatureSchema, kind: str) -> None:
+    """Raise a :class:`SchemaError` when ``kind`` cannot split ``schema``'s data (unknown kind; ``time`` without
+    a time column), before any data is read."""
+    if kind not in ("random", "time"):
+        raise SchemaError(f"split {kind!r} is unknown; expected 'random' or 'time'")
+    if kind == "time" and not schema.time:
+        raise SchemaError(
+            f"dataset {schema.name!r} has no time column, so it cannot be split by time; use the random split "
+            "(or, for your own table, name its int64 seconds column with 'time: <column>' in schema.yaml)"
+        )
+
+
 def split_table(
     table: pd.DataFrame,
     schema: FeatureSchema,
@@ -180,12 +217,11 @@ def split_table(
     """Split rows into train/valid/test: a seeded random permutation, or by time (oldest rows train)."""
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    check_split(schema, kind)
     n = len(table)
     if kind == "random":
         order = np.random.default_rng(seed).permutation(n)
     elif kind == "time":
-        if not schema.time:
-            raise SchemaError(f"dataset {schema.name!r} has no time column; a time split is not possible")
         order = np.argsort(table[schema.time].to_numpy(), kind="stable")
     else:
         raise ValueError(f"unknown split kind {kind!r}; expected 'random' or 'time'")

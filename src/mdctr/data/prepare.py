@@ -9,10 +9,11 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from mdctr.data.base import LoadedDataset
+from mdctr.data.base import DOMAIN_VALUES, LoadedDataset
 from mdctr.data.encode import SPLIT_NAMES, FeatureSpec, SplitKind, split_table
 from mdctr.data.tensors import TensorData
 from mdctr.io import atomic_dir
@@ -40,11 +41,11 @@ def encode_splits(
     """Split, fit the spec on train only, and encode every split."""
     schema = loaded.schema
     parts = split_table(loaded.table, schema, kind=split, seed=seed)
-    spec = FeatureSpec.fit(
-        parts["train"],
-        schema,
-        meta={"split": split, "seed": seed, "rows": {k: len(v) for k, v in parts.items()}},
-    )
+    meta: dict[str, Any] = {"split": split, "seed": seed, "rows": {k: len(v) for k, v in parts.items()}}
+    if loaded.extras.get(DOMAIN_VALUES) is not None:
+        # what serving maps a request's raw domain value with (kept in the bundle's feature_spec.json)
+        meta[DOMAIN_VALUES] = list(loaded.extras[DOMAIN_VALUES])
+    spec = FeatureSpec.fit(parts["train"], schema, meta=meta)
     encoded = {k: spec.encode_frame(v, source=f"{schema.name}/{k}") for k, v in parts.items()}
     return spec, encoded
 

@@ -48,6 +48,7 @@ import yaml
 
 from mdctr.config import ConfigError, from_dict
 from mdctr.data.base import (
+    DOMAIN_VALUES,
     DataError,
     DatasetAdapter,
     LoadedDataset,
@@ -55,6 +56,7 @@ from mdctr.data.base import (
     require_file,
     to_binary_label,
 )
+from mdctr.data.encode import domain_key
 from mdctr.schema import FeatureSchema, SourceLines, ValueRule, describe_rows
 from mdctr.schema import plain_value as plain
 
@@ -149,8 +151,8 @@ def map_domain(values: pd.Series, known: Sequence[Any], path: Path, dataset: str
             f"dataset {dataset!r}: {path} domain column {col!r} has {int(null.sum())} missing value(s) at "
             f"{describe_rows(null, file_rows(path, len(values)))}"
         )
-    keys = [_key(v) for v in known]
-    idx = pd.Index(keys).get_indexer(values.map(_key))
+    keys = [domain_key(v) for v in known]
+    idx = pd.Index(keys).get_indexer(values.map(domain_key))
     outside = idx < 0
     if outside.any():
         raise DataError(
@@ -158,13 +160,6 @@ def map_domain(values: pd.Series, known: Sequence[Any], path: Path, dataset: str
             f"{int(outside.sum())} row(s) outside, e.g. {plain(values[outside].iloc[0])!r}"
         )
     return idx.astype(np.int64)
-
-
-def _key(v: Any) -> str:
-    # 3 and 3.0 (a CSV column with NaN elsewhere becomes float) are the same domain
-    if isinstance(v, float | np.floating) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
 
 
 def sorted_values(values: pd.Series) -> list[Any]:
@@ -261,9 +256,40 @@ def value_rules(cfg: TableSchemaConfig, schema_path: Path) -> dict[str, ValueRul
     return rules
 
 
+def check_roles(cfg: TableSchemaConfig, schema_path: Path) -> None:
+    """Each column has one role; a column listed twice (e.g. the domain also under ``sparse``) is a
+    :class:`ConfigError` naming the column, its roles and what to do instead."""
+    roles: dict[str, list[str]] = {}
+    for role, cols in (
+        ("sparse", cfg.sparse),
+        ("dense", cfg.dense),
+        ("label", (cfg.label,)),
+        ("domain", (cfg.domain,)),
+        ("time", (cfg.time,) if cfg.time else ()),
+    ):
+        for col in cols:
+            roles.setdefault(col, []).append(role)
+    for col, found in roles.items():
+        if len(found) < 2:
+            continue
+        hint = ""
+        if "domain" in found:
+            # the domain id routes rows (towers, experts) and the raw value stays a request column; a model
+            # that should also embed it needs it as a feature of its own
+            hint = (
+                f"; to use the domain as a feature too, copy the column under another name (e.g. "
+                f"{col}_feature) and list that one under {found[0] if found[0] != 'domain' else 'sparse'}"
+            )
+        raise ConfigError(
+            f"{schema_path}: column {col!r} is listed as {' and '.join(found)}; a column has one role{hint}"
+        )
+
+
 @register_dataset("table")
 class Table(DatasetAdapter):
     """Options: ``path`` (data file) and ``schema`` (YAML file); both default to the source directory."""
+
+    path_options = ("path", "schema")
 
     def __init__(self, path: str | Path | None = None, schema: str | Path | None = None, **options: Any):
         if options:
@@ -287,9 +313,14 @@ class Table(DatasetAdapter):
             )
         return candidates[0]
 
+    def dataset_name(self, source: Path) -> str:
+        """``name`` from ``schema.yaml`` (so that runs of a table are named after it, not ``table``)."""
+        return load_table_config(self.schema_path or Path(source) / SCHEMA_FILE).name
+
     def load(self, source: Path) -> LoadedDataset:
         schema_path = self.schema_path or source / SCHEMA_FILE
         cfg = load_table_config(schema_path)
+        check_roles(cfg, schema_path)
         path = self._data_file(source, cfg, schema_path)
         ds = cfg.name
         df = read_table_file(path, ds, sep=cfg.sep)
@@ -349,4 +380,5 @@ class Table(DatasetAdapter):
                     f"{schema_path}: {role} column {col!r} must also be listed in sparse or dense"
                 )
         table = pd.DataFrame({c: out[c] for c in schema.columns}).reset_index(drop=True)
-        return LoadedDataset(table=table, schema=schema, extras={"source_file": str(path)}, row_labels=rows)
+        extras = {"source_file": str(path), DOMAIN_VALUES: [plain(v) for v in known]}
+        return LoadedDataset(table=table, schema=schema, extras=extras, row_labels=rows)

@@ -32,7 +32,6 @@ import mdctr
 from mdctr.serving.request import (
     DEFAULT_MAX_ABS_Z,
     DEFAULT_MAX_ROWS,
-    V2_ADVERTISED,
     RequestError,
     excerpt,
 )
@@ -120,8 +119,7 @@ class ScoringApp:
                 "versions": [model_version] if model_version else [],
                 "platform": "mdctr-pytorch",
                 "inputs": [
-                    {"name": c, "datatype": V2_ADVERTISED[parser.kinds[c]], "shape": [-1]}
-                    for c in parser.columns
+                    {"name": c, "datatype": parser.advertised(c), "shape": [-1]} for c in parser.columns
                 ],
                 "outputs": [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}],
                 "parameters": {

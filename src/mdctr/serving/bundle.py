@@ -264,6 +264,7 @@ class Predictor:
             std=self.encoder.std,
             max_rows=max_rows,
             max_abs_z=max_abs_z,
+            domain_values=spec.domain_values,
         )
 
     @classmethod

@@ -7,6 +7,9 @@ offline scoring, MLflow's pyfunc and the lean server run one code path. Rules, p
 * integer ids (sparse columns fitted on integers) and the hand-crafted domain id: JSON integers only; ``"5"``,
   ``1.9`` and ``true`` are rejected with the column named (never truncated); the domain must be in
   ``0..num_domains-1``;
+* the domain column of data that had a raw domain value (a table's ``country`` = ``"us"``): that raw value as
+  the training data held it (a string or an integer), mapped to its id by the vocabulary kept in the bundle
+  (:attr:`mdctr.data.encode.FeatureSpec.domain_values`); a value outside it is rejected naming column and value;
 * string categories: JSON strings only;
 * dense numbers: JSON numbers (not booleans). ``null`` (NaN in a DataFrame) means *missing* and becomes the
   train mean, as in training; ``±Infinity``/``NaN`` literals are not JSON and are rejected; a value more than
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mdctr.data.encode import domain_key
 from mdctr.schema import SchemaError
 
 #: dense values further than this many training standard deviations from the training mean are rejected
@@ -106,18 +110,77 @@ class RequestParser:
         std: np.ndarray,
         max_rows: int | None = DEFAULT_MAX_ROWS,
         max_abs_z: float = DEFAULT_MAX_ABS_Z,
+        domain_values: Sequence[Any] | None = None,
     ):
+        """``domain_values``: the raw domain values in id order; given, the domain column takes those values
+        (not ids)."""
         self.kinds = dict(kinds)  # serving column → KIND_*, in serving order
         self.columns = tuple(self.kinds)
         self.sparse = tuple(c for c, k in self.kinds.items() if k in (KIND_INT, KIND_STR))
         self.dense = tuple(c for c, k in self.kinds.items() if k == KIND_DENSE)
         (self.domain,) = (c for c, k in self.kinds.items() if k == KIND_DOMAIN)
         self.num_domains = num_domains
+        self.domain_values = None if domain_values is None else list(domain_values)
+        self._domain_ids: dict[str, int] | None = None
+        if self.domain_values is not None:
+            if len(self.domain_values) != num_domains:
+                raise ValueError(
+                    f"{len(self.domain_values)} domain values for {num_domains} domains: {self.domain_values}"
+                )
+            self._domain_ids = {domain_key(v): i for i, v in enumerate(self.domain_values)}
         self.max_rows = max_rows
         # raw-value bounds equivalent to |z| <= max_abs_z
         self.low = np.asarray(mean, dtype=np.float64) - max_abs_z * np.asarray(std, dtype=np.float64)
         self.high = np.asarray(mean, dtype=np.float64) + max_abs_z * np.asarray(std, dtype=np.float64)
         self.max_abs_z = max_abs_z
+
+    def datatypes(self, col: str) -> set[str]:
+        """The v2 datatypes input ``col`` accepts."""
+        kind = self.kinds[col]
+        if kind == KIND_DOMAIN and self.domain_values is not None:
+            return V2_DATATYPES[KIND_DOMAIN] | V2_DATATYPES[KIND_STR]
+        return V2_DATATYPES[kind]
+
+    def advertised(self, col: str) -> str:
+        """The v2 datatype the model metadata gives for input ``col``."""
+        kind = self.kinds[col]
+        if kind == KIND_DOMAIN and self.domain_values is not None:
+            ints = all(isinstance(v, int) and not isinstance(v, bool) for v in self.domain_values)
+            return V2_ADVERTISED[KIND_DOMAIN if ints else KIND_STR]
+        return V2_ADVERTISED[kind]
+
+    def _domain_ids_of(self, dom: Sequence[Any], n: int) -> np.ndarray:
+        """The domain column → int64 ids [n]: integer ids, or raw values through the bundle's vocabulary."""
+        col = self.domain
+        if self._domain_ids is None:
+            if not all(type(v) is int for v in dom):
+                bad = next(v for v in dom if type(v) is not int)
+                raise RequestError(
+                    f"request: column {col!r} expects integer domain ids; found {excerpt(bad)}"
+                )
+            bad_dom = [v for v in dom if not 0 <= v < self.num_domains]
+            if bad_dom:
+                raise RequestError(
+                    f"request: column {col!r} must be one of 0..{self.num_domains - 1}; found "
+                    f"{len(bad_dom)} row(s) outside, e.g. {excerpt(bad_dom[0])}"
+                )
+            return np.fromiter(dom, dtype=np.int64, count=n)
+        ids = np.empty(n, dtype=np.int64)
+        for i, v in enumerate(dom):
+            # the value as the training data held it: a string or an integer (never a bool, float or null)
+            found = self._domain_ids.get(domain_key(v)) if type(v) in (str, int) else None
+            if v is None:
+                raise RequestError(
+                    f"request: column {col!r} has a missing domain value (row {i}); expected one of "
+                    f"{excerpt(self.domain_values)}"
+                )
+            if found is None:
+                raise RequestError(
+                    f"request: column {col!r} has an unknown domain value {excerpt(v)} (row {i}); "
+                    f"the model knows {excerpt(self.domain_values)}"
+                )
+            ids[i] = found
+        return ids
 
     # -- shared checks -------------------------------------------------------------------------------------
     def _rows(self, n: int) -> None:
@@ -143,18 +206,7 @@ class RequestParser:
                 noun = "integer ids" if want is int else "strings"
                 raise RequestError(f"request: column {col!r} expects {noun}; found {excerpt(bad)}")
             sparse[col] = vals
-        dom = values[self.domain]
-        if not all(type(v) is int for v in dom):
-            bad = next(v for v in dom if type(v) is not int)
-            raise RequestError(
-                f"request: column {self.domain!r} expects integer domain ids; found {excerpt(bad)}"
-            )
-        bad_dom = [v for v in dom if not 0 <= v < self.num_domains]
-        if bad_dom:
-            raise RequestError(
-                f"request: column {self.domain!r} must be one of 0..{self.num_domains - 1}; found "
-                f"{len(bad_dom)} row(s) outside, e.g. {excerpt(bad_dom[0])}"
-            )
+        domain = self._domain_ids_of(values[self.domain], n)
         dense = np.empty((n, len(self.dense)), dtype=np.float64)
         for j, col in enumerate(self.dense):
             vals = values[col]
@@ -166,7 +218,7 @@ class RequestParser:
             except OverflowError:  # an integer beyond float64
                 raise RequestError(f"request: column {col!r} holds a number out of range") from None
         self._check_dense(dense)
-        return Columns(sparse=sparse, dense=dense, domain=np.fromiter(dom, dtype=np.int64, count=n))
+        return Columns(sparse=sparse, dense=dense, domain=domain)
 
     def _check_dense(self, dense: np.ndarray) -> None:
         """Reject ±inf and values beyond ``max_abs_z`` training standard deviations (NaN = missing passes)."""
@@ -194,7 +246,12 @@ class RequestParser:
         for col in self.columns:
             s = df[col]
             kind = self.kinds[col]
-            if kind in (KIND_INT, KIND_DOMAIN):
+            if kind == KIND_DOMAIN and self.domain_values is not None:
+                # raw values, looked up one by one (numpy ints become Python ints, NaN a missing value)
+                values[col] = [
+                    v.item() if isinstance(v, np.integer) else None if _is_nan(v) else v for v in s.tolist()
+                ]
+            elif kind in (KIND_INT, KIND_DOMAIN):
                 if pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s):
                     values[col] = s.to_numpy(dtype=np.int64).tolist()
                 elif s.dtype == object:
@@ -283,12 +340,12 @@ class RequestParser:
                 )
             if name in values:
                 raise RequestError(f"v2 request: input {name!r} given twice")
-            kind = self.kinds[name]
             datatype = t.get("datatype")
-            if datatype not in V2_DATATYPES[kind]:
+            accepted = self.datatypes(name)
+            if datatype not in accepted:
                 raise RequestError(
                     f"v2 request: input {name!r} has datatype {excerpt(datatype)}; expected one of "
-                    f"{sorted(V2_DATATYPES[kind])}"
+                    f"{sorted(accepted)}"
                 )
             shape, data = t.get("shape"), t.get("data")
             if (
@@ -315,6 +372,10 @@ class RequestParser:
         self._missing(list(values))
         assert n is not None
         return self.check_lists(values, n)
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
 
 
 def _json_type(v: Any) -> str:

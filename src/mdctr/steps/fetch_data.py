@@ -7,9 +7,11 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mdctr.config import ConfigError
 from mdctr.io import atomic_dir
+from mdctr.schema import SchemaError
 from mdctr.steps.common import git_sha, parse_options, tracking_uri_or_none
 
 log = logging.getLogger(__name__)
@@ -24,8 +26,11 @@ TAG_DATA_DVC_MD5 = "mdctr.data_dvc_md5"
 class FetchConfig:
     """What to fetch and where to track it.
 
-    Three ways to name a data version, tried in this order:
+    Four ways to name a data version, tried in this order:
 
+    * ``source``: a local directory (the user's own table, or a datasets root): copied, after it has been
+      loaded once so that a table that cannot load fails naming the user's files, not the copy's. Local runs
+      only (a pod cannot see the path); the data version is the md5 of the copied files.
     * ``data_md5`` (+ ``dvc_remote``): the md5 of ``data`` in ``data.dvc``, read straight from the DVC remote;
       no git needed. The compiled pipeline's default (the version committed with the code), for clusters.
     * ``data_rev="local"``: copy ``DATASETS_DIR`` (the laptop path).
@@ -42,6 +47,7 @@ class FetchConfig:
         tracking_uri: MLflow URI; ``""`` = ``$MLFLOW_TRACKING_URI`` or the local default.
         kfp_run_id: the KFP run this belongs to (a tag on the parent run).
         datasets_dir: local-mode source; ``""`` = ``$DATASETS_DIR``.
+        source: the dataset's own directory (or a datasets root holding it); wins over everything above.
     """
 
     dataset: str
@@ -53,6 +59,7 @@ class FetchConfig:
     tracking_uri: str = ""
     kfp_run_id: str = ""
     datasets_dir: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,13 @@ def fetch(*, out_dir: Path | str, config: FetchConfig) -> FetchedData:
         with atomic_dir(out_dir) as tmp:
             (tmp / GENERATED_FILE).write_text(text)
         return FetchedData(out_dir, "generated", "", hashlib.md5(text.encode()).hexdigest(), "", 1)
+    refuse_path_options(adapter, options)
+    if config.source:
+        src = adapter.resolve_source(Path(config.source))
+        check_source(config.dataset, src, options)  # errors name the user's files, not the copy
+        # path "data" with the directory as the root: the directory itself is copied
+        got = versioning.fetch_data(".", "local", out_dir, path=versioning.DATA_DIR, datasets_dir=src)
+        return FetchedData(out_dir, got.rev, got.commit, got.md5, got.dvc_md5, got.files)
     path = f"{versioning.DATA_DIR}/{versioning.dataset_subdir(config.dataset)}"
     if config.data_md5:
         if not config.dvc_remote:
@@ -146,18 +160,68 @@ def fetch(*, out_dir: Path | str, config: FetchConfig) -> FetchedData:
     return FetchedData(out_dir, got.rev, got.commit, got.md5, got.dvc_md5, got.files)
 
 
+def refuse_path_options(adapter: Any, options: dict[str, Any]) -> None:
+    """A pipeline's tasks read the fetched copy of the data; an option naming a file elsewhere (a table's
+    ``path``/``schema``) would bypass it (and the data version), so it is an error saying what to pass instead."""
+    named = sorted(k for k in adapter.path_options if options.get(k) is not None)
+    if named:
+        raise ConfigError(
+            f"dataset {adapter.name!r}: option(s) {named} name files outside the fetched data, which a pipeline "
+            "run does not read; pass the directory holding the data file and schema.yaml as --source "
+            "(pipeline parameter `source`) instead"
+        )
+
+
+def check_source(dataset: str, source: Path | str | None, options: dict[str, Any], *, split: str = "") -> Any:
+    """Load ``dataset`` from the user's ``source`` directory, with the schema's checks, and return it (a
+    :class:`mdctr.data.LoadedDataset`; None without a source, when only the options are checked).
+
+    Done before the directory is copied (and by ``mdctr pipeline run`` before any task starts), so that a table
+    that cannot load fails with a :class:`mdctr.data.DataError` naming the user's file, column and rows: the
+    tasks after fetch only see the copy. ``split`` (``random``/``time``) is checked too when given: a time split
+    needs a time column.
+    """
+    from mdctr.data import DataError, get_dataset, load_dataset
+    from mdctr.data.encode import check_split
+
+    refuse_path_options(get_dataset(dataset, **options), options)
+    if source is None:
+        return None
+    source = Path(source)
+    if not source.is_dir():
+        raise DataError(f"dataset {dataset!r}: source {source} is not a directory")
+    loaded = load_dataset(dataset, source, **options)
+    if split:
+        check_split(loaded.schema, split)
+    return loaded
+
+
+def dataset_name(dataset: str, options: dict[str, Any], raw: Path) -> str:
+    """The name runs carry: the data's own (a table's ``schema.yaml`` ``name``), else ``dataset``."""
+    from mdctr.data import get_dataset
+
+    try:
+        return get_dataset(dataset, **options).dataset_name(raw)
+    except (ConfigError, SchemaError, OSError) as e:  # validate_data names the problem; a run still opens
+        log.warning("dataset %s: no name from %s (%s); runs are named %r", dataset, raw, e, dataset)
+        return dataset
+
+
 def start_run(*, fetched: FetchedData, config: FetchConfig) -> str:
     """Open the MLflow parent run of one pipeline run for ``fetched``; return its id (left RUNNING)."""
     from mdctr import tracking
 
     options = parse_options(config.dataset_options, what="dataset_options")
+    name = dataset_name(config.dataset, options, fetched.path)
     params = {"dataset": config.dataset, "dataset_options": options, "data_rev": config.data_rev}
+    if name != config.dataset:
+        params["dataset_name"] = name
     if config.data_md5:
         params["data_md5"] = config.data_md5
     tags = {TAG_DATA_DVC_MD5: fetched.dvc_md5} if fetched.dvc_md5 else None
     run_id = tracking.start_parent_run(
         tracking_uri_or_none(config.tracking_uri),
-        run_name=f"{config.dataset}@{fetched.rev}",
+        run_name=f"{name}@{fetched.rev}",
         tags=tags,
         params=params,
         data_rev=fetched.data_rev_tag,
@@ -165,7 +229,7 @@ def start_run(*, fetched: FetchedData, config: FetchConfig) -> str:
         git_sha=git_sha() or None,
         kfp_run_id=config.kfp_run_id or None,
     )
-    log.info("parent run %s for %s@%s (md5 %s)", run_id, config.dataset, fetched.rev, fetched.md5)
+    log.info("parent run %s for %s@%s (md5 %s)", run_id, name, fetched.rev, fetched.md5)
     return run_id
 
 

@@ -52,9 +52,10 @@ def prepare_data(*, source: Path | str, out_dir: Path | str, config: PrepareConf
     loaded = load_dataset(config.dataset, source, **options)
     spec = write_prepared(loaded, out_dir, split=config.split, seed=config.seed)  # type: ignore[arg-type]
     schema = loaded.schema
-    loaded.table[list(schema.serving_columns)].head(EXAMPLE_ROWS).reset_index(drop=True).to_parquet(
-        out_dir / SERVING_EXAMPLE_FILE, index=False
-    )
+    example = loaded.table[list(schema.serving_columns)].head(EXAMPLE_ROWS).reset_index(drop=True)
+    # a request carries the domain as the user's data holds it (e.g. "books"), when the data had a raw value
+    example[schema.domain] = spec.raw_domains(example[schema.domain].to_numpy())
+    example.to_parquet(out_dir / SERVING_EXAMPLE_FILE, index=False)
     planted = loaded.extras.get("planted_domain")
     if planted is not None:
         # the same seeded split write_prepared made, on a copy carrying each row's position

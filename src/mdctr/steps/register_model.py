@@ -142,7 +142,7 @@ def validation_set(prepared_dir: Path | str) -> Any:
     for j, col in enumerate(schema.dense):
         frame[col] = dense[keep, j] * spec.std[col] + spec.mean[col]
     domains = valid.handcrafted.numpy()[keep]
-    frame[schema.domain] = domains.astype(np.int64)
+    frame[schema.domain] = spec.raw_domains(domains)  # as served: the raw value when the data had one
     df = pd.DataFrame(frame)[list(schema.serving_columns)]
     log.info(
         "gate validation set: %d of %d validation rows (the rest hold unseen ids)",
