@@ -38,10 +38,13 @@ def write_data(out: Path, rows: int, row_group: int) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     first = generate(rows=min(rows, CHUNK), num_sparse=4, num_dense=2, vocab_size=1000, num_domains=4, seed=0)
+    # every chunk and split shares seed 0's structure (what there is to learn); only the rows differ
     spec = FeatureSpec.fit(first.table, first.schema)
     spec.save(out / SPEC_FILE)
     for name, n, seed in (("valid", 50_000, 10_001), ("test", 50_000, 10_002)):
-        t = generate(rows=n, num_sparse=4, num_dense=2, vocab_size=1000, num_domains=4, seed=seed).table
+        t = generate(
+            rows=n, num_sparse=4, num_dense=2, vocab_size=1000, num_domains=4, seed=0, sample_seed=seed
+        ).table
         spec.encode_frame(t, source=name).to_parquet(out / f"{name}.parquet", index=False)
     writer = None
     done, chunk_seed = 0, 0
@@ -51,7 +54,13 @@ def write_data(out: Path, rows: int, row_group: int) -> None:
             first.table
             if chunk_seed == 0 and n == len(first.table)
             else generate(
-                rows=n, num_sparse=4, num_dense=2, vocab_size=1000, num_domains=4, seed=chunk_seed
+                rows=n,
+                num_sparse=4,
+                num_dense=2,
+                vocab_size=1000,
+                num_domains=4,
+                seed=0,
+                sample_seed=chunk_seed,
             ).table
         )
         arrow = pa.Table.from_pandas(spec.encode_frame(table, source="train"), preserve_index=False)

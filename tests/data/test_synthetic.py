@@ -78,3 +78,21 @@ def test_label_depends_on_domain() -> None:
 def test_invalid_sizes() -> None:
     with pytest.raises(ConfigError, match="vocab_size"):
         generate(rows=10, vocab_size=2, num_domains=4)
+
+
+def test_sample_seed_draws_new_rows_from_the_same_structure() -> None:
+    """Chunks of one large dataset: other rows, one label function (a model fit on one chunk scores another)."""
+    from sklearn.metrics import roc_auc_score
+
+    a = generate(rows=20000, vocab_size=20, seed=0, sample_seed=1)
+    b = generate(rows=20000, vocab_size=20, seed=0, sample_seed=2)
+    other = generate(rows=20000, vocab_size=20, seed=5, sample_seed=2)
+    assert not a.table.equals(b.table)
+    again = generate(rows=20000, vocab_size=20, seed=0, sample_seed=1)
+    assert a.table.equals(again.table)
+    cols = ["f0", "f1", "f2", "f3"]
+    enc = OneHotEncoder(handle_unknown="ignore").fit(a.table[cols])
+    model = LogisticRegression(max_iter=500).fit(enc.transform(a.table[cols]), a.table["label"])
+    same = roc_auc_score(b.table["label"], model.predict_proba(enc.transform(b.table[cols]))[:, 1])
+    foreign = roc_auc_score(other.table["label"], model.predict_proba(enc.transform(other.table[cols]))[:, 1])
+    assert same > 0.6 and same > foreign + 0.05, (same, foreign)

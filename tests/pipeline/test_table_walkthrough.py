@@ -142,7 +142,7 @@ def test_docs_walkthrough_from_csv_to_served_prediction(tmp_path: Path) -> None:
     from mdctr.tracking.pyfunc import download_model
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    local, _ = download_model("models:/mdctr-ctr@champion", tracking_uri=uri)
+    local, _ = download_model("models:/mdctr-shop@champion", tracking_uri=uri)
     predictor = Predictor.load(bundle_dir_of(local))
     assert predictor.spec.domain_values == ["de", "fr", "us"]
     cols = Columns(
@@ -160,5 +160,5 @@ def test_docs_walkthrough_from_csv_to_served_prediction(tmp_path: Path) -> None:
         r.info.run_name for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
     }
     assert "shop@local" in names and not any(n.startswith("table@") for n in names)
-    version = client.get_model_version("mdctr-ctr", "1")
+    version = client.get_model_version("mdctr-shop", "1")
     assert version.tags["mdctr.schema"] == "shop"

@@ -91,6 +91,8 @@ def generate(
     num_domains: int = 4,
     seed: int = 0,
     handcrafted_noise: float = 0.3,
+    *,
+    sample_seed: int | None = None,
 ) -> LoadedDataset:
     """Draw a synthetic multi-domain table.
 
@@ -102,6 +104,8 @@ def generate(
         num_domains: number K of planted (and hand-crafted) domains.
         seed: seeds structure and sampling; same arguments → identical output.
         handcrafted_noise: probability that a row's hand-crafted domain id is uniform random.
+        sample_seed: when given, seeds the rows alone, the structure (domains, effects: what a model learns)
+            staying ``seed``'s: chunks of one large dataset, or its valid/test splits, drawn separately.
 
     Returns:
         LoadedDataset with ``extras["planted_domain"]`` (np.int64 [N]) and ``extras["config"]`` (dict).
@@ -109,7 +113,10 @@ def generate(
     cfg = SyntheticConfig(rows, num_sparse, num_dense, vocab_size, num_domains, seed, handcrafted_noise)
     K, V, N = num_domains, vocab_size, rows
     # Two independent streams: the structure must not depend on N, the samples must.
-    structure_rng, sample_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    structure_seq, sample_seq = np.random.SeedSequence(seed).spawn(2)
+    if sample_seed is not None:
+        sample_seq = np.random.SeedSequence([seed, sample_seed])
+    structure_rng, sample_rng = np.random.default_rng(structure_seq), np.random.default_rng(sample_seq)
 
     # --- structure ---------------------------------------------------------------------------------------
     domain_probs = structure_rng.dirichlet(np.full(K, 4.0))  # unequal but not tiny domains
