@@ -22,9 +22,16 @@ from collections import defaultdict
 from pathlib import Path
 
 from mdctr.evaluation.benchmark import variant_name
-from mdctr.evaluation.significance import compare_entries
+from mdctr.evaluation.significance import compare_entries, holm
 
-PAIRS = (("mined", "handcrafted"), ("mined", "none"), ("handcrafted", "none"))
+PAIRS = (
+    ("mined", "handcrafted"),
+    ("mined", "none"),
+    ("mined", "random"),
+    ("mined", "binned"),
+    ("handcrafted", "none"),
+    ("handcrafted", "random"),
+)
 
 
 def load_aucs(bench_dirs: list[Path]) -> dict[str, dict[str, dict[int, float]]]:
@@ -55,9 +62,12 @@ def load_aucs(bench_dirs: list[Path]) -> dict[str, dict[str, dict[int, float]]]:
     return aucs
 
 
-def _row(a: str, b: str, auc_a: dict[int, float], auc_b: dict[int, float]) -> str:
-    test = compare_entries(auc_a, auc_b)
-    return f"| {a} | {b} | {test.diff:+.4f} | {test.p_value:.3g} | {test.n} |"
+def _print(rows: list[tuple[str, str, dict[int, float], dict[int, float]]]) -> None:
+    """One table row per comparison; the p-values Holm-corrected over the whole printed family."""
+    tests = [compare_entries(auc_a, auc_b) for _, _, auc_a, auc_b in rows]
+    adjusted = holm([t.p_value for t in tests])
+    for (a, b, _, _), test, p_holm in zip(rows, tests, adjusted, strict=True):
+        print(f"| {a} | {b} | {test.diff:+.4f} | {test.p_value:.3g} | {p_holm:.3g} | {test.n} |")
 
 
 def main() -> None:
@@ -68,8 +78,9 @@ def main() -> None:
     aucs = load_aucs(args.bench_dirs)
     names = ", ".join(str(d) for d in args.bench_dirs)
     print(f"Paired t-test over common seeds; runs from {names}.\n")
-    print("| A | B | AUC A − AUC B | p | seeds |")
-    print("|---|---|---|---|---|")
+    print("| A | B | AUC A − AUC B | p | p (Holm) | seeds |")
+    print("|---|---|---|---|---|---|")
+    rows = []
     if args.against:
         model, _, source = args.against.rpartition("/")
         if source not in aucs.get(model, {}):
@@ -77,12 +88,13 @@ def main() -> None:
         for other in sorted(aucs):
             for src, runs in sorted(aucs[other].items()):
                 if (other, src) != (model, source):
-                    print(_row(f"{other}/{src}", args.against, runs, aucs[model][source]))
-        return
-    for model in sorted(aucs):
-        for a, b in PAIRS:
-            if a in aucs[model] and b in aucs[model]:
-                print(_row(f"{model}/{a}", f"{model}/{b}", aucs[model][a], aucs[model][b]))
+                    rows.append((f"{other}/{src}", args.against, runs, aucs[model][source]))
+    else:
+        for model in sorted(aucs):
+            for a, b in PAIRS:
+                if a in aucs[model] and b in aucs[model]:
+                    rows.append((f"{model}/{a}", f"{model}/{b}", aucs[model][a], aucs[model][b]))
+    _print(rows)
 
 
 if __name__ == "__main__":
