@@ -165,6 +165,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 tolerance=promotion_tolerance,
                 winner=evaluation.outputs["winner"],
                 prepared=prepare.outputs["prepared"],
+                evaluation_report=evaluation.outputs["report"],
             )
             with dsl.If(register.outputs["Output"] == "promote", name="gate-passed"):
                 promote = promote_model(

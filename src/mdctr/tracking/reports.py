@@ -13,6 +13,9 @@ from mdctr.tracking.setup import client as get_client
 
 log = logging.getLogger(__name__)
 
+#: folder of the evaluation's files on the parent run (the default of :func:`mdctr.tracking.log_evaluation`)
+EVALUATION_ARTIFACTS = "evaluation"
+
 
 def artifact_location(tracking_uri: str | None, run_id: str, path: str) -> str:
     """Where ``path`` (relative to the run's artifact root) can be opened: the MLflow UI page for an http(s)
@@ -53,3 +56,10 @@ def log_report(
     location = artifact_location(tracking_uri, run_id, artifact_path)
     log.info("report %s logged on run %s: %s", files.name, run_id, location)
     return location
+
+
+def log_page(tracking_uri: str | None, run_id: str, text: str, artifact_file: str) -> str:
+    """Write ``text`` as the artifact ``artifact_file`` of run ``run_id`` (replacing one already there); return
+    :func:`artifact_location` of it."""
+    get_client(tracking_uri).log_text(run_id, text, artifact_file)
+    return artifact_location(tracking_uri, run_id, artifact_file)
