@@ -158,6 +158,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 parent_run_id=start.outputs["Output"],
                 results=dsl.Collected(train.outputs["results"]),
                 bundles=dsl.Collected(train.outputs["bundle"]),
+                domains=mine.outputs["domains"],
             )
             register = register_model(
                 tracking_uri=tracking_uri,

@@ -12,6 +12,7 @@ import pytest
 from mdctr import tracking
 from mdctr.evaluation.report import GATE_PENDING, gate_html, with_gate
 from mdctr.steps.evaluate import EvaluateConfig, evaluate
+from mdctr.steps.mine_domains import MineConfig, mine_domains
 from mdctr.steps.register_model import KEEP, PROMOTE, RegisterConfig, register_model
 from mdctr.steps.train_model import TrainStepConfig, train_model
 from mdctr.tracking.setup import client
@@ -38,7 +39,8 @@ def test_with_gate_replaces_only_the_decision() -> None:
 
 @pytest.fixture(scope="module")
 def evaluated(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
-    """One dnn run evaluated under a parent run of its own, in an MLflow store of its own (no champion yet)."""
+    """One dnn run and a miner evaluated under a parent run of its own, in an MLflow store of its own (no
+    champion yet)."""
     root = tmp_path_factory.mktemp("final-report")
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     tracking.configure(uri)
@@ -57,7 +59,14 @@ def evaluated(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, s
             parent_run_id=parent,
         ),
     )
+    mine_domains(
+        prepared_dir=ws.prepared.path,
+        out_dir=root / "domains",
+        report_path=root / "domains.md",
+        config=MineConfig(miner_options='{"num_codes": 4, "epochs": 1}'),
+    )
     evaluate(
+        domains_dir=root / "domains",  # the pipeline's evaluate task logs the cached miner's report
         results_dirs=[trained.results_dir],
         bundle_dirs=[trained.bundle_dir],
         leaderboard_path=root / "leaderboard.md",
@@ -103,6 +112,9 @@ def test_register_writes_the_final_report_with_the_gate_decision(
     # the parent run keeps one report: evaluate's copy was replaced by the final page
     final = Path(c.download_artifacts(parent, "evaluation/report.html", str(root / "dl2"))).read_text()
     assert final == page
+    # evaluate put the miner's domain report beside it
+    assert "domains/domain_report.html" in {a.path for a in c.list_artifacts(parent, "domains")}
+    assert "domains.perplexity" in c.get_run(parent).data.metrics
 
 
 def test_a_kept_challenger_says_keep_and_why(evaluated: tuple[str, str, Path], ws: Any) -> None:
