@@ -131,3 +131,16 @@ def test_unreadable_files_fall_back_to_the_summary_page(parent: tuple[str, str],
     assert "FAILED" in (tmp_path / "report.html").read_text()
     assert not (tmp_path / "results" / "data_docs").exists()
     assert "validation/validation_report.html" in _artifacts(uri, run_id, "validation")
+
+
+def test_a_tracking_error_does_not_hide_the_data_failure(parent: tuple[str, str], tmp_path: Path) -> None:
+    uri, _ = parent
+    with pytest.raises(DataValidationError) as err:
+        validate_data(
+            source=write_ml1m(tmp_path / "src", rating=9),
+            html_path=tmp_path / "report.html",
+            results_dir=tmp_path / "results",
+            config=ValidateConfig(dataset="ml-1m", tracking_uri=uri, parent_run_id="no-such-run"),
+        )
+    assert "[rating]: 7 row(s)" in str(err.value) and "MLflow: not logged (" in str(err.value)
+    assert (tmp_path / "results" / "data_docs" / "index.html").is_file()

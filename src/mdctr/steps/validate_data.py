@@ -7,6 +7,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mdctr.steps.common import parse_options, tracking_uri_or_none
 
@@ -75,25 +76,16 @@ def validate_data(
     docs = result.data_docs_index
     where = [f"Data Docs: {docs.resolve()}"] if docs else [f"report: {result.html_path.resolve()}"]
     if config.parent_run_id:
-        from mdctr import tracking
-        from mdctr.tracking.reports import artifact_location, log_report
-
-        names = tracking.names
-        uri = tracking_uri_or_none(config.tracking_uri)
-        logged = log_report(
-            uri,
-            config.parent_run_id,
-            files=results_dir,
-            artifact_path=ARTIFACT_PATH,
-            metrics={"validation.rows": result.rows, "validation.failed": result.n_failed},
-            tags={names.TAG_VALIDATION: "passed" if result.success else "failed"},
-        )
-        if docs:
-            logged = artifact_location(
-                uri, config.parent_run_id, f"{ARTIFACT_PATH}/{docs.relative_to(results_dir).as_posix()}"
+        try:
+            where.append(
+                f"MLflow parent run {config.parent_run_id}: {_log_to_mlflow(result, results_dir, config)}"
             )
-        tracking.runs.tag_run(uri, config.parent_run_id, {names.TAG_DATA_DOCS: logged})
-        where.append(f"MLflow parent run {config.parent_run_id}: {logged}")
+        except Exception as e:
+            if result.success:
+                raise
+            # the data's failure is the news: a tracking outage must not replace it
+            log.error("could not log the validation reports to MLflow: %s", e)
+            where.append(f"MLflow: not logged ({type(e).__name__}: {e})")
     if not result.success:
         # printed as well as logged: the path is what a user of a failed local run opens
         for line in where:
@@ -119,3 +111,27 @@ def validate_data(
         seconds=result.seconds,
         data_docs=docs,
     )
+
+
+def _log_to_mlflow(result: Any, results_dir: Path, config: ValidateConfig) -> str:
+    """Everything in ``results_dir`` → ``validation/`` on the parent run, with the metrics and tags; returns
+    where the Data Docs (or, without them, the reports) are."""
+    from mdctr import tracking
+    from mdctr.tracking.reports import artifact_location, log_report
+
+    names = tracking.names
+    uri = tracking_uri_or_none(config.tracking_uri)
+    logged = log_report(
+        uri,
+        config.parent_run_id,
+        files=results_dir,
+        artifact_path=ARTIFACT_PATH,
+        metrics={"validation.rows": result.rows, "validation.failed": result.n_failed},
+        tags={names.TAG_VALIDATION: "passed" if result.success else "failed"},
+    )
+    docs = result.data_docs_index
+    if docs:
+        index = f"{ARTIFACT_PATH}/{docs.relative_to(results_dir).as_posix()}"
+        logged = artifact_location(uri, config.parent_run_id, index)
+    tracking.runs.tag_run(uri, config.parent_run_id, {names.TAG_DATA_DOCS: logged})
+    return logged
