@@ -20,6 +20,7 @@ def evaluate(
     parent_run_id: str,
     results: Input[list[Dataset]],
     bundles: Input[list[Model]],
+    domains: Input[Dataset],
     leaderboard: Output[Markdown],
     report: Output[HTML],
     tables: Output[Dataset],
@@ -38,6 +39,7 @@ def evaluate(
         report_path=report.path,
         tables_dir=tables.path,
         winner_dir=winner.path,
+        domains_dir=domains.path,  # its report goes to the parent run (mine_domains is cached, takes no run)
         config=EvaluateConfig(tracking_uri=tracking_uri, parent_run_id=parent_run_id),
     )
     for name, value in result.winner_metrics.items():

@@ -165,6 +165,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 parent_run_id=start.outputs["Output"],
                 results=dsl.Collected(train.outputs["results"]),
                 bundles=dsl.Collected(train.outputs["bundle"]),
+                domains=mine.outputs["domains"],
             )
             register = register_model(
                 tracking_uri=tracking_uri,
@@ -173,6 +174,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 registered_model=registered_model,
                 winner=evaluation.outputs["winner"],
                 prepared=prepare.outputs["prepared"],
+                evaluation_report=evaluation.outputs["report"],
             )
             with dsl.If(register.outputs["Output"] == "promote", name="gate-passed"):
                 promote = promote_model(

@@ -18,7 +18,7 @@ import pytest
 
 from mdctr.data import DataError, load_dataset
 from mdctr.validation import validate_dataset
-from mdctr.validation.gate import HTML_NAME, JSON_NAME
+from mdctr.validation.gate import DATA_DOCS_DIR, HTML_NAME, JSON_NAME
 
 USERS = "1::F::1::10::48067\n2::M::25::16::70072\n3::M::35::15::55117\n4::F::56::7::02460\n"
 MOVIES = "1::Toy Story (1995)::Animation|Children's\n2::Jumanji (1995)::Adventure\n3::Heat (1995)::Action\n"
@@ -315,7 +315,7 @@ def test_an_interrupted_run_leaves_no_success_report_and_no_temp_files(tmp_path:
 
     result = validate_dataset("ml-1m", bad, report)
     assert not result.success
-    assert sorted(p.name for p in report.iterdir()) == sorted([HTML_NAME, JSON_NAME])
+    assert sorted(p.name for p in report.iterdir()) == sorted([DATA_DOCS_DIR, HTML_NAME, JSON_NAME])
     assert "FAILED" in (report / HTML_NAME).read_text()
 
 

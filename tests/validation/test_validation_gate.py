@@ -88,7 +88,10 @@ def test_valid_data_passes_and_writes_a_self_contained_report(tmp_path: Path) ->
     assert result.success, result.failures
     assert result.n_failed == 0 and result.rows == 30
     page = result.html_path.read_text()
-    assert "<style>" in page and "PASSED" in page and "<script" not in page and "href=" not in page
+    # self-contained: no scripts, and the only link is to the GX Data Docs built beside it
+    assert "<style>" in page and "PASSED" in page and "<script" not in page
+    assert page.count("href=") == 1 and "href='data_docs/index.html'" in page
+    assert (result.html_path.parent / "data_docs" / "index.html").is_file()
     assert '"success": true' in result.json_path.read_text()
 
 

@@ -17,7 +17,12 @@ if TYPE_CHECKING:  # pandas is imported where a table is built, not when a step 
     import pandas as pd
 
 #: shown where the gate decision is not known yet: evaluate runs before register_model decides
-GATE_PENDING = "decided after evaluation (the register step gates the winner against the champion)"
+GATE_PENDING = (
+    "decided after evaluation: register_model gates the winner against the champion and writes this page again "
+    "with its decision (its `report` output; evaluation/report.html on the MLflow parent run)"
+)
+#: the element of the summary that holds the gate decision; :func:`with_gate` fills it in
+GATE_ELEMENT_ID = "gate-decision"
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,7 @@ class ReportSummary:
 
     Attributes:
         data_version: e.g. ``rev v1, md5 <hex>`` ("" → "not recorded").
-        gate: the gate decision and its reason ("" → :data:`GATE_PENDING`).
+        gate: the gate decision and its reason as HTML, from :func:`gate_html` ("" → :data:`GATE_PENDING`).
         run_links: label → URL of an MLflow run (only for http(s) tracking URIs; empty otherwise).
     """
 
@@ -145,7 +150,7 @@ figure{{display:inline-block;margin:1em;vertical-align:top}}img{{max-width:620px
 validation AUC of its seeds. The test split chooses nothing: it is reported, test AUC
 {fmt_ci(best["auc_mean"], best["auc_ci_low"], best["auc_ci_high"])} (95% CI), exported seed
 {fmt_num(ov.get("auc"))}, {ov.get("flops_per_sample", 0):,.0f} FLOPs/sample.</dd>
-<dt>Gate decision</dt><dd>{html.escape(summary.gate or GATE_PENDING)}</dd>
+<dt>Gate decision</dt><dd id="{GATE_ELEMENT_ID}">{summary.gate or html.escape(GATE_PENDING)}</dd>
 <dt>MLflow runs</dt><dd>{links_html}</dd>
 </dl>
 <h2>Leaderboard</h2>
@@ -156,3 +161,28 @@ validation AUC of its seeds. The test split chooses nothing: it is reported, tes
 <h2>Plots</h2>{figures}
 </body></html>
 """
+
+
+def gate_html(decision: str, reason: str, version: str | int, model: str = "") -> str:
+    """The summary's gate line: the decision in the words the MLflow tags use (``promote``/``keep``: version
+    tag ``gate.decision``, parent-run tag ``mdctr.gate_decision``), its reason and the registered version."""
+    registered = f"version {html.escape(str(version))}" + (f" of {html.escape(model)}" if model else "")
+    outcome = (
+        "it becomes the champion"
+        if decision == "promote"
+        else "the champion stays; it is only the challenger"
+    )
+    return f"<b>{html.escape(decision)}</b>: {html.escape(reason)} ({registered}; {outcome})."
+
+
+def with_gate(page: str, gate: str) -> str:
+    """``page`` (from :func:`render_report`) with its gate decision replaced by ``gate`` (HTML from
+    :func:`gate_html`); the rest of the page is unchanged."""
+    import re
+
+    pattern = re.compile(rf'(<dd id="{GATE_ELEMENT_ID}">)(.*?)(</dd>)', re.DOTALL)
+    if len(pattern.findall(page)) != 1:
+        raise ValueError(
+            f'report page has no single <dd id="{GATE_ELEMENT_ID}"> element to hold the decision'
+        )
+    return pattern.sub(lambda m: m.group(1) + gate + m.group(3), page)

@@ -165,6 +165,7 @@ def evaluate(
     tables_dir: Path | str,
     winner_dir: Path | str,
     config: EvaluateConfig,
+    domains_dir: Path | str | None = None,
 ) -> EvaluateOutput:
     """Build the leaderboard from every ``train_model`` output (``results_dirs[i]`` pairs with
     ``bundle_dirs[i]``) and write:
@@ -173,7 +174,8 @@ def evaluate(
     * ``tables_dir``: leaderboard Markdown/CSV/JSON, PNG plots, the winner's ROC (JSON + PNG), the report;
     * ``winner_dir``: ``bundle/`` (the winner's serving bundle), its serving example and ``entry.json``;
 
-    and log the leaderboard files and headline metrics to the MLflow parent run.
+    and log the leaderboard files and headline metrics to the MLflow parent run, with the domain report of
+    ``domains_dir`` (a ``mine_domains`` output; logged here because mine_domains is cached and takes no run).
     """
     from mdctr import tracking
     from mdctr.evaluation.leaderboard import build_leaderboard, to_markdown
@@ -220,6 +222,14 @@ def evaluate(
             artifact_dir=tables_dir,
         )
         _tag_parent(config, summary, winner, [s for s, _ in loaded])
+        if domains_dir is not None:
+            from mdctr.steps.mine_domains import log_domain_report
+
+            log_domain_report(
+                domains_dir,
+                tracking_uri=tracking_uri_or_none(config.tracking_uri),
+                parent_run_id=config.parent_run_id,
+            )
     log.info(
         "leaderboard: %d entries from %d runs; winner %s (seed %d)", len(df), len(loaded), winner, record.seed
     )

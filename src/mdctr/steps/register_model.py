@@ -45,7 +45,12 @@ class RegisterOutput:
 
 
 def register_model(
-    *, winner_dir: Path | str, config: RegisterConfig, prepared_dir: Path | str | None = None
+    *,
+    winner_dir: Path | str,
+    config: RegisterConfig,
+    prepared_dir: Path | str | None = None,
+    evaluation_report: Path | str | None = None,
+    report_path: Path | str | None = None,
 ) -> RegisterOutput:
     """Log ``winner_dir/bundle`` as a pyfunc in the winner's training run, register it (alias challenger)
     under its dataset's model (``mdctr-<schema name>`` unless ``config.model_name`` says otherwise), tag it
@@ -54,6 +59,10 @@ def register_model(
 
     With ``prepared_dir`` the gate re-scores challenger and champion on this run's validation split (see
     :func:`mdctr.tracking.decide_promotion`); without it, it compares the metrics stored on version tags.
+
+    With ``evaluation_report`` (the evaluate step's HTML report, written before any gate ran) the page is
+    written again to ``report_path`` with the gate's decision and reason in its summary, and replaces
+    ``evaluation/report.html`` on the parent run, so both places show the run's final report.
     """
     import pandas as pd
 
@@ -90,6 +99,14 @@ def register_model(
         f"{entry['entry']} (run {run_id}); gate: {decision} — {gate.reason}. Model card: {card}",
         name=name,
     )
+    if evaluation_report is not None:
+        _final_report(
+            Path(evaluation_report),
+            Path(report_path) if report_path is not None else None,
+            gate_line=(decision, gate.reason, registered.version),
+            tracking_uri=uri,
+            parent_run_id=config.parent_run_id,
+        )
     if config.parent_run_id:
         tracking.runs.tag_run(
             uri,
@@ -114,6 +131,31 @@ def register_model(
         reason=gate.reason,
         gate=gate.to_dict(),
     )
+
+
+def _final_report(
+    evaluation_report: Path,
+    report_path: Path | None,
+    *,
+    gate_line: tuple[str, str, str],
+    tracking_uri: str | None,
+    parent_run_id: str,
+) -> None:
+    """The evaluate step's report with the gate decision filled in → ``report_path`` and the parent run."""
+    from mdctr.evaluation.report import gate_html, with_gate
+    from mdctr.steps.evaluate import REPORT_FILE
+    from mdctr.tracking.names import REGISTERED_MODEL
+
+    decision, reason, version = gate_line
+    page = with_gate(evaluation_report.read_text(), gate_html(decision, reason, version, REGISTERED_MODEL))
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(page)
+    if parent_run_id:
+        from mdctr.tracking.reports import EVALUATION_ARTIFACTS, log_page
+
+        # the same artifact path evaluate logged the page to: the parent run keeps one report, the final one
+        log_page(tracking_uri, parent_run_id, page, f"{EVALUATION_ARTIFACTS}/{REPORT_FILE}")
 
 
 def validation_set(prepared_dir: Path | str) -> Any:

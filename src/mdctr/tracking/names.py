@@ -71,3 +71,9 @@ TAG_SCHEMA_HASH = "mdctr.schema_hash"
 
 #: metrics where higher is better; every other gate metric is treated as lower-is-better
 HIGHER_IS_BETTER = frozenset({"auc", "gauc", "accuracy"})
+
+#: the data gate's outcome on the parent run (``passed``/``failed``) and where its GX Data Docs are
+TAG_VALIDATION = "mdctr.validation"
+TAG_DATA_DOCS = "mdctr.data_docs"
+#: the mined domains' report on the parent run: artifact folder
+DOMAIN_REPORT_PATH = "domains"

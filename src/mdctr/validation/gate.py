@@ -11,8 +11,13 @@ expectations; rules on :attr:`FeatureSchema.raw_columns` are checked on the raw 
 (``LoadedDataset.raw``), so a rating of 9 fails here even though the canonical table only holds its 0/1 label.
 Failed expectations name the offending rows by their place in the raw files (``LoadedDataset.row_labels``).
 
-Reports are replaced atomically and the previous run's report is removed before validation starts, so a run
-killed half-way never leaves a report claiming success.
+The validation runs as a GX checkpoint whose ``UpdateDataDocsAction`` builds GX Data Docs (an HTML site:
+``index.html``, the suite's page and this validation's page) into ``<report_dir>/data_docs/``, next to the
+compact self-contained summary ``validation_report.html`` and its JSON. Data Docs are built whether the data
+passes or not: on failure they are the page that says which expectation failed, on which rows.
+
+Reports are replaced atomically and the previous run's reports (Data Docs included) are removed before
+validation starts, so a run killed half-way never leaves a report claiming success.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import html
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +52,10 @@ STRING_TYPES = ["object", "str"]
 
 HTML_NAME = "validation_report.html"
 JSON_NAME = "validation_report.json"
+#: the GX Data Docs site inside the report directory (``data_docs/index.html``)
+DATA_DOCS_DIR = "data_docs"
+#: name of the Data Docs site in the GX context (GX's own default site, in a temporary directory, is dropped)
+DATA_DOCS_SITE = "mdctr"
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,11 @@ class ValidationResult:
         dataset: schema/dataset name.
         rows: rows validated (0 when the data could not be loaded).
         seconds: wall time of the validation (GX import included on first use).
+        failures: one line per failed expectation: type, column, what was found vs expected, rows.
+        data_docs_index: the GX Data Docs site's ``index.html`` (None when the data could not be loaded,
+            so no GX validation ran).
+        data_docs_page: this validation's page in that site (one HTML file; its styles and scripts come from
+            public CDNs, so it also reads as a single page, e.g. in the KFP UI).
     """
 
     success: bool
@@ -96,6 +111,8 @@ class ValidationResult:
     rows: int
     seconds: float
     failures: tuple[str, ...] = field(default=())
+    data_docs_index: Path | None = None
+    data_docs_page: Path | None = None
 
 
 # -- the suite --------------------------------------------------------------------------------------------
@@ -298,16 +315,68 @@ def _outcome(res: Any, why: str, n_rows: int = 0, row_labels: Any = None) -> Exp
     )
 
 
-def _run_gx(frame: pd.DataFrame, schema: FeatureSchema, row_labels: Any = None) -> list[ExpectationOutcome]:
+@dataclass(frozen=True)
+class _GxRun:
+    outcomes: list[ExpectationOutcome]
+    docs_index: Path | None
+    docs_page: Path | None
+
+
+def _data_docs_site(docs_dir: Path) -> dict[str, Any]:
+    return {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(docs_dir.resolve()),
+        },
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+
+
+def _url_path(url: str | None) -> Path | None:
+    if not url or not url.startswith("file://"):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    path = Path(unquote(urlparse(url).path))
+    return path if path.is_file() else None
+
+
+def _prune_static(docs_dir: Path) -> None:
+    """Drop the GX static images no page of the site references (how-to animations, ~3 MB), so the site
+    logged to MLflow for every run stays small."""
+    static = docs_dir / "static" / "images"
+    if not static.is_dir():
+        return
+    pages = "".join(p.read_text(encoding="utf-8", errors="replace") for p in docs_dir.rglob("*.html"))
+    pages += "".join(p.read_text(encoding="utf-8", errors="replace") for p in docs_dir.rglob("*.css"))
+    for image in static.iterdir():
+        if image.is_file() and image.name not in pages:
+            image.unlink()
+
+
+def _run_gx(
+    frame: pd.DataFrame, schema: FeatureSchema, row_labels: Any = None, docs_dir: Path | None = None
+) -> _GxRun:
+    """Run the suite as a GX checkpoint; with ``docs_dir`` its ``UpdateDataDocsAction`` builds Data Docs there."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     # GX logs its set-up at INFO, one line per internal registration: noise in step logs.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     # Progress bars would flood non-TTY logs (KFP, CI).
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    # the ephemeral context's default site lives in a temporary directory nobody would find: only ours
+    for site in list(context.list_data_docs_sites()):
+        context.delete_data_docs_site(site)
+    actions = []
+    if docs_dir is not None:
+        context.add_data_docs_site(DATA_DOCS_SITE, _data_docs_site(docs_dir))
+        actions.append(UpdateDataDocsAction(name="data-docs", site_names=[DATA_DOCS_SITE]))
     batch_def = (
         context.data_sources.add_pandas("mdctr")
         .add_dataframe_asset(schema.name)
@@ -317,10 +386,25 @@ def _run_gx(frame: pd.DataFrame, schema: FeatureSchema, row_labels: Any = None) 
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(data=batch_def, suite=suite, name=f"validate-{schema.name}")
     )
-    run = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"gate-{schema.name}",
+            validation_definitions=[definition],
+            actions=actions,
+            result_format="SUMMARY",
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    (result_id, run), *_ = result.run_results.items()
+    docs_index = docs_page = None
+    if docs_dir is not None:
+        _prune_static(docs_dir)
+        docs_index = docs_dir / "index.html"
+        urls = context.get_docs_sites_urls(resource_identifier=result_id, site_name=DATA_DOCS_SITE)
+        docs_page = _url_path(urls[0]["site_url"] if urls else None)
     whys = [s.why for s in suite_specs(schema)]
     # GX returns results in suite order; fall back to the expectation's meta if that ever changes.
-    return [
+    outcomes = [
         _outcome(
             res,
             (res.expectation_config.meta or {}).get("why") or (whys[i] if i < len(whys) else ""),
@@ -329,6 +413,7 @@ def _run_gx(frame: pd.DataFrame, schema: FeatureSchema, row_labels: Any = None) 
         )
         for i, res in enumerate(run.results)
     ]
+    return _GxRun(outcomes, docs_index if docs_index and docs_index.is_file() else None, docs_page)
 
 
 def validate_table(
@@ -343,17 +428,26 @@ def validate_table(
     """Run the schema's suite over ``table``; write ``validation_report.{html,json}`` into ``report_dir``.
 
     ``raw`` holds the schema's raw-only columns row by row (without it their expectations fail as unchecked);
-    ``row_labels`` names rows in messages (default: row numbers from 1). Failures do not raise: the result
-    says which expectations failed (callers decide to stop the run).
+    ``row_labels`` names rows in messages (default: row numbers from 1). GX Data Docs go to
+    ``report_dir/data_docs/``. Failures do not raise: the result says which expectations failed (callers decide
+    to stop the run).
     """
     start = time.perf_counter()
     clear_reports(report_dir)
-    outcomes = _run_gx(_batch_frame(table, schema, raw), schema, row_labels)
-    return _finish(outcomes, schema.name, len(table), report_dir, start, source)
+    run = _run_gx(_batch_frame(table, schema, raw), schema, row_labels, Path(report_dir) / DATA_DOCS_DIR)
+    return _finish(
+        run.outcomes,
+        schema.name,
+        len(table),
+        report_dir,
+        start,
+        source,
+        docs=(run.docs_index, run.docs_page),
+    )
 
 
 def clear_reports(report_dir: Path | str) -> None:
-    """Remove the previous run's reports and any temporary file a killed run left behind.
+    """Remove the previous run's reports (Data Docs included) and any temporary file a killed run left behind.
 
     Called before validating, so that an interrupted run leaves no report at all rather than an old one that
     claims success.
@@ -361,6 +455,7 @@ def clear_reports(report_dir: Path | str) -> None:
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         return
+    shutil.rmtree(report_dir / DATA_DOCS_DIR, ignore_errors=True)
     for name in (HTML_NAME, JSON_NAME):
         (report_dir / name).unlink(missing_ok=True)
         for stale in report_dir.glob(f".{name}.tmp-*"):
@@ -402,7 +497,13 @@ def validate_dataset(name: str, source: Path | str, report_dir: Path, **options:
 
 
 def _finish(
-    outcomes: list[ExpectationOutcome], dataset: str, rows: int, report_dir: Path, start: float, source: str
+    outcomes: list[ExpectationOutcome],
+    dataset: str,
+    rows: int,
+    report_dir: Path,
+    start: float,
+    source: str,
+    docs: tuple[Path | None, Path | None] = (None, None),
 ) -> ValidationResult:
     report_dir = Path(report_dir)
     failed = [o for o in outcomes if not o.success]
@@ -417,6 +518,7 @@ def _finish(
         "n_failed": len(failed),
         "seconds": round(seconds, 3),
         "results": [asdict(o) for o in outcomes],
+        "data_docs": str(docs[0]) if docs[0] else None,
     }
     report_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(json_path, json.dumps(summary, indent=2, default=str))
@@ -435,6 +537,8 @@ def _finish(
         rows=rows,
         seconds=seconds,
         failures=tuple(f"{o.type} [{o.column}]: {o.message}" for o in failed),
+        data_docs_index=docs[0],
+        data_docs_page=docs[1],
     )
 
 
@@ -471,7 +575,13 @@ def render_html(summary: dict[str, Any]) -> str:
         f"<h1>Data validation: {esc(summary['dataset'])} — <span class='{cls}'>{status}</span></h1>"
         f"<p>{summary['rows']} rows from <code>{esc(str(summary['source']))}</code>; "
         f"{summary['n_failed']} of {summary['n_expectations']} expectations failed; {summary['seconds']} s.</p>"
-        "<table><tr><th></th><th>expectation</th><th>column</th><th>rule</th><th>result</th></tr>"
+        + (
+            f"<p>Great Expectations Data Docs: <a href='{DATA_DOCS_DIR}/index.html'>{DATA_DOCS_DIR}/index.html</a>"
+            " (beside this page).</p>"
+            if summary.get("data_docs")
+            else ""
+        )
+        + "<table><tr><th></th><th>expectation</th><th>column</th><th>rule</th><th>result</th></tr>"
         + "".join(rows)
         + "</table></body></html>"
     )
