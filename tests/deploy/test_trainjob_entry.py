@@ -188,5 +188,8 @@ def test_trees_round_trip_through_s3(s3_server: Any, tmp_path: Path, monkeypatch
     got = fetch_tree("s3://mdctr/t/tree", tmp_path / "dst")
     assert sorted(str(p.relative_to(got)) for p in got.rglob("*")) == ["a.json", "sub", "sub/b.bin"]
     assert (got / "sub" / "b.bin").read_bytes() == b"\x00\x01"
+    # KFP names a MinIO pipeline root minio://: the same bucket through the S3 endpoint
+    again = fetch_tree("minio://mdctr/t/tree", tmp_path / "dst-minio")
+    assert (again / "a.json").read_text() == "{}"
     with pytest.raises(FileNotFoundError, match="s3://mdctr/t/nothing: no such directory"):
         fetch_tree("s3://mdctr/t/nothing", tmp_path / "none")

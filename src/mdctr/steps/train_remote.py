@@ -44,6 +44,8 @@ def _fs(uri: str) -> tuple[object, str, bool]:
     from fsspec.core import url_to_fs
     from fsspec.implementations.local import LocalFileSystem
 
+    if uri.startswith("minio://"):  # KFP's name for its MinIO pipeline root: S3 at $AWS_ENDPOINT_URL_S3
+        uri = "s3://" + uri.removeprefix("minio://")
     fs, path = url_to_fs(uri)
     return fs, path, isinstance(fs, LocalFileSystem)
 
