@@ -151,7 +151,7 @@ def _open_training_run(
     )
 
 
-def _is_main_rank() -> bool:
+def is_main_rank() -> bool:
     """Rank 0 of a ``torchrun`` job (``RANK`` unset: a plain process): the one that logs and writes."""
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -227,7 +227,7 @@ def train_model(
         miner = DomainMiner.load(Path(domains_dir) / MINER_DIR)
     entry = {"model": config.model_name, "domain_source": config.domain_source, "seed": config.seed}
     run = None
-    main_rank = _is_main_rank()
+    main_rank = is_main_rank()
     if config.parent_run_id and main_rank:
         # opened before training, so the run's duration, system metrics and epoch curves are the training's
         run = _open_training_run(

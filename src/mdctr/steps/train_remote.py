@@ -28,7 +28,7 @@ from mdctr.steps.train_model import (
     METRICS_FILE,
     TrainStepConfig,
     TrainStepOutput,
-    _is_main_rank,
+    is_main_rank,
     scalar_metrics,
     train_model,
 )
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             results_dir=tmp / RESULTS,
             config=config,
         )
-        if _is_main_rank():
+        if is_main_rank():
             # results last: its metrics.json is what the task reads, so it marks a complete publication
             publish_tree(tmp / BUNDLE, f"{args.out.rstrip('/')}/{BUNDLE}")
             publish_tree(tmp / RESULTS, f"{args.out.rstrip('/')}/{RESULTS}")
