@@ -54,6 +54,11 @@ DESCRIPTIONS: dict[str, str] = {
         'JSON object of VQ-VAE miner settings (MinerConfig fields), e.g. {"num_codes": 4, "epochs": 3, '
         '"beta": 0.25}; {} keeps the defaults.'
     ),
+    "train_backend": (
+        "Where each train_model entry trains: task (in the task's own pod) or trainjob (a Kubeflow Trainer "
+        "TrainJob, torch-distributed runtime, train_nodes pods; needs the RBAC in docs/deploy.md)."
+    ),
+    "train_nodes": "Pods (nodes) of each TrainJob when train_backend is trainjob; DDP over all of them.",
     "model_name": "Registry key of the model to train.",
     "domain_source": "Routing source of this entry (handcrafted, mined, none, random or binned).",
     "seed": "Seed of this training run.",

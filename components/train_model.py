@@ -17,6 +17,8 @@ def train_model(
     epochs: int,
     train_options: str,
     tracking_uri: str,
+    train_backend: str,
+    train_nodes: int,
     prepared: Input[Dataset],
     domains: Input[Dataset],
     run: Input[Artifact],
@@ -29,6 +31,9 @@ def train_model(
     The MLflow parent run id travels on the ``run`` artifact's metadata (from start_run) rather than as a
     parameter: the KFP 2.17 local runner replaces every task-output parameter entering a ParallelFor with the
     loop item. Not on ``prepared``: that one is cached across pipeline runs, the parent run never is.
+
+    With ``train_backend="trainjob"`` the entry trains in a Kubeflow Trainer TrainJob that reads the inputs'
+    URIs and writes next to ``results``' URI; the step copies its outputs back into ``bundle`` and ``results``.
     """
     from mdctr.steps.train_model import TrainStepConfig
     from mdctr.steps.train_model import train_model as step
@@ -47,7 +52,12 @@ def train_model(
             train_options=train_options,
             tracking_uri=tracking_uri,
             parent_run_id=str(run.metadata.get("run_id", "")),
+            train_backend=train_backend,
+            train_nodes=train_nodes,
         ),
+        prepared_uri=prepared.uri,
+        domains_uri=domains.uri,
+        results_uri=results.uri,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

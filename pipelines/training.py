@@ -28,7 +28,9 @@ from components.train_model import train_model
 from components.validate_data import validate_data
 from kfp import dsl
 
+import mdctr
 from mdctr.k8s import ClusterSettings, configure_tasks
+from mdctr.trainjob import SETTINGS_ENV, job_settings_json
 
 PIPELINE_NAME = "mdctr-training"
 PIPELINE_DESCRIPTION = (
@@ -101,6 +103,8 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
         flop_budget: str = default_budget,
         epochs: int = defaults.max_epochs,
         train_options: str = "{}",
+        train_backend: str = "task",
+        train_nodes: int = 2,
         miner_options: str = "{}",
         tracking_uri: str = "",
         promotion_tolerance: float = 0.002,
@@ -156,6 +160,8 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                     epochs=epochs,
                     train_options=train_options,
                     tracking_uri=tracking_uri,
+                    train_backend=train_backend,
+                    train_nodes=train_nodes,
                     prepared=prepare.outputs["prepared"],
                     domains=mine.outputs["domains"],
                     run=start.outputs["run"],
@@ -186,6 +192,8 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
             task.set_retry(**RETRIES)
         for task in (exit_task, start, validate, train, evaluation, register, promote):
             task.set_caching_options(enable_caching=False)  # writes to MLflow: once per pipeline run
+        # the TrainJobs a train task creates (train_backend=trainjob) run with the pipeline's image and settings
+        train.set_env_variable(SETTINGS_ENV, job_settings_json(settings, mdctr.image_ref()))
         configure_tasks(
             [exit_task, fetch, start, validate, prepare, mine, plan, train, evaluation, register, promote],
             settings,

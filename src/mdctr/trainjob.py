@@ -6,21 +6,43 @@
 rows (:mod:`mdctr.training.distributed`). Credentials come from the same Secrets as the pipeline's own tasks
 (:class:`mdctr.k8s.ClusterSettings`); the resources per node are the settings' training resources.
 
-The returned dict is the manifest: submit it with ``kubectl apply -f`` or
-``CustomObjectsApi.create_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", ns, "trainjobs", spec)``.
-The cluster permissions this needs are listed in docs/deploy.md ("Training on several nodes").
+The job runs either the ``mdctr train`` CLI (a standalone job) or, given ``step_config``, one pipeline
+``train_model`` entry (:data:`STEP_MODULE`, the same step a task runs in its own pod).
+
+The returned dict is the manifest: apply it with ``kubectl apply -f``, or submit it and wait for it with
+:func:`submit_and_wait` (the ``kubernetes`` client's CustomObjectsApi: create, get, watch, and delete on a
+timeout). The cluster permissions this needs are listed in docs/deploy.md ("Training on several nodes").
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
+import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from mdctr.k8s import MLFLOW_SECRET_KEYS, S3_OPTIONAL_KEYS, S3_SECRET_KEYS, ClusterSettings
+from mdctr.k8s import MLFLOW_SECRET_KEYS, S3_OPTIONAL_KEYS, S3_SECRET_KEYS, ClusterSettings, Resources
 
-API_VERSION = "trainer.kubeflow.org/v1alpha1"
+log = logging.getLogger(__name__)
+
+GROUP = "trainer.kubeflow.org"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+PLURAL = "trainjobs"
 RUNTIME = "torch-distributed"
+#: the module a pipeline entry's job runs under ``torchrun --module`` (one train_model entry)
+STEP_MODULE = "mdctr.steps.train_remote"
+#: environment variable carrying the compiled image and cluster settings into the train task (JSON, see
+#: :func:`job_settings_json`), so the jobs it creates use the same image, Secrets and resources as the pipeline
+SETTINGS_ENV = "MDCTR_TRAINJOB_SETTINGS"
+#: the pods of a TrainJob carry its name in this JobSet label (``kubectl logs -l …``)
+JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 _NAME_RE = re.compile(
     r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 )  # a DNS-1035 label (TrainJob names become pod names)
@@ -62,6 +84,8 @@ def trainjob_spec(
     seed: int = 0,
     streaming: str = "auto",
     extra_args: Sequence[str] = (),
+    step_config: str | None = None,
+    domains_uri: str = "",
 ) -> dict[str, Any]:
     """The TrainJob manifest for one ``train_model`` entry.
 
@@ -78,6 +102,11 @@ def trainjob_spec(
         epochs, batch_size, seed: the train config (``batch_size`` is the *global* batch over all ranks).
         streaming: ``on``, ``off`` or ``auto`` (stream the train split from parquet when it is large).
         extra_args: more ``mdctr train`` options, appended as given.
+        step_config: run one pipeline ``train_model`` entry instead of ``mdctr train``: its
+            :class:`~mdctr.steps.train_model.TrainStepConfig` as a JSON object (which then holds the train
+            settings: ``epochs``, ``batch_size``, ``seed``, ``streaming`` and ``extra_args`` are not used).
+            Rank 0 writes ``bundle/`` and ``results/`` under ``output_uri``.
+        domains_uri: the mine_domains output as the pods see it (``step_config`` only; ``""``: none).
     """
     if not _NAME_RE.match(name):
         raise ValueError(
@@ -104,18 +133,33 @@ def trainjob_spec(
     env += _secret_env(s.s3_secret, S3_OPTIONAL_KEYS, optional=True)
     env += _secret_env(s.mlflow_secret, MLFLOW_SECRET_KEYS, optional=_MLFLOW_REQUIRED)
     # torchrun takes nnodes / nproc-per-node / node rank / master address from the runtime's PET_* variables
-    command = ["torchrun", "--no-python", "mdctr", "train"]
-    args = [
-        "--prepared", prepared_uri,
-        "--out", output_uri,
-        "--model", model,
-        "--domains", domain_source,
-        "--epochs", str(epochs),
-        "--batch-size", str(batch_size),
-        "--seed", str(seed),
-        "--streaming", streaming,
-        *extra_args,
-    ]  # fmt: skip
+    if step_config is not None:
+        if not isinstance(json.loads(step_config), dict):
+            raise ValueError(f"step_config must be a JSON object; got {step_config[:80]!r}")
+        command = ["torchrun", "--module", STEP_MODULE]
+        args = [
+            "--prepared",
+            prepared_uri,
+            "--domains",
+            domains_uri,
+            "--out",
+            output_uri,
+            "--config",
+            step_config,
+        ]
+    else:
+        command = ["torchrun", "--no-python", "mdctr", "train"]
+        args = [
+            "--prepared", prepared_uri,
+            "--out", output_uri,
+            "--model", model,
+            "--domains", domain_source,
+            "--epochs", str(epochs),
+            "--batch-size", str(batch_size),
+            "--seed", str(seed),
+            "--streaming", streaming,
+            *extra_args,
+        ]  # fmt: skip
     metadata: dict[str, Any] = {
         "name": name,
         "labels": {
@@ -150,3 +194,177 @@ def trainjob_spec(
             },
         },
     }
+
+
+def job_name(model: str, domain_source: str, seed: int, key: str) -> str:
+    """A DNS-1035 TrainJob name for one entry, stable for one ``key`` (the entry's output location), so a retried
+    task finds the job its first try created instead of starting a second one."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    stem = re.sub(r"[^a-z0-9-]+", "-", f"{model}-{domain_source}".lower()).strip("-")
+    return f"mdctr-{stem[:32].rstrip('-')}-s{seed}-{digest}"
+
+
+def job_settings_json(settings: ClusterSettings, image: str) -> str:
+    """The image and cluster settings of the pipeline, as the train task passes them to its jobs
+    (:data:`SETTINGS_ENV`); read back with :func:`job_settings_from_json`."""
+    return json.dumps({"image": image, "settings": dataclasses.asdict(settings)}, sort_keys=True)
+
+
+def job_settings_from_json(text: str) -> tuple[ClusterSettings, str | None]:
+    """(settings, image) from :func:`job_settings_json`'s text; ``""``: the defaults and this code's image."""
+    if not text:
+        return ClusterSettings(), None
+    try:
+        raw = json.loads(text)
+        s = dict(raw["settings"])
+        for key in ("step", "training"):
+            s[key] = Resources(**s[key])
+        return ClusterSettings(**s), raw["image"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{SETTINGS_ENV}: not the JSON job_settings_json writes ({e}): {text[:120]!r}"
+        ) from e
+
+
+def load_api_client() -> tuple[Any, str]:
+    """(ApiClient, namespace) for where this process runs: in a pod, its ServiceAccount and namespace (the
+    pipeline's task); elsewhere the kubeconfig's current context (``$KUBECONFIG``, else ``~/.kube/config``;
+    namespace ``default`` if the context names none)."""
+    from kubernetes import client, config
+
+    sa_namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    cfg = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and sa_namespace.is_file():
+        config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(cfg), sa_namespace.read_text().strip()
+    # read $KUBECONFIG now: the kubernetes package reads it once, when it is first imported
+    config_file = os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
+    try:
+        config.load_kube_config(config_file=config_file, client_configuration=cfg)
+        _, context = config.list_kube_config_contexts(config_file=config_file)
+    except (config.ConfigException, OSError) as e:
+        raise RuntimeError(
+            f"train_backend 'trainjob' needs a Kubernetes API: not in a pod, and kubeconfig {config_file}: {e}"
+        ) from e
+    return client.ApiClient(cfg), (context or {}).get("context", {}).get("namespace") or "default"
+
+
+class TrainJobFailed(RuntimeError):
+    """The TrainJob ended with a ``Failed`` condition (or was deleted); the message names it and says why."""
+
+
+def _terminal(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(``Complete``/``Failed``, reason and message) once a condition of that type is ``True``; else None."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and str(cond.get("status")) == "True":
+            why = ": ".join(x for x in (cond.get("reason"), cond.get("message")) if x)
+            return cond["type"], why
+    return None
+
+
+def submit_and_wait(
+    spec: Mapping[str, Any],
+    *,
+    namespace: str,
+    api_client: Any = None,
+    timeout_s: float = 7 * 24 * 3600,
+    watch_timeout_s: int = 300,
+) -> dict[str, Any]:
+    """Create the TrainJob ``spec`` (from :func:`trainjob_spec`) in ``namespace`` and wait until it completes.
+
+    Waiting watches the one job (``watch`` on ``trainjobs`` with a name field selector, re-read with ``get``
+    whenever the watch ends). A job of that name that already exists (a retried task) is waited for instead,
+    unless it has failed: then it is deleted and created again. Past ``timeout_s`` the job is deleted.
+
+    Returns:
+        the job object with its ``Complete`` condition.
+
+    Raises:
+        TrainJobFailed: the job failed (its namespace/name, reason and message, and how to read its logs).
+        TimeoutError: it did not finish within ``timeout_s`` (it has been deleted).
+    """
+    from kubernetes import client, watch
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    name = spec["metadata"]["name"]
+    where = f"TrainJob {namespace}/{name}"
+    logs = f"kubectl -n {namespace} logs -l {JOBSET_LABEL}={name} --prefix"
+    body = {**spec, "metadata": {**spec["metadata"], "namespace": namespace}}
+
+    def get() -> dict[str, Any]:
+        try:
+            return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                raise TrainJobFailed(f"{where} disappeared while being waited for (deleted?)") from e
+            raise
+
+    def delete() -> None:
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        log.info("created %s", where)
+    except ApiException as e:
+        if e.status != 409:
+            raise RuntimeError(f"creating {where} was refused: HTTP {e.status} {e.reason}: {e.body}") from e
+        done = _terminal(get())
+        if done is not None and done[0] == "Failed":
+            log.info("%s exists and failed before (%s): deleting it and creating it again", where, done[1])
+            delete()
+            _wait_gone(get, deadline=time.monotonic() + 120, where=where)
+            api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        else:
+            log.info("%s exists already (a retried task): waiting for it", where)
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        obj = get()
+        done = _terminal(obj)
+        remaining = deadline - time.monotonic()
+        if done is None and remaining > 0:
+            w = watch.Watch()
+            try:
+                for event in w.stream(
+                    api.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=obj.get("metadata", {}).get("resourceVersion"),
+                    timeout_seconds=max(1, int(min(watch_timeout_s, remaining))),
+                ):
+                    if event["type"] == "DELETED":
+                        raise TrainJobFailed(f"{where} was deleted while being waited for")
+                    if event["type"] != "ERROR" and _terminal(event["object"]) is not None:
+                        obj, done = event["object"], _terminal(event["object"])
+                        break
+            except ApiException as e:
+                if e.status != 410:  # 410 Gone: the resource version expired; get() again
+                    raise
+            finally:
+                w.stop()
+        if done is not None:
+            state, why = done
+            if state == "Failed":
+                raise TrainJobFailed(f"{where} failed: {why or 'no reason given'}; its logs: {logs}")
+            log.info("%s completed", where)
+            return obj
+        if time.monotonic() >= deadline:
+            delete()
+            raise TimeoutError(
+                f"{where} did not finish within {timeout_s:.0f} s; deleted it. Its logs: {logs}"
+            )
+
+
+def _wait_gone(get: Any, *, deadline: float, where: str) -> None:
+    """Wait until the deleted job is gone (its finalisers ran), so that its name can be used again."""
+    while time.monotonic() < deadline:
+        try:
+            get()
+        except TrainJobFailed:
+            return
+        time.sleep(1.0)
+    raise TimeoutError(f"{where} was deleted but still exists after 120 s")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import json
 from typing import Any
 
 import pytest
@@ -9,7 +12,15 @@ from kubeflow_trainer_api import models as api
 from pydantic import BaseModel
 
 from mdctr.k8s import ClusterSettings
-from mdctr.trainjob import API_VERSION, RUNTIME, trainjob_spec
+from mdctr.trainjob import (
+    API_VERSION,
+    RUNTIME,
+    SETTINGS_ENV,
+    STEP_MODULE,
+    job_settings_from_json,
+    job_settings_json,
+    trainjob_spec,
+)
 
 
 def _unknown_keys(obj: Any, model: type[BaseModel], where: str = "") -> list[str]:
@@ -98,9 +109,52 @@ def test_resources_and_gpu_come_from_cluster_settings() -> None:
 def test_default_image_is_this_codes_image(monkeypatch: pytest.MonkeyPatch) -> None:
     import mdctr
 
+    # the code tag is cached per process: clear it so neither this sha nor an earlier one leaks across tests
+    mdctr._code_tag.cache_clear()
     monkeypatch.setenv("MDCTR_GIT_SHA", "0123456789abcdef")
-    spec = trainjob_spec(name="j", model="dnn", prepared_uri="/d", output_uri="/o")
-    assert spec["spec"]["trainer"]["image"] == mdctr.image_ref()
+    monkeypatch.delenv("MDCTR_IMAGE_REPOSITORY", raising=False)
+    try:
+        spec = trainjob_spec(name="j", model="dnn", prepared_uri="/d", output_uri="/o")
+        assert (
+            spec["spec"]["trainer"]["image"] == f"{mdctr.IMAGE_REPOSITORY}:{mdctr.__version__}-0123456789ab"
+        )
+    finally:
+        mdctr._code_tag.cache_clear()
+
+
+def test_a_pipeline_entry_job_validates_and_runs_the_train_step_module() -> None:
+    """The job a train_model task creates (train_backend=trainjob): same schema check, the step's module."""
+    from mdctr.steps.train_model import TrainStepConfig
+
+    config = json.dumps(dataclasses.asdict(TrainStepConfig(model_name="hamur", domain_source="mined")))
+    spec = _spec(
+        num_nodes=4,
+        prepared_uri="s3://b/kfp/prepared",
+        domains_uri="s3://b/kfp/domains",
+        output_uri="s3://b/kfp/results.trainjob",
+        step_config=config,
+    )
+    job = api.TrainerV1alpha1TrainJob.from_dict(spec)
+    assert _unknown_keys(spec, api.TrainerV1alpha1TrainJob) == []
+    assert job.spec.trainer.num_nodes == 4
+    assert job.spec.trainer.command == ["torchrun", "--module", STEP_MODULE]
+    assert job.spec.trainer.args == [
+        "--prepared", "s3://b/kfp/prepared",
+        "--domains", "s3://b/kfp/domains",
+        "--out", "s3://b/kfp/results.trainjob",
+        "--config", config,
+    ]  # fmt: skip
+    assert importlib.util.find_spec(STEP_MODULE) is not None  # the module the pods run exists
+    with pytest.raises(ValueError, match="step_config must be a JSON object"):
+        _spec(step_config="[1, 2]")
+
+
+def test_job_settings_round_trip_and_bad_text_is_named() -> None:
+    settings = ClusterSettings(gpu_accelerator="nvidia.com/gpu", gpu_count=2, mlflow_secret="ml")
+    assert job_settings_from_json(job_settings_json(settings, "img:1")) == (settings, "img:1")
+    assert job_settings_from_json("") == (ClusterSettings(), None)
+    with pytest.raises(ValueError, match=f"{SETTINGS_ENV}: not the JSON"):
+        job_settings_from_json('{"image": "x"}')
 
 
 @pytest.mark.parametrize(

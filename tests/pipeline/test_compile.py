@@ -277,3 +277,38 @@ def test_an_undescribed_component_input_fails_at_import() -> None:
         described()(step)
     described(brand_new_input="Documented here.")(step)
     assert "brand_new_input: Documented here." in step.__doc__
+
+
+def _train_job_settings(spec: pipeline_spec_pb2.PipelineSpec) -> tuple[ClusterSettings, str | None]:
+    from mdctr.trainjob import SETTINGS_ENV, job_settings_from_json
+
+    container = spec.deployment_spec["executors"]["exec-train-model"]["container"]
+    (value,) = [e["value"] for e in container["env"] if e["name"] == SETTINGS_ENV]
+    return job_settings_from_json(value)
+
+
+def test_train_backend_parameters_reach_every_training_entry(compiled: Path, specs: Any) -> None:
+    """train_backend/train_nodes are run-form parameters fed to each loop iteration's train task, and the
+    train task carries the compiled image and settings that the TrainJobs it creates use."""
+    spec, _ = specs
+    root = next(iter(yaml.safe_load_all(compiled.read_text())))["root"]["inputDefinitions"]["parameters"]
+    assert (
+        root["train_backend"]["defaultValue"] == "task" and root["train_backend"]["parameterType"] == "STRING"
+    )
+    assert (
+        root["train_nodes"]["defaultValue"] == 2 and root["train_nodes"]["parameterType"] == "NUMBER_INTEGER"
+    )
+    assert (
+        "TrainJob" in root["train_backend"]["description"]
+        and "docs/deploy.md" in root["train_backend"]["description"]
+    )
+    train = _component_tasks(spec, "comp-for-loop")["train-model"]
+    for name in ("train_backend", "train_nodes"):
+        assert train.inputs.parameters[name].component_input_parameter == f"pipelinechannel--{name}"
+    assert _train_job_settings(spec) == (ClusterSettings(), mdctr.image_ref())
+
+
+def test_train_jobs_get_the_compiled_cluster_settings(tmp_path: Path) -> None:
+    settings = ClusterSettings(gpu_accelerator="nvidia.com/gpu", gpu_count=2, s3_secret="s3-creds")
+    spec, _ = _load(compile_pipeline(tmp_path / "gpu.yaml", settings))
+    assert _train_job_settings(spec) == (settings, mdctr.image_ref())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 #: test labels, probabilities and hand-crafted domains: what paired significance tests need
 PREDICTIONS_FILE = "predictions.npz"
+#: where an entry trains: in the task's own process, or as a Kubeflow Trainer TrainJob on ``train_nodes`` pods
+TRAIN_BACKENDS = ("task", "trainjob")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class TrainStepConfig:
         model_options: JSON object of the model's config overrides (strict).
         tracking_uri: MLflow URI (``""``: environment/default); ``parent_run_id``: the pipeline's parent run
             (``""`` skips MLflow logging, e.g. for a standalone call).
+        train_backend: ``task`` trains in this process; ``trainjob`` runs the entry as a Kubeflow Trainer
+            TrainJob of ``train_nodes`` pods (DDP, :mod:`mdctr.steps.train_remote`) and reads its results back.
     """
 
     model_name: str
@@ -49,6 +54,14 @@ class TrainStepConfig:
     model_options: str = "{}"
     tracking_uri: str = ""
     parent_run_id: str = ""
+    train_backend: str = "task"
+    train_nodes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.train_backend not in TRAIN_BACKENDS:
+            raise ValueError(f"train_backend must be one of {TRAIN_BACKENDS}; got {self.train_backend!r}")
+        if self.train_nodes < 1:
+            raise ValueError(f"train_nodes must be >= 1; got {self.train_nodes}")
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,21 @@ def _open_training_run(
     )
 
 
+def is_main_rank() -> bool:
+    """Rank 0 of a ``torchrun`` job (``RANK`` unset: a plain process): the one that logs and writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def scalar_metrics(overall: dict[str, Any], per_domain: list[dict[str, Any]]) -> dict[str, float]:
+    """The finite overall metrics plus ``domain.<id>.auc``/``logloss``: what the KFP Metrics artifact shows."""
+    scalars = {k: float(v) for k, v in overall.items() if _finite(v) is not None}
+    for entry_d in per_domain:
+        for key in ("auc", "logloss"):
+            if _finite(entry_d.get(key)) is not None:
+                scalars[f"domain.{entry_d['domain']}.{key}"] = float(entry_d[key])
+    return scalars
+
+
 def train_model(
     *,
     prepared_dir: Path | str,
@@ -146,6 +174,9 @@ def train_model(
     bundle_dir: Path | str,
     results_dir: Path | str,
     config: TrainStepConfig,
+    prepared_uri: str = "",
+    domains_uri: str = "",
+    results_uri: str = "",
 ) -> TrainStepOutput:
     """Fit the width to the budget, train, evaluate on test, and write:
 
@@ -153,8 +184,24 @@ def train_model(
     * ``results_dir``: ``metrics.json`` (entry, overall + per-domain metrics, FLOPs, dense params, width,
       samples/s, run id), ``predictions.npz`` (test labels/probabilities/domains) and the serving example;
 
-    and log a nested MLflow run under ``config.parent_run_id``.
+    and log a nested MLflow run under ``config.parent_run_id``. Under ``torchrun`` only rank 0 logs and writes.
+
+    With ``config.train_backend == "trainjob"`` the training runs in a TrainJob instead: ``prepared_uri``,
+    ``domains_uri`` and ``results_uri`` are the same artifacts as the job's pods see them (an ``s3://`` URI
+    or a shared path; default: the local paths); the job writes under ``<results_uri>.trainjob/`` and both
+    directories are copied back here (:func:`mdctr.steps.train_remote.train_in_trainjob`).
     """
+    if config.train_backend == "trainjob":
+        from mdctr.steps.train_remote import train_in_trainjob
+
+        return train_in_trainjob(
+            prepared_uri=prepared_uri or str(Path(prepared_dir).resolve()),
+            domains_uri=domains_uri or (str(Path(domains_dir).resolve()) if domains_dir else ""),
+            results_uri=results_uri or str(Path(results_dir).resolve()),
+            bundle_dir=Path(bundle_dir),
+            results_dir=Path(results_dir),
+            config=config,
+        )
     from mdctr.config import from_dict
     from mdctr.data.prepare import read_prepared
     from mdctr.routing import DomainRouting, check_domain_source
@@ -181,7 +228,8 @@ def train_model(
         miner = DomainMiner.load(Path(domains_dir) / MINER_DIR)
     entry = {"model": config.model_name, "domain_source": config.domain_source, "seed": config.seed}
     run = None
-    if config.parent_run_id:
+    main_rank = is_main_rank()
+    if config.parent_run_id and main_rank:
         # opened before training, so the run's duration, system metrics and epoch curves are the training's
         run = _open_training_run(
             config, entry=entry, train_cfg=train_cfg, model_cfg=model_cfg, miner=miner, prepared=prepared
@@ -209,6 +257,11 @@ def train_model(
             "best_valid_auc": trained.fit.best_valid_auc,
             "train_wall_s": trained.fit.wall_s,
         }
+        if not main_rank:  # another DDP rank: rank 0 writes the bundle and results
+            scalars = scalar_metrics(overall, per_domain)
+            return TrainStepOutput(
+                bundle_dir, results_dir, "", scalars, float(trained.flops), float(trained.width)
+            )
         save_bundle(
             bundle_dir,
             model=trained.model,
@@ -268,11 +321,7 @@ def train_model(
         example = Path(prepared_dir) / SERVING_EXAMPLE_FILE
         if example.is_file():
             shutil.copyfile(example, tmp / SERVING_EXAMPLE_FILE)
-    scalars = {k: float(v) for k, v in overall.items() if _finite(v) is not None}
-    for entry_d in per_domain:
-        for key in ("auc", "logloss"):
-            if _finite(entry_d.get(key)) is not None:
-                scalars[f"domain.{entry_d['domain']}.{key}"] = float(entry_d[key])
+    scalars = scalar_metrics(overall, per_domain)
     log.info("%s: auc %.5f, %.0f FLOPs/sample, width %.4g", entry, m["auc"], trained.flops, trained.width)
     return TrainStepOutput(
         bundle_dir=bundle_dir,
