@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_sources.py"
 
 
@@ -38,9 +40,10 @@ def test_compares_sources_within_each_model(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = _cells(result.stdout, "| star")
     assert len(rows) == 1 and "dnn" not in result.stdout
-    a, b, diff, p, seeds = rows[0]
+    a, b, diff, p, p_holm, seeds = rows[0]
     assert (a, b, seeds) == ("star/mined", "star/handcrafted", "3")
-    assert float(diff) == round(0.751 - 0.7413333, 4) and float(p) < 0.05
+    # one comparison: Holm leaves its p-value as it is
+    assert float(diff) == round(0.751 - 0.7413333, 4) and float(p) < 0.05 and p_holm == p
 
 
 def test_against_one_entry_across_benchmark_dirs(tmp_path: Path) -> None:
@@ -53,12 +56,12 @@ def test_against_one_entry_across_benchmark_dirs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = {r[0]: r for r in _cells(result.stdout, "| ")[1:]}
     assert set(rows) == {"dnn/none", "adaptive2[backbone=star]/mined"}
-    assert rows["adaptive2[backbone=star]/mined"][1:] == [
-        "star/none",
-        "-0.0030",
-        rows["adaptive2[backbone=star]/mined"][3],
-        "3",
-    ]
+    row = rows["adaptive2[backbone=star]/mined"]
+    assert row[1:3] == ["star/none", "-0.0030"] and row[5] == "3"
+    # two comparisons: Holm multiplies the smaller p-value by 2 (capped at 1), the larger is at least it
+    p_values = sorted((float(r[3]), float(r[4])) for r in rows.values())
+    assert p_values[0][1] == pytest.approx(min(1.0, 2 * p_values[0][0]), rel=0.01)
+    assert p_values[1][1] >= p_values[0][1]
     assert _run(full, "--against", "star/mined").stderr.count("no such entry") == 1
 
 

@@ -99,13 +99,13 @@ def test_register_writes_the_final_report_with_the_gate_decision(
     assert GATE_PENDING not in page
     cell = _gate_cell(page)
     assert cell.startswith(f"<b>{PROMOTE}</b>: no champion yet; version {out.version} becomes the first")
-    assert f"version {out.version} of {tracking.REGISTERED_MODEL}" in cell
+    assert f"version {out.version} of {out.name}" in cell
     # everything but the decision is the evaluation's page, unchanged
     assert page.replace(cell, "") == before.replace(_gate_cell(before), "")
 
     # one vocabulary: the words on the page are the tags on the version and on the parent run
     c = client(uri)
-    version_tags = c.get_model_version(tracking.REGISTERED_MODEL, out.version).tags
+    version_tags = c.get_model_version(out.name, out.version).tags
     parent_tags = c.get_run(parent).data.tags
     assert version_tags["gate.decision"] == parent_tags[tracking.names.TAG_GATE_DECISION] == PROMOTE
     assert parent_tags[tracking.names.TAG_GATE_REASON] == out.reason
@@ -119,8 +119,9 @@ def test_register_writes_the_final_report_with_the_gate_decision(
 
 def test_a_kept_challenger_says_keep_and_why(evaluated: tuple[str, str, Path], ws: Any) -> None:
     uri, _, root = evaluated
-    champion = register_model(winner_dir=root / "winner", config=RegisterConfig(tracking_uri=uri)).version
-    tracking.promote(uri, champion)
+    first = register_model(winner_dir=root / "winner", config=RegisterConfig(tracking_uri=uri))
+    champion = first.version
+    tracking.promote(uri, champion, name=first.name)
     # the same winner again cannot beat itself: kept, and the page says so in the tags' words
     out = register_model(
         winner_dir=root / "winner",
@@ -132,4 +133,4 @@ def test_a_kept_challenger_says_keep_and_why(evaluated: tuple[str, str, Path], w
     assert out.decision == KEEP
     cell = _gate_cell((root / "final-2" / "report.html").read_text())
     assert cell.startswith(f"<b>{KEEP}</b>: overall auc ") and f"does not beat champion v{champion}" in cell
-    assert client(uri).get_model_version(tracking.REGISTERED_MODEL, out.version).tags["gate.decision"] == KEEP
+    assert client(uri).get_model_version(out.name, out.version).tags["gate.decision"] == KEEP

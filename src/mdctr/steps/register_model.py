@@ -104,6 +104,7 @@ def register_model(
             Path(evaluation_report),
             Path(report_path) if report_path is not None else None,
             gate_line=(decision, gate.reason, registered.version),
+            model_name=name,
             tracking_uri=uri,
             parent_run_id=config.parent_run_id,
         )
@@ -138,16 +139,16 @@ def _final_report(
     report_path: Path | None,
     *,
     gate_line: tuple[str, str, str],
+    model_name: str,
     tracking_uri: str | None,
     parent_run_id: str,
 ) -> None:
     """The evaluate step's report with the gate decision filled in → ``report_path`` and the parent run."""
     from mdctr.evaluation.report import gate_html, with_gate
     from mdctr.steps.evaluate import REPORT_FILE
-    from mdctr.tracking.names import REGISTERED_MODEL
 
     decision, reason, version = gate_line
-    page = with_gate(evaluation_report.read_text(), gate_html(decision, reason, version, REGISTERED_MODEL))
+    page = with_gate(evaluation_report.read_text(), gate_html(decision, reason, version, model_name))
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(page)
