@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -63,12 +64,12 @@ LOG_DIR = "logs"
 
 class _Progress:
     """One line per finished task (name, status, seconds) and, on a terminal only, a bar over the training
-    tasks; the lines go above the bar (``tqdm.write``)."""
+    tasks that shows how many run and ticks every second; the lines go above the bar (``tqdm.write``)."""
 
     def __init__(self, out: IO[str], training_tasks: int) -> None:
         from tqdm import tqdm
 
-        self.out, self.total, self.trained = out, training_tasks, 0
+        self.out, self.total, self.trained, self.running = out, training_tasks, 0, 0
         self.bar = tqdm(
             total=training_tasks,
             desc="training",
@@ -77,15 +78,28 @@ class _Progress:
             leave=False,
             disable=not out.isatty(),
         )
+        self._stop = threading.Event()
+        if not self.bar.disable:  # the bar redraws on updates only: keep its clock moving during a long task
+            threading.Thread(target=self._tick, daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self.bar.refresh()
 
     def __call__(self, event: Any) -> None:  # a mdctr.pipeline.TaskEvent
         from mdctr.pipeline import TRAIN_TASK
 
+        training = event.task == TRAIN_TASK
         if not event.finished:
+            if training:
+                self.running += 1
+                self.bar.set_postfix_str(f"{self.running} running")
             return
         name = event.task
-        if event.task == TRAIN_TASK and event.status != "SKIPPED":
+        if training and event.status != "SKIPPED":
             self.trained += 1
+            self.running = max(0, self.running - 1)
+            self.bar.set_postfix_str(f"{self.running} running", refresh=False)
             self.bar.update(1)
             name = f"{event.task} {self.trained}/{self.total}"
         took = f"{event.seconds:6.1f}s" if event.status in ("SUCCESS", "FAILURE") else ""
@@ -93,6 +107,7 @@ class _Progress:
         self.bar.write(f"  {name:<20} {event.status.lower():<8} {took}{detail}".rstrip(), file=self.out)
 
     def close(self) -> None:
+        self._stop.set()
         self.bar.close()
 
 
