@@ -111,18 +111,30 @@ class _Progress:
         self.bar.close()
 
 
-def _compact_leaderboard(run_dir: Path) -> list[str]:
-    """Rank, entry, validation and test AUC and FLOPs of each leaderboard entry (the evaluate task's JSON)."""
+#: leaderboard rows `pipeline run` prints (the baseline's row too when it ranks lower); the report has them all
+TOP_ENTRIES = 5
+
+
+def _compact_leaderboard(run_dir: Path, top: int = TOP_ENTRIES) -> list[str]:
+    """Rank, entry, validation and test AUC and FLOPs of the ``top`` entries and the baseline (the evaluate
+    task's JSON), and where the full leaderboard is when rows were left out."""
     found = sorted((run_dir / "evaluate").rglob("leaderboard.json"))
     if not found:
         return []
+    board = json.loads(found[0].read_text())
+    entries = board["entries"]
+    baseline = board.get("attrs", {}).get("baseline")
+    shown = [e for i, e in enumerate(entries) if i < top or e["entry"] == baseline]
     rows = [f"  {'#':>2}  {'entry':<24} {'valid AUC':>9}  {'test AUC [95% CI]':<25} {'FLOPs/sample':>12}"]
-    for e in json.loads(found[0].read_text())["entries"]:
+    for e in shown:
         ci = f"[{e['auc_ci_low']:.4f}, {e['auc_ci_high']:.4f}]" if e.get("auc_ci_low") is not None else ""
         rows.append(
             f"  {e['rank']:>2}  {e['entry']:<24} {e['valid_auc_mean']:>9.4f}  "
             f"{e['auc_mean']:.4f} {ci:<18} {e['flops']:>12,.0f}"
         )
+    if len(shown) < len(entries):
+        full = found[0].with_name("leaderboard.md")
+        rows.append(f"  … {len(entries) - len(shown)} more of {len(entries)} entries: {full}")
     return rows
 
 
