@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -216,6 +217,8 @@ class LocalRunResult:
         run_dir: this run's directory under the pipeline root (every task's artifacts).
         tracking_uri: the MLflow store used (for a docker run's own tracking server, its backend store).
         seconds: wall-clock time of the DAG.
+        log_file: where the runner's output went (None: it was printed).
+        gate_reason: why the gate promoted or kept the champion.
     """
 
     decision: str
@@ -225,10 +228,64 @@ class LocalRunResult:
     run_dir: Path
     tracking_uri: str
     seconds: float
+    log_file: Path | None = None
+    gate_reason: str = ""
 
     @property
     def promoted(self) -> bool:
         return self.decision == "promote"
+
+
+#: the pipeline's training task (one per planned entry, inside the ParallelFor)
+TRAIN_TASK = "train-model"
+
+
+def planned_training_tasks(
+    models: Sequence[str] | None, domain_sources: Sequence[str] | None, seeds: Sequence[int]
+) -> int:
+    """How many ``train-model`` tasks a local run with these arguments starts (the plan_runs step's plan; the
+    registry's models and sources when None). Raises ``KeyError``/``ValueError`` as that step does."""
+    from mdctr.steps.plan_runs import PlanConfig, plan_runs
+
+    defaults = _pipeline_module().default_parameters()
+    config = PlanConfig(
+        models=list(models or defaults.models),
+        domain_sources=list(domain_sources or defaults.domain_sources),
+        seeds=[int(s) for s in seeds],
+    )
+    return len(plan_runs(config=config).entries)
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """A task of a local run started, finished or was skipped (what :func:`run_local`'s ``on_task`` receives).
+
+    Attributes:
+        task: the component task's name (``train-model`` for every ParallelFor iteration).
+        status: ``RUNNING`` (started), ``SUCCESS``, ``FAILURE``, ``CACHED`` (outputs reused) or ``SKIPPED``.
+        seconds: wall-clock seconds from start to finish (0 unless SUCCESS or FAILURE).
+        detail: the entry a training task works on (``dnn/none seed 0``) when its inputs say, else ''.
+        error: for FAILURE, the last ``…Error: message`` line the task printed ('' if none).
+    """
+
+    task: str
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "RUNNING"
+
+
+class LocalRunError(RuntimeError):
+    """A local run failed: ``task`` (the first that failed), ``error`` (its last ``…Error: message`` line, or
+    the runner's error) and ``log_file`` (where the runner's output went; None when it was printed)."""
+
+    def __init__(self, message: str, *, task: str, error: str, log_file: Path | None) -> None:
+        super().__init__(message)
+        self.task, self.error, self.log_file = task, error, log_file
 
 
 def run_local(
@@ -253,6 +310,8 @@ def run_local(
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
     runner: str = "subprocess",
     artifacts_destination: str | None = None,
+    log_file: Path | str | None = None,
+    on_task: Callable[[TaskEvent], None] | None = None,
 ) -> LocalRunResult:
     """Run the full DAG on this machine; pipeline root ``<runs_dir>/kfp``.
 
@@ -270,9 +329,13 @@ def run_local(
     accepts. ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
     default); otherwise ``data_rev`` (default ``local``: copy ``DATASETS_DIR``). ``source``, a local directory
     (your table's, or a datasets root), wins over both (subprocess runner only); ``split``: ``random`` or
-    ``time``. Raises ``RuntimeError`` when
-    a task fails (the failing task's log is printed above it); the exit task has then marked the MLflow parent
-    run FAILED.
+    ``time``. Raises ``RuntimeError`` when a task fails (a :class:`LocalRunError` naming the task and its error;
+    the failing task's log is above it or in ``log_file``); the exit task has then marked the MLflow parent run
+    FAILED.
+
+    ``log_file``: write everything the runner and the tasks print (and this process's logging and warnings
+    while the run lasts) to this file instead of the terminal. ``on_task`` receives a :class:`TaskEvent`
+    whenever a task starts, finishes or is skipped (from the runner's threads, one call at a time).
     """
     from kfp import local
 
@@ -290,6 +353,11 @@ def run_local(
     root.mkdir(parents=True, exist_ok=True)
     thread_env = local_thread_env()
     with contextlib.ExitStack() as stack:
+        if log_file is not None:
+            log_file = Path(log_file).resolve()
+            output = stack.enter_context(_quiet_output(log_file, on_task))
+        else:
+            output = _RunnerOutput(sys.stdout, on_task)
         if runner == "docker":
             if tracking_uri:
                 uri = tracking_uri
@@ -349,8 +417,7 @@ def run_local(
         before = {p.name for p in root.iterdir()}
         t0 = time.perf_counter()
         started_ms = int(time.time() * 1000) - 1000
-        tail = _Tail(sys.stdout)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(tail):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(output):
             # the runner warns that a non-"python" image name may not match the local interpreter; here it does
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
             # the Kubernetes resources compiled into every task mean nothing to a local runner
@@ -358,15 +425,26 @@ def run_local(
             try:
                 task = pipeline(**arguments)
             except Exception as e:  # kfp raises a bare RuntimeError naming the failed task
-                _record_failure(uri, started_ms, str(e), tail.text())
-                raise RuntimeError(f"local pipeline run ({runner}) failed: {e}") from e
+                output.drain()
+                task_name, message = _failure(str(e), output)
+                _record_failure(uri, started_ms, task_name, message)
+                raise LocalRunError(
+                    f"local pipeline run ({runner}) failed in task {task_name}: {message}",
+                    task=task_name,
+                    error=message,
+                    log_file=log_file,
+                ) from e
+            finally:
+                output.drain()
         seconds = time.perf_counter() - t0
-    created = sorted(p for p in root.iterdir() if p.name not in before and p.is_dir())
-    run_dir = created[-1] if created else root
-    del task  # the pipeline has no outputs (none may leave an ExitHandler): read register-model's artifact
-    registration = json.loads(_task_file(run_dir, "register-model", "registration").read_text())
-    leaderboard = _read_leaderboard(run_dir)
-    log.info("local pipeline run finished in %.1fs: %s", seconds, registration["decision"])
+        created = sorted(p for p in root.iterdir() if p.name not in before and p.is_dir())
+        run_dir = created[-1] if created else root
+        del (
+            task
+        )  # the pipeline has no outputs (none may leave an ExitHandler): read register-model's artifact
+        registration = json.loads(_task_file(run_dir, "register-model", "registration").read_text())
+        leaderboard = _read_leaderboard(run_dir)
+        log.info("local pipeline run finished in %.1fs: %s", seconds, registration["decision"])
     return LocalRunResult(
         decision=registration["decision"],
         model_uri=registration["model_uri"],
@@ -375,6 +453,8 @@ def run_local(
         run_dir=run_dir,
         tracking_uri=reported_uri or uri,
         seconds=seconds,
+        log_file=log_file,
+        gate_reason=str(registration.get("reason", "")),
     )
 
 
@@ -386,22 +466,141 @@ def _task_file(run_dir: Path, task: str, name: str) -> Path:
     return path
 
 
-class _Tail(io.TextIOBase):
-    """Writes through to ``stream`` and keeps the last ``limit`` characters (the task logs the runner prints)."""
+_TASK_STARTED = re.compile(r"Executing task '([^']+)'")
+_TASK_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_TASK_CACHED = re.compile(r"Task (\S+) cache hit")
+_TASK_SKIPPED = re.compile(r"Skipping (?:conditional )?task ([^\s:]+)")
+#: a training task's entry, from the executor input JSON the runner prints at the task's start
+_ENTRY_PARAM = re.compile(r'^\s*"(model_name|domain_source|seed)": "?([^",]*)"?,?$')
 
-    def __init__(self, stream: Any, limit: int = 200_000) -> None:
-        self.stream, self.limit, self.buf = stream, limit, ""
+
+@dataclass
+class _Running:
+    task: str
+    started: float
+    entry: dict[str, str]
+    error: str = ""
+
+
+class _RunnerOutput(io.TextIOBase):
+    """What the KFP local runner and its tasks print, as whole lines.
+
+    The runner runs each task in a thread (ParallelFor iterations two at a time) and prints the task's output
+    from that thread, so lines are assembled per thread, a task's start and finish are matched by thread (two
+    ``train-model`` tasks may run at once), and whole lines go to ``sink``. The last ``limit`` characters are
+    kept for failure reports; ``on_task`` gets a :class:`TaskEvent` per start, finish and skip.
+    """
+
+    def __init__(
+        self, sink: Any, on_task: Callable[[TaskEvent], None] | None = None, limit: int = 200_000
+    ) -> None:
+        self.sink, self.on_task, self.limit = sink, on_task, limit
+        self.failures: list[TaskEvent] = []
+        self._lock, self._events_lock = threading.Lock(), threading.Lock()
+        self._partial: dict[int, str] = {}
+        self._running: dict[int, _Running] = {}
+        self._tail: list[str] = []
+        self._tail_chars = 0
+
+    def writable(self) -> bool:
+        return True
 
     def write(self, s: str) -> int:
-        self.stream.write(s)
-        self.buf = (self.buf + s)[-self.limit :]
+        thread = threading.get_ident()
+        events: list[TaskEvent] = []
+        with self._lock:
+            *lines, rest = (self._partial.pop(thread, "") + s).split("\n")
+            if rest:
+                self._partial[thread] = rest
+            for line in lines:
+                self._emit(thread, line, events)
+        self._notify(events)
         return len(s)
 
+    def drain(self) -> None:
+        """Write out the lines still waiting for their newline."""
+        events: list[TaskEvent] = []
+        with self._lock:
+            for thread, rest in list(self._partial.items()):
+                self._emit(thread, rest, events)
+            self._partial.clear()
+        self._notify(events)
+        self.flush()
+
     def flush(self) -> None:
-        self.stream.flush()
+        self.sink.flush()
 
     def text(self) -> str:
-        return self.buf
+        return "".join(self._tail)
+
+    def _emit(self, thread: int, line: str, events: list[TaskEvent]) -> None:
+        self.sink.write(line + "\n")
+        self._tail.append(line + "\n")
+        self._tail_chars += len(line) + 1
+        while self._tail_chars > self.limit and len(self._tail) > 1:
+            self._tail_chars -= len(self._tail.pop(0))
+        event = self._parse(thread, _ANSI.sub("", line))
+        if event is not None:
+            events.append(event)
+            if event.status == "FAILURE":
+                self.failures.append(event)
+
+    def _parse(self, thread: int, line: str) -> TaskEvent | None:
+        if found := _TASK_STARTED.search(line):
+            self._running[thread] = _Running(found.group(1), time.perf_counter(), {})
+            return TaskEvent(found.group(1), "RUNNING")
+        if found := _TASK_FINISHED.search(line):
+            running = self._running.pop(thread, None)
+            seconds = time.perf_counter() - running.started if running else 0.0
+            entry = running.entry if running else {}
+            detail = (
+                f"{entry['model_name']}/{entry.get('domain_source', '?')} seed {entry.get('seed', '?')}"
+                if "model_name" in entry
+                else ""
+            )
+            return TaskEvent(
+                found.group(1), found.group(2), seconds, detail, running.error if running else ""
+            )
+        if found := _TASK_CACHED.search(line):
+            return TaskEvent(found.group(1), "CACHED")
+        if (found := _TASK_SKIPPED.search(line)) and not _GROUP.match(found.group(1)):
+            return TaskEvent(found.group(1), "SKIPPED")  # a skipped loop or condition is not a task
+        running = self._running.get(thread)
+        if running is not None:
+            if found := _ERROR_LINE.match(line):
+                running.error = f"{found.group(1)}: {found.group(2)}"
+            elif (found := _ENTRY_PARAM.match(line)) and found.group(1) not in running.entry:
+                value = found.group(2)
+                running.entry[found.group(1)] = value[:-2] if value.endswith(".0") else value
+        return None
+
+    def _notify(self, events: list[TaskEvent]) -> None:
+        if self.on_task is None:
+            return
+        with self._events_lock:  # one call at a time, in the order the lines arrived
+            for event in events:
+                self.on_task(event)
+
+
+@contextmanager
+def _quiet_output(path: Path, on_task: Callable[[TaskEvent], None] | None) -> Iterator[_RunnerOutput]:
+    """Send the runner's output, this process's stderr and its logging to ``path`` while the run lasts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    with path.open("w", encoding="utf-8", buffering=1) as f:
+        output = _RunnerOutput(f, on_task)
+        handler = logging.StreamHandler(output)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        try:
+            with contextlib.redirect_stderr(output), contextlib.redirect_stdout(output):
+                yield output
+        finally:
+            output.drain()
+            root.handlers[:], level = saved
+            root.setLevel(level)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -429,17 +628,24 @@ def failed_task(error: str, logs: str) -> str:
     return (tasks or names or ["?"])[0]
 
 
-def _record_failure(tracking_uri: str, started_ms: int, error: str, logs: str) -> None:
+def _failure(error: str, output: _RunnerOutput) -> tuple[str, str]:
+    """The failed task and its error message: the first task whose finish line said FAILURE and the last
+    ``…Error: message`` line that task printed; else :func:`failed_task` and the last such line of all output."""
+    if output.failures:
+        first = output.failures[0]
+        return first.task, first.error or error
+    logs = output.text()
+    lines = [m for m in (_ERROR_LINE.match(ln) for ln in _ANSI.sub("", logs).splitlines()) if m]
+    return failed_task(error, logs), (f"{lines[-1].group(1)}: {lines[-1].group(2)}" if lines else error)
+
+
+def _record_failure(tracking_uri: str, started_ms: int, task: str, message: str) -> None:
     """Name the innermost failed task and its exception on this run's MLflow parent run.
 
-    The task is :func:`failed_task`'s; the exception is the last ``…Error: message`` line of the printed task logs.
     The exit task has already marked the run FAILED, but it only sees the failed exit-handler group.
     """
     from mdctr.tracking.runs import record_failure
 
-    task = failed_task(error, logs)
-    lines = [m for m in (_ERROR_LINE.match(ln) for ln in _ANSI.sub("", logs).splitlines()) if m]
-    message = f"{lines[-1].group(1)}: {lines[-1].group(2)}" if lines else error
     try:
         record_failure(tracking_uri, started_after_ms=started_ms, failed_task=task, message=message)
     except Exception as e:  # the run failed already; say why the annotation did not work, keep the real error

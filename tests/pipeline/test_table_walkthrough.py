@@ -124,8 +124,8 @@ def test_docs_walkthrough_from_csv_to_served_prediction(tmp_path: Path) -> None:
             if argv[1:3] == ["data", "describe"]:
                 assert printed == shown  # data and counts: no training involved
             elif argv[1:3] == ["pipeline", "run"]:
-                promoted = [ln for ln in printed if ln.startswith("promoted:")]
-                assert promoted == [ln for ln in shown if ln.startswith("promoted:")]
+                gate = [ln for ln in printed if ln.startswith("gate:")]
+                assert gate == [ln for ln in shown if ln.startswith("gate:")], printed
                 assert any(ln.startswith("winner: ") for ln in printed)
     finally:
         if server is not None:

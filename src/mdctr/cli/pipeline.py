@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
+import threading
+from datetime import datetime
 from pathlib import Path
+from typing import IO, Any
 
 import typer
 
 from mdctr.cli.common import user_errors
+from mdctr.config import ConfigError
 
 app = typer.Typer(help="The Kubeflow training pipeline: compile, run locally, submit.", no_args_is_help=True)
 
@@ -50,6 +56,86 @@ def compile_cmd(
     with user_errors():
         path = compile_pipeline(out, _settings(gpu, pull_policy, s3_secret, mlflow_secret))
     typer.echo(f"wrote {path}")
+
+
+#: the runner's full output of `pipeline run` goes to <runs dir>/LOG_DIR/<pipeline>-<start time>.log
+LOG_DIR = "logs"
+
+
+class _Progress:
+    """One line per finished task (name, status, seconds) and, on a terminal only, a bar over the training
+    tasks that shows how many run and ticks every second; the lines go above the bar (``tqdm.write``)."""
+
+    def __init__(self, out: IO[str], training_tasks: int) -> None:
+        from tqdm import tqdm
+
+        self.out, self.total, self.trained, self.running = out, training_tasks, 0, 0
+        self.bar = tqdm(
+            total=training_tasks,
+            desc="training",
+            unit="task",
+            file=out,
+            leave=False,
+            disable=not out.isatty(),
+        )
+        self._stop = threading.Event()
+        if not self.bar.disable:  # the bar redraws on updates only: keep its clock moving during a long task
+            threading.Thread(target=self._tick, daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self.bar.refresh()
+
+    def __call__(self, event: Any) -> None:  # a mdctr.pipeline.TaskEvent
+        from mdctr.pipeline import TRAIN_TASK
+
+        training = event.task == TRAIN_TASK
+        if not event.finished:
+            if training:
+                self.running += 1
+                self.bar.set_postfix_str(f"{self.running} running")
+            return
+        name = event.task
+        if training and event.status != "SKIPPED":
+            self.trained += 1
+            self.running = max(0, self.running - 1)
+            self.bar.set_postfix_str(f"{self.running} running", refresh=False)
+            self.bar.update(1)
+            name = f"{event.task} {self.trained}/{self.total}"
+        took = f"{event.seconds:6.1f}s" if event.status in ("SUCCESS", "FAILURE") else ""
+        detail = f"  {event.detail}" if event.detail else ""
+        self.bar.write(f"  {name:<20} {event.status.lower():<8} {took}{detail}".rstrip(), file=self.out)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.bar.close()
+
+
+#: leaderboard rows `pipeline run` prints (the baseline's row too when it ranks lower); the report has them all
+TOP_ENTRIES = 5
+
+
+def _compact_leaderboard(run_dir: Path, top: int = TOP_ENTRIES) -> list[str]:
+    """Rank, entry, validation and test AUC and FLOPs of the ``top`` entries and the baseline (the evaluate
+    task's JSON), and where the full leaderboard is when rows were left out."""
+    found = sorted((run_dir / "evaluate").rglob("leaderboard.json"))
+    if not found:
+        return []
+    board = json.loads(found[0].read_text())
+    entries = board["entries"]
+    baseline = board.get("attrs", {}).get("baseline")
+    shown = [e for i, e in enumerate(entries) if i < top or e["entry"] == baseline]
+    rows = [f"  {'#':>2}  {'entry':<24} {'valid AUC':>9}  {'test AUC [95% CI]':<25} {'FLOPs/sample':>12}"]
+    for e in shown:
+        ci = f"[{e['auc_ci_low']:.4f}, {e['auc_ci_high']:.4f}]" if e.get("auc_ci_low") is not None else ""
+        rows.append(
+            f"  {e['rank']:>2}  {e['entry']:<24} {e['valid_auc_mean']:>9.4f}  "
+            f"{e['auc_mean']:.4f} {ci:<18} {e['flops']:>12,.0f}"
+        )
+    if len(shown) < len(entries):
+        full = found[0].with_name("leaderboard.md")
+        rows.append(f"  … {len(entries) - len(shown)} more of {len(entries)} entries: {full}")
+    return rows
 
 
 @app.command("run")
@@ -95,39 +181,97 @@ def run_cmd(
     split: str = typer.Option(
         "random", "--split", help="random (seeded 80/10/10) or time (needs a time column)."
     ),
+    train_options: str = typer.Option(
+        "{}", "--train-options", help='Trainer settings as JSON, e.g. \'{"batch_size": 4096, "lr": 0.001}\'.'
+    ),
+    miner_options: str = typer.Option(
+        "{}", "--miner-options", help='VQ-VAE miner settings as JSON, e.g. \'{"num_codes": 4, "epochs": 3}\'.'
+    ),
 ) -> None:
-    """Run the whole DAG on this machine (KFP local runner) and print the leaderboard and the promoted model."""
-    from mdctr.pipeline import run_local
+    """Run the whole DAG on this machine (KFP local runner): one line per finished task and a progress bar over
+    the training tasks, the runner's full output in a log file under --runs-dir, then the leaderboard and the
+    promoted model. A failed task is named with its error and the log file; the exit status is then 1."""
+    from mdctr.pipeline import LocalRunError, pipeline_name, planned_training_tasks, run_local
     from mdctr.steps.fetch_data import check_source
 
+    out = sys.stdout
+    seed_list = [int(s) for s in _csv(seeds) or ["0"]]
     with user_errors():
+        options = {
+            name: _json_object(value, name)
+            for name, value in (
+                ("--dataset-options", dataset_options),
+                ("--train-options", train_options),
+                ("--miner-options", miner_options),
+            )
+        }
         # a table that cannot load fails here, in one line naming the user's file, before any task starts
-        check_source(dataset, source, json.loads(dataset_options), split=split)
-        result = run_local(
-            dataset=dataset,
-            dataset_options=json.loads(dataset_options),
-            source=source,
-            split=split,
-            models=_csv(models),
-            domain_sources=_csv(domain_sources),
-            seeds=[int(s) for s in _csv(seeds) or ["0"]],
-            epochs=epochs,
-            flop_budget=flop_budget,
-            promotion_tolerance=tolerance,
-            tracking_uri=tracking_uri,
-            runs_dir=runs_dir,
-            runner=runner,
-            data_rev=data_rev,
-            data_md5=data_md5,
-            dvc_remote=dvc_remote,
-        )
-    typer.echo(result.leaderboard)
+        check_source(dataset, source, options["--dataset-options"], split=split)
+        logging.disable(logging.INFO)  # the plan's own log line belongs to the run's log, not the terminal
+        try:
+            training = planned_training_tasks(_csv(models), _csv(domain_sources), seed_list)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        finally:
+            logging.disable(logging.NOTSET)
+    log_file = Path(runs_dir).resolve() / LOG_DIR / f"{pipeline_name()}-{datetime.now():%Y%m%d-%H%M%S}.log"
+    typer.echo(f"local pipeline run ({runner}): {training} training task(s); full log: {log_file}")
+    progress = _Progress(out, training)
+    try:
+        with user_errors():
+            result = run_local(
+                dataset=dataset,
+                dataset_options=options["--dataset-options"],
+                source=source,
+                split=split,
+                models=_csv(models),
+                domain_sources=_csv(domain_sources),
+                seeds=seed_list,
+                epochs=epochs,
+                flop_budget=flop_budget,
+                train_options=options["--train-options"],
+                miner_options=options["--miner-options"],
+                promotion_tolerance=tolerance,
+                tracking_uri=tracking_uri,
+                runs_dir=runs_dir,
+                runner=runner,
+                data_rev=data_rev,
+                data_md5=data_md5,
+                dvc_remote=dvc_remote,
+                log_file=log_file,
+                on_task=progress,
+            )
+    except LocalRunError as e:
+        progress.close()
+        typer.secho(f"failed: task {e.task}: {e.error}", fg=typer.colors.RED, err=True)
+        typer.echo(f"full log: {log_file}", err=True)
+        raise typer.Exit(1) from None
+    except RuntimeError as e:  # the run finished but its outputs are missing, or the runner broke
+        progress.close()
+        typer.secho(f"failed: {e}", fg=typer.colors.RED, err=True)
+        typer.echo(f"full log: {log_file}", err=True)
+        raise typer.Exit(1) from None
+    progress.close()
+    for line in _compact_leaderboard(result.run_dir):
+        typer.echo(line)
     typer.echo(f"winner: {result.winner}")
-    if result.promoted:
-        typer.echo(f"promoted: {result.model_uri} (alias champion)")
-    else:
-        typer.echo(f"not promoted: {result.model_uri} stays challenger (gate: {result.decision})")
+    verdict = "is now champion" if result.promoted else "stays challenger"
+    typer.echo(f"gate: {result.decision} ({result.gate_reason}); {result.model_uri} {verdict}")
+    report = result.run_dir / "evaluate" / "tables" / "report.html"
+    typer.echo(f"report: {report if report.is_file() else result.run_dir / 'evaluate'}")
     typer.echo(f"artifacts: {result.run_dir}  mlflow: {result.tracking_uri}  ({result.seconds:.0f}s)")
+    typer.echo(f"full log: {log_file}")
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """``text`` parsed as a JSON object; a ConfigError naming ``option`` otherwise."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{option}: not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option}: expected a JSON object like '{{\"key\": 1}}', found {text!r}")
+    return value
 
 
 @app.command("submit")

@@ -9,14 +9,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mdctr.data.base import DOMAIN_VALUES, LoadedDataset
 from mdctr.data.encode import SPLIT_NAMES, FeatureSpec, SplitKind, split_table
-from mdctr.data.tensors import TensorData
 from mdctr.io import atomic_dir
+
+if TYPE_CHECKING:  # torch (~3 s to import) only where tensors are built: the prepare task writes parquet only
+    from mdctr.data.tensors import TensorData
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "feature_spec.json"
@@ -51,6 +53,8 @@ def encode_splits(
 
 
 def prepare_in_memory(loaded: LoadedDataset, *, split: SplitKind = "random", seed: int = 0) -> PreparedData:
+    from mdctr.data.tensors import TensorData
+
     spec, encoded = encode_splits(loaded, split=split, seed=seed)
     return PreparedData(spec, *(TensorData.from_frame(encoded[k], spec.schema) for k in SPLIT_NAMES))
 
@@ -70,6 +74,8 @@ def write_prepared(
 
 
 def read_prepared(path: Path | str) -> PreparedData:
+    from mdctr.data.tensors import TensorData
+
     path = Path(path)
     spec = FeatureSpec.load(path / SPEC_FILE)
     splits = [TensorData.from_frame(pd.read_parquet(path / f"{k}.parquet"), spec.schema) for k in SPLIT_NAMES]

@@ -31,7 +31,6 @@ from mlflow.exceptions import MlflowException
 
 import mdctr
 from mdctr.schema import FeatureSchema
-from mdctr.serving.bundle import Predictor, read_metrics
 from mdctr.tracking.names import (
     CHALLENGER,
     CHAMPION,
@@ -154,6 +153,10 @@ def register_bundle(
     sees them (``"5"`` or ``1.9`` → ``5`` for an integer id), hiding client bugs that mdctr's own strict
     checks answer with a 400. The input example (raw serving columns) still documents the request format.
     """
+    # here, not at the top: the bundle brings torch and the model zoo (~4 s), which the tasks that only open,
+    # tag or close runs (start-run, validate-data, promote-model, finish-run) never use
+    from mdctr.serving.bundle import Predictor, read_metrics
+
     uri = configure(tracking_uri)
     bundle_dir = Path(bundle_dir).resolve()
     predictor = Predictor.load(bundle_dir)
