@@ -35,7 +35,8 @@ from mdctr.data import load_dataset
 from mdctr.data.prepare import prepare_in_memory
 from mdctr.models import build_model
 from mdctr.models.hamur import ADAPTER_INITS, ADAPTER_MODES
-from mdctr.training import TrainConfig, apply_domain_source, model_inputs, predict, train_model
+from mdctr.routing import DomainRouting
+from mdctr.training import TrainConfig, predict, train_model
 from mdctr.training.metrics import auc_logloss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ablation_aucs(trained, prepared, source: str, batch_size: int) -> dict[str, float]:
     """Validation and test AUC of the trained model with each adapter mode ({split}_{mode} → AUC)."""
-    routed, _ = apply_domain_source(prepared, source, model_name="hamur")
+    routed = DomainRouting.for_model("hamur", source).route(prepared).data
     model = trained.model
     out: dict[str, float] = {}
     try:
@@ -60,12 +61,12 @@ def ablation_aucs(trained, prepared, source: str, batch_size: int) -> dict[str, 
 
 def saturation(prepared, batch_size: int, seed: int = 0) -> list[str]:
     """One line per adapter init: pre-sigmoid statistics of the bottleneck at init on one train batch."""
-    routed, num_domains = apply_domain_source(prepared, "handcrafted", model_name="hamur")
-    batch = routed.train.batch(0, min(batch_size, len(routed.train)))
+    routing = DomainRouting.for_model("hamur", "handcrafted").route(prepared)
+    batch = routing.data.train.batch(0, min(batch_size, len(routing.data.train)))
     lines = []
     for init in ADAPTER_INITS:
         torch.manual_seed(seed)
-        model = build_model("hamur", model_inputs(prepared, num_domains), config={"adapter_init": init})
+        model = build_model("hamur", routing.inputs, config={"adapter_init": init})
         with torch.no_grad():
             model.train()(batch)
         pre = torch.cat([a.pre_activation for ads in model.adapters for a in ads.values()])

@@ -1,6 +1,6 @@
 """``mdctr models list|promote|rollback``: the model zoo, the registered versions, and the champion alias.
 
-Each dataset registers under its own model, ``mdctr-<dataset>`` (``mdctr-ml-1m``); ``--dataset`` picks it by
+Each dataset registers under its own model, ``mdctr-<schema name>`` (``mdctr-ml-1m``); ``--dataset`` picks it by
 dataset, ``--name`` by registered name. Without either, ``list`` shows every mdctr registered model and
 ``promote``/``rollback`` act on the only one there is (and refuse, naming them, when there are several).
 

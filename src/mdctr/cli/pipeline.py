@@ -20,7 +20,11 @@ app = typer.Typer(help="The Kubeflow training pipeline: compile, run locally, su
 ModelsOpt = typer.Option(
     None, "--models", "-m", help="Comma-separated model names (default: the registry's)."
 )
-SourcesOpt = typer.Option(None, "--domain-sources", help="Comma-separated: none, handcrafted, mined.")
+SourcesOpt = typer.Option(
+    None,
+    "--domain-sources",
+    help="Comma-separated: handcrafted, mined, none, random, binned (default: all a model accepts).",
+)
 SeedsOpt = typer.Option("0", "--seeds", help="Comma-separated seeds.")
 
 

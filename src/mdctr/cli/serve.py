@@ -34,7 +34,7 @@ def serve(
         "",
         "--model-name",
         envvar="MDCTR_MODEL_NAME",
-        help="Name in the v2 routes /v2/models/NAME (default: the registered model's, mdctr-<dataset>).",
+        help="Name in the v2 routes /v2/models/NAME (default: the registered model's, mdctr-<schema name>).",
     ),
     max_body_bytes: int = typer.Option(
         DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1, help="Larger → 413."
