@@ -417,7 +417,8 @@ def run_local(
         before = {p.name for p in root.iterdir()}
         t0 = time.perf_counter()
         started_ms = int(time.time() * 1000) - 1000
-        with warnings.catch_warnings(), contextlib.redirect_stdout(output):
+        keep_status = _docker_exit_codes() if runner == "docker" else contextlib.nullcontext()
+        with keep_status, warnings.catch_warnings(), contextlib.redirect_stdout(output):
             # the runner warns that a non-"python" image name may not match the local interpreter; here it does
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
             # the Kubernetes resources compiled into every task mean nothing to a local runner
@@ -456,6 +457,42 @@ def run_local(
         log_file=log_file,
         gate_reason=str(registration.get("reason", "")),
     )
+
+
+@contextlib.contextmanager
+def _docker_exit_codes() -> Iterator[None]:
+    """Make KFP's DockerRunner read every task container's exit code while the run lasts.
+
+    kfp 2.17 starts task containers with ``auto_remove=True`` and, when the container is already gone at
+    ``wait()``, returns exit code 0: a task that fails within a second or two (mine-domains rejecting unknown
+    options, seen in CI) was reported SUCCEEDED, and the run failed later in a task that wanted its outputs.
+    Here the container is kept until its exit code has been read, then removed.
+    """
+    from kfp.local import docker_task_handler as handler
+
+    def run_container(
+        client: Any, image: str, command: list[str], volumes: dict[str, Any], **kwargs: Any
+    ) -> int:
+        image = handler.add_latest_tag_if_not_present(image=image)
+        if not any(image in (i.tags + i.attrs["RepoDigests"]) for i in client.images.list()):
+            print(f"Pulling image {image!r}")
+            client.images.pull(image)
+        container = client.containers.run(
+            image=image, command=command, detach=True, stdout=True, stderr=True, volumes=volumes, **kwargs
+        )
+        try:
+            for line in container.logs(stream=True):
+                print(line.decode(), end="")
+            return int(container.wait()["StatusCode"])
+        finally:
+            container.remove(force=True)
+
+    original = handler.run_docker_container
+    handler.run_docker_container = run_container
+    try:
+        yield
+    finally:
+        handler.run_docker_container = original
 
 
 def _task_file(run_dir: Path, task: str, name: str) -> Path:

@@ -172,6 +172,31 @@ def test_a_failing_task_fails_the_run_and_marks_the_parent_run_failed(
     assert tracking.alias_version(mlflow_server.url, tracking.CHAMPION, name=NAME) == "1"
 
 
+def test_a_container_that_fails_at_once_is_reported_failed(images: dict) -> None:
+    """kfp 2.17's DockerRunner reports exit code 0 for a task container already auto-removed at ``wait()`` (a
+    task failing within a second passed as SUCCEEDED in CI); inside a docker run mdctr reads the real code."""
+    import docker
+    from kfp.local import docker_task_handler as handler
+
+    from mdctr.pipeline import _docker_exit_codes
+
+    client = docker.from_env()
+    before = {c.id for c in client.containers.list(all=True)}
+    with _docker_exit_codes():
+        codes = [
+            handler.run_docker_container(
+                client, str(images["runtime"]), ["python3", "-c", f"import sys; sys.exit({code})"], {}
+            )
+            for code in (3, 0)
+        ]
+    assert codes == [3, 0]
+    assert {c.id for c in client.containers.list(all=True)} == before  # each container removed after its exit
+    assert (
+        handler.run_docker_container is not None
+        and handler.run_docker_container.__name__ == "run_docker_container"
+    )
+
+
 @pytest.mark.timeout(900)
 def test_serve_image_answers_with_the_offline_predictions(first_run, images: dict, mlflow_server) -> None:
     import mlflow.pyfunc
