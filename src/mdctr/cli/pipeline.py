@@ -196,13 +196,14 @@ def run_cmd(
     the training tasks, the runner's full output in a log file under --runs-dir, then the leaderboard and the
     promoted model. A failed task is named with its error and the log file; the exit status is then 1."""
     from mdctr.pipeline import LocalRunError, pipeline_name, planned_training_tasks, run_local
+    from mdctr.steps.common import parse_options
     from mdctr.steps.fetch_data import check_source
 
     out = sys.stdout
     seed_list = [int(s) for s in _csv(seeds) or ["0"]]
     with user_errors():
         options = {
-            name: _json_object(value, name)
+            name: parse_options(value, what=name)
             for name, value in (
                 ("--dataset-options", dataset_options),
                 ("--train-options", train_options),
@@ -265,17 +266,6 @@ def run_cmd(
     typer.echo(f"report: {report if report.is_file() else result.run_dir / 'evaluate'}")
     typer.echo(f"artifacts: {result.run_dir}  mlflow: {result.tracking_uri}  ({result.seconds:.0f}s)")
     typer.echo(f"full log: {log_file}")
-
-
-def _json_object(text: str, option: str) -> dict[str, Any]:
-    """``text`` parsed as a JSON object; a ConfigError naming ``option`` otherwise."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{option}: not valid JSON ({e}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{option}: expected a JSON object like '{{\"key\": 1}}', found {text!r}")
-    return value
 
 
 @app.command("submit")
