@@ -10,9 +10,21 @@ pre-trained once, before the workers start, and loaded by each (weights, no pick
     .venv/bin/python benchmarks/grid.py --dataset ml-1m --domains handcrafted,mined,none,random,binned \\
         --seeds 5 --workers 12 --device cuda --epochs 20 --patience 3 --deadline-s 300 --out runs/grid-ml1m
 
+A default search is a grid whose entries are variants of one model: ``--variants`` maps a model to a list of
+config overrides, each its own entry named by them (``adaptive2[data_init=True]/mined``), ranked on validation
+like every leaderboard; ``--budget none`` trains every entry at its default sizes (width 1, no FLOP fitting):
+
+    .venv/bin/python benchmarks/grid.py --models hamur --domains handcrafted,none --budget none \\
+        --variants '{"hamur": [{}, {"adapter_per_domain": false}]}' --seeds 5 --out runs/search-hamur
+
+**Resume.** Each finished run leaves ``OUT/runs/TAG.record.json`` (its leaderboard record and the settings it
+ran with) and ``TAG.test_probs.npy``. Run the same command again (or with more seeds, or a later deadline) and
+the runs already there are read back instead of trained again; a record whose settings differ from this
+command's is an error, not a silent mix.
+
 Output: ``OUT/leaderboard.{md,json,csv}`` (:func:`mdctr.evaluation.leaderboard.write_leaderboard`),
 ``OUT/runs/*.json`` (one summary per run, as ``mdctr benchmark`` writes), ``OUT/grid.json`` (settings, machine,
-wall time, runs finished and skipped by the deadline).
+wall time, runs trained, read back, and skipped by the deadline).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import logging
 import multiprocessing as mp
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -35,6 +48,7 @@ import torch
 
 from mdctr.data import load_dataset
 from mdctr.data.prepare import PreparedData, prepare_in_memory
+from mdctr.evaluation.benchmark import variant_name
 from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
 from mdctr.io import write_json_atomic
 from mdctr.models.base import model_names, plan_pairs
@@ -48,12 +62,30 @@ log = logging.getLogger("grid")
 # per-worker state, loaded once by _init
 _W: dict[str, Any] = {}
 
+#: the settings a resumed run must share with this command (the device may differ: it is recorded per run)
+RESUME_KEYS = ("dataset", "budget", "epochs", "patience", "batch_size")
+
 
 def _prepare(args: argparse.Namespace) -> PreparedData:
     return prepare_in_memory(load_dataset(args.dataset, args.datasets_dir))
 
 
-def _init(args: argparse.Namespace, miner_dir: str | None, budget: float) -> None:
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in RESUME_KEYS}
+
+
+def run_tag(seed: int, name: str, overrides: str, source: str) -> str:
+    """File-name stem of one run: ``hamur-handcrafted-seed0``, ``adaptive2[data_init=True]-mined-seed0``."""
+    label = variant_name(name, json.loads(overrides))
+    return re.sub(r"[^A-Za-z0-9_.,=\[\]-]", "_", f"{label}-{source}-seed{seed}")
+
+
+def _device_name(device: str) -> str:
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return torch.cuda.get_device_name(0) if use_cuda else "cpu"
+
+
+def _init(args: argparse.Namespace, miner_dir: str | None, budget: float | None) -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     _W["args"], _W["budget"], _W["widths"] = args, budget, {}
@@ -66,16 +98,22 @@ def _init(args: argparse.Namespace, miner_dir: str | None, budget: float) -> Non
         _W["miner"] = None
 
 
-def _run(seed: int, name: str, source: str, deadline: float) -> dict[str, Any] | None:
+def _run(seed: int, name: str, overrides: str, source: str, deadline: float) -> dict[str, Any] | None:
     """One (entry, seed) run, or None when the deadline passed before it started."""
     if time.time() > deadline:
         return None
     args, prepared = _W["args"], _W["prepared"]
+    model_config = json.loads(overrides) or None
     routing = DomainRouting.for_model(name, source, miner=_W["miner"])
-    if (name, source) not in _W["widths"]:
-        routed = routing.route(prepared)
-        fitted = fit_width(name, routed.inputs, _W["budget"], count_batch(routed.data.valid), None, routing)
-        _W["widths"][name, source] = fitted.width
+    key = (name, overrides, source)
+    if key not in _W["widths"]:
+        if _W["budget"] is None:  # --budget none: the model's default sizes
+            _W["widths"][key] = 1.0
+        else:
+            routed = routing.route(prepared)
+            valid_batch = count_batch(routed.data.valid)
+            fitted = fit_width(name, routed.inputs, _W["budget"], valid_batch, model_config, routing)
+            _W["widths"][key] = fitted.width
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -85,14 +123,58 @@ def _run(seed: int, name: str, source: str, deadline: float) -> dict[str, Any] |
         num_threads=args.threads,
     )
     trained = train_model(
-        prepared, name, source, width=_W["widths"][name, source], miner=routing.miner, config=config
+        prepared,
+        name,
+        source,
+        width=_W["widths"][key],
+        model_config=model_config,
+        miner=routing.miner,
+        config=config,
     )
-    tag = f"{name}-{source}-seed{seed}"
+    tag = run_tag(seed, name, overrides, source)
     out = Path(args.out) / "runs"
-    summary = trained.summary() | {"budget": args.budget, "budget_flops": _W["budget"], "model_config": {}}
+    summary = trained.summary() | {
+        "budget": args.budget,
+        "budget_flops": _W["budget"],
+        "model_config": model_config or {},
+    }
     write_json_atomic(out / f"{tag}.json", summary)
     np.save(out / f"{tag}.test_probs.npy", trained.predictions.astype(np.float32))
-    return RunRecord.from_trained(trained).to_json() | {"tag": tag}
+    record = RunRecord.from_trained(trained).to_json()
+    if model_config:  # a variant is its own leaderboard entry, named by its overrides
+        record["model"] = variant_name(name, model_config)
+    # written last: its presence marks the run complete for a resumed grid
+    write_json_atomic(
+        out / f"{tag}.record.json",
+        {"record": record, "settings": _settings(args), "device": _device_name(args.device)},
+    )
+    return record | {"tag": tag}
+
+
+def read_back(out: Path, tag: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished run ``tag`` from an earlier invocation, or None when it is not (completely) there.
+
+    Raises ValueError when it ran with other settings (mixing them in one leaderboard would be wrong)."""
+    path = out / "runs" / f"{tag}.record.json"
+    if not (path.is_file() and (out / "runs" / f"{tag}.test_probs.npy").is_file()):
+        return None
+    saved = json.loads(path.read_text())
+    differ = {k: (saved["settings"].get(k), v) for k, v in settings.items() if saved["settings"].get(k) != v}
+    if differ:
+        detail = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+        raise ValueError(f"{path} ran with other settings ({detail}); use another --out")
+    return saved["record"] | {"tag": tag}
+
+
+def parse_variants(text: str, models: list[str]) -> dict[str, list[str]]:
+    """``--variants`` JSON (model → list of config overrides) → model → overrides as canonical JSON strings."""
+    raw = json.loads(text) if text else {}
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise SystemExit("--variants: expected a JSON object mapping a model to a list of config overrides")
+    unknown = sorted(set(raw) - set(models))
+    if unknown:
+        raise SystemExit(f"--variants names models not in the grid: {unknown} (grid: {models})")
+    return {m: [json.dumps(o, sort_keys=True) for o in raw.get(m, [{}])] for m in models}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--models", default="", help="comma-separated (default: all registered)")
     ap.add_argument("--domains", default="handcrafted,mined,none,random,binned")
-    ap.add_argument("--budget", default="model:dnn")
+    ap.add_argument(
+        "--variants", default="", help='JSON: model → list of config overrides, e.g. {"hamur": [{}]}'
+    )
+    ap.add_argument("--budget", default="model:dnn", help="FLOP budget, or none (default sizes, width 1)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=20, help="maximum epochs; early stopping ends most runs")
     ap.add_argument("--patience", type=int, default=3)
@@ -121,24 +206,44 @@ def main(argv: list[str] | None = None) -> int:
 
     prepared = _prepare(args)
     models = [m for m in args.models.split(",") if m] or model_names()
+    variants = parse_variants(args.variants, models)
     plan, unsupported = plan_pairs(models, args.domains.split(","))
     routings = [DomainRouting.for_model(n, s) for n, s in plan]
     miner, miner_dir = None, None
     if any(r.needs_miner for r in routings):
-        from mdctr.domains.miner import MinerConfig, fit_miner
+        from mdctr.domains.miner import STATE_FILE, DomainMiner, MinerConfig, fit_miner
 
-        miner = fit_miner(prepared.train, model_inputs(prepared, 1), MinerConfig())
         miner_dir = str(args.out / "miner")
-        miner.save(miner_dir)
-    budget = budget_for_data(prepared, args.budget, miner)
-    tasks = [(seed, n, s) for seed in range(args.seeds) for n, s in plan]
-    log.info("%d entries × %d seeds = %d runs on %d workers", len(plan), args.seeds, len(tasks), args.workers)
+        if (Path(miner_dir) / STATE_FILE).is_file():  # a resumed grid keeps the miner its runs used
+            miner = DomainMiner.load(miner_dir)
+        else:
+            miner = fit_miner(prepared.train, model_inputs(prepared, 1), MinerConfig())
+            miner.save(miner_dir)
+    no_cap = args.budget.strip().lower() == "none"
+    budget = None if no_cap else budget_for_data(prepared, args.budget, miner)
+    entries = [(n, o, s) for n, s in plan for o in variants[n]]
+    tasks = [(seed, n, o, s) for seed in range(args.seeds) for n, o, s in entries]
+    settings = _settings(args)
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
 
-    records, skipped, failed = [], [], []
+    records, skipped, failed, resumed = [], [], [], 0
+    todo = []
+    for task in tasks:
+        earlier = read_back(args.out, run_tag(*task), settings)
+        if earlier is None:
+            todo.append(task)
+        else:
+            records.append(earlier)
+            resumed += 1
+    log.info(
+        "%d entries × %d seeds = %d runs (%d read back from %s) on %d workers",
+        len(entries), args.seeds, len(tasks), resumed, args.out, args.workers,
+    )  # fmt: skip
+
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initargs=(args, miner_dir, budget),
                                 initializer=_init) as pool:  # fmt: skip
-        futures = {pool.submit(_run, *task, deadline): task for task in tasks}
+        futures = {pool.submit(_run, *task, deadline): task for task in todo}
         for done in cf.as_completed(futures):
             task = futures[done]
             try:
@@ -151,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(list(task))
             else:
                 records.append(result)
-                log.info("%s: test AUC %.4f (%d/%d)", result["tag"], result["auc"], len(records), len(tasks))
+                log.info(
+                    "%s: valid AUC %.4f (%d/%d)", result["tag"], result["valid_auc"], len(records), len(tasks)
+                )
 
     labels = prepared.test.label.numpy()
     runs = []
@@ -163,17 +270,19 @@ def main(argv: list[str] | None = None) -> int:
     if runs:
         df = build_leaderboard(runs)
         df.attrs.update(budget=args.budget, budget_flops=budget, dataset=args.dataset)
-        write_leaderboard(df, args.out, title=f"FLOP-matched leaderboard: {args.dataset}")
+        title = "Leaderboard at default sizes (no FLOP cap)" if no_cap else "FLOP-matched leaderboard"
+        write_leaderboard(df, args.out, title=f"{title}: {args.dataset}")
     write_json_atomic(
         args.out / "grid.json",
         {
             "command": shlex.join(["benchmarks/grid.py", *(sys.argv[1:] if argv is None else argv)]),
             "machine": platform.platform(),
             "cpus": os.cpu_count(),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "device": _device_name(args.device),
             "torch": torch.__version__,
             "wall_s": wall,
             "runs_finished": len(records),
+            "runs_read_back": resumed,
             "runs_planned": len(tasks),
             "skipped_by_deadline": skipped,
             "failed": failed,
@@ -182,7 +291,15 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     print(
-        json.dumps({"finished": len(records), "planned": len(tasks), "failed": len(failed), "wall_s": wall})
+        json.dumps(
+            {
+                "finished": len(records),
+                "read_back": resumed,
+                "planned": len(tasks),
+                "failed": len(failed),
+                "wall_s": wall,
+            }
+        )
     )
     return 1 if failed else 0
 

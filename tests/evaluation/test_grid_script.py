@@ -1,0 +1,63 @@
+"""benchmarks/grid.py: variants as their own entries, the no-cap budget, and resuming a grid from its run records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "grid.py"
+
+BASE = [
+    "--dataset", "synthetic", "--models", "dnn,hamur", "--domains", "none,handcrafted", "--budget", "none",
+    "--variants", json.dumps({"hamur": [{}, {"adapter_per_domain": False}]}),
+    "--epochs", "1", "--workers", "1", "--batch-size", "1024",
+]  # fmt: skip
+
+
+def _grid(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, SCRIPT, *BASE, "--out", str(out), *extra], capture_output=True, text=True, env=env
+    )
+
+
+def _entries(out: Path) -> dict[str, dict]:
+    return {e["entry"]: e for e in json.loads((out / "leaderboard.json").read_text())["entries"]}
+
+
+def test_variants_resume_and_refuse_other_settings(tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    first = _grid(out, "--seeds", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads(first.stdout.splitlines()[-1]) | {"wall_s": 0} == {
+        "finished": 5, "read_back": 0, "planned": 5, "failed": 0, "wall_s": 0
+    }  # fmt: skip
+    entries = _entries(out)
+    # dnn accepts only none; each hamur variant is its own entry, named by its overrides
+    assert set(entries) == {
+        "dnn/none",
+        "hamur/none",
+        "hamur/handcrafted",
+        "hamur[adapter_per_domain=False]/none",
+        "hamur[adapter_per_domain=False]/handcrafted",
+    }
+    assert all(e["width"] == 1 for e in entries.values())  # --budget none: default sizes
+    shared, per_domain = entries["hamur[adapter_per_domain=False]/handcrafted"], entries["hamur/handcrafted"]
+    assert shared["dense_params"] < per_domain["dense_params"]  # one adapter set instead of one per domain
+    first_auc = {k: e["valid_auc_mean"] for k, e in entries.items()}
+
+    # a second seed: the five finished runs are read back, not trained again, and keep their numbers
+    second = _grid(out, "--seeds", "2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads(second.stdout.splitlines()[-1])
+    assert (summary["finished"], summary["read_back"], summary["planned"]) == (10, 5, 10)
+    seed0 = json.loads((out / "runs" / "hamur-handcrafted-seed0.record.json").read_text())
+    assert seed0["record"]["valid_auc"] == first_auc["hamur/handcrafted"]
+    assert all(e["seeds"] == 2 for e in _entries(out).values())
+
+    # other training settings cannot be mixed into the same grid
+    other = _grid(out, "--seeds", "2", "--epochs", "2")
+    assert other.returncode != 0
+    assert "ran with other settings (epochs: 1 there, 2 now)" in other.stderr
