@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -50,7 +51,7 @@ from mdctr.data import load_dataset
 from mdctr.data.prepare import PreparedData, prepare_in_memory
 from mdctr.evaluation.benchmark import variant_name
 from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
-from mdctr.io import write_json_atomic
+from mdctr.io import write_json_atomic, write_text_atomic
 from mdctr.models.base import model_names, plan_pairs
 from mdctr.routing import DomainRouting, budget_for_data, count_batch, fit_width, model_inputs
 from mdctr.training.config import TrainConfig
@@ -85,10 +86,12 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(0) if use_cuda else "cpu"
 
 
-def _init(args: argparse.Namespace, miner_dir: str | None, budget: float | None) -> None:
+def _init(
+    args: argparse.Namespace, miner_dir: str | None, budget: float | None, settings: dict[str, Any]
+) -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    _W["args"], _W["budget"], _W["widths"] = args, budget, {}
+    _W["args"], _W["budget"], _W["widths"], _W["settings"] = args, budget, {}, settings
     _W["prepared"] = _prepare(args)
     if miner_dir:
         from mdctr.domains.miner import DomainMiner
@@ -146,24 +149,44 @@ def _run(seed: int, name: str, overrides: str, source: str, deadline: float) -> 
     # written last: its presence marks the run complete for a resumed grid
     write_json_atomic(
         out / f"{tag}.record.json",
-        {"record": record, "settings": _settings(args), "device": _device_name(args.device)},
+        {"record": record, "settings": _W["settings"], "device": _device_name(args.device)},
     )
     return record | {"tag": tag}
 
 
-def read_back(out: Path, tag: str, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The finished run ``tag`` from an earlier invocation, or None when it is not (completely) there.
+def _check_settings(saved: dict[str, Any], settings: dict[str, Any], where: str) -> None:
+    """Refuse a run made with other settings (mixing them in one leaderboard would be wrong)."""
+    differ = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    if differ:
+        detail = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+        raise ValueError(f"{where} ran with other settings ({detail}); use another --out / --records")
 
-    Raises ValueError when it ran with other settings (mixing them in one leaderboard would be wrong)."""
+
+def read_back(out: Path, tag: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished run ``tag`` from an earlier invocation in ``out``, or None when it is not (completely) there.
+
+    Raises ValueError when it ran with other settings."""
     path = out / "runs" / f"{tag}.record.json"
     if not (path.is_file() and (out / "runs" / f"{tag}.test_probs.npy").is_file()):
         return None
     saved = json.loads(path.read_text())
-    differ = {k: (saved["settings"].get(k), v) for k, v in settings.items() if saved["settings"].get(k) != v}
-    if differ:
-        detail = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
-        raise ValueError(f"{path} ran with other settings ({detail}); use another --out")
+    _check_settings(saved["settings"], settings, str(path))
     return saved["record"] | {"tag": tag}
+
+
+def read_store(path: Path | None) -> dict[str, dict[str, Any]]:
+    """``--records`` JSON lines (tag, record, settings, device) by tag; empty when there is no file yet."""
+    if path is None or not path.is_file():
+        return {}
+    store = {}
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                store[row["tag"]] = row
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n}: not a run record line ({e})") from None
+    return store
 
 
 def parse_variants(text: str, models: list[str]) -> dict[str, list[str]]:
@@ -198,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
     ap.add_argument("--deadline-s", type=float, default=float("inf"), help="start no run after this many s")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--records",
+        type=Path,
+        default=None,
+        help="JSON-lines store of finished runs (records and settings, no predictions): read back, then rewritten "
+        "with every run of this grid; commit it to finish a grid over several sessions or machines",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.time()
@@ -224,12 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     entries = [(n, o, s) for n, s in plan for o in variants[n]]
     tasks = [(seed, n, o, s) for seed in range(args.seeds) for n, o, s in entries]
     settings = _settings(args)
+    if miner is not None:  # mined runs are comparable only when their miner assigns the same codes
+        codes = miner.assign(prepared.valid).numpy().astype(np.int64)
+        settings["miner_codes_sha256"] = hashlib.sha256(codes.tobytes()).hexdigest()[:16]
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
 
+    store = read_store(args.records)
     records, skipped, failed, resumed = [], [], [], 0
     todo = []
     for task in tasks:
-        earlier = read_back(args.out, run_tag(*task), settings)
+        tag = run_tag(*task)
+        earlier = read_back(args.out, tag, settings)
+        if earlier is None and tag in store:  # from the committed store (its predictions are not kept there)
+            _check_settings(store[tag]["settings"], settings, f"{args.records}: {tag}")
+            earlier = store[tag]["record"] | {"tag": tag}
         if earlier is None:
             todo.append(task)
         else:
@@ -241,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
 
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initargs=(args, miner_dir, budget),
+    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initargs=(args, miner_dir, budget, settings),
                                 initializer=_init) as pool:  # fmt: skip
         futures = {pool.submit(_run, *task, deadline): task for task in todo}
         for done in cf.as_completed(futures):
@@ -263,9 +301,20 @@ def main(argv: list[str] | None = None) -> int:
     labels = prepared.test.label.numpy()
     runs = []
     for rec in records:
-        probs = np.load(args.out / "runs" / f"{rec['tag']}.test_probs.npy").astype(np.float64)
+        probs_file = args.out / "runs" / f"{rec['tag']}.test_probs.npy"
+        # a run read from --records alone has no predictions: the leaderboard then needs ≥ 2 seeds for its tests
+        probs = np.load(probs_file).astype(np.float64) if probs_file.is_file() else None
         fields = {k: v for k, v in rec.items() if k != "tag"}
         runs.append(RunRecord(**fields, labels=labels, probs=probs))
+    if args.records is not None:  # every run of this grid, old and new, one JSON line each, sorted by tag
+        lines = []
+        for rec in sorted(records, key=lambda r: r["tag"]):
+            path = args.out / "runs" / f"{rec['tag']}.record.json"
+            row = store.get(rec["tag"]) or json.loads(path.read_text())
+            lines.append(
+                json.dumps({"tag": rec["tag"], **{k: row[k] for k in ("record", "settings", "device")}})
+            )
+        write_text_atomic(args.records, "\n".join(lines) + "\n")
     wall = time.time() - t0
     if runs:
         df = build_leaderboard(runs)

@@ -65,10 +65,15 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json_atomic(path: Path | str, obj: Any) -> None:
-    """Write ``json_safe(obj)`` to ``path`` atomically (a temporary sibling renamed into place)."""
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary sibling renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_json_atomic(path: Path | str, obj: Any) -> None:
+    """Write ``json_safe(obj)`` to ``path`` atomically (a temporary sibling renamed into place)."""
+    write_text_atomic(path, json.dumps(json_safe(obj), indent=2, allow_nan=False))
