@@ -202,3 +202,43 @@ def test_bad_adapter_options_fail_with_their_name():
         with pytest.raises(ValueError, match=key):
             build_model("hamur", ML1M, config={key: value})
     assert isinstance(hamur().towers[0], HamurTower)
+
+
+def test_masked_towers_score_like_routed_ones_at_eval(random_batch):
+    """At eval every BatchNorm uses running statistics, so a row's score does not depend on which rows its tower
+    also ran on: the authors' masked towers and mdctr's routed ones give the same scores with the same weights."""
+    routed = hamur(seed=3)
+    masked = hamur(seed=3, tower_batch="masked")
+    masked.load_state_dict(routed.state_dict())
+    batch = random_batch(ML1M, ROWS, domain="random")
+    routed.train()(batch)  # move the running statistics away from their init, the same way in both
+    masked.load_state_dict(routed.state_dict())
+    assert torch.allclose(routed.eval()(batch), masked.eval()(batch), atol=1e-5)
+
+
+def test_masked_towers_normalise_with_the_statistics_of_every_row(random_batch):
+    batch = random_batch(ML1M, ROWS, domain="random")
+    for mode, rows_seen in (("masked", torch.ones(ROWS, dtype=torch.bool)), ("routed", batch.domain == 1)):
+        model = hamur(seed=1, tower_batch=mode).train()
+        norm = model.towers[1].blocks["layer1"].norm
+        x = model.embed(batch).detach()
+        z = model.towers[1].blocks["layer1"].linear(x).detach()
+        model(batch)
+        # running mean after one step from 0, momentum 0.1: 0.1 × the batch mean over the rows the tower ran on
+        expected = 0.1 * z[rows_seen].mean(dim=0)
+        assert torch.allclose(norm.running_mean, expected, atol=1e-5), mode
+        other = 0.1 * z[~rows_seen].mean(dim=0) if mode == "routed" else None
+        if other is not None:  # routed: the other domains' rows really were left out
+            assert not torch.allclose(norm.running_mean, other, atol=1e-3)
+
+
+def test_masked_towers_cost_every_tower_on_every_row(random_batch):
+    from mdctr.routing import model_flops
+
+    batch = random_batch(ML1M, ROWS, domain="random")
+    routed = model_flops("hamur", ML1M, 1.0, batch, {}, None)
+    masked = model_flops("hamur", ML1M, 1.0, batch, {"tower_batch": "masked"}, None)
+    # the towers (and the hyper-network, which runs once per tower) run 3 times per row instead of once
+    assert 2.0 * routed < masked < 3.2 * routed
+    with pytest.raises(ValueError, match="tower_batch"):
+        hamur(tower_batch="everywhere")

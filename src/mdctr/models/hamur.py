@@ -1,8 +1,11 @@
 """HAMUR (Li et al. 2023): per-domain towers with a hyper-network-generated adapter (DESIGN.md §3).
 
 * **Towers**: one per domain, built from named blocks ``layer1``, ``layer2``, … (each Linear–BN–ReLU
-  [–Dropout]) and a ``head``; routed: a tower runs only on its domain's rows (the public code runs every tower
-  on the whole batch and masks).
+  [–Dropout]) and a ``head``. ``tower_batch="routed"``: a tower runs only on its domain's rows, so its
+  BatchNorms normalise with that domain's statistics; ``"masked"``: as in the authors' code, every tower runs on
+  the whole batch (its BatchNorms normalise with every row's statistics in training, and their running
+  statistics are the whole population's) and each row keeps its own domain's output, at n_domains × the
+  towers' FLOPs. At eval both score a row the same way given the same weights; they train differently.
 * **Hyper-network** (shared): Linear–BN–ReLU on every layer, as in the authors' code (default hidden (64,)),
   over the full input embedding; its last block outputs the instance matrix H(x) ∈ R^{k×k} (k = 35).
   ``hyper_output_block=False`` ends it with a bare Linear instead.
@@ -48,6 +51,7 @@ from mdctr.models.base import BatchNorm1d, CTRModel, ModelInputs, register, rout
 ADAPTER_NORMS = ("batch", "layer", "none")
 ADAPTER_INITS = ("scaled", "ones", "normal")
 ADAPTER_MODES = ("on", "off", "constant")
+TOWER_BATCHES = ("routed", "masked")
 
 
 def layer_block(in_dim: int, out_dim: int, *, dropout: float = 0.0) -> nn.Sequential:
@@ -208,6 +212,10 @@ class HAMUR(CTRModel):
         hyper_output_block: bool = True
         adapter_scale: float = 0.01
         dropout: float = 0.0
+        #: ``"routed"``: a tower runs on its domain's rows only; ``"masked"``: every tower runs on the whole
+        #: batch (its BatchNorms normalise with all rows' statistics, as in the authors' code) and each row
+        #: keeps its own domain's output: n_domains × the tower FLOPs
+        tower_batch: str = "routed"
 
         def __post_init__(self) -> None:
             if self.adapter_norm not in ADAPTER_NORMS:
@@ -217,6 +225,10 @@ class HAMUR(CTRModel):
             if self.adapter_init not in ADAPTER_INITS:
                 raise ValueError(
                     f"hamur: adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}"
+                )
+            if self.tower_batch not in TOWER_BATCHES:
+                raise ValueError(
+                    f"hamur: tower_batch must be one of {TOWER_BATCHES}, got {self.tower_batch!r}"
                 )
             if not 1 <= self.adapter_layers <= len(self.tower):
                 raise ValueError(
@@ -284,4 +296,7 @@ class HAMUR(CTRModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)
         experts = [self._expert(d) for d in range(self.inputs.num_domains)]
+        if self.config.tower_batch == "masked" and len(experts) > 1:
+            every = torch.cat([expert(x) for expert in experts], dim=1)  # [B, n_domains]
+            return every.gather(1, batch.domain.unsqueeze(1)).squeeze(1)
         return route(x, batch.domain, experts, 1).squeeze(-1)
