@@ -107,7 +107,7 @@ def _run(seed: int, name: str, overrides: str, source: str, deadline: float) -> 
         return None
     args, prepared = _W["args"], _W["prepared"]
     model_config = json.loads(overrides) or None
-    routing = DomainRouting.for_model(name, source, miner=_W["miner"])
+    routing = DomainRouting.for_model(name, source, miner=_W["miner"], model_overrides=model_config)
     key = (name, overrides, source)
     if key not in _W["widths"]:
         if _W["budget"] is None:  # --budget none: the model's default sizes
@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     models = [m for m in args.models.split(",") if m] or model_names()
     variants = parse_variants(args.variants, models)
     plan, unsupported = plan_pairs(models, args.domains.split(","))
-    routings = [DomainRouting.for_model(n, s) for n, s in plan]
+    routings = [
+        DomainRouting.for_model(n, s, model_overrides=json.loads(o)) for n, s in plan for o in variants[n]
+    ]
     miner, miner_dir = None, None
     if any(r.needs_miner for r in routings):
         from mdctr.domains.miner import STATE_FILE, DomainMiner, MinerConfig, fit_miner
