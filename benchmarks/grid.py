@@ -86,12 +86,10 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(0) if use_cuda else "cpu"
 
 
-def _init(
-    args: argparse.Namespace, miner_dir: str | None, budget: float | None, settings: dict[str, Any]
-) -> None:
+def _init(args: argparse.Namespace, miner_dir: str | None, budget: float | None) -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    _W["args"], _W["budget"], _W["widths"], _W["settings"] = args, budget, {}, settings
+    _W["args"], _W["budget"], _W["widths"] = args, budget, {}
     _W["prepared"] = _prepare(args)
     if miner_dir:
         from mdctr.domains.miner import DomainMiner
@@ -101,8 +99,10 @@ def _init(
         _W["miner"] = None
 
 
-def _run(seed: int, name: str, overrides: str, source: str, deadline: float) -> dict[str, Any] | None:
-    """One (entry, seed) run, or None when the deadline passed before it started."""
+def _run(
+    seed: int, name: str, overrides: str, source: str, deadline: float, settings: dict[str, Any]
+) -> dict[str, Any] | None:
+    """One (entry, seed) run, or None when the deadline passed before it started; ``settings`` are recorded."""
     if time.time() > deadline:
         return None
     args, prepared = _W["args"], _W["prepared"]
@@ -149,7 +149,7 @@ def _run(seed: int, name: str, overrides: str, source: str, deadline: float) -> 
     # written last: its presence marks the run complete for a resumed grid
     write_json_atomic(
         out / f"{tag}.record.json",
-        {"record": record, "settings": _W["settings"], "device": _device_name(args.device)},
+        {"record": record, "settings": settings, "device": _device_name(args.device)},
     )
     return record | {"tag": tag}
 
@@ -256,9 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     entries = [(n, o, s) for n, s in plan for o in variants[n]]
     tasks = [(seed, n, o, s) for seed in range(args.seeds) for n, o, s in entries]
     settings = _settings(args)
-    if miner is not None:  # mined runs are comparable only when their miner assigns the same codes
+    uses_miner = {(r.model_name, json.dumps(r.model_overrides or {}, sort_keys=True), r.source): r.needs_miner
+                  for r in routings}  # fmt: skip
+    fingerprint: dict[str, str] = {}
+    if miner is not None:  # runs routed by the miner are comparable only when it assigns the same codes
         codes = miner.assign(prepared.valid).numpy().astype(np.int64)
-        settings["miner_codes_sha256"] = hashlib.sha256(codes.tobytes()).hexdigest()[:16]
+        fingerprint = {"miner_codes_sha256": hashlib.sha256(codes.tobytes()).hexdigest()[:16]}
+
+    def task_settings(task: tuple[int, str, str, str]) -> dict[str, Any]:
+        return settings | fingerprint if uses_miner[task[1:]] else settings
+
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
 
     store = read_store(args.records)
@@ -266,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     todo = []
     for task in tasks:
         tag = run_tag(*task)
-        earlier = read_back(args.out, tag, settings)
+        earlier = read_back(args.out, tag, task_settings(task))
         if earlier is None and tag in store:  # from the committed store (its predictions are not kept there)
-            _check_settings(store[tag]["settings"], settings, f"{args.records}: {tag}")
+            _check_settings(store[tag]["settings"], task_settings(task), f"{args.records}: {tag}")
             earlier = store[tag]["record"] | {"tag": tag}
         if earlier is None:
             todo.append(task)
@@ -281,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
 
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initargs=(args, miner_dir, budget, settings),
+    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initargs=(args, miner_dir, budget),
                                 initializer=_init) as pool:  # fmt: skip
-        futures = {pool.submit(_run, *task, deadline): task for task in todo}
+        futures = {pool.submit(_run, *task, deadline, task_settings(task)): task for task in todo}
         for done in cf.as_completed(futures):
             task = futures[done]
             try:

@@ -65,27 +65,27 @@ def test_variants_resume_and_refuse_other_settings(tmp_path: Path) -> None:
 
 def test_a_records_store_carries_a_grid_to_a_fresh_output_directory(tmp_path: Path) -> None:
     store = tmp_path / "grid.runs.jsonl"
-    dnn = ("--models", "dnn", "--variants", "{}")
-    first = _grid(tmp_path / "a", "--seeds", "1", *dnn, "--records", str(store))
+    grid = ("--models", "dnn,hamur", "--variants", "{}", "--domains", "none,mined", "--records", str(store))
+    first = _grid(tmp_path / "a", "--seeds", "1", *grid)
     assert first.returncode == 0, first.stderr[-3000:]
-    lines = [json.loads(line) for line in store.read_text().splitlines()]
-    assert [row["tag"] for row in lines] == ["dnn-none-seed0"]
-    assert lines[0]["settings"]["epochs"] == 1 and lines[0]["device"] == "cpu"
+    lines = {row["tag"]: row for row in map(json.loads, store.read_text().splitlines())}
+    assert list(lines) == ["dnn-none-seed0", "hamur-mined-seed0", "hamur-none-seed0"]
+    assert lines["dnn-none-seed0"]["settings"]["epochs"] == 1 and lines["dnn-none-seed0"]["device"] == "cpu"
+    # the run routed by the pre-trained miner records which codes it assigned; the others do not depend on it
+    assert len(lines["hamur-mined-seed0"]["settings"]["miner_codes_sha256"]) == 16
+    assert "miner_codes_sha256" not in lines["hamur-none-seed0"]["settings"]
 
     # elsewhere (another machine, a later session), only the committed store: seed 0 is not trained again
-    second = _grid(tmp_path / "b", "--seeds", "2", *dnn, "--records", str(store))
+    second = _grid(tmp_path / "b", "--seeds", "2", *grid)
     assert second.returncode == 0, second.stderr[-3000:]
     summary = json.loads(second.stdout.splitlines()[-1])
-    assert (summary["finished"], summary["read_back"]) == (2, 1)
+    assert (summary["finished"], summary["read_back"]) == (6, 3)
     assert not (tmp_path / "b" / "runs" / "dnn-none-seed0.record.json").exists()
-    assert [json.loads(line)["tag"] for line in store.read_text().splitlines()] == [
-        "dnn-none-seed0",
-        "dnn-none-seed1",
-    ]
+    assert len(store.read_text().splitlines()) == 6
     entry = _entries(tmp_path / "b")["dnn/none"]
     assert entry["seeds"] == 2 and entry["valid_auc_mean"] > 0.5
 
-    broken = _grid(tmp_path / "c", "--seeds", "1", *dnn, "--records", str(store), "--epochs", "3")
+    broken = _grid(tmp_path / "c", "--seeds", "1", *grid, "--epochs", "3")
     assert (
         broken.returncode != 0
         and "dnn-none-seed0 ran with other settings (epochs: 1 there, 3 now)" in broken.stderr
