@@ -100,3 +100,25 @@ def random_batch() -> Any:
     (see :func:`make_random_batch`); a test module builds every random :class:`~mdctr.data.tensors.Batch`
     with it rather than with a local helper."""
     return make_random_batch
+
+
+def evaluate_trained(root: Path, trained: Any, tracking_uri: str, parent_run_id: str) -> Any:
+    """Run the evaluate step over ``trained`` (train-step outputs: ``results_dir``, ``bundle_dir``) with every
+    output under ``root``: ``leaderboard.md``, ``report.html``, ``tables/``, ``winner/``."""
+    from mdctr.steps.evaluate import EvaluateConfig, evaluate
+
+    return evaluate(
+        results_dirs=[t.results_dir for t in trained],
+        bundle_dirs=[t.bundle_dir for t in trained],
+        leaderboard_path=root / "leaderboard.md",
+        report_path=root / "report.html",
+        tables_dir=root / "tables",
+        winner_dir=root / "winner",
+        config=EvaluateConfig(tracking_uri=tracking_uri, parent_run_id=parent_run_id),
+    )
+
+
+@pytest.fixture(scope="session")
+def evaluate_step() -> Any:
+    """:func:`evaluate_trained`, for module-scoped fixtures that chain the pipeline's steps."""
+    return evaluate_trained

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mdctr.steps.evaluate import ROC_POINTS, WINNER_BUNDLE_DIR, WINNER_ENTRY_FILE, EvaluateConfig, evaluate
+from mdctr.steps.evaluate import ROC_POINTS, WINNER_BUNDLE_DIR, WINNER_ENTRY_FILE
 from mdctr.steps.mine_domains import CODES_FILE, MINER_DIR, REPORT_JSON, MineConfig, mine_domains
 from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
 from mdctr.steps.promote_model import PromoteConfig, promote_model
@@ -48,17 +48,11 @@ def trained(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def evaluated(trained: list[Any], ws: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+def evaluated(
+    trained: list[Any], ws: Any, tmp_path_factory: pytest.TempPathFactory, evaluate_step: Any
+) -> tuple[Any, Path]:
     root = tmp_path_factory.mktemp("evaluate")
-    result = evaluate(
-        results_dirs=[t.results_dir for t in trained],
-        bundle_dirs=[t.bundle_dir for t in trained],
-        leaderboard_path=root / "leaderboard.md",
-        report_path=root / "report.html",
-        tables_dir=root / "tables",
-        winner_dir=root / "winner",
-        config=EvaluateConfig(tracking_uri=ws.tracking_uri, parent_run_id=ws.fetched.run_id),
-    )
+    result = evaluate_step(root, trained, ws.tracking_uri, ws.fetched.run_id)
     return result, root
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from mdctr.evaluation.plots import calibration_bins, entry_styles
 from mdctr.evaluation.report import GATE_PENDING, fmt_ci, fmt_p
-from mdctr.steps.evaluate import CALIBRATION_PNG, LEARNING_CURVES_PNG, EvaluateConfig, evaluate
+from mdctr.steps.evaluate import CALIBRATION_PNG, LEARNING_CURVES_PNG, EvaluateConfig
 from mdctr.steps.fetch_data import FetchConfig, fetch_data
 from mdctr.steps.train_model import TrainStepConfig, train_model
 
@@ -64,7 +64,7 @@ def test_calibration_bins_recover_a_calibrated_predictor() -> None:
 
 
 @pytest.fixture(scope="module")
-def report(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+def report(ws: Any, tmp_path_factory: pytest.TempPathFactory, evaluate_step: Any) -> tuple[Any, Path]:
     """Two entries (dnn/none, mmoe/handcrafted), two seeds, two epochs each, through the real evaluate step."""
     root = tmp_path_factory.mktemp("report")
     # a parent run of its own: evaluate logs the run's training settings as params, once per parent run
@@ -96,15 +96,7 @@ def report(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path
         for model, source in (("dnn", "none"), ("mmoe", "handcrafted"))
         for seed in (0, 1)
     ]
-    result = evaluate(
-        results_dirs=[t.results_dir for t in trained],
-        bundle_dirs=[t.bundle_dir for t in trained],
-        leaderboard_path=root / "leaderboard.md",
-        report_path=root / "report.html",
-        tables_dir=root / "tables",
-        winner_dir=root / "winner",
-        config=EvaluateConfig(tracking_uri=ws.tracking_uri, parent_run_id=parent),
-    )
+    result = evaluate_step(root, trained, ws.tracking_uri, parent)
     return result, root
 
 

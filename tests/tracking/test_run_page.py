@@ -12,7 +12,6 @@ import pytest
 from mlflow import MlflowClient
 
 from mdctr import tracking
-from mdctr.steps.evaluate import EvaluateConfig, evaluate
 from mdctr.steps.fetch_data import FetchConfig, fetch_data
 from mdctr.steps.mine_domains import MineConfig, mine_domains
 from mdctr.steps.prepare_data import PrepareConfig, prepare_data
@@ -37,7 +36,7 @@ class Done:
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory: pytest.TempPathFactory) -> Done:
+def done(tmp_path_factory: pytest.TempPathFactory, evaluate_step: Any) -> Done:
     root = tmp_path_factory.mktemp("run-page")
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     fetched = fetch_data(
@@ -73,15 +72,7 @@ def done(tmp_path_factory: pytest.TempPathFactory) -> Done:
         )
         for model, source in ENTRIES
     ]
-    evaluated = evaluate(
-        results_dirs=[t.results_dir for t in trained],
-        bundle_dirs=[t.bundle_dir for t in trained],
-        leaderboard_path=root / "leaderboard.md",
-        report_path=root / "report.html",
-        tables_dir=root / "tables",
-        winner_dir=root / "winner",
-        config=EvaluateConfig(tracking_uri=uri, parent_run_id=fetched.run_id),
-    )
+    evaluated = evaluate_step(root, trained, uri, fetched.run_id)
     registered = register_model(
         winner_dir=root / "winner",
         prepared_dir=prepared.path,
