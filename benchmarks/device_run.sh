@@ -4,7 +4,8 @@
 # pandas, pyarrow, scikit-learn) runs mdctr from src/ without an install; nothing here needs MLflow or KFP.
 #   part 1: training throughput of every model on CUDA, then the FLOP-matched grids (ML-1M (users 1–2999) and
 #           Epinions, every model × 5 domain sources × 5 seeds) on worker processes sharing the GPU, with a
-#           deadline; then the data of the scaling benchmark (written on the CPU while the grids run).
+#           deadline, resumed from the committed GPU stores (docs/benchmarks/grid-*-gpu.runs.jsonl: a store per
+#           machine kind, since the pre-trained miner's codes must match); then the data of the scaling benchmark.
 #   part 2: the scaling benchmark (10M and 50M train rows, dnn and hamur, in memory vs streaming) on CUDA.
 # Usage (device tool, repo root):  bash benchmarks/device_run.sh 1   /   bash benchmarks/device_run.sh 2
 set -u
@@ -23,16 +24,19 @@ if [ "$PART" = 1 ]; then
   echo "bench_train rc=$? at $(( $(date +%s) - START ))s" >> "$OUT/env.txt"
   D=$(( $(left) - 60 ))
   GRID="--domains handcrafted,mined,none,random,binned --seeds 5 --epochs 20 --patience 2 --device cuda"
+  # each grid resumes from (and rewrites) its committed GPU store: copy $OUT/grid-*-gpu.runs.jsonl back into
+  # docs/benchmarks/ and commit it, and the next lease goes on where this one stopped
   python3 benchmarks/grid.py --dataset ml-1m $GRID --workers 8 --deadline-s $D --out runs/grid-ml1m \
-      > runs/grid-ml1m.log 2>&1 &
+      --records docs/benchmarks/grid-ml1m-gpu.runs.jsonl > runs/grid-ml1m.log 2>&1 &
   python3 benchmarks/grid.py --dataset epinions $GRID --workers 6 --deadline-s $D --out runs/grid-epinions \
-      > runs/grid-epinions.log 2>&1 &
+      --records docs/benchmarks/grid-epinions-gpu.runs.jsonl > runs/grid-epinions.log 2>&1 &
   nice -n 19 python3 benchmarks/bench_scale.py --rows 10000000,50000000 --data-only --out runs/bench_scale \
       > runs/bench_scale_data.log 2>&1 &
   wait
   echo "grids done at $(( $(date +%s) - START ))s" >> "$OUT/env.txt"
   for g in grid-ml1m grid-epinions; do
     tar czf "$OUT/$g.tgz" -C runs "$g.log" --exclude '*.npy' --exclude miner "$g"
+    cp "docs/benchmarks/$g-gpu.runs.jsonl" "$OUT/" 2>/dev/null
   done
   cp runs/bench_scale_data.log "$OUT/"
 else
