@@ -105,6 +105,48 @@ def summary(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def read_runs(paths: list[str]) -> list[dict]:
+    """The runs of ``--jsonl`` files, one per (variant, source, seed): a later line replaces an earlier one."""
+    runs: dict[tuple[str, str, int], dict] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                runs[r["variant"], r["source"], r["seed"]] = r
+    return list(runs.values())
+
+
+def paired_on_validation(runs: list[dict], reference: str) -> str:
+    """Markdown table: each group's validation AUC minus the reference's, paired t-test over common seeds, and the
+    p-values Holm-adjusted over the table."""
+    from scipy import stats
+
+    from mdctr.evaluation.significance import holm
+
+    by: dict[str, dict[int, float]] = {}
+    for r in runs:
+        by.setdefault(f"{r['variant']}/{r['source']}", {})[r["seed"]] = r["valid_on"]
+    if reference not in by:
+        raise SystemExit(f"--reference {reference!r}: no such group; groups: {sorted(by)}")
+    rows = []
+    for group, vals in sorted(by.items()):
+        seeds = sorted(set(vals) & set(by[reference]))
+        if group == reference or len(seeds) < 2:
+            continue
+        a, b = [vals[s] for s in seeds], [by[reference][s] for s in seeds]
+        rows.append(
+            (group, seeds, statistics.mean(a) - statistics.mean(b), float(stats.ttest_rel(a, b).pvalue))
+        )
+    adjusted = holm([r[3] for r in rows])
+    lines = [
+        f"| group | seeds | Δ valid AUC vs {reference} | p (paired t) | p (Holm) |",
+        "|---|---|---|---|---|",
+    ]
+    for (group, seeds, diff, p), ph in zip(rows, adjusted, strict=True):
+        lines.append(f"| {group} | {','.join(map(str, seeds))} | {diff:+.4f} | {p:.3g} | {ph:.3g} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
@@ -120,7 +162,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jsonl", default="", help="also append each run's JSON line to this file")
     parser.add_argument("--saturation", action="store_true", help="only report the init's saturation")
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        default=None,
+        metavar="JSONL",
+        help="train nothing: print the summary of the runs in these --jsonl files (a run listed twice counts once)",
+    )
+    parser.add_argument(
+        "--reference",
+        default="",
+        metavar="VARIANT/SOURCE",
+        help="with --summarise: also compare every other group with this one on validation AUC (paired by seed)",
+    )
     args = parser.parse_args(argv)
+    if args.summarise:
+        runs = read_runs(args.summarise)
+        print(summary(runs))
+        if args.reference:
+            print("\n" + paired_on_validation(runs, args.reference))
+        return 0
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
