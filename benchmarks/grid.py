@@ -51,6 +51,7 @@ from mdctr.data import load_dataset
 from mdctr.data.prepare import PreparedData, prepare_in_memory
 from mdctr.evaluation.benchmark import variant_name
 from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
+from mdctr.evaluation.significance import against_reference_markdown
 from mdctr.io import write_json_atomic, write_text_atomic
 from mdctr.models.base import model_names, plan_pairs
 from mdctr.routing import DomainRouting, budget_for_data, count_batch, fit_width, model_inputs
@@ -222,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deadline-s", type=float, default=float("inf"), help="start no run after this many s")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
+        "--valid-vs",
+        default="",
+        metavar="ENTRY",
+        help="also print every entry against ENTRY (e.g. adaptive2/mined) on validation AUC: the table that "
+        "chooses a default (paired t over seeds, Holm)",
+    )
+    ap.add_argument(
         "--records",
         type=Path,
         default=None,
@@ -330,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         df.attrs.update(budget=args.budget, budget_flops=budget, dataset=args.dataset)
         title = "Leaderboard at default sizes (no FLOP cap)" if no_cap else "FLOP-matched leaderboard"
         write_leaderboard(df, args.out, title=f"{title}: {args.dataset}")
+        if args.valid_vs:
+            by_entry: dict[str, dict[int, float]] = {}
+            for r in runs:
+                by_entry.setdefault(r.entry, {})[r.seed] = r.valid_auc
+            print(against_reference_markdown(by_entry, args.valid_vs, "valid AUC"))
     write_json_atomic(
         args.out / "grid.json",
         {

@@ -33,6 +33,7 @@ import torch
 
 from mdctr.data import load_dataset
 from mdctr.data.prepare import prepare_in_memory
+from mdctr.evaluation.significance import against_reference_markdown
 from mdctr.models import build_model
 from mdctr.models.hamur import ADAPTER_INITS, ADAPTER_MODES
 from mdctr.routing import DomainRouting
@@ -116,37 +117,6 @@ def read_runs(paths: list[str]) -> list[dict]:
     return list(runs.values())
 
 
-def paired_on_validation(runs: list[dict], reference: str) -> str:
-    """Markdown table: each group's validation AUC minus the reference's, paired t-test over common seeds, and the
-    p-values Holm-adjusted over the table."""
-    from scipy import stats
-
-    from mdctr.evaluation.significance import holm
-
-    by: dict[str, dict[int, float]] = {}
-    for r in runs:
-        by.setdefault(f"{r['variant']}/{r['source']}", {})[r["seed"]] = r["valid_on"]
-    if reference not in by:
-        raise SystemExit(f"--reference {reference!r}: no such group; groups: {sorted(by)}")
-    rows = []
-    for group, vals in sorted(by.items()):
-        seeds = sorted(set(vals) & set(by[reference]))
-        if group == reference or len(seeds) < 2:
-            continue
-        a, b = [vals[s] for s in seeds], [by[reference][s] for s in seeds]
-        rows.append(
-            (group, seeds, statistics.mean(a) - statistics.mean(b), float(stats.ttest_rel(a, b).pvalue))
-        )
-    adjusted = holm([r[3] for r in rows])
-    lines = [
-        f"| group | seeds | Δ valid AUC vs {reference} | p (paired t) | p (Holm) |",
-        "|---|---|---|---|---|",
-    ]
-    for (group, seeds, diff, p), ph in zip(rows, adjusted, strict=True):
-        lines.append(f"| {group} | {','.join(map(str, seeds))} | {diff:+.4f} | {p:.3g} | {ph:.3g} |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
@@ -180,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = read_runs(args.summarise)
         print(summary(runs))
         if args.reference:
-            print("\n" + paired_on_validation(runs, args.reference))
+            by: dict[str, dict[int, float]] = {}
+            for r in runs:
+                by.setdefault(f"{r['variant']}/{r['source']}", {})[r["seed"]] = r["valid_on"]
+            print("\n" + against_reference_markdown(by, args.reference, "valid AUC"))
         return 0
     logging.basicConfig(level=logging.WARNING)
     if args.threads:

@@ -8,6 +8,8 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from mdctr.evaluation.significance import (
+    against_reference,
+    against_reference_markdown,
     auc_confidence_interval,
     compare_entries,
     delong_test,
@@ -76,3 +78,26 @@ def test_auc_interval_t_over_seeds_and_delong_for_one_seed() -> None:
     auc = roc_auc_score(y, p)
     low, high, how = auc_confidence_interval([auc], y, p)
     assert how == "delong" and low < auc < high and 0.01 < high - low < 0.1
+
+
+def test_against_reference_pairs_by_seed_and_holm_adjusts_the_table():
+    values = {
+        "default": {0: 0.800, 1: 0.802, 2: 0.801, 3: 0.803},
+        "better": {0: 0.804, 1: 0.8055, 2: 0.8052, 3: 0.8068},  # higher on every seed
+        "noise": {0: 0.801, 1: 0.801, 2: 0.802, 3: 0.802},
+        "one_seed": {0: 0.9},  # nothing to pair: left out
+    }
+    rows = {r[0]: r for r in against_reference(values, "default")}
+    assert set(rows) == {"better", "noise"}
+    _, seeds, diff, p, p_holm = rows["better"]
+    assert seeds == [0, 1, 2, 3] and diff == pytest.approx(0.003875, abs=1e-9)
+    assert p == pytest.approx(
+        stats.ttest_rel(list(values["better"].values()), list(values["default"].values())).pvalue
+    )
+    # two comparisons: the smaller p is doubled, the larger is at least that and at most 1
+    assert p_holm == pytest.approx(min(1.0, 2 * p)) and p_holm < 0.05
+    assert rows["noise"][4] >= p_holm and rows["noise"][4] > 0.05
+    table = against_reference_markdown(values, "default", "valid AUC")
+    assert "| better | 0,1,2,3 | +0.0039 |" in table and "one_seed" not in table
+    with pytest.raises(KeyError, match="missing"):
+        against_reference(values, "missing")

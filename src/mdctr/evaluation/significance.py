@@ -128,6 +128,39 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return out
 
 
+def against_reference(
+    values: Mapping[str, Mapping[int, float]], reference: str
+) -> list[tuple[str, list[int], float, float, float]]:
+    """Every group against ``reference`` on one metric (e.g. validation AUC per seed, to choose a default).
+
+    Returns (group, common seeds, mean difference group − reference over them, paired t-test p, Holm-adjusted
+    p over the returned rows), groups in the order given; a group with fewer than two seeds in common with the
+    reference is left out (no paired test).
+    """
+    if reference not in values:
+        raise KeyError(f"reference {reference!r} is not among the groups {sorted(values)}")
+    rows = []
+    for group, vals in values.items():
+        seeds = sorted(set(vals) & set(values[reference]))
+        if group == reference or len(seeds) < 2:
+            continue
+        test = paired_ttest([vals[s] for s in seeds], [values[reference][s] for s in seeds])
+        rows.append((group, seeds, test.diff, test.p_value))
+    adjusted = holm([r[3] for r in rows])
+    return [(*row, p_holm) for row, p_holm in zip(rows, adjusted, strict=True)]
+
+
+def against_reference_markdown(values: Mapping[str, Mapping[int, float]], reference: str, metric: str) -> str:
+    """:func:`against_reference` as a Markdown table."""
+    lines = [
+        f"| entry | seeds | Δ {metric} vs {reference} | p (paired t) | p (Holm) |",
+        "|---|---|---|---|---|",
+    ]
+    for group, seeds, diff, p, p_holm in against_reference(values, reference):
+        lines.append(f"| {group} | {','.join(map(str, seeds))} | {diff:+.4f} | {p:.3g} | {p_holm:.3g} |")
+    return "\n".join(lines)
+
+
 def auc_confidence_interval(
     aucs: Sequence[float],
     labels: np.ndarray | None = None,
