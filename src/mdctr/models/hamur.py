@@ -1,11 +1,13 @@
 """HAMUR (Li et al. 2023): per-domain towers with a hyper-network-generated adapter (DESIGN.md §3).
 
 * **Towers**: one per domain, built from named blocks ``layer1``, ``layer2``, … (each Linear–BN–ReLU
-  [–Dropout]) and a ``head``. ``tower_batch="routed"``: a tower runs only on its domain's rows, so its
-  BatchNorms normalise with that domain's statistics; ``"masked"``: as in the authors' code, every tower runs on
-  the whole batch (its BatchNorms normalise with every row's statistics in training, and their running
-  statistics are the whole population's) and each row keeps its own domain's output, at n_domains × the
-  towers' FLOPs. At eval both score a row the same way given the same weights; they train differently.
+  [–Dropout]) and a ``head``. At eval a tower always runs on its own domain's rows only (routed: serving cost
+  does not grow with the number of domains, and the counted FLOPs are the served ones). In training,
+  ``tower_batch="routed"`` does the same, so each tower's BatchNorms normalise with its domain's statistics;
+  ``"masked"`` runs every tower on the whole batch, as the authors' code does, so its BatchNorms normalise with
+  every row's statistics and keep the whole population's running statistics, and each row's loss reads its own
+  domain's output (n_domains × the towers' training FLOPs). Eval-mode BatchNorms use running statistics, so
+  routing a row at eval scores it exactly as the masked computation would.
 * **Hyper-network** (shared): Linear–BN–ReLU on every layer, as in the authors' code (default hidden (64,)),
   over the full input embedding; its last block outputs the instance matrix H(x) ∈ R^{k×k} (k = 35).
   ``hyper_output_block=False`` ends it with a bare Linear instead.
@@ -212,9 +214,9 @@ class HAMUR(CTRModel):
         hyper_output_block: bool = True
         adapter_scale: float = 0.01
         dropout: float = 0.0
-        #: ``"routed"``: a tower runs on its domain's rows only; ``"masked"``: every tower runs on the whole
-        #: batch (its BatchNorms normalise with all rows' statistics, as in the authors' code) and each row
-        #: keeps its own domain's output: n_domains × the tower FLOPs
+        #: training only (eval always routes): ``"routed"``: a tower runs on its domain's rows only;
+        #: ``"masked"``: every tower runs on the whole batch (its BatchNorms normalise with all rows'
+        #: statistics, as in the authors' code) and each row keeps its own domain's output
         tower_batch: str = "routed"
 
         def __post_init__(self) -> None:
@@ -296,7 +298,7 @@ class HAMUR(CTRModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)
         experts = [self._expert(d) for d in range(self.inputs.num_domains)]
-        if self.config.tower_batch == "masked" and len(experts) > 1:
+        if self.config.tower_batch == "masked" and self.training and len(experts) > 1:
             every = torch.cat([expert(x) for expert in experts], dim=1)  # [B, n_domains]
             return every.gather(1, batch.domain.unsqueeze(1)).squeeze(1)
         return route(x, batch.domain, experts, 1).squeeze(-1)
