@@ -323,14 +323,16 @@ def main(argv: list[str] | None = None) -> int:
         probs = np.load(probs_file).astype(np.float64) if probs_file.is_file() else None
         fields = {k: v for k, v in rec.items() if k != "tag"}
         runs.append(RunRecord(**fields, labels=labels, probs=probs))
-    if args.records is not None:  # every run of this grid, old and new, one JSON line each, sorted by tag
-        lines = []
-        for rec in sorted(records, key=lambda r: r["tag"]):
+    if args.records is not None:  # the store's runs plus this grid's, one JSON line each, sorted by tag
+        rows = dict(store)  # runs of other models or seeds stay in the store
+        for rec in records:
             path = args.out / "runs" / f"{rec['tag']}.record.json"
-            row = store.get(rec["tag"]) or json.loads(path.read_text())
-            lines.append(
-                json.dumps({"tag": rec["tag"], **{k: row[k] for k in ("record", "settings", "device")}})
-            )
+            if rec["tag"] not in store:
+                rows[rec["tag"]] = json.loads(path.read_text())
+        lines = [
+            json.dumps({"tag": tag, **{k: row[k] for k in ("record", "settings", "device")}})
+            for tag, row in sorted(rows.items())
+        ]
         write_text_atomic(args.records, "\n".join(lines) + "\n")
     wall = time.time() - t0
     if runs:

@@ -85,6 +85,12 @@ def test_a_records_store_carries_a_grid_to_a_fresh_output_directory(tmp_path: Pa
     entry = _entries(tmp_path / "b")["dnn/none"]
     assert entry["seeds"] == 2 and entry["valid_auc_mean"] > 0.5
 
+    # a smaller grid over the same store reads back what it needs and keeps the rest of the store
+    subset = _grid(tmp_path / "d", "--seeds", "1", *grid, "--models", "dnn")
+    assert subset.returncode == 0, subset.stderr[-3000:]
+    assert json.loads(subset.stdout.splitlines()[-1])["read_back"] == 1
+    assert len(store.read_text().splitlines()) == 6
+
     broken = _grid(tmp_path / "c", "--seeds", "1", *grid, "--epochs", "3")
     assert (
         broken.returncode != 0
