@@ -20,7 +20,10 @@ like every leaderboard; ``--budget none`` trains every entry at its default size
 **Resume.** Each finished run leaves ``OUT/runs/TAG.record.json`` (its leaderboard record and the settings it
 ran with) and ``TAG.test_probs.npy``. Run the same command again (or with more seeds, or a later deadline) and
 the runs already there are read back instead of trained again; a record whose settings differ from this
-command's is an error, not a silent mix.
+command's (the grid's options, the model's whole config with its defaults, the trainer's learning rate and
+weight decay, the pre-trained miner's codes) is an error, not a silent mix. ``--records FILE`` keeps the runs
+(without predictions) in one JSON-lines file to commit, so a grid can be finished in another session or on
+another machine.
 
 Output: ``OUT/leaderboard.{md,json,csv}`` (:func:`mdctr.evaluation.leaderboard.write_leaderboard`),
 ``OUT/runs/*.json`` (one summary per run, as ``mdctr benchmark`` writes), ``OUT/grid.json`` (settings, machine,
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import json
 import logging
@@ -53,7 +57,7 @@ from mdctr.evaluation.benchmark import variant_name
 from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
 from mdctr.evaluation.significance import against_reference_markdown
 from mdctr.io import write_json_atomic, write_text_atomic
-from mdctr.models.base import model_names, plan_pairs
+from mdctr.models.base import model_config, model_names, plan_pairs
 from mdctr.routing import DomainRouting, budget_for_data, count_batch, fit_width, model_inputs
 from mdctr.training.config import TrainConfig
 from mdctr.training.run import train_model
@@ -72,8 +76,21 @@ def _prepare(args: argparse.Namespace) -> PreparedData:
     return prepare_in_memory(load_dataset(args.dataset, args.datasets_dir))
 
 
+#: the trainer's settings that change a run's result and are not the grid's own options
+TRAIN_KEYS = ("lr", "weight_decay", "aux_loss_weight")
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in RESUME_KEYS}
+
+
+def resolved_config(name: str, overrides: str) -> dict[str, Any]:
+    """The model's whole config (its defaults with the overrides) and the trainer's result-changing defaults, as
+    JSON values: a stored run is read back only while these are what the code would train with now, so a
+    default changed between sessions cannot mix old runs into a new grid."""
+    model = dataclasses.asdict(model_config(name, json.loads(overrides) or None))
+    train = {k: getattr(TrainConfig(), k) for k in TRAIN_KEYS}
+    return json.loads(json.dumps({"model_config": model, "train_config": train}, default=str))
 
 
 def run_tag(seed: int, name: str, overrides: str, source: str) -> str:
@@ -271,8 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         codes = miner.assign(prepared.valid).numpy().astype(np.int64)
         fingerprint = {"miner_codes_sha256": hashlib.sha256(codes.tobytes()).hexdigest()[:16]}
 
+    configs = {(n, o): resolved_config(n, o) for n, o, _ in entries}
+
     def task_settings(task: tuple[int, str, str, str]) -> dict[str, Any]:
-        return settings | fingerprint if uses_miner[task[1:]] else settings
+        _, name, overrides, _ = task
+        base = settings | configs[name, overrides]
+        return base | fingerprint if uses_miner[task[1:]] else base
 
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
 

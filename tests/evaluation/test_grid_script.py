@@ -57,6 +57,18 @@ def test_variants_resume_and_refuse_other_settings(tmp_path: Path) -> None:
     assert seed0["record"]["valid_auc"] == first_auc["hamur/handcrafted"]
     assert all(e["seeds"] == 2 for e in _entries(out).values())
 
+    # a run trained under other model defaults (as after a default changed between sessions) is refused
+    path = out / "runs" / "hamur-handcrafted-seed0.record.json"
+    saved = json.loads(path.read_text())
+    assert saved["settings"]["model_config"]["tower_batch"] == "masked"  # the whole config, defaults included
+    assert saved["settings"]["train_config"] == {"lr": 1e-3, "weight_decay": 1e-5, "aux_loss_weight": 1.0}
+    saved["settings"]["model_config"]["tower_batch"] = "routed"
+    path.write_text(json.dumps(saved))
+    stale = _grid(out, "--seeds", "2")
+    assert stale.returncode != 0 and "ran with other settings (model_config:" in stale.stderr
+    saved["settings"]["model_config"]["tower_batch"] = "masked"
+    path.write_text(json.dumps(saved))
+
     # other training settings cannot be mixed into the same grid
     other = _grid(out, "--seeds", "2", "--epochs", "2")
     assert other.returncode != 0
