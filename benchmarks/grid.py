@@ -209,7 +209,10 @@ def read_store(path: Path | None) -> dict[str, dict[str, Any]]:
 
 def parse_variants(text: str, models: list[str]) -> dict[str, list[str]]:
     """``--variants`` JSON (model → list of config overrides) → model → overrides as canonical JSON strings."""
-    raw = json.loads(text) if text else {}
+    try:
+        raw = json.loads(text) if text else {}
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--variants: not JSON ({e}): {text!r}") from None
     if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
         raise SystemExit("--variants: expected a JSON object mapping a model to a list of config overrides")
     unknown = sorted(set(raw) - set(models))
@@ -280,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = None if no_cap else budget_for_data(prepared, args.budget, miner)
     entries = [(n, o, s) for n, s in plan for o in variants[n]]
     tasks = [(seed, n, o, s) for seed in range(args.seeds) for n, o, s in entries]
+    names = sorted(f"{variant_name(n, json.loads(o))}/{s}" for n, o, s in entries)
+    if args.valid_vs and args.valid_vs not in names:  # before any training, not after
+        raise SystemExit(f"--valid-vs {args.valid_vs!r}: not an entry of this grid; entries: {names}")
     settings = _settings(args)
     uses_miner = {(r.model_name, json.dumps(r.model_overrides or {}, sort_keys=True), r.source): r.needs_miner
                   for r in routings}  # fmt: skip

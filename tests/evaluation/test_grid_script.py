@@ -108,3 +108,12 @@ def test_a_records_store_carries_a_grid_to_a_fresh_output_directory(tmp_path: Pa
         broken.returncode != 0
         and "dnn-none-seed0 ran with other settings (epochs: 1 there, 3 now)" in broken.stderr
     )
+
+
+def test_bad_options_fail_before_training_with_one_line(tmp_path: Path) -> None:
+    bad_json = _grid(tmp_path / "g", "--seeds", "1", "--variants", "{hamur")
+    assert bad_json.returncode != 0 and "--variants: not JSON" in bad_json.stderr
+    unknown = _grid(tmp_path / "g", "--seeds", "1", "--valid-vs", "dnn/nonee")
+    assert unknown.returncode != 0 and "--valid-vs 'dnn/nonee': not an entry of this grid" in unknown.stderr
+    assert "Traceback" not in bad_json.stderr + unknown.stderr
+    assert not (tmp_path / "g" / "runs").exists()  # nothing was trained
