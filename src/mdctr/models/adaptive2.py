@@ -4,7 +4,7 @@ their outputs are fused and fed to the prediction head. Hand-crafted domain ids 
 
 Two adaptation backbones over the mined codes:
 
-* ``backbone="star"`` (default: chosen on validation AUC over 5 seeds against the MLP backbone and five other
+* ``backbone="star"`` (default: chosen on validation AUC over 5 seeds against the MLP backbone and six other
   variants, +0.0034 on ML-1M, and stable on Epinions; docs/benchmarks/adaptive2-variants.md): STAR's
   shared-and-specific layers with the code as the domain: partitioned normalisation, star-topology FCN
   (W ⊙ W_k) and an auxiliary network over the code's embedding. The ``shared`` sizes are the FCN's hidden
