@@ -266,11 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     models = [m for m in args.models.split(",") if m] or model_names()
     variants = parse_variants(args.variants, models)
     plan, unsupported = plan_pairs(models, args.domains.split(","))
-    routings = [
-        DomainRouting.for_model(n, s, model_overrides=json.loads(o)) for n, s in plan for o in variants[n]
-    ]
+    # one routing per entry (model, overrides as canonical JSON, source): it says whether the entry needs the miner
+    routings = {
+        (n, o, s): DomainRouting.for_model(n, s, model_overrides=json.loads(o))
+        for n, s in plan
+        for o in variants[n]
+    }
     miner, miner_dir = None, None
-    if any(r.needs_miner for r in routings):
+    if any(r.needs_miner for r in routings.values()):
         from mdctr.domains.miner import STATE_FILE, DomainMiner, MinerConfig, fit_miner
 
         miner_dir = str(args.out / "miner")
@@ -281,14 +284,12 @@ def main(argv: list[str] | None = None) -> int:
             miner.save(miner_dir)
     no_cap = args.budget.strip().lower() == "none"
     budget = None if no_cap else budget_for_data(prepared, args.budget, miner)
-    entries = [(n, o, s) for n, s in plan for o in variants[n]]
+    entries = list(routings)
     tasks = [(seed, n, o, s) for seed in range(args.seeds) for n, o, s in entries]
     names = sorted(f"{variant_name(n, json.loads(o))}/{s}" for n, o, s in entries)
     if args.valid_vs and args.valid_vs not in names:  # before any training, not after
         raise SystemExit(f"--valid-vs {args.valid_vs!r}: not an entry of this grid; entries: {names}")
     settings = _settings(args)
-    uses_miner = {(r.model_name, json.dumps(r.model_overrides or {}, sort_keys=True), r.source): r.needs_miner
-                  for r in routings}  # fmt: skip
     fingerprint: dict[str, str] = {}
     if miner is not None:  # runs routed by the miner are comparable only when it assigns the same codes
         codes = miner.assign(prepared.valid).numpy().astype(np.int64)
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     def task_settings(task: tuple[int, str, str, str]) -> dict[str, Any]:
         _, name, overrides, _ = task
         base = settings | configs[name, overrides]
-        return base | fingerprint if uses_miner[task[1:]] else base
+        return base | fingerprint if routings[task[1:]].needs_miner else base
 
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
 
