@@ -6,7 +6,7 @@
   ``tower_batch="routed"`` does the same, so each tower's BatchNorms normalise with its domain's statistics;
   ``"masked"`` runs every tower on the whole batch, as the authors' code does, so its BatchNorms normalise with
   every row's statistics and keep the whole population's running statistics, and each row's loss reads its own
-  domain's output (n_domains × the towers' training FLOPs). Eval-mode BatchNorms use running statistics, so
+  domain's output (n_domains × the towers' training FLOPs; H(x) is computed once for all towers). Eval-mode BatchNorms use running statistics, so
   routing a row at eval scores it exactly as the masked computation would.
 * **Hyper-network** (shared): Linear–BN–ReLU on every layer, as in the authors' code (default hidden (64,)),
   over the full input embedding; its last block outputs the instance matrix H(x) ∈ R^{k×k} (k = 35).
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -283,23 +284,24 @@ class HAMUR(CTRModel):
             return nn.ModuleDict()
         return self.adapters[d if self.config.adapter_per_domain else 0]
 
-    def _expert(self, d: int):
-        tower, adapters = self.towers[d], self.domain_adapters(d)
+    def _hyper(self, x: torch.Tensor) -> torch.Tensor:
+        """H(x) [n, k, k] for rows x [n, F] (zeros when ``adapter_mode`` is ``"constant"``)."""
+        hyper = self.hyper(x)
+        return torch.zeros_like(hyper) if self.adapter_mode == "constant" else hyper
 
-        def apply(x: torch.Tensor) -> torch.Tensor:  # x [n, F] → [n, 1]
-            if not len(adapters):
-                return tower(x, x.new_empty(0), adapters)
-            hyper = self.hyper(x)  # shared network, once per row
-            if self.adapter_mode == "constant":
-                hyper = torch.zeros_like(hyper)
-            return tower(x, hyper, adapters)
-
-        return apply
+    def _tower(self, d: int, x: torch.Tensor, hyper: torch.Tensor | None = None) -> torch.Tensor:
+        """Domain ``d``'s tower on rows x [n, F] → [n, 1]; ``hyper`` is H of those rows, computed here if None."""
+        adapters = self.domain_adapters(d)
+        if not len(adapters):
+            return self.towers[d](x, x.new_empty(0), adapters)
+        return self.towers[d](x, self._hyper(x) if hyper is None else hyper, adapters)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)
-        experts = [self._expert(d) for d in range(self.inputs.num_domains)]
-        if self.config.tower_batch == "masked" and self.training and len(experts) > 1:
-            every = torch.cat([expert(x) for expert in experts], dim=1)  # [B, n_domains]
+        n_dom = self.inputs.num_domains
+        if self.config.tower_batch == "masked" and self.training and n_dom > 1:
+            # every tower reads the same rows, so H(x) is computed once for all of them, as in the authors' code
+            hyper = None if self.adapter_mode == "off" else self._hyper(x)
+            every = torch.cat([self._tower(d, x, hyper) for d in range(n_dom)], dim=1)  # [B, n_domains]
             return every.gather(1, batch.domain.unsqueeze(1)).squeeze(1)
-        return route(x, batch.domain, experts, 1).squeeze(-1)
+        return route(x, batch.domain, [partial(self._tower, d) for d in range(n_dom)], 1).squeeze(-1)
