@@ -8,10 +8,13 @@ machine, so an entry trained by two benchmarks with the same seeds is the same r
   either beat the same model with one domain?
 * with ``--against ENTRY``: how does every entry compare with ENTRY (e.g. ``star/none``)?
 
-Paired t-test over the seeds both entries ran.
+Inputs are benchmark directories or ``benchmarks/grid.py --records`` stores (``.jsonl``: the committed runs of
+a grid, whose per-run summaries are not kept). ``--metric valid`` compares validation AUC (what choices are made
+on), the default ``test`` compares test AUC (what is reported). Paired t-test over the seeds both entries ran.
 
     .venv/bin/python benchmarks/compare_sources.py runs/bench-epinions-full
     .venv/bin/python benchmarks/compare_sources.py runs/bench-ml1m-full runs/bench-ml1m-a2sg --against star/none
+    .venv/bin/python benchmarks/compare_sources.py docs/benchmarks/grid-ml1m.runs.jsonl --metric valid
 """
 
 from __future__ import annotations
@@ -34,31 +37,53 @@ PAIRS = (
 )
 
 
-def load_aucs(bench_dirs: list[Path]) -> dict[str, dict[str, dict[int, float]]]:
-    """model (with its overrides) → domain source → seed → test AUC, from ``DIR/runs/*.json``."""
+#: the AUC compared, by --metric: its key in a run summary (``DIR/runs/*.json``) and in a store's record
+METRIC_KEYS = {"test": ("test_auc", "auc"), "valid": ("best_valid_auc", "valid_auc")}
+
+
+def _runs(source: Path, metric: str) -> list[tuple[str, str, int, float, str]]:
+    """(model with its overrides, domain source, seed, AUC, where) of every run in a directory or store."""
+    summary_key, record_key = METRIC_KEYS[metric]
+    if source.suffix == ".jsonl":
+        if not source.is_file():
+            raise SystemExit(f"{source}: no such grid store")
+        rows = []
+        for n, line in enumerate(source.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    r = json.loads(line)["record"]
+                    rows.append((r["model"], r["domain_source"], r["seed"], r[record_key], f"{source}:{n}"))
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise SystemExit(
+                        f"{source}:{n}: not a grid run record ({e!r} missing or malformed)"
+                    ) from None
+        return rows
+    paths = sorted((source / "runs").glob("*.json"))
+    if not paths:
+        raise SystemExit(f"no run summaries in {source / 'runs'}: is {source} an `mdctr benchmark` --out?")
+    rows = []
+    for path in paths:
+        s = json.loads(path.read_text())
+        model = variant_name(s["model"], s.get("model_config"))
+        rows.append((model, s["domain_source"], s["seed"], s[summary_key], str(path)))
+    return rows
+
+
+def load_aucs(sources: list[Path], metric: str = "test") -> dict[str, dict[str, dict[int, float]]]:
+    """model (with its overrides) → domain source → seed → AUC, from benchmark directories or grid stores."""
     aucs: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    seen: dict[tuple[str, str, int], Path] = {}
-    for bench_dir in bench_dirs:
-        runs = sorted((bench_dir / "runs").glob("*.json"))
-        if not runs:
-            raise SystemExit(
-                f"no run summaries in {bench_dir / 'runs'}: is {bench_dir} an `mdctr benchmark` --out?"
-            )
-        for path in runs:
-            s = json.loads(path.read_text())
-            model, source, seed = (
-                variant_name(s["model"], s.get("model_config")),
-                s["domain_source"],
-                s["seed"],
-            )
-            earlier = aucs[model][source].get(seed)
-            if earlier is not None and earlier != s["test_auc"]:
+    seen: dict[tuple[str, str, int], str] = {}
+    for source in sources:
+        for model, domain_source, seed, auc, where in _runs(source, metric):
+            earlier = aucs[model][domain_source].get(seed)
+            if earlier is not None and earlier != auc:
                 raise SystemExit(
-                    f"{model}/{source} seed {seed} has test AUC {earlier} in {seen[model, source, seed]} but "
-                    f"{s['test_auc']} in {path}: not the same run (another machine or code?); compare them apart"
+                    f"{model}/{domain_source} seed {seed} has {metric} AUC {earlier} in "
+                    f"{seen[model, domain_source, seed]} but {auc} in {where}: not the same run (another machine "
+                    "or code?); compare them apart"
                 )
-            aucs[model][source][seed] = s["test_auc"]
-            seen[model, source, seed] = path
+            aucs[model][domain_source][seed] = auc
+            seen[model, domain_source, seed] = where
     return aucs
 
 
@@ -72,12 +97,20 @@ def _print(rows: list[tuple[str, str, dict[int, float], dict[int, float]]]) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench_dirs", type=Path, nargs="+", help="output directories of `mdctr benchmark`")
+    parser.add_argument(
+        "bench_dirs",
+        type=Path,
+        nargs="+",
+        help="output directories of `mdctr benchmark`, or grid.py stores (.jsonl)",
+    )
     parser.add_argument("--against", default="", help="compare every entry with this one (model/source)")
+    parser.add_argument(
+        "--metric", choices=sorted(METRIC_KEYS), default="test", help="which AUC (default: test)"
+    )
     args = parser.parse_args()
-    aucs = load_aucs(args.bench_dirs)
+    aucs = load_aucs(args.bench_dirs, args.metric)
     names = ", ".join(str(d) for d in args.bench_dirs)
-    print(f"Paired t-test over common seeds; runs from {names}.\n")
+    print(f"{args.metric.capitalize()} AUC, paired t-test over common seeds; runs from {names}.\n")
     print("| A | B | AUC A − AUC B | p | p (Holm) | seeds |")
     print("|---|---|---|---|---|---|")
     rows = []

@@ -73,3 +73,44 @@ def test_refuses_to_merge_different_runs_and_empty_dirs(tmp_path: Path) -> None:
     assert result.returncode != 0 and "dnn/none seed 1 has test AUC 0.746" in result.stderr
     result = _run(tmp_path / "empty")
     assert result.returncode != 0 and "no run summaries" in result.stderr
+
+
+def _write_store(path: Path, rows: list[tuple[str, str, int, float, float]]) -> None:
+    """A grid.py --records store: one JSON line per run (test AUC is the record's ``auc``)."""
+    lines = [
+        json.dumps({"tag": f"{m}-{s}-seed{seed}", "record": {"model": m, "domain_source": s, "seed": seed,
+                    "auc": test, "valid_auc": valid}, "settings": {}, "device": "cpu"})
+        for m, s, seed, test, valid in rows
+    ]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_reads_a_grid_store_and_compares_the_chosen_metric(tmp_path: Path) -> None:
+    store = tmp_path / "grid.runs.jsonl"
+    # mined beats random on test but loses on validation: the two metrics must give opposite signs
+    _write_store(
+        store,
+        [("star", "mined", seed, 0.810 + d, 0.800 - d) for seed, d in enumerate((0.000, 0.001, 0.002))]
+        + [("star", "random", seed, 0.805 + d, 0.805 + d) for seed, d in enumerate((0.000, 0.001, 0.003))],
+    )
+    diffs = {}
+    for metric in ("test", "valid"):
+        result = _run(store, "--metric", metric)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"{metric.capitalize()} AUC")
+        (row,) = _cells(result.stdout, "| star")
+        assert row[:2] == ["star/mined", "star/random"] and row[5] == "3"
+        diffs[metric] = float(row[2])
+    assert diffs["test"] == pytest.approx(0.0047, abs=1e-4) and diffs["valid"] == pytest.approx(
+        -0.0073, abs=1e-4
+    )
+
+
+def test_a_malformed_store_line_is_named(tmp_path: Path) -> None:
+    store = tmp_path / "grid.runs.jsonl"
+    _write_store(store, [("dnn", "none", 0, 0.80, 0.79)])
+    store.write_text(store.read_text() + '{"tag": "x", "record": {"model": "dnn"}}\n')
+    result = _run(store)
+    assert result.returncode != 0 and f"{store}:2: not a grid run record" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "no such grid store" in _run(tmp_path / "missing.jsonl").stderr
