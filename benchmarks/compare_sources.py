@@ -58,7 +58,8 @@ def _runs(source: Path, metric: str) -> list[tuple[str, str, int, float, str]]:
                         f"{source}:{n}: not a grid run record ({e!r} missing or malformed)"
                     ) from None
         return rows
-    paths = sorted((source / "runs").glob("*.json"))
+    # grid.py also leaves TAG.record.json (its resume record) beside each summary TAG.json
+    paths = sorted(p for p in (source / "runs").glob("*.json") if not p.name.endswith(".record.json"))
     if not paths:
         raise SystemExit(f"no run summaries in {source / 'runs'}: is {source} an `mdctr benchmark` --out?")
     rows = []

@@ -20,6 +20,10 @@ def _write_runs(bench: Path, model: str, source: str, aucs: list[float], config:
         if config is not None:
             summary["model_config"] = config
         (runs / f"{model}-{source}-seed{seed}.json").write_text(json.dumps(summary))
+        # what grid.py writes beside each summary to resume from: not a summary, and skipped
+        (runs / f"{model}-{source}-seed{seed}.record.json").write_text(
+            json.dumps({"record": {}, "settings": {}})
+        )
 
 
 def _run(*args: object) -> subprocess.CompletedProcess[str]:
