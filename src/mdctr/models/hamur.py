@@ -6,8 +6,8 @@
   ``tower_batch="routed"`` does the same, so each tower's BatchNorms normalise with its domain's statistics;
   ``"masked"`` runs every tower on the whole batch, as the authors' code does, so its BatchNorms normalise with
   every row's statistics and keep the whole population's running statistics, and each row's loss reads its own
-  domain's output (n_domains × the towers' training FLOPs; H(x) is computed once for all towers). Eval-mode BatchNorms use running statistics, so
-  routing a row at eval scores it exactly as the masked computation would.
+  domain's output (n_domains × the towers' training FLOPs; H(x) is computed once for all towers). Eval-mode
+  BatchNorms use running statistics, so routing a row at eval scores it exactly as the masked computation would.
 * **Hyper-network** (shared): Linear–BN–ReLU on every layer, as in the authors' code (default hidden (64,)),
   over the full input embedding; its last block outputs the instance matrix H(x) ∈ R^{k×k} (k = 35).
   ``hyper_output_block=False`` ends it with a bare Linear instead.
