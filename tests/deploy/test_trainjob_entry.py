@@ -44,11 +44,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
 
 def _config(**kw: Any) -> TrainStepConfig:
     base: dict[str, Any] = {
-        "model_name": "hamur",
+        "model_name": "mmoe",
         "domain_source": "handcrafted",
         "seed": 0,
         "epochs": 1,
         "train_options": '{"batch_size": 512}',
+        # a routed model (gates and towers per domain) without BatchNorm, which normalises by each rank's rows:
+        # then DDP reproduces one process up to float summation order
+        "model_options": '{"batchnorm": false}',
     }
     return TrainStepConfig(**{**base, **kw})
 
@@ -87,7 +90,7 @@ def test_an_entry_trains_as_a_two_node_trainjob_on_s3_and_reads_its_outputs_back
     # one TrainJob, built by trainjob_spec for this entry, accepted by the server's schema check
     (job,) = kube_api.created
     trainer = job["spec"]["trainer"]
-    assert job["metadata"]["name"].startswith("mdctr-hamur-handcrafted-s0-")
+    assert job["metadata"]["name"].startswith("mdctr-mmoe-handcrafted-s0-")
     assert job["metadata"]["namespace"] == NS and trainer["numNodes"] == 2
     assert trainer["command"] == ["torchrun", "--module", STEP_MODULE]
     args = trainer["args"]
@@ -95,7 +98,7 @@ def test_an_entry_trains_as_a_two_node_trainjob_on_s3_and_reads_its_outputs_back
     assert args[args.index("--out") + 1] == results_uri + ".trainjob"
     assert args[args.index("--domains") + 1] == ""  # handcrafted routing needs no miner: nothing fetched
     job_config = json.loads(args[args.index("--config") + 1])
-    assert job_config["train_backend"] == "task" and job_config["model_name"] == "hamur"
+    assert job_config["train_backend"] == "task" and job_config["model_name"] == "mmoe"
     # both nodes ran and joined one DDP group of 2; rank 0 alone published
     pods = sorted(kube_api.pods, key=lambda p: p["node"])
     assert [p["returncode"] for p in pods] == [0, 0], [p["tail"] for p in pods]
@@ -105,7 +108,7 @@ def test_an_entry_trains_as_a_two_node_trainjob_on_s3_and_reads_its_outputs_back
 
     # the task's outputs are the job's: results, predictions, a bundle that serves, the nested MLflow run
     summary = json.loads((out.results_dir / METRICS_FILE).read_text())
-    assert summary["entry"] == {"model": "hamur", "domain_source": "handcrafted", "seed": 0}
+    assert summary["entry"] == {"model": "mmoe", "domain_source": "handcrafted", "seed": 0}
     assert out.metrics["auc"] == summary["overall"]["auc"] and out.width == summary["overall"]["width"]
     preds = np.load(out.results_dir / PREDICTIONS_FILE)
     assert len(preds["probs"]) == len(pd.read_parquet(prepared / "test.parquet"))
@@ -115,6 +118,7 @@ def test_an_entry_trains_as_a_two_node_trainjob_on_s3_and_reads_its_outputs_back
     assert out.run_id and tracking.setup.client(mlflow_uri).get_run(out.run_id).info.status == "FINISHED"
 
     # the same entry trained in the task: DDP over 2 nodes with the same global batch ends at the same AUC
+    # (with BatchNorm the gap was 0.002-0.003 on this 5-step run; tests/training/test_distributed.py covers it)
     local = train_model(
         prepared_dir=prepared,
         domains_dir=None,
@@ -122,7 +126,7 @@ def test_an_entry_trains_as_a_two_node_trainjob_on_s3_and_reads_its_outputs_back
         results_dir=tmp_path / "local-results",
         config=_config(),
     )
-    assert abs(local.metrics["auc"] - out.metrics["auc"]) < 0.002, (local.metrics["auc"], out.metrics["auc"])
+    assert abs(local.metrics["auc"] - out.metrics["auc"]) < 1e-4, (local.metrics["auc"], out.metrics["auc"])
     assert local.width == pytest.approx(out.width)
 
 

@@ -27,7 +27,7 @@ CASES: dict[str, dict[str, Any]] = {
     "dnn": {"model": "dnn", "source": "none", "overrides": {"batchnorm": False}},
     # routed gates and towers; with 4 domains and 16 rows per rank, steps leave a domain out of one rank's batch
     "mmoe": {"model": "mmoe", "source": "handcrafted", "overrides": {"batchnorm": False}},
-    # routed towers with BatchNorm (per-rank statistics, synchronised from rank 0 after every epoch)
+    # routed towers with BatchNorm (per-rank statistics, averaged over ranks after every epoch)
     "hamur": {"model": "hamur", "source": "handcrafted", "overrides": None},
 }
 EPOCHS = 2

@@ -11,8 +11,14 @@ Rules the trainer follows with it:
   same number of steps and the gradient all-reduce always has every rank;
 * the model is wrapped with ``find_unused_parameters=True``: a routed model whose domain tower sees no row of
   this rank's batch leaves that tower out of the graph, and DDP must not wait for its gradient;
-* buffers (BatchNorm running statistics, updated from each rank's own rows) are broadcast from rank 0 after
-  every epoch, so validation, early stopping and checkpoints see identical models on every rank;
+* buffers are not broadcast at each forward (``broadcast_buffers=False``): each rank keeps BatchNorm running
+  statistics of its own rows, and after every epoch the floating-point buffers are averaged over ranks. The
+  running mean is an exponential average, which is linear, so the average of the ranks' running means is the
+  running mean of the global batches' means (ranks hold equal shares of each batch); the running variance
+  misses only the spread between the ranks' shares. Rank 0's statistics alone (DDP's default) come from half
+  the rows, and a short run evaluated with them scored differently from one process. Integer buffers
+  (``num_batches_tracked``) are the same on every rank and are broadcast from rank 0. Validation, early
+  stopping and checkpoints then see identical models on every rank;
 * rank 0 alone writes checkpoints and calls the per-epoch callback (MLflow logging, bundles).
 """
 
@@ -91,15 +97,22 @@ def wrap(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> torc
         device_ids=[device.index] if device.type == "cuda" else None,
         # a domain absent from this rank's batch leaves its tower unused in this step
         find_unused_parameters=True,
+        # running statistics stay per rank during the epoch and are averaged by sync_buffers after it
+        broadcast_buffers=False,
     )
 
 
 def sync_buffers(model: torch.nn.Module, ctx: DistContext) -> None:
-    """Copy rank 0's buffers (e.g. BatchNorm running statistics) to every rank."""
+    """Make every rank's buffers equal: floating-point ones (BatchNorm running statistics) become their mean
+    over ranks, the others (``num_batches_tracked``) rank 0's."""
     if not ctx.enabled:
         return
     for buf in model.buffers():
-        dist.broadcast(buf.data, src=0)
+        if buf.is_floating_point():
+            dist.all_reduce(buf.data, op=dist.ReduceOp.SUM)
+            buf.data.div_(ctx.world_size)
+        else:
+            dist.broadcast(buf.data, src=0)
 
 
 def all_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
