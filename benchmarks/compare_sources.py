@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from mdctr.evaluation.benchmark import variant_name
+from mdctr.evaluation.leaderboard import read_run_store
 from mdctr.evaluation.significance import compare_entries, holm
 
 PAIRS = (
@@ -47,16 +48,16 @@ def _runs(source: Path, metric: str) -> list[tuple[str, str, int, float, str]]:
     if source.suffix == ".jsonl":
         if not source.is_file():
             raise SystemExit(f"{source}: no such grid store")
+        try:
+            store = read_run_store(source)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
         rows = []
-        for n, line in enumerate(source.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    r = json.loads(line)["record"]
-                    rows.append((r["model"], r["domain_source"], r["seed"], r[record_key], f"{source}:{n}"))
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise SystemExit(
-                        f"{source}:{n}: not a grid run record ({e!r} missing or malformed)"
-                    ) from None
+        for tag, row in store.items():
+            r = row["record"]
+            if record_key not in r:
+                raise SystemExit(f"{source}: {tag} has no {record_key!r}: not a grid run record")
+            rows.append((r["model"], r["domain_source"], r["seed"], r[record_key], f"{source} ({tag})"))
         return rows
     # grid.py also leaves TAG.record.json (its resume record) beside each summary TAG.json
     paths = sorted(p for p in (source / "runs").glob("*.json") if not p.name.endswith(".record.json"))

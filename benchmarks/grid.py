@@ -54,7 +54,7 @@ import torch
 from mdctr.data import load_dataset
 from mdctr.data.prepare import PreparedData, prepare_in_memory
 from mdctr.evaluation.benchmark import variant_name
-from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
+from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, read_run_store, write_leaderboard
 from mdctr.evaluation.significance import against_reference_markdown
 from mdctr.io import write_json_atomic, write_text_atomic
 from mdctr.models.base import model_config, model_names, plan_pairs
@@ -192,21 +192,6 @@ def read_back(out: Path, tag: str, settings: dict[str, Any]) -> dict[str, Any] |
     return saved["record"] | {"tag": tag}
 
 
-def read_store(path: Path | None) -> dict[str, dict[str, Any]]:
-    """``--records`` JSON lines (tag, record, settings, device) by tag; empty when there is no file yet."""
-    if path is None or not path.is_file():
-        return {}
-    store = {}
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-                store[row["tag"]] = row
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: not a run record line ({e})") from None
-    return store
-
-
 def parse_variants(text: str, models: list[str]) -> dict[str, list[str]]:
     """``--variants`` JSON (model → list of config overrides) → model → overrides as canonical JSON strings."""
     try:
@@ -304,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
 
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
 
-    store = read_store(args.records)
+    try:
+        store = read_run_store(args.records)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     records, skipped, failed, resumed = [], [], [], 0
     todo = []
     for task in tasks:

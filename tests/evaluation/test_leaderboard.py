@@ -12,7 +12,13 @@ from mdctr.config import ConfigError
 from mdctr.data.prepare import prepare_in_memory
 from mdctr.data.synthetic import generate
 from mdctr.evaluation.benchmark import run_benchmark
-from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, to_markdown, write_leaderboard
+from mdctr.evaluation.leaderboard import (
+    RunRecord,
+    build_leaderboard,
+    read_run_store,
+    to_markdown,
+    write_leaderboard,
+)
 from mdctr.training import TrainConfig
 
 BASE_COLUMNS = {
@@ -159,3 +165,18 @@ def test_run_benchmark_applies_model_configs(tmp_path: Path) -> None:
             TrainConfig(epochs=1, batch_size=256, device="cpu"),
             prepared=prepare_in_memory(loaded), model_configs={"star": {}},
         )  # fmt: skip
+
+
+def test_run_store_is_read_by_tag_and_a_bad_line_is_named(tmp_path: Path) -> None:
+    store = tmp_path / "grid.runs.jsonl"
+    assert read_run_store(store) == {} and read_run_store(None) == {}  # no store yet
+    good = {"tag": "dnn-none-seed0", "record": {"model": "dnn", "domain_source": "none", "seed": 0}}
+    store.write_text(json.dumps(good) + "\n\n")
+    assert read_run_store(store) == {"dnn-none-seed0": good}
+    no_seed = {"tag": "dnn-none-seed1", "record": {"model": "dnn", "domain_source": "none"}}
+    store.write_text(json.dumps(good) + "\n" + json.dumps(no_seed) + "\n")
+    with pytest.raises(ValueError, match=r"grid\.runs\.jsonl:2: not a grid run record .*record\.seed"):
+        read_run_store(store)
+    store.write_text(json.dumps(good) + "\n{truncated\n")
+    with pytest.raises(ValueError, match=r"grid\.runs\.jsonl:2: not a grid run record"):
+        read_run_store(store)

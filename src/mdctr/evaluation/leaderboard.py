@@ -36,6 +36,29 @@ SIGNIFICANCE_NOTE = (
 )
 
 
+def read_run_store(path: Path | None) -> dict[str, dict[str, Any]]:
+    """A grid store (``benchmarks/grid.py --records``: one JSON object per line with its ``tag``, the run's
+    ``record``, the ``settings`` it ran with and the ``device``) by tag; empty when there is no file yet.
+
+    Raises:
+        ValueError: a line is not such an object (the message names the file and line).
+    """
+    if path is None or not path.is_file():
+        return {}
+    store: dict[str, dict[str, Any]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                missing = [k for k in ("model", "domain_source", "seed") if k not in row["record"]]
+                if missing:
+                    raise KeyError(f"record.{missing[0]}")
+                store[row["tag"]] = row
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n}: not a grid run record ({e!r} missing or malformed)") from None
+    return store
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One trained run (one model, domain source and seed).
