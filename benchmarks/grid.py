@@ -177,7 +177,7 @@ def _check_settings(saved: dict[str, Any], settings: dict[str, Any], where: str)
     differ = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
     if differ:
         detail = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
-        raise ValueError(f"{where} ran with other settings ({detail}); use another --out / --records")
+        raise ValueError(f"{where} ran with other settings ({detail})")
 
 
 def read_back(out: Path, tag: str, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -225,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    ap.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="train again the finished runs made with other settings (default: refuse, naming them)",
+    )
     ap.add_argument("--deadline-s", type=float, default=float("inf"), help="start no run after this many s")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
@@ -294,18 +299,31 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         raise SystemExit(str(e)) from None
     records, skipped, failed, resumed = [], [], [], 0
-    todo = []
+    todo, stale = [], []
     for task in tasks:
         tag = run_tag(*task)
-        earlier = read_back(args.out, tag, task_settings(task))
-        if earlier is None and tag in store:  # from the committed store (its predictions are not kept there)
-            _check_settings(store[tag]["settings"], task_settings(task), f"{args.records}: {tag}")
-            earlier = store[tag]["record"] | {"tag": tag}
+        try:
+            earlier = read_back(args.out, tag, task_settings(task))
+            if earlier is None and tag in store:  # from the committed store (its predictions are not kept there)
+                _check_settings(store[tag]["settings"], task_settings(task), f"{args.records}: {tag}")
+                earlier = store[tag]["record"] | {"tag": tag}
+        except ValueError as e:  # ran with other settings (e.g. a miner refitted on another CPU)
+            stale.append(str(e))
+            store.pop(tag, None)  # --rerun-stale: trained again below, and its line replaced in the store
+            earlier = None
         if earlier is None:
             todo.append(task)
         else:
             records.append(earlier)
             resumed += 1
+    if stale and not args.rerun_stale:
+        raise SystemExit(
+            f"{len(stale)} finished run(s) ran with other settings than this command's and cannot be mixed "
+            "into one leaderboard:\n  " + "\n  ".join(stale) + "\nUse another --out / --records, or "
+            "--rerun-stale to train them again (their stored results are replaced)."
+        )
+    for why in stale:
+        log.warning("training again: %s", why)
     log.info(
         "%d entries × %d seeds = %d runs (%d read back from %s) on %d workers",
         len(entries), args.seeds, len(tasks), resumed, args.out, args.workers,

@@ -66,8 +66,14 @@ def test_variants_resume_and_refuse_other_settings(tmp_path: Path) -> None:
     path.write_text(json.dumps(saved))
     stale = _grid(out, "--seeds", "2")
     assert stale.returncode != 0 and "ran with other settings (model_config:" in stale.stderr
-    saved["settings"]["model_config"]["tower_batch"] = "masked"
-    path.write_text(json.dumps(saved))
+    assert "Traceback" not in stale.stderr and "--rerun-stale" in stale.stderr
+    # ... unless asked to train it again: that one run is trained with today's config, the other nine read back
+    rerun = _grid(out, "--seeds", "2", "--rerun-stale")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "training again: " in rerun.stderr
+    summary = json.loads(rerun.stdout.splitlines()[-1])
+    assert (summary["finished"], summary["read_back"]) == (10, 9)
+    assert json.loads(path.read_text())["settings"]["model_config"]["tower_batch"] == "masked"
 
     # other training settings cannot be mixed into the same grid
     other = _grid(out, "--seeds", "2", "--epochs", "2")
