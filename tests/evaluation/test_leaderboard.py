@@ -180,3 +180,16 @@ def test_run_store_is_read_by_tag_and_a_bad_line_is_named(tmp_path: Path) -> Non
     store.write_text(json.dumps(good) + "\n{truncated\n")
     with pytest.raises(ValueError, match=r"grid\.runs\.jsonl:2: not a grid run record"):
         read_run_store(store)
+
+
+def test_a_domain_without_an_auc_is_left_out_of_its_mean() -> None:
+    """A domain whose test rows hold one class has no AUC: NaN in a fresh run, None once read back from JSON."""
+    runs = _records(3)
+    runs[0].domain_auc["b"] = None  # the dnn's seed 0, read back from a grid store
+    runs[1].domain_auc["b"] = math.nan
+    for r in runs:
+        r.domain_auc["never"] = None
+    df = build_leaderboard(runs).set_index("entry")
+    assert df.loc["dnn/none", "auc[b]"] == pytest.approx(runs[2].domain_auc["b"])
+    assert df.loc["star/handcrafted", "auc[b]"] == pytest.approx(np.mean([r.domain_auc["b"] for r in runs[3:]]))
+    assert math.isnan(df.loc["dnn/none", "auc[never]"])

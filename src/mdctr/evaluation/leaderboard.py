@@ -74,7 +74,8 @@ class RunRecord:
     dense_params: int
     auc: float
     logloss: float
-    domain_auc: dict[str, float] = field(default_factory=dict)
+    #: per hand-crafted domain; None (JSON null) or NaN where the domain's test rows hold one class only
+    domain_auc: dict[str, float | None] = field(default_factory=dict)
     labels: np.ndarray | None = None
     probs: np.ndarray | None = None
     train_samples_per_s: float = math.nan
@@ -176,7 +177,9 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
             "logloss_std": _std(losses),
         }
         for d in domains:
-            row[f"auc[{d}]"] = float(np.nanmean([r.domain_auc.get(d, math.nan) for r in runs]))
+            per_run = [r.domain_auc.get(d) for r in runs]
+            defined = [a for a in per_run if a is not None and not math.isnan(a)]
+            row[f"auc[{d}]"] = float(np.mean(defined)) if defined else math.nan
         row["train_samples_per_s"] = float(np.mean([r.train_samples_per_s for r in runs]))
         rows.append(row)
     # choose on validation: test AUC never orders the table (NaN validation AUCs, e.g. old runs, go last)
