@@ -191,5 +191,7 @@ def test_a_domain_without_an_auc_is_left_out_of_its_mean() -> None:
         r.domain_auc["never"] = None
     df = build_leaderboard(runs).set_index("entry")
     assert df.loc["dnn/none", "auc[b]"] == pytest.approx(runs[2].domain_auc["b"])
-    assert df.loc["star/handcrafted", "auc[b]"] == pytest.approx(np.mean([r.domain_auc["b"] for r in runs[3:]]))
+    assert df.loc["star/handcrafted", "auc[b]"] == pytest.approx(
+        np.mean([r.domain_auc["b"] for r in runs[3:]])
+    )
     assert math.isnan(df.loc["dnn/none", "auc[never]"])
