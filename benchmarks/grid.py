@@ -304,9 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         tag = run_tag(*task)
         try:
             earlier = read_back(args.out, tag, task_settings(task))
-            if (
-                earlier is None and tag in store
-            ):  # from the committed store (its predictions are not kept there)
+            # else from the committed store (its predictions are not kept there)
+            if earlier is None and tag in store:
                 _check_settings(store[tag]["settings"], task_settings(task), f"{args.records}: {tag}")
                 earlier = store[tag]["record"] | {"tag": tag}
         except ValueError as e:  # ran with other settings (e.g. a miner refitted on another CPU)
