@@ -260,3 +260,26 @@ def test_masked_towers_cost_more_only_in_training(random_batch):
     assert masked == ML1M.num_domains * towers + hyper
     with pytest.raises(ValueError, match="tower_batch"):
         hamur(tower_batch="everywhere")
+
+
+def test_adapter_off_entry_is_the_same_towers_without_adapter_or_hyper_network(random_batch):
+    """``adapter_layers=0``: the adapter-off ablation as a trainable entry (same towers, their FLOPs only)."""
+    from mdctr.routing import model_flops
+
+    batch = random_batch(ML1M, ROWS, domain="random")
+    on, off = hamur(seed=1), hamur(seed=1, adapter_layers=0)
+    assert off.hyper is None and off.adapted == ()
+    assert not any("adapters" in name or name.startswith("hyper") for name, _ in off.named_parameters())
+    # every parameter of the adapter-off model is one of HAMUR's (embedding, towers): nothing else
+    missing, unexpected = off.load_state_dict(on.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith(("hyper.", "adapters.")) for k in unexpected)
+    for mode in ("masked", "routed"):  # trains in both tower modes; gradients reach every parameter
+        model = hamur(adapter_layers=0, tower_batch=mode).train()
+        F.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    # eval: scores each row by its bare tower, as the adapter_mode="off" ablation of a trained model does
+    on.eval().adapter_mode = "off"
+    assert torch.allclose(off.eval()(batch), on(batch), atol=1e-5)
+    flops_on = model_flops("hamur", ML1M, 1.0, batch, {}, None)
+    flops_off = model_flops("hamur", ML1M, 1.0, batch, {"adapter_layers": 0}, None)
+    assert 0 < flops_off < flops_on

@@ -18,6 +18,8 @@
   eval (``benchmarks/hamur_adapter.py``). The per-sample matrices are never materialised:
   h·U₁·H·V₁ is evaluated right to left as ((h @ U₁) ⊙bmm H) @ V₁, i.e. two shared GEMMs and one
   [n, 1, k] × [n, k, k] batched product per row instead of a d × r matrix per row.
+* ``adapter_layers=0`` is the adapter-off ablation as an entry of its own (``hamur[adapter_layers=0]`` in a
+  grid): the same towers trained without adapter or hyper-network, so its FLOPs are the towers' alone.
 * ``adapter_per_domain`` (default True) gives each tower its own U, V, biases and norm (the paper's reading;
   the public code shares one adapter).
 * ``adapter_norm``: ``"layer"`` (default, chosen on validation) normalises each row over its d features;
@@ -234,9 +236,9 @@ class HAMUR(CTRModel):
                 raise ValueError(
                     f"hamur: tower_batch must be one of {TOWER_BATCHES}, got {self.tower_batch!r}"
                 )
-            if not 1 <= self.adapter_layers <= len(self.tower):
+            if not 0 <= self.adapter_layers <= len(self.tower):
                 raise ValueError(
-                    f"hamur: adapter_layers must be in 1..{len(self.tower)} (tower depth), got {self.adapter_layers}"
+                    f"hamur: adapter_layers must be in 0..{len(self.tower)} (tower depth), got {self.adapter_layers}"
                 )
 
     def __init__(self, inputs: ModelInputs, config: Config, width: float = 1.0):
@@ -246,7 +248,13 @@ class HAMUR(CTRModel):
         (k,) = scale_widths((config.k,), width)
         (r,) = scale_widths((config.bottleneck,), width)
         self.k = k
-        self.hyper = HyperNetwork(inputs.input_dim, hyper, k, output_block=config.hyper_output_block)
+        # adapter_layers=0 is the adapter-off ablation trained as its own entry: the same towers with no adapter
+        # and no hyper-network, so it costs exactly their FLOPs (not built at all: no idle parameters)
+        self.hyper = (
+            HyperNetwork(inputs.input_dim, hyper, k, output_block=config.hyper_output_block)
+            if config.adapter_layers
+            else None
+        )
         n_dom = inputs.num_domains
         self.towers = nn.ModuleList(
             HamurTower(inputs.input_dim, tower, dropout=config.dropout) for _ in range(n_dom)
@@ -280,7 +288,7 @@ class HAMUR(CTRModel):
         """The adapters hooked into domain ``d``'s tower (empty when ``adapter_mode`` is ``"off"``)."""
         if self.adapter_mode not in ADAPTER_MODES:
             raise ValueError(f"hamur: adapter_mode must be one of {ADAPTER_MODES}, got {self.adapter_mode!r}")
-        if self.adapter_mode == "off":
+        if self.adapter_mode == "off" or self.hyper is None:
             return nn.ModuleDict()
         return self.adapters[d if self.config.adapter_per_domain else 0]
 
@@ -301,7 +309,7 @@ class HAMUR(CTRModel):
         n_dom = self.inputs.num_domains
         if self.config.tower_batch == "masked" and self.training and n_dom > 1:
             # every tower reads the same rows, so H(x) is computed once for all of them, as in the authors' code
-            hyper = None if self.adapter_mode == "off" else self._hyper(x)
+            hyper = None if self.adapter_mode == "off" or self.hyper is None else self._hyper(x)
             every = torch.cat([self._tower(d, x, hyper) for d in range(n_dom)], dim=1)  # [B, n_domains]
             return every.gather(1, batch.domain.unsqueeze(1)).squeeze(1)
         return route(x, batch.domain, [partial(self._tower, d) for d in range(n_dom)], 1).squeeze(-1)
