@@ -68,12 +68,22 @@ log = logging.getLogger("grid")
 # per-worker state, loaded once by _init
 _W: dict[str, Any] = {}
 
+#: ``--split-seed`` value that gives every model seed its own split
+PER_SEED = "seed"
+
 #: the settings a resumed run must share with this command (the device may differ: it is recorded per run)
 RESUME_KEYS = ("dataset", "budget", "epochs", "patience", "batch_size")
 
 
-def _prepare(args: argparse.Namespace) -> PreparedData:
-    return prepare_in_memory(load_dataset(args.dataset, args.datasets_dir))
+def split_seed_of(args: argparse.Namespace, seed: int) -> int:
+    """The split a run of model seed ``seed`` trains on: its own (``--split-seed seed``, the default, so the spread
+    over seeds includes the split's) or one fixed split for every seed."""
+    return seed if args.split_seed == PER_SEED else int(args.split_seed)
+
+
+def _prepare(args: argparse.Namespace, split_seed: int) -> PreparedData:
+    loaded = load_dataset(args.dataset, args.datasets_dir, **args.dataset_options)
+    return prepare_in_memory(loaded, seed=split_seed)
 
 
 #: the trainer's settings that change a run's result and are not the grid's own options
@@ -81,7 +91,25 @@ TRAIN_KEYS = ("lr", "weight_decay", "aux_loss_weight")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in RESUME_KEYS}
+    settings = {k: getattr(args, k) for k in RESUME_KEYS}
+    # each only when it differs from what grids ran with before the option existed (no dataset options, one
+    # split drawn with seed 0), so their stores still read back with --split-seed 0, and only then
+    if args.dataset_options:
+        settings["dataset_options"] = args.dataset_options
+    if args.split_seed != "0":
+        settings["split_seed"] = args.split_seed
+    return settings
+
+
+def parse_dataset_options(text: str) -> dict[str, Any]:
+    """``--dataset-options`` JSON → the adapter's keyword options (e.g. the synthetic data's rows and sizes)."""
+    try:
+        options = json.loads(text) if text else {}
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--dataset-options: not JSON ({e})") from None
+    if not isinstance(options, dict):
+        raise SystemExit(f"--dataset-options: expected a JSON object, found {text!r}")
+    return options
 
 
 def resolved_config(name: str, overrides: str) -> dict[str, Any]:
@@ -104,17 +132,27 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(0) if use_cuda else "cpu"
 
 
-def _init(args: argparse.Namespace, miner_dir: str | None, budget: float | None) -> None:
+def miner_dir_of(out: Path, split_seed: int) -> Path:
+    """Where the miner pre-trained on split ``split_seed``'s train rows is kept (one per split)."""
+    return out / "miner" / f"split{split_seed}"
+
+
+def _init(args: argparse.Namespace, uses_miner: bool, budget: float | None) -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    _W["args"], _W["budget"], _W["widths"] = args, budget, {}
-    _W["prepared"] = _prepare(args)
-    if miner_dir:
-        from mdctr.domains.miner import DomainMiner
+    _W["args"], _W["budget"], _W["widths"], _W["uses_miner"] = args, budget, {}, uses_miner
+    _W["prepared"], _W["miner"] = {}, {}
 
-        _W["miner"] = DomainMiner.load(miner_dir)
-    else:
-        _W["miner"] = None
+
+def _split(split_seed: int) -> tuple[PreparedData, Any]:
+    """A worker's prepared split and its miner (None when no entry uses one), each loaded once per split."""
+    if split_seed not in _W["prepared"]:
+        _W["prepared"][split_seed] = _prepare(_W["args"], split_seed)
+        if _W["uses_miner"]:
+            from mdctr.domains.miner import DomainMiner
+
+            _W["miner"][split_seed] = DomainMiner.load(miner_dir_of(Path(_W["args"].out), split_seed))
+    return _W["prepared"][split_seed], _W["miner"].get(split_seed)
 
 
 def _run(
@@ -123,10 +161,12 @@ def _run(
     """One (entry, seed) run, or None when the deadline passed before it started; ``settings`` are recorded."""
     if time.time() > deadline:
         return None
-    args, prepared = _W["args"], _W["prepared"]
+    args = _W["args"]
+    split_seed = split_seed_of(args, seed)
+    prepared, miner = _split(split_seed)
     model_config = json.loads(overrides) or None
-    routing = DomainRouting.for_model(name, source, miner=_W["miner"], model_overrides=model_config)
-    key = (name, overrides, source)
+    routing = DomainRouting.for_model(name, source, miner=miner, model_overrides=model_config)
+    key = (name, overrides, source, split_seed)
     if key not in _W["widths"]:
         if _W["budget"] is None:  # --budget none: the model's default sizes
             _W["widths"][key] = 1.0
@@ -157,6 +197,7 @@ def _run(
     summary = trained.summary() | {
         "budget": args.budget,
         "budget_flops": _W["budget"],
+        "split_seed": split_seed,
         "model_config": model_config or {},
     }
     write_json_atomic(out / f"{tag}.json", summary)
@@ -210,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="ml-1m")
     ap.add_argument(
+        "--dataset-options",
+        type=parse_dataset_options,
+        default={},
+        help='JSON options of the dataset adapter, e.g. {"rows": 1000000, "vocab_size": 3000} for synthetic',
+    )
+    ap.add_argument(
         "--datasets-dir", default=os.environ.get("DATASETS_DIR", str(ROOT.parent / "shared" / "datasets"))
     )
     ap.add_argument("--models", default="", help="comma-separated (default: all registered)")
@@ -219,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--budget", default="model:dnn", help="FLOP budget, or none (default sizes, width 1)")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument(
+        "--split-seed",
+        default=PER_SEED,
+        help=f"'{PER_SEED}' (default): model seed s trains on the random split drawn with seed s, so the spread "
+        "over seeds includes the split's; an integer: that one split for every seed (0: what grids ran with "
+        "before this option)",
+    )
     ap.add_argument("--epochs", type=int, default=20, help="maximum epochs; early stopping ends most runs")
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=4096)
@@ -252,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     deadline = t0 + args.deadline_s
     torch.set_num_threads(args.threads)
 
-    prepared = _prepare(args)
+    if args.split_seed != PER_SEED and not args.split_seed.isdigit():
+        raise SystemExit(f"--split-seed: expected '{PER_SEED}' or an integer >= 0, found {args.split_seed!r}")
+    split_seeds = sorted({split_seed_of(args, seed) for seed in range(args.seeds)})
+    splits = {s: _prepare(args, s) for s in split_seeds}
+    prepared = splits[split_seeds[0]]  # the budget is fitted on the first split (FLOPs do not depend on rows)
     models = [m for m in args.models.split(",") if m] or model_names()
     variants = parse_variants(args.variants, models)
     plan, unsupported = plan_pairs(models, args.domains.split(","))
@@ -262,35 +320,40 @@ def main(argv: list[str] | None = None) -> int:
         for n, s in plan
         for o in variants[n]
     }
-    miner, miner_dir = None, None
-    if any(r.needs_miner for r in routings.values()):
+    uses_miner = any(r.needs_miner for r in routings.values())
+    miners: dict[int, Any] = {}
+    if uses_miner:  # one miner per split, pre-trained on that split's train rows only
         from mdctr.domains.miner import STATE_FILE, DomainMiner, MinerConfig, fit_miner
 
-        miner_dir = str(args.out / "miner")
-        if (Path(miner_dir) / STATE_FILE).is_file():  # a resumed grid keeps the miner its runs used
-            miner = DomainMiner.load(miner_dir)
-        else:
-            miner = fit_miner(prepared.train, model_inputs(prepared, 1), MinerConfig())
-            miner.save(miner_dir)
+        for s, data in splits.items():
+            where = miner_dir_of(args.out, s)
+            if (where / STATE_FILE).is_file():  # a resumed grid keeps the miner its runs used
+                miners[s] = DomainMiner.load(where)
+            else:
+                miners[s] = fit_miner(data.train, model_inputs(data, 1), MinerConfig())
+                miners[s].save(where)
     no_cap = args.budget.strip().lower() == "none"
-    budget = None if no_cap else budget_for_data(prepared, args.budget, miner)
+    budget = None if no_cap else budget_for_data(prepared, args.budget, miners.get(split_seeds[0]))
     entries = list(routings)
     tasks = [(seed, n, o, s) for seed in range(args.seeds) for n, o, s in entries]
     names = sorted(f"{variant_name(n, json.loads(o))}/{s}" for n, o, s in entries)
     if args.valid_vs and args.valid_vs not in names:  # before any training, not after
         raise SystemExit(f"--valid-vs {args.valid_vs!r}: not an entry of this grid; entries: {names}")
     settings = _settings(args)
-    fingerprint: dict[str, str] = {}
-    if miner is not None:  # runs routed by the miner are comparable only when it assigns the same codes
-        codes = miner.assign(prepared.valid).numpy().astype(np.int64)
-        fingerprint = {"miner_codes_sha256": hashlib.sha256(codes.tobytes()).hexdigest()[:16]}
+    fingerprint: dict[int, dict[str, str]] = {}
+    for (
+        s,
+        miner,
+    ) in miners.items():  # runs routed by a miner are comparable only when it assigns the same codes
+        codes = miner.assign(splits[s].valid).numpy().astype(np.int64)
+        fingerprint[s] = {"miner_codes_sha256": hashlib.sha256(codes.tobytes()).hexdigest()[:16]}
 
     configs = {(n, o): resolved_config(n, o) for n, o, _ in entries}
 
     def task_settings(task: tuple[int, str, str, str]) -> dict[str, Any]:
-        _, name, overrides, _ = task
+        seed, name, overrides, _ = task
         base = settings | configs[name, overrides]
-        return base | fingerprint if routings[task[1:]].needs_miner else base
+        return base | fingerprint[split_seed_of(args, seed)] if routings[task[1:]].needs_miner else base
 
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
 
@@ -331,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
 
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initargs=(args, miner_dir, budget),
+    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initargs=(args, uses_miner, budget),
                                 initializer=_init) as pool:  # fmt: skip
         futures = {pool.submit(_run, *task, deadline, task_settings(task)): task for task in todo}
         for done in cf.as_completed(futures):
@@ -350,14 +413,14 @@ def main(argv: list[str] | None = None) -> int:
                     "%s: valid AUC %.4f (%d/%d)", result["tag"], result["valid_auc"], len(records), len(tasks)
                 )
 
-    labels = prepared.test.label.numpy()
+    labels = {s: data.test.label.numpy() for s, data in splits.items()}
     runs = []
     for rec in records:
         probs_file = args.out / "runs" / f"{rec['tag']}.test_probs.npy"
         # a run read from --records alone has no predictions: the leaderboard then needs ≥ 2 seeds for its tests
         probs = np.load(probs_file).astype(np.float64) if probs_file.is_file() else None
         fields = {k: v for k, v in rec.items() if k != "tag"}
-        runs.append(RunRecord(**fields, labels=labels, probs=probs))
+        runs.append(RunRecord(**fields, labels=labels[split_seed_of(args, rec["seed"])], probs=probs))
     if args.records is not None:  # the store's runs plus this grid's, one JSON line each, sorted by tag
         rows = dict(store)  # runs of other models or seeds stay in the store
         for rec in records:

@@ -96,3 +96,29 @@ def test_sample_seed_draws_new_rows_from_the_same_structure() -> None:
     same = roc_auc_score(b.table["label"], model.predict_proba(enc.transform(b.table[cols]))[:, 1])
     foreign = roc_auc_score(other.table["label"], model.predict_proba(enc.transform(other.table[cols]))[:, 1])
     assert same > 0.6 and same > foreign + 0.05, (same, foreign)
+
+
+def test_conflict_column_says_nothing_of_the_domain_and_reverses_its_effect_in_odd_domains() -> None:
+    """``conflict``: the planted-conflict structure (issue #23), with conflict=0 the data as it always was."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from mdctr.data.synthetic import CONFLICT_STREAM
+
+    before = generate(rows=3000, seed=3)
+    np.testing.assert_array_equal(generate(rows=3000, seed=3, conflict=0.0).table, before.table)
+    d = generate(rows=200_000, seed=3, vocab_size=400, conflict=2.0)
+    last, planted = d.table["f3"].to_numpy(), d.extras["planted_domain"]
+    assert normalized_mutual_info_score(planted, last % 4) < 0.001  # uniform whatever the domain
+    effect = np.random.default_rng(np.random.SeedSequence([3, CONFLICT_STREAM])).normal(size=400)[last]
+    label = d.table["label"].to_numpy()
+    high = effect > 0.5
+    low = effect < -0.5
+    for k in range(4):
+        rows = planted == k
+        gap = (
+            label[rows & high].mean() - label[rows & low].mean()
+        )  # click rate, high-effect ids minus low ones
+        # even domains click more on the ids the conflict effect favours, odd domains less: the sign reverses
+        assert (gap > 0.5) if k % 2 == 0 else (gap < -0.5), (k, gap)  # measured ±0.65–0.68
+    with pytest.raises(ConfigError, match="conflict must be >= 0"):
+        generate(rows=10, conflict=-1.0)

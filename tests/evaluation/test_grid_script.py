@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "grid.py"
 
 BASE = [
@@ -123,3 +125,42 @@ def test_bad_options_fail_before_training_with_one_line(tmp_path: Path) -> None:
     assert unknown.returncode != 0 and "--valid-vs 'dnn/nonee': not an entry of this grid" in unknown.stderr
     assert "Traceback" not in bad_json.stderr + unknown.stderr
     assert not (tmp_path / "g" / "runs").exists()  # nothing was trained
+    bad_split = _grid(tmp_path / "g", "--seeds", "1", "--split-seed", "first")
+    assert bad_split.returncode != 0 and "--split-seed: expected 'seed' or an integer" in bad_split.stderr
+    bad_options = _grid(tmp_path / "g", "--seeds", "1", "--dataset-options", "[1]")
+    assert bad_options.returncode != 0 and "--dataset-options: expected a JSON object" in bad_options.stderr
+
+
+def test_each_seed_trains_on_its_own_split_unless_one_is_fixed(tmp_path: Path) -> None:
+    """By default model seed s trains on split s (a miner per split); ``--split-seed N`` fixes one split."""
+    grid = ("--models", "hamur", "--variants", "{}", "--domains", "mined", "--seeds", "2")
+    small = ("--dataset-options", json.dumps({"rows": 4000, "vocab_size": 40}))
+    per_seed = _grid(tmp_path / "a", *grid, *small)
+    assert per_seed.returncode == 0, per_seed.stderr[-3000:]
+    runs = {
+        s: json.loads((tmp_path / "a" / "runs" / f"hamur-mined-seed{s}.json").read_text()) for s in (0, 1)
+    }
+    assert [runs[s]["split_seed"] for s in (0, 1)] == [0, 1]
+    # the dataset options reached the adapter: 4,000 rows, so 400 test predictions
+    assert np.load(tmp_path / "a" / "runs" / "hamur-mined-seed0.test_probs.npy").shape == (400,)
+    assert (tmp_path / "a" / "miner" / "split0").is_dir() and (tmp_path / "a" / "miner" / "split1").is_dir()
+    saved = [
+        json.loads((tmp_path / "a" / "runs" / f"hamur-mined-seed{s}.record.json").read_text()) for s in (0, 1)
+    ]
+    assert all(r["settings"]["split_seed"] == "seed" for r in saved)
+    assert all(r["settings"]["dataset_options"] == {"rows": 4000, "vocab_size": 40} for r in saved)
+    # each split's own miner: its codes' fingerprint differs from the other split's
+    assert saved[0]["settings"]["miner_codes_sha256"] != saved[1]["settings"]["miner_codes_sha256"]
+
+    fixed = _grid(tmp_path / "b", *grid, *small, "--split-seed", "0")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    runs_fixed = [
+        json.loads((tmp_path / "b" / "runs" / f"hamur-mined-seed{s}.json").read_text()) for s in (0, 1)
+    ]
+    assert [r["split_seed"] for r in runs_fixed] == [0, 0]
+    assert not (tmp_path / "b" / "miner" / "split1").exists()
+    # split 0 and seed 0 in both grids: the same run; seed 1 differs only by its split
+    assert runs_fixed[0]["best_valid_auc"] == runs[0]["best_valid_auc"]
+    # a fixed split 0 is what grids ran with before the option: the setting is not recorded, so old stores read back
+    saved_fixed = json.loads((tmp_path / "b" / "runs" / "hamur-mined-seed1.record.json").read_text())
+    assert "split_seed" not in saved_fixed["settings"]

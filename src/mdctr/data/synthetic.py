@@ -9,6 +9,11 @@ Every row belongs to one of K planted domains (unequal sizes). The planted domai
   domain-specific dense slopes (signs differ between domains) and a pairwise ``f0 × f1`` interaction whose sign
   flips by domain, so one shared function fits the domains worse than domain-aware ones.
 
+``conflict`` > 0 adds the planted-conflict structure (issue #23's benchmark): the last sparse column is then drawn
+uniformly, whatever the domain (it says nothing about the domain), and its per-id effect, scaled by ``conflict``,
+has the *opposite sign* in odd domains. One shared function must learn that sign from the other columns; a model
+routed by the right domains gets it for free, a model routed by the wrong ones (or by none) averages it away.
+
 The schema's hand-crafted domain column is a noisy view of the planted domain: with probability
 ``handcrafted_noise`` a row's hand-crafted id is drawn uniformly at random, so mined domains can beat it.
 The planted id itself is returned in ``extras["planted_domain"]`` (np.int64, [rows]) and is not a column.
@@ -41,6 +46,9 @@ INTERACTION_RANK = 4
 #: how far apart (in standard deviations) the domain means of a dense feature are drawn
 DENSE_SHIFT_STD = 2.0
 
+#: entropy that keys the conflict effects' structure stream (any constant other than a sample seed's pair)
+CONFLICT_STREAM = 0x5EC0FF
+
 LABEL = "label"
 DOMAIN = "domain"
 
@@ -56,6 +64,7 @@ class SyntheticConfig:
     num_domains: int = 4
     seed: int = 0
     handcrafted_noise: float = 0.3
+    conflict: float = 0.0
 
     def __post_init__(self) -> None:
         checks = (
@@ -65,6 +74,8 @@ class SyntheticConfig:
             (self.num_domains >= 1, "num_domains must be >= 1"),
             (self.vocab_size >= self.num_domains, "vocab_size must be >= num_domains (one block per domain)"),
             (0.0 <= self.handcrafted_noise <= 1.0, "handcrafted_noise must be in [0, 1]"),
+            (self.conflict >= 0.0, "conflict must be >= 0"),
+            (self.conflict == 0.0 or self.num_sparse >= 2, "conflict needs num_sparse >= 2"),
         )
         for ok, msg in checks:
             if not ok:
@@ -91,6 +102,7 @@ def generate(
     num_domains: int = 4,
     seed: int = 0,
     handcrafted_noise: float = 0.3,
+    conflict: float = 0.0,
     *,
     sample_seed: int | None = None,
 ) -> LoadedDataset:
@@ -104,13 +116,17 @@ def generate(
         num_domains: number K of planted (and hand-crafted) domains.
         seed: seeds structure and sampling; same arguments → identical output.
         handcrafted_noise: probability that a row's hand-crafted domain id is uniform random.
+        conflict: weight of the sign-reversed effect of the last sparse column (0: none, the data drawn before
+            the option existed, bit for bit).
         sample_seed: when given, seeds the rows alone, the structure (domains, effects: what a model learns)
             staying ``seed``'s: chunks of one large dataset, or its valid/test splits, drawn separately.
 
     Returns:
         LoadedDataset with ``extras["planted_domain"]`` (np.int64 [N]) and ``extras["config"]`` (dict).
     """
-    cfg = SyntheticConfig(rows, num_sparse, num_dense, vocab_size, num_domains, seed, handcrafted_noise)
+    cfg = SyntheticConfig(
+        rows, num_sparse, num_dense, vocab_size, num_domains, seed, handcrafted_noise, conflict
+    )
     K, V, N = num_domains, vocab_size, rows
     # Two independent streams: the structure must not depend on N, the samples must.
     structure_seq, sample_seq = np.random.SeedSequence(seed).spawn(2)
@@ -141,6 +157,11 @@ def generate(
         anywhere = sample_rng.integers(0, V, size=N)
         sparse_ids[j] = np.where(sample_rng.random(N) < OWN_BLOCK_PROB, own, anywhere)
         cols[f"f{j}"] = sparse_ids[j]
+    if conflict:
+        # the conflict column says nothing about the domain: uniform ids; its effects come from their own
+        # structure stream, so that conflict=0 leaves every draw as it was before the option existed
+        conflict_eff = np.random.default_rng(np.random.SeedSequence([seed, CONFLICT_STREAM])).normal(size=V)
+        sparse_ids[-1] = cols[f"f{num_sparse - 1}"] = sample_rng.integers(0, V, size=N)
     dense = dense_mean[planted] + sample_rng.standard_normal((N, num_dense))  # [N, D]
     for d in range(num_dense):
         cols[f"x{d}"] = dense[:, d].astype(np.float32)
@@ -162,6 +183,8 @@ def generate(
         for r in range(INTERACTION_RANK):
             pair += inter_a[:, r][sparse_ids[0]] * inter_b[:, r][sparse_ids[1]]
         logit += 0.8 * inter_sign[planted] * pair
+    if conflict:
+        logit += conflict * inter_sign[planted] * conflict_eff[sparse_ids[-1]]
     label = (sample_rng.random(N) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
 
     noisy = sample_rng.random(N) < handcrafted_noise
