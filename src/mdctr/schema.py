@@ -17,16 +17,30 @@ Allowed raw values (rating scales, age codes, id ranges) are declared here too, 
 column: the data gate derives its range/set expectations from them and :meth:`FeatureSchema.check_table`
 enforces them, so a rating of 9 can never silently become a positive label. Columns that exist only in the raw
 files (e.g. the ML-1M rating, replaced by the label) are listed in ``raw_columns``; the adapter hands them over in
-:attr:`mdctr.data.base.LoadedDataset.raw`, aligned row by row with the canonical table.
+:attr:`mdctr.data.base.LoadedDataset.raw`, aligned row by row with the canonical table. The label itself may be a
+raw column too (a bring-your-own table whose ``rating`` column becomes the 0/1 ``rating`` label): its rule is then
+checked on the raw values, and the gate sees them as :meth:`FeatureSchema.raw_name` (``"rating (raw)"``).
+
+The rules a table must meet are declared once, here, and enforced twice from that one declaration:
+:meth:`FeatureSchema.check_table` (every load: ``mdctr data prepare``, ``load_dataset``) and the Great
+Expectations suite :func:`mdctr.validation.suite_specs` derives (``mdctr data validate``, the pipeline's validate
+step). Both refuse the same tables: sparse ids that are floats, labels outside 0/1, unknown domain ids, values
+outside a :class:`ValueRule`, dense values outside :attr:`FeatureSchema.dense_ranges`, more than
+:attr:`FeatureSchema.max_duplicate_rate` of exactly duplicated rows. One rule is the gate's alone: every domain
+has at least :attr:`FeatureSchema.min_domain_rows` rows (loading only warns, so that a sample holding some of the
+domains still loads).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class SchemaError(ValueError):
@@ -168,9 +182,15 @@ class FeatureSchema:
         unknown = set(self.dense_ranges) - set(self.dense)
         if unknown:
             raise SchemaError(f"schema {self.name!r}: dense_ranges names non-dense columns {sorted(unknown)}")
-        clash = set(self.raw_columns) & set(cols)
+        # the label is the one canonical column with a raw form of its own (a rating before its threshold)
+        clash = set(self.raw_columns) & (set(cols) - {self.label})
         if clash:
             raise SchemaError(f"schema {self.name!r}: raw_columns {sorted(clash)} are also canonical columns")
+        if not 0.0 <= self.max_duplicate_rate <= 1.0:
+            raise SchemaError(
+                f"schema {self.name!r}: max_duplicate_rate must be a fraction in [0, 1], found "
+                f"{self.max_duplicate_rate!r}"
+            )
         unknown = set(self.value_rules) - set(cols) - set(self.raw_columns)
         if unknown:
             raise SchemaError(
@@ -192,6 +212,11 @@ class FeatureSchema:
         """All columns of the canonical table, in canonical order."""
         extra = (self.time,) if self.time else ()
         return self.sparse + self.dense + (self.label, self.domain) + extra
+
+    def raw_name(self, col: str) -> str:
+        """The name a raw column has beside the canonical ones (in the gate's batch): itself, or
+        ``"<col> (raw)"`` for the label's raw values, which share the label's name."""
+        return f"{col} (raw)" if col in self.raw_columns and col in self.columns else col
 
     @property
     def serving_columns(self) -> tuple[str, ...]:
@@ -229,13 +254,19 @@ class FeatureSchema:
         return json.dumps(self.to_dict(), indent=2)
 
     def check_table(self, df: Any, source: str, *, raw: Any = None, row_labels: Any = None) -> None:
-        """Raise :class:`SchemaError` if ``df`` lacks a column of this schema, has nulls where none are allowed,
-        a label outside 0/1, an unknown domain id, or a value breaking :attr:`value_rules` (checked on ``raw``
-        for :attr:`raw_columns`).
+        """Raise :class:`SchemaError` on the first rule ``df`` breaks; the same rules as the data gate's suite.
+
+        Rules, in order: every schema column present and at least one row; no missing sparse, label, domain or
+        time value (nor dense, unless :attr:`dense_nullable`); sparse ids integers or strings, never floats;
+        dense floats; label, domain and time integers; label 0/1; :attr:`value_rules` (checked on ``raw`` for
+        :attr:`raw_columns`); :attr:`dense_ranges`; domain ids in ``0..num_domains-1``; at most
+        :attr:`max_duplicate_rate` of rows repeating an earlier row exactly. Fewer than
+        :attr:`min_domain_rows` rows in a domain is logged as a warning here and refused by the gate.
 
         ``source`` names the file or step the table came from; ``row_labels`` (one per row, e.g. ``"line 7"``)
         names offending rows in the message (default: row numbers from 1).
         """
+
         missing = [c for c in self.columns if c not in df.columns]
         if missing:
             raise SchemaError(
@@ -243,13 +274,29 @@ class FeatureSchema:
             )
         if len(df) == 0:
             raise SchemaError(f"{source}: table is empty (0 rows); expected at least 1 row")
-        for col in self.sparse + (self.label, self.domain):
+        not_null = self.sparse + (self.label, self.domain) + ((self.time,) if self.time else ())
+        if not self.dense_nullable:
+            not_null += self.dense
+        for col in not_null:
             null = df[col].isna().to_numpy()
             if null.any():
                 raise SchemaError(
                     f"{source}: column {col!r} has {int(null.sum())} missing value(s) at "
                     f"{describe_rows(null, row_labels)}; expected none"
                 )
+        for col in self.sparse:
+            floats = float_values(df[col])
+            if floats.any():
+                raise SchemaError(
+                    f"{source}: sparse column {col!r} holds floats at {describe_rows(floats, row_labels)}, e.g. "
+                    f"{plain_value(df[col].to_numpy()[floats][0])!r}; ids must be integers or strings"
+                )
+        kinds = [(c, "f", "floats") for c in self.dense] + [
+            (c, "iu", "integers") for c in (self.label, self.domain, *((self.time,) if self.time else ()))
+        ]
+        for col, kind, what in kinds:
+            if df[col].dtype.kind not in kind:
+                raise SchemaError(f"{source}: column {col!r} has dtype {df[col].dtype}; expected {what}")
         bad_label = (~df[self.label].isin([0, 1])).to_numpy()
         if bad_label.any():
             raise SchemaError(
@@ -269,6 +316,14 @@ class FeatureSchema:
                     f"{source}: column {col!r} must be {rule.describe()}; found {int(bad.sum())} row(s) outside "
                     f"at {describe_rows(bad, row_labels)}, e.g. {plain_value(frame[col].to_numpy()[bad][0])!r}"
                 )
+        for col, rng in self.dense_ranges.items():
+            rule = ValueRule(low=rng.low, high=rng.high)
+            bad = rule.violations(df[col])
+            if bad.any():
+                raise SchemaError(
+                    f"{source}: dense column {col!r} must be {rule.describe()}; found {int(bad.sum())} row(s) "
+                    f"outside at {describe_rows(bad, row_labels)}, e.g. {plain_value(df[col].to_numpy()[bad][0])!r}"
+                )
         bad_dom = (~df[self.domain].isin(list(range(self.num_domains)))).to_numpy()
         if bad_dom.any():
             raise SchemaError(
@@ -276,3 +331,58 @@ class FeatureSchema:
                 f"{int(bad_dom.sum())} row(s) outside at {describe_rows(bad_dom, row_labels)}, "
                 f"e.g. {plain_value(df[self.domain].to_numpy()[bad_dom][0])!r}"
             )
+        if self.min_domain_rows > 0:
+            counts = np.bincount(df[self.domain].to_numpy().astype(np.int64), minlength=self.num_domains)
+            few = np.flatnonzero(counts < self.min_domain_rows)
+            if len(few):
+                # the one rule only the gate enforces: a sample or a filtered copy may lack some domains (the
+                # KuaiRand sample holds 1 of its 5 tabs) and still trains; a pipeline run stops at the gate
+                log.warning(
+                    "%s: %d domain(s) have fewer than %d rows, e.g. %r with %d; the data gate refuses this",
+                    source,
+                    len(few),
+                    self.min_domain_rows,
+                    self.domain_names[int(few[0])],
+                    int(counts[few[0]]),
+                )
+        self.check_duplicates(df, source, row_labels=row_labels)
+
+    def check_duplicates(self, df: Any, source: str, *, row_labels: Any = None) -> None:
+        """Raise :class:`SchemaError` when more than :attr:`max_duplicate_rate` of ``df``'s rows repeat an
+        earlier row exactly over the schema's columns; the message gives the share and one repeated row."""
+        import pandas as pd
+
+        dup = df.duplicated(subset=list(self.columns)).to_numpy()
+        share = float(dup.mean()) if len(dup) else 0.0
+        if share <= self.max_duplicate_rate:
+            return
+        first = int(np.flatnonzero(dup)[0])
+        cols = list(self.columns)
+        # values column by column: a row of mixed dtypes read as one Series would turn ids 1 into 1.0
+        shown = {c: plain_value(df[c].iat[first]) for c in cols}
+        same = (df[cols].iloc[:first] == pd.Series(shown)).all(axis=1).to_numpy()
+        original = np.zeros(len(df), dtype=bool)
+        original[int(np.flatnonzero(same)[0]) if same.any() else first] = True
+        at = np.zeros(len(df), dtype=bool)
+        at[first] = True
+        raise SchemaError(
+            f"{source}: {int(dup.sum())} of {len(df)} rows ({share:.2%}) repeat an earlier row exactly; at most "
+            f"{self.max_duplicate_rate:.2%} may (max_duplicate_rate), e.g. {describe_rows(at, row_labels)} "
+            f"repeats {describe_rows(original, row_labels)}: {shown}"
+        )
+
+
+def float_values(values: Any) -> Any:
+    """Boolean mask (numpy) of the non-null values that are floats: every value of a float column, the float
+    elements of an object column (ids read as ``7.0``). Sparse ids must be integers or strings."""
+    import pandas as pd
+
+    s = pd.Series(values)
+    if s.dtype.kind == "f":
+        return s.notna().to_numpy()
+    if s.dtype != object:
+        return np.zeros(len(s), dtype=bool)
+    # one C pass decides most columns; only mixed object columns are looked at value by value
+    if pd.api.types.infer_dtype(s, skipna=True) in ("string", "integer", "empty", "bytes", "boolean"):
+        return np.zeros(len(s), dtype=bool)
+    return s.map(lambda v: isinstance(v, float | np.floating) and not np.isnan(v)).to_numpy(dtype=bool)

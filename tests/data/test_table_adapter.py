@@ -155,7 +155,7 @@ def test_ranges_and_allowed_values_from_schema_yaml(tmp_path: Path) -> None:
     [
         (
             {"ranges": {"country": [0, 1]}},
-            r"ranges names 'country', which is not a sparse, dense or time column",
+            r"ranges names 'country', which is not a sparse, dense, time or thresholded label column",
         ),
         ({"ranges": {"price": [0]}}, r"ranges\.price must be \[low, high\]"),
         ({"allowed": {"item": []}}, r"allowed\.item must be a non-empty list"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mdctr.cli.common import datasets_dir
+from mdctr.cli.common import datasets_dir, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -49,7 +49,10 @@ def register(app: typer.Typer) -> None:
         """Run the schema-derived Great Expectations suite; exit status 1 when any expectation fails."""
         from mdctr.validation import validate_dataset
 
-        result = validate_dataset(dataset, source or datasets_dir(), report_dir)
+        # unreadable files and a bad schema.yaml come back as a failed report; what is left (an unknown
+        # dataset name, bad options) is one line too, never a traceback
+        with user_errors():
+            result = validate_dataset(dataset, source or datasets_dir(), report_dir)
         for o in result.results:
             mark = (
                 typer.style("PASS", fg=typer.colors.GREEN)

@@ -42,6 +42,9 @@ SCHEMA = FeatureSchema(
     user="101",  # Ali-CCP field 101 is the user id
     item="205",  # field 205 is the item id
     value_rules={"101": ValueRule(low=0), "205": ValueRule(low=0)},  # ids are non-negative codes
+    # impressions carry no timestamp, so one user shown one ad twice is two identical rows: 3.5% of the
+    # 200-row sample (7 rows) repeat an earlier row
+    max_duplicate_rate=0.05,
 )
 
 

@@ -21,13 +21,17 @@ Layout of a source directory::
     file: events.csv            # optional, relative to schema.yaml
     label_threshold: 4          # optional: label = value >= threshold
     sep: ","                    # optional CSV separator
-    ranges:                     # optional: inclusive [low, high] per feature/time column (null = open)
-      price: [0, null]
-    allowed:                    # optional: the only values a feature column may hold
+    ranges:                     # optional: inclusive [low, high] per feature/time column (null = open),
+      price: [0, null]          #   or per label column when label_threshold is set (its raw values)
+    allowed:                    # optional: the only values a feature (or thresholded label) column may hold
       city: [berlin, paris]
+    types:                      # optional per sparse column: int (7.0 is read as 7; 7.5 is refused)
+      user: int                 #   or str (the text as written: "7.0" stays "7.0")
+    max_duplicate_rate: 0.01    # optional: at most this share of rows may repeat an earlier row exactly
 
 ``ranges`` and ``allowed`` become the schema's value rules: the data gate checks them as expectations and
-loading refuses a table that breaks them, naming the rows.
+loading refuses a table that breaks them, naming the rows. A sparse column read as floats (``7.0``) is refused
+naming the file, column, row and value unless ``types`` declares it.
 
 Options ``path=`` (the data file) and ``schema=`` (the YAML file) override the directory layout.
 
@@ -54,10 +58,11 @@ from mdctr.data.base import (
     LoadedDataset,
     register_dataset,
     require_file,
+    sniff_file,
     to_binary_label,
 )
 from mdctr.data.encode import domain_key
-from mdctr.schema import FeatureSchema, SourceLines, ValueRule, describe_rows
+from mdctr.schema import FeatureSchema, SourceLines, ValueRule, describe_rows, float_values
 from mdctr.schema import plain_value as plain
 
 log = logging.getLogger(__name__)
@@ -67,14 +72,23 @@ DATA_SUFFIXES = (".parquet", ".csv")
 
 
 # -- checked readers shared by the file-based adapters ------------------------------------------------------
-def read_table_file(path: Path, dataset: str, *, sep: str = ",") -> pd.DataFrame:
-    """Read a CSV or parquet file; every failure is a :class:`DataError` naming the file."""
+def read_table_file(
+    path: Path, dataset: str, *, sep: str = ",", text_columns: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Read a CSV or parquet file; every failure is a :class:`DataError` naming the file.
+
+    The file's ends are sniffed first (:func:`sniff_file`), so a binary or NUL-filled file is refused in
+    bounded memory before pandas sees it. ``text_columns`` of a CSV are read as the text written (``"007"``).
+    """
     require_file(path, dataset)
+    parquet = path.suffix == ".parquet"
+    sniff_file(path, dataset, "parquet" if parquet else "text")
     try:
-        if path.suffix == ".parquet":
+        if parquet:
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, sep=sep, low_memory=False)
+            dtype = dict.fromkeys(text_columns, str) or None
+            df = pd.read_csv(path, sep=sep, low_memory=False, dtype=dtype)
     except pd.errors.EmptyDataError:
         raise DataError(f"dataset {dataset!r}: {path} is empty (no header, no rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -191,6 +205,8 @@ class TableSchemaConfig:
     sep: str = ","
     ranges: dict[str, tuple[float | None, float | None]] | None = None
     allowed: dict[str, tuple[Any, ...]] | None = None
+    types: dict[str, str] | None = None
+    max_duplicate_rate: float | None = None
 
 
 def load_table_config(path: Path) -> TableSchemaConfig:
@@ -220,19 +236,30 @@ def load_table_config(path: Path) -> TableSchemaConfig:
     return cfg
 
 
+#: values of ``types`` in schema.yaml
+ID_TYPES = ("int", "str")
+
+
 def value_rules(cfg: TableSchemaConfig, schema_path: Path) -> dict[str, ValueRule]:
     """The schema's value rules from ``ranges`` and ``allowed`` in ``schema.yaml``; a rule on a column that
-    is not a feature or the time column, or a malformed range, is a :class:`ConfigError` naming it."""
-    checked = (*cfg.sparse, *cfg.dense, *([cfg.time] if cfg.time else []))
+    is not a feature, the time column or (with ``label_threshold``) the label, or a malformed range, is a
+    :class:`ConfigError` naming it. A rule on the label applies to its raw values, before the threshold."""
+    rated = [cfg.label] if cfg.label_threshold is not None else []
+    checked = (*cfg.sparse, *cfg.dense, *([cfg.time] if cfg.time else []), *rated)
     rules: dict[str, ValueRule] = {}
     for key, spec in (("ranges", cfg.ranges or {}), ("allowed", cfg.allowed or {})):
         if not isinstance(spec, dict):
             raise ConfigError(f"{schema_path}: {key} must map column names to values, found {spec!r}")
         for col, value in spec.items():
+            if col == cfg.label and not rated:
+                raise ConfigError(
+                    f"{schema_path}: {key} names the label {col!r}, which must be 0/1 already; a range or set "
+                    f"on the label applies to a rating turned into it with label_threshold"
+                )
             if col not in checked:
                 raise ConfigError(
-                    f"{schema_path}: {key} names {col!r}, which is not a sparse, dense or time column "
-                    f"({list(checked)})"
+                    f"{schema_path}: {key} names {col!r}, which is not a sparse, dense, time or thresholded "
+                    f"label column ({list(checked)})"
                 )
             if key == "ranges":
                 if not isinstance(value, list | tuple) or len(value) != 2:
@@ -254,6 +281,54 @@ def value_rules(cfg: TableSchemaConfig, schema_path: Path) -> dict[str, ValueRul
                 prev = rules.get(col, ValueRule())
                 rules[col] = ValueRule(low=prev.low, high=prev.high, allowed=tuple(value))
     return rules
+
+
+def id_types(cfg: TableSchemaConfig, schema_path: Path) -> dict[str, str]:
+    """``types`` from ``schema.yaml``: sparse column → ``"int"`` or ``"str"``; anything else, or a
+    ``max_duplicate_rate`` that is not a fraction in [0, 1], is a :class:`ConfigError` naming it."""
+    spec = cfg.types or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{schema_path}: types must map sparse columns to int or str, found {spec!r}")
+    for col, kind in spec.items():
+        if col not in cfg.sparse:
+            raise ConfigError(
+                f"{schema_path}: types names {col!r}, which is not a sparse column ({list(cfg.sparse)})"
+            )
+        if kind not in ID_TYPES:
+            raise ConfigError(f"{schema_path}: types.{col} must be one of {list(ID_TYPES)}, found {kind!r}")
+    rate = cfg.max_duplicate_rate
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1
+    ):
+        raise ConfigError(f"{schema_path}: max_duplicate_rate must be a fraction in [0, 1], found {rate!r}")
+    return dict(spec)
+
+
+def sparse_ids(values: pd.Series, kind: str | None, path: Path, dataset: str, col: str) -> pd.Series:
+    """A sparse column's ids as declared by ``types``: ``"int"`` → int64 (integral floats such as ``7.0``
+    accepted, others refused), ``"str"`` → the text, undeclared → as read, but floats refused: the value
+    ``7.0`` would otherwise become the vocabulary entry ``"7.0"``, apart from ``7``."""
+    rows = file_rows(path, len(values))
+    if kind == "str":
+        return values.astype(str)
+    if kind == "int":
+        num = pd.to_numeric(values, errors="coerce")
+        bad = (num.isna() | (num != np.round(num))).to_numpy()
+        if bad.any():
+            raise DataError(
+                f"dataset {dataset!r}: {path} sparse column {col!r} is declared int; found {int(bad.sum())} "
+                f"non-integer value(s) at {describe_rows(bad, rows)}, e.g. {plain(values[bad].iloc[0])!r}"
+            )
+        return num.astype("int64")
+    floats = float_values(values)
+    if floats.any():
+        raise DataError(
+            f"dataset {dataset!r}: {path} sparse column {col!r} holds floats at {describe_rows(floats, rows)}, "
+            f"e.g. {plain(values[floats].iloc[0])!r}; ids must be integers or strings: declare "
+            f"'types: {{{col}: int}}' in schema.yaml to read integral floats as integers, or "
+            f"'types: {{{col}: str}}' to keep the text as written"
+        )
+    return values
 
 
 def check_roles(cfg: TableSchemaConfig, schema_path: Path) -> None:
@@ -321,9 +396,12 @@ class Table(DatasetAdapter):
         schema_path = self.schema_path or source / SCHEMA_FILE
         cfg = load_table_config(schema_path)
         check_roles(cfg, schema_path)
+        types = id_types(cfg, schema_path)
+        rules = value_rules(cfg, schema_path)
         path = self._data_file(source, cfg, schema_path)
         ds = cfg.name
-        df = read_table_file(path, ds, sep=cfg.sep)
+        texts = [c for c, kind in types.items() if kind == "str"]
+        df = read_table_file(path, ds, sep=cfg.sep, text_columns=texts)
         needed = [*cfg.sparse, *cfg.dense, cfg.label, cfg.domain, *([cfg.time] if cfg.time else [])]
         require_columns(df, path, ds, needed)
 
@@ -336,7 +414,7 @@ class Table(DatasetAdapter):
                     f"dataset {ds!r}: {path} sparse column {col!r} has {int(null.sum())} missing value(s) at "
                     f"{describe_rows(null, rows)}"
                 )
-            out[col] = df[col]
+            out[col] = sparse_ids(df[col], types.get(col), path, ds, col)
         for col in cfg.dense:
             out[col] = numeric_column(df, col, path, ds, allow_nan=True).astype("float32")
         if cfg.label_threshold is not None:
@@ -361,8 +439,17 @@ class Table(DatasetAdapter):
         if cfg.time:
             out[cfg.time] = numeric_column(df, cfg.time, path, ds, integer=True)
 
+        raw = None
+        if cfg.label in rules:
+            # the label's rule (e.g. a 1-5 rating scale) is checked on the values before the threshold
+            raw = pd.DataFrame({cfg.label: pd.to_numeric(df[cfg.label], errors="coerce")}).reset_index(
+                drop=True
+            )
+        dup = {} if cfg.max_duplicate_rate is None else {"max_duplicate_rate": float(cfg.max_duplicate_rate)}
         schema = FeatureSchema(
-            value_rules=value_rules(cfg, schema_path),
+            value_rules=rules,
+            raw_columns=(cfg.label,) if raw is not None else (),
+            **dup,
             dense_nullable=True,  # empty dense cells are allowed (module docstring)
             name=ds,
             sparse=tuple(cfg.sparse),
@@ -381,4 +468,4 @@ class Table(DatasetAdapter):
                 )
         table = pd.DataFrame({c: out[c] for c in schema.columns}).reset_index(drop=True)
         extras = {"source_file": str(path), DOMAIN_VALUES: [plain(v) for v in known]}
-        return LoadedDataset(table=table, schema=schema, extras=extras, row_labels=rows)
+        return LoadedDataset(table=table, schema=schema, extras=extras, raw=raw, row_labels=rows)

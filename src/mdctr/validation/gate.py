@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mdctr.config import ConfigError
 from mdctr.schema import FeatureSchema, SchemaError, ValueRule, describe_rows
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,8 @@ def suite_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
     # id ranges come from each adapter's value rules: a bring-your-own table may use string ids
     for col, rule in schema.value_rules.items():
         raw = " (raw file value)" if col in schema.raw_columns else ""
+        # the label's raw values (a rating before its threshold) sit beside the 0/1 label under another name
+        col = schema.raw_name(col)
         if rule.allowed is not None:
             specs.append(
                 ExpectationSpec(
@@ -186,7 +189,7 @@ def suite_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
         ExpectationSpec(
             "expect_column_values_to_be_in_set",
             {"column": DUPLICATE_COL, "value_set": [False], "mostly": 1.0 - schema.max_duplicate_rate},
-            f"at most {schema.max_duplicate_rate:.2%} of rows duplicate an earlier row",
+            f"at most {schema.max_duplicate_rate:.2%} of rows repeat an earlier row exactly (max_duplicate_rate)",
         )
     )
     if schema.min_domain_rows > 0:
@@ -241,7 +244,7 @@ def _batch_frame(table: pd.DataFrame, schema: FeatureSchema, raw: pd.DataFrame |
     for c, values in zip(
         [c for c in schema.raw_columns if raw is not None and c in raw.columns], extra, strict=True
     ):
-        frame[c] = values
+        frame[schema.raw_name(c)] = values
     frame[DUPLICATE_COL] = table.duplicated(subset=present) if present else False
     if schema.domain in table.columns:
         frame[DOMAIN_ROWS_COL] = table.groupby(schema.domain, dropna=False)[schema.domain].transform("size")
@@ -297,6 +300,14 @@ def _outcome(res: Any, why: str, n_rows: int = 0, row_labels: Any = None) -> Exp
         message = f"could not be checked: {raised}"
     elif count is not None and cfg.type == "expect_column_values_to_not_be_null":
         message = f"{count} row(s) ({pct:.3g}%) with a missing value{at}; expected none"
+        examples = ()
+    elif count is not None and column == DUPLICATE_COL:
+        # the derived column's values (True) say nothing: give the share and the limit in the schema's words
+        limit = 1.0 - float(kwargs.get("mostly", 1.0))
+        message = (
+            f"{count} of {n_rows} rows ({pct:.3g}%) repeat an earlier row exactly{at}; at most {limit:.2%} may "
+            f"(max_duplicate_rate)"
+        )
         examples = ()
     elif count is not None:
         message = f"{count} row(s) ({pct:.3g}%) unexpected{at}; expected {expected}; e.g. {list(examples)}"
@@ -466,8 +477,10 @@ def clear_reports(report_dir: Path | str) -> None:
 def validate_dataset(name: str, source: Path | str, report_dir: Path, **options: Any) -> ValidationResult:
     """Load dataset ``name`` from ``source`` with its adapter and validate it.
 
-    A file the adapter cannot read (missing, empty, truncated, wrong separator, corrupt zip, …) is reported as
-    a failed ``load_dataset`` outcome carrying the adapter's message, with the same report files.
+    A file the adapter cannot read (missing, empty, truncated, wrong separator, corrupt zip, binary, float ids,
+    …) or a bad ``schema.yaml`` (:class:`ConfigError`) is reported as a failed ``load_dataset`` outcome carrying
+    the adapter's one-line message, with the same report files. Loading without the gate
+    (:func:`mdctr.data.load_dataset`) refuses the same tables: both derive their rules from the schema.
     """
     from mdctr.data import load_dataset
 
@@ -476,15 +489,17 @@ def validate_dataset(name: str, source: Path | str, report_dir: Path, **options:
     try:
         # unchecked: the suite reports every violation with its rows instead of the first one found
         loaded = load_dataset(name, source, check=False, **options)
-    except SchemaError as e:
+    except (SchemaError, ConfigError) as e:
+        # a bad schema.yaml is reported like unreadable files: one line, and a report that says so
         outcome = ExpectationOutcome(
             type="load_dataset",
             column="(files)",
             success=False,
-            why="the raw files can be read",
+            why="the raw files and their schema can be read",
             message=str(e),
         )
-        log.error("validation of %s failed at load: %s", name, e)
+        # the message itself is in the result (printed once by the CLI, raised by the pipeline step)
+        log.debug("validation of %s failed at load: %s", name, e)
         return _finish([outcome], name, 0, report_dir, start, str(source))
     return validate_table(
         loaded.table,
