@@ -283,3 +283,24 @@ def test_adapter_off_entry_is_the_same_towers_without_adapter_or_hyper_network(r
     flops_on = model_flops("hamur", ML1M, 1.0, batch, {}, None)
     flops_off = model_flops("hamur", ML1M, 1.0, batch, {"adapter_layers": 0}, None)
     assert 0 < flops_off < flops_on
+
+
+def test_hyper_domain_feeds_the_routing_domain_to_the_hyper_network(random_batch):
+    """``hyper_domain=True`` (the paper's input): H depends on the row's domain, and routing = masking at eval."""
+    model = hamur(hyper_domain=True).train()
+    batch = random_batch(ML1M, ROWS, domain="random")
+    F.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
+    grad = model.hyper_domain_embedding.weight.grad
+    assert grad is not None and (grad.abs().sum(dim=1) > 0).all()  # every domain's row learns
+    model.eval()
+    x = model.embed(batch)
+    zeros, ones = torch.zeros(ROWS, dtype=torch.long), torch.ones(ROWS, dtype=torch.long)
+    assert not torch.allclose(model._hyper(x, zeros), model._hyper(x, ones))
+    routed = model(batch)
+    model.config = replace(model.config, tower_batch="masked")
+    model.train()
+    for m in model.modules():  # masked forward with eval-mode statistics: the same scores as routing
+        if isinstance(m, nn.BatchNorm1d | nn.Dropout):
+            m.eval()
+    assert torch.allclose(model(batch), routed, atol=1e-5)
+    assert hamur(hyper_domain=True, adapter_layers=0).hyper_domain_embedding is None

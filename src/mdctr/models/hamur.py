@@ -10,7 +10,8 @@
   BatchNorms use running statistics, so routing a row at eval scores it exactly as the masked computation would.
 * **Hyper-network** (shared): Linear–BN–ReLU on every layer, as in the authors' code (default hidden (64,)),
   over the full input embedding; its last block outputs the instance matrix H(x) ∈ R^{k×k} (k = 35).
-  ``hyper_output_block=False`` ends it with a bare Linear instead.
+  ``hyper_output_block=False`` ends it with a bare Linear instead. ``hyper_domain=True`` also feeds it an
+  embedding of the row's routing domain (the paper's input; the public code's domain id never reaches it).
 * **Adapter** hooked by block name after the last ``adapter_layers`` blocks, on a hidden vector h ∈ R^d:
   s = σ(h·W_down + b₁),  W_down = U₁·H(x)·V₁ (d → r, r = 32);  u = s·W_up + b₂,  W_up = U₂·H(x)·V₂ (r → d);
   out = h + norm(u), the norm with learnable scale/shift (b₂ only where the norm does not cancel it, i.e. not
@@ -216,6 +217,9 @@ class HAMUR(CTRModel):
         adapter_init: str = "scaled"
         hyper_output_block: bool = True
         adapter_scale: float = 0.01
+        #: the paper feeds the domain id to the hyper-network: an embedding of the routing domain (dim E) is
+        #: concatenated to the input embedding before H(x) is computed (default False: the input alone)
+        hyper_domain: bool = False
         dropout: float = 0.0
         #: training only (eval always routes): ``"masked"`` (default: +0.005 validation AUC over 5 seeds on
         #: ML-1M with hand-crafted domains, docs/benchmarks.md) runs every tower on the whole batch, so its
@@ -250,9 +254,15 @@ class HAMUR(CTRModel):
         self.k = k
         # adapter_layers=0 is the adapter-off ablation trained as its own entry: the same towers with no adapter
         # and no hyper-network, so it costs exactly their FLOPs (not built at all: no idle parameters)
+        hyper_in = inputs.input_dim + (inputs.embed_dim if config.hyper_domain else 0)
         self.hyper = (
-            HyperNetwork(inputs.input_dim, hyper, k, output_block=config.hyper_output_block)
+            HyperNetwork(hyper_in, hyper, k, output_block=config.hyper_output_block)
             if config.adapter_layers
+            else None
+        )
+        self.hyper_domain_embedding = (
+            nn.Embedding(inputs.num_domains, inputs.embed_dim)
+            if config.hyper_domain and config.adapter_layers
             else None
         )
         n_dom = inputs.num_domains
@@ -292,8 +302,11 @@ class HAMUR(CTRModel):
             return nn.ModuleDict()
         return self.adapters[d if self.config.adapter_per_domain else 0]
 
-    def _hyper(self, x: torch.Tensor) -> torch.Tensor:
-        """H(x) [n, k, k] for rows x [n, F] (zeros when ``adapter_mode`` is ``"constant"``)."""
+    def _hyper(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        """H(x) [n, k, k] for rows x [n, F] of routing domains ``domain`` [n] (zeros when ``adapter_mode`` is
+        ``"constant"``)."""
+        if self.hyper_domain_embedding is not None:
+            x = torch.cat([x, self.hyper_domain_embedding(domain)], dim=1)
         hyper = self.hyper(x)
         return torch.zeros_like(hyper) if self.adapter_mode == "constant" else hyper
 
@@ -302,14 +315,16 @@ class HAMUR(CTRModel):
         adapters = self.domain_adapters(d)
         if not len(adapters):
             return self.towers[d](x, x.new_empty(0), adapters)
-        return self.towers[d](x, self._hyper(x) if hyper is None else hyper, adapters)
+        if hyper is None:
+            hyper = self._hyper(x, torch.full((x.shape[0],), d, dtype=torch.long, device=x.device))
+        return self.towers[d](x, hyper, adapters)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)
         n_dom = self.inputs.num_domains
         if self.config.tower_batch == "masked" and self.training and n_dom > 1:
             # every tower reads the same rows, so H(x) is computed once for all of them, as in the authors' code
-            hyper = None if self.adapter_mode == "off" or self.hyper is None else self._hyper(x)
+            hyper = None if self.adapter_mode == "off" or self.hyper is None else self._hyper(x, batch.domain)
             every = torch.cat([self._tower(d, x, hyper) for d in range(n_dom)], dim=1)  # [B, n_domains]
             return every.gather(1, batch.domain.unsqueeze(1)).squeeze(1)
         return route(x, batch.domain, [partial(self._tower, d) for d in range(n_dom)], 1).squeeze(-1)
