@@ -1,4 +1,4 @@
-"""Component: move the champion alias to the registered version and write the KServe manifest."""
+"""Component: write the KServe manifest for the registered version, then move the champion alias to it."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Output
@@ -15,7 +15,8 @@ def promote_model(
     registration: Input[Artifact],
     manifest: Output[Artifact],
 ) -> str:
-    """Promote the version in ``registration`` to champion; write the InferenceService YAML; return the URI."""
+    """Write the InferenceService YAML for the version in ``registration``, then make it champion (alias last,
+    with a champion-history entry); return the URI."""
     from mdctr.steps.promote_model import PromoteConfig
     from mdctr.steps.promote_model import promote_model as step
 
@@ -23,7 +24,11 @@ def promote_model(
     result = step(
         manifest_path=manifest.path,
         config=PromoteConfig(
-            tracking_uri=tracking_uri, name=name, version=version, namespace=serving_namespace
+            tracking_uri=tracking_uri,
+            name=name,
+            version=version,
+            namespace=serving_namespace,
+            reason=str(registration.metadata.get("reason", "")),  # the gate's, for the champion history
         ),
     )
     manifest.metadata.update({"model_uri": result.model_uri, "version": version, "name": result.service_name})

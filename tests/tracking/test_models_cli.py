@@ -58,9 +58,10 @@ def store(tmp_path: Path, demo_bundle: DemoBundle) -> str:
     for name, auc, domains in (("v1", 0.70, (0.70, 0.70, 0.70)), ("v2", 0.72, (0.71, 0.72, 0.70))):
         bundle = _bundle(demo_bundle, tmp_path / name, auc, domains)
         tracking.register_bundle(uri, bundle, run_id=run, input_example=demo_bundle.table)
-    # version 1 became champion the way the pipeline does it: gate, then promote
-    assert tracking.decide_promotion(uri, "1", name=NAME).promote
-    tracking.promote(uri, "1", name=NAME)
+    # version 1 became champion the way the pipeline does it: gate, then promote (which writes the history)
+    gate = tracking.decide_promotion(uri, "1", name=NAME)
+    assert gate.promote
+    tracking.promote(uri, "1", name=NAME, reason=gate.reason)
     return uri
 
 
@@ -69,13 +70,13 @@ def _cli(*args: str) -> tuple[int, str, str]:
     return out.exit_code, out.stdout, out.stderr
 
 
-def test_list_shows_zoo_versions_metrics_and_aliases(store: str) -> None:
+def test_list_shows_versions_metrics_and_aliases_without_the_zoo(store: str) -> None:
     code, out, _ = _cli("list", "--tracking-uri", store)
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0] == "model zoo (registry keys):"
-    assert [line.split()[0] for line in lines[1 : 1 + len(model_names())]] == model_names()
-    assert f"registered model {NAME}: 2 version(s)" in out
+    # the registered models come first: the zoo is its own command now
+    assert lines[0] == f"tracking store: {store}" and lines[1] == f"registered model {NAME}: 2 version(s)"
+    assert "model zoo" not in out and not any(line.split()[0] == "hamur" for line in lines if line.strip())
     table = lines[lines.index(f"registered model {NAME}: 2 version(s)") + 1 :]
     rows = {line.split()[0]: line.split() for line in table if line.startswith("  ")}
     assert rows["2"][1:6] == [CHALLENGER, "dnn", "none", "0.7200", "0.6000"]
@@ -84,7 +85,7 @@ def test_list_shows_zoo_versions_metrics_and_aliases(store: str) -> None:
     assert rows["1"][9] == "promote"  # the gate's decision on version 1
 
     data = json.loads(_cli("list", "--tracking-uri", store, "--json")[1])
-    assert [z["model"] for z in data["zoo"]] == model_names()
+    assert "zoo" not in data
     assert [m["name"] for m in data["registered_models"]] == [NAME]
     versions = data["registered_models"][0]["versions"]
     assert [v["version"] for v in versions] == ["2", "1"]
@@ -92,19 +93,28 @@ def test_list_shows_zoo_versions_metrics_and_aliases(store: str) -> None:
     assert versions[0]["domain_metrics"]["1"] == {"auc": 0.72, "logloss": 0.6}
 
 
-def test_list_without_a_store_shows_the_zoo_and_creates_nothing(tmp_path: Path) -> None:
+def test_list_without_a_store_says_so_and_creates_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "mlflow.db"
     code, out, _ = _cli("list", "--tracking-uri", f"sqlite:///{missing}")
     assert code == 0
-    assert (
-        out.splitlines()[0] == "model zoo (registry keys):"
-        and len(out.splitlines()) == len(model_names()) + 2
-    )
-    assert "tracking store: unavailable (no tracking store at" in out
+    assert out.splitlines() == [
+        f"tracking store: unavailable (no tracking store at sqlite:///{missing} "
+        "(the SQLite file does not exist))"
+    ]
     assert not missing.parent.exists()
-    # a server that does not answer: the zoo still shows, quickly (no retries)
+    # a server that does not answer: said quickly (no retries)
     code, out, _ = _cli("list", "--tracking-uri", "http://127.0.0.1:9")
     assert code == 0 and "tracking store: unavailable" in out and "not reachable" in out
+
+
+def test_zoo_lists_the_trainable_models_without_a_store() -> None:
+    code, out, _ = _cli("zoo")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "model zoo (registry keys):" and len(lines) == len(model_names()) + 1
+    assert [line.split()[0] for line in lines[1:]] == model_names()
+    data = json.loads(_cli("zoo", "--json")[1])
+    assert [z["model"] for z in data] == model_names() and all("domain_sources" in z for z in data)
 
 
 def test_promote_runs_the_gate_then_rollback_restores_the_previous_champion(store: str) -> None:
@@ -125,9 +135,10 @@ def test_promote_runs_the_gate_then_rollback_restores_the_previous_champion(stor
     assert tracking.alias_version(store, CHAMPION, name=NAME) == "1"
     assert c.get_model_version(NAME, "2").tags["promotion.rolled_back"] == "v2 doubles latency"
 
-    # the alias history is kept as registered-model tags, oldest first
+    # the alias history is kept as registered-model tags, oldest first (the fixture's promotion included)
     history = tracking_history(c)
     assert [(e["action"], e["version"], e["previous"]) for e in history] == [
+        ("promote", "1", None),
         ("promote", "2", "1"),
         ("rollback", "1", "2"),
     ]
@@ -176,11 +187,17 @@ def test_unknown_version_and_missing_store_are_one_line_errors(store: str, tmp_p
     assert code == 2 and "no tracking store at" in err and not (tmp_path / "none.db").exists()
 
 
-def test_rollback_of_a_pipeline_promotion_uses_the_gate_record(store: str) -> None:
-    """The pipeline promotes with the gate and ``promote`` (no history entry): rollback still finds the champion
-    the gate compared against."""
-    assert tracking.decide_promotion(store, "2", name=NAME).promote
-    tracking.promote(store, "2", name=NAME)
+def test_rollback_of_a_pipeline_promotion_reads_the_history_not_the_gate_tags(store: str) -> None:
+    """The pipeline promotes with the gate and ``promote``, which writes the champion history: rollback finds
+    the previous champion there, not in the gate's ``gate.champion_version`` tag (no fallback on it)."""
+    gate = tracking.decide_promotion(store, "2", name=NAME)
+    assert gate.promote
+    tracking.promote(store, "2", name=NAME, reason=gate.reason)
+    assert [(e["action"], e["version"]) for e in tracking_history(MlflowClient(store))][-1] == (
+        "promote",
+        "2",
+    )
+    MlflowClient(store).set_model_version_tag(NAME, "2", "gate.champion_version", "7")  # ignored
     code, out, _ = _cli("rollback", "--tracking-uri", store)
     assert code == 0 and out.startswith(f"{NAME} champion rolled back to v1 (was v2)")
 

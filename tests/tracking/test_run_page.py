@@ -81,9 +81,23 @@ def done(tmp_path_factory: pytest.TempPathFactory, evaluate_step: Any) -> Done:
     return Done(uri, fetched.run_id, fetched, trained, registered, evaluated.winner)
 
 
-def test_experiment_opens_on_training_runs(done: Done) -> None:
+def test_experiment_opens_on_training_runs(done: Done, monkeypatch: pytest.MonkeyPatch) -> None:
     exp = MlflowClient(done.uri).get_experiment_by_name(tracking.EXPERIMENT)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # MLflow 3.17's UI ignores that tag and opens in its GenAI layout unless the link asks for the
+    # model-training one: every UI link we print does
+    from mdctr.tracking import reports
+
+    assert reports.ui_url("http://mlflow:5000/", "7", "/runs/abc") == (
+        "http://mlflow:5000/#/experiments/7/runs/abc?workflowType=machine_learning"
+    )
+    served = MlflowClient(done.uri)
+    monkeypatch.setattr(reports, "get_client", lambda uri: served)
+    link = reports.artifact_location("http://mlflow:5000", done.parent, "evaluation/report.html")
+    assert link == (
+        f"http://mlflow:5000/#/experiments/{exp.experiment_id}/runs/{done.parent}/artifacts/"
+        "evaluation/report.html?workflowType=machine_learning"
+    )
 
 
 def test_training_runs_cover_training_with_live_curves_and_system_metrics(done: Done) -> None:
@@ -148,13 +162,15 @@ def test_parent_run_says_what_was_decided(done: Done) -> None:
     c = MlflowClient(done.uri)
     parent = c.get_run(done.parent)
     tags, params = parent.data.tags, parent.data.params
-    assert parent.info.status == "FINISHED"
+    # still open after register-model: only the pipeline's exit handler closes it (FAILED if promote fails)
+    assert parent.info.status == "RUNNING"
     assert tags[names.TAG_WINNER] == done.winner
     assert tags[names.TAG_REGISTERED_VERSION] == done.registered.version
     assert tags[names.TAG_GATE_DECISION] == done.registered.decision
     assert tags[names.TAG_GATE_REASON] == done.registered.reason
     assert params["models"] == str(sorted(m for m, _ in ENTRIES)) and params["epochs"] == str(EPOCHS)
     assert params["dataset"] == "synthetic" and params["gate.tolerance"] == "0.002"
+    assert (params["split"], params["split_seed"]) == ("random", "0")  # how the data was split
 
 
 def test_gate_decision_and_version_description(done: Done) -> None:

@@ -306,3 +306,43 @@ def test_an_explicit_name_overrides_the_dataset_model(demo_bundle: DemoBundle, t
         uri, CHALLENGER, name="ctr-canary"
     )
     assert MlflowClient(uri).search_model_versions(f"name='{NAME}'") == []
+
+
+def test_dataset_inputs_logged_again_when_another_run_inserted_them_first(tmp_path, monkeypatch) -> None:
+    """Two training tasks logging the same splits at once: the slower insert fails on the store's unique key
+    (SQLite "UNIQUE constraint failed"), and logging again links the dataset the other task inserted."""
+    import sqlite3
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from mdctr.tracking.runs import DatasetRef, log_datasets
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("race"))
+    ref = DatasetRef("train", "synthetic", 10, {"dataset": "synthetic"}, "abc")
+    calls = []
+    real = client.log_inputs
+
+    def racing(run_id, datasets=None):
+        calls.append(run_id)
+        if len(calls) == 1:  # the other task's insert won: what the store raised in a real pipeline run
+            cause = sqlite3.IntegrityError("UNIQUE constraint failed: datasets.experiment_id, datasets.name")
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed") from cause
+        return real(run_id, datasets=datasets)
+
+    monkeypatch.setattr(client, "log_inputs", racing)
+    log_datasets(client, run.info.run_id, [ref])
+    assert len(calls) == 2
+    logged = client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert [d.dataset.digest for d in logged] == ["abc"]
+
+    def broken(run_id, datasets=None):  # any other store error is not retried
+        calls.append(run_id)
+        raise MlflowException("the store is read-only")
+
+    calls.clear()
+    monkeypatch.setattr(client, "log_inputs", broken)
+    with pytest.raises(MlflowException, match="read-only"):
+        log_datasets(client, run.info.run_id, [ref])
+    assert len(calls) == 1

@@ -1,12 +1,15 @@
-"""``mdctr models list|promote|rollback``: the model zoo, the registered versions, and the champion alias.
+"""``mdctr models list|promote|rollback|zoo``: the registered versions, the champion alias, and the model zoo.
 
 Each dataset registers under its own model, ``mdctr-<schema name>`` (``mdctr-ml-1m``); ``--dataset`` picks it by
 dataset, ``--name`` by registered name. Without either, ``list`` shows every mdctr registered model and
 ``promote``/``rollback`` act on the only one there is (and refuse, naming them, when there are several).
 
-``list`` works without a tracking store (it then shows the zoo's registry keys only); ``promote`` runs the
+``list`` shows the registered models (it says so when no tracking store is reachable); ``zoo`` lists the
+trainable models (registry keys, domain sources, default config) and needs no store; ``promote`` runs the
 promotion gate (or overrides it with ``--force --reason``) and ``rollback`` moves ``champion`` back to the
-previous champion. Every move of ``champion`` is kept as registered-model tags (the champion history).
+previous champion. Both load the versions they touch through the bundle loader only and refuse a version whose
+stored files could run code. Every move of ``champion`` (the pipeline's too) is kept as registered-model tags
+(the champion history).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ def _store(tracking_uri: str | None) -> Iterator[str]:
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise StoreUnavailable(f"no tracking store at {uri} (the SQLite file does not exist)")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # promote/rollback download the versions they check: no progress bars around the one-line answer
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(PROBE_TIMEOUT_S))
     from mlflow.exceptions import MlflowException
     from requests.exceptions import RequestException
@@ -156,16 +161,7 @@ def format_versions(versions: list[Any], history: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-@app.command("list")
-def list_models(
-    dataset: str | None = DatasetOpt,
-    name: str | None = NameOpt,
-    tracking_uri: str | None = TrackingOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """The model zoo (registry keys, the domain sources each accepts, default config) and, when a tracking
-    store is reachable, each registered model (one per dataset; or the one of --dataset/--name) with its
-    versions, their test metrics, aliases and gate decisions, and its champion history."""
+def _zoo() -> list[dict[str, Any]]:
     import dataclasses
 
     from mdctr.models import model_class, model_names
@@ -175,6 +171,34 @@ def list_models(
         cls = model_class(key)
         defaults = dataclasses.asdict(cls.Config()) if dataclasses.is_dataclass(cls.Config) else {}
         zoo.append({"model": key, "domain_sources": list(cls.domain_sources), "config": defaults})
+    return zoo
+
+
+@app.command("zoo")
+def zoo_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The model zoo: every trainable model's registry key, the domain sources it accepts and its default
+    config (no tracking store needed)."""
+    zoo = _zoo()
+    if as_json:
+        typer.echo(json.dumps(zoo, indent=2, default=str))
+        return
+    typer.echo("model zoo (registry keys):")
+    for r in zoo:
+        typer.echo(f"  {r['model']:<14} sources={','.join(r['domain_sources']):<24} config={r['config']}")
+
+
+@app.command("list")
+def list_models(
+    dataset: str | None = DatasetOpt,
+    name: str | None = NameOpt,
+    tracking_uri: str | None = TrackingOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Each registered model (one per dataset; or the one of --dataset/--name) with its versions, their test
+    metrics, aliases and gate decisions, and its champion history. The trainable models are ``mdctr models
+    zoo``."""
+    import dataclasses
+
     registered: list[dict[str, Any]] = []
     store_note = ""
     try:
@@ -196,14 +220,9 @@ def list_models(
         for r in registered:
             r["versions"] = [dataclasses.asdict(v) for v in r["versions"]]
         typer.echo(
-            json.dumps(
-                {"zoo": zoo, "tracking": store_note, "registered_models": registered}, indent=2, default=str
-            )
+            json.dumps({"tracking": store_note, "registered_models": registered}, indent=2, default=str)
         )
         return
-    typer.echo("model zoo (registry keys):")
-    for r in zoo:
-        typer.echo(f"  {r['model']:<14} sources={','.join(r['domain_sources']):<24} config={r['config']}")
     typer.echo(f"tracking store: {store_note}")
     if store_note.startswith("unavailable"):
         return
@@ -227,7 +246,8 @@ def promote_cmd(
     tracking_uri: str | None = TrackingOpt,
 ) -> None:
     """Run the promotion gate on VERSION of the dataset's registered model and move its alias champion to it
-    if it passes (exit 1 if refused). The gate compares only versions of that one registered model."""
+    if it passes (exit 1 if refused). The gate compares only versions of that one registered model, and loads
+    both through the bundle loader: a version whose stored files could run code is refused (exit 2)."""
     from mdctr.tracking.registry import RegistryError
 
     try:

@@ -261,8 +261,8 @@ def finish_run(
     """The exit handler's step: close the parent run(s) of KFP run ``kfp_run_id`` after the DAG ended.
 
     A failed DAG marks each still-open parent run FAILED with the failing task's name and message as tags
-    (``mdctr.failed_task``, ``mdctr.failure``); a succeeded one only closes runs left RUNNING (register_model
-    normally closed it already). Returns the ids of the runs it changed.
+    (``mdctr.failed_task``, ``mdctr.failure``); a succeeded one closes them FINISHED. No step closes the parent
+    run: this is the only place it ends. Returns the ids of the runs it changed.
     """
     from mdctr.tracking.runs import fail_parent_runs
 

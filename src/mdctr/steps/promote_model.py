@@ -20,14 +20,16 @@ ARTIFACTS_DESTINATION_ENV = "MLFLOW_ARTIFACTS_DESTINATION"
 class PromoteConfig:
     """Attributes: the registered model's ``name`` (``mdctr-<dataset>``, :func:`mdctr.tracking.
     registered_model_name`) and the ``version`` to promote, MLflow URI, the serving ``namespace`` (``""``: none
-    in the manifest) and the artifacts destination (``""``: ``$MLFLOW_ARTIFACTS_DESTINATION``). The
-    InferenceService is named after the registered model, so each dataset's champion has its own service."""
+    in the manifest), the artifacts destination (``""``: ``$MLFLOW_ARTIFACTS_DESTINATION``) and the gate's
+    ``reason`` (recorded in the champion history). The InferenceService is named after the registered model,
+    so each dataset's champion has its own service."""
 
     name: str
     version: str
     tracking_uri: str = ""
     namespace: str = ""
     artifacts_destination: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,20 @@ class PromoteOutput:
 
 
 def promote_model(*, manifest_path: Path | str, config: PromoteConfig) -> PromoteOutput:
-    """Move alias ``champion`` of ``config.name`` to ``config.version`` and write the InferenceService YAML to
-    ``manifest_path``."""
+    """Write the InferenceService YAML for ``config.version`` of ``config.name`` to ``manifest_path``, then
+    make that version the ``champion``.
+
+    Atomic for the champion: everything that can fail (resolving the storage URI, writing the manifest, the
+    model card) happens first and the alias moves last, through :func:`mdctr.tracking.promote`, which also
+    appends the move to the champion history (``mdctr models list`` shows it, ``rollback`` undoes it). When
+    this step fails the champion has not moved, and the exit handler marks the parent run FAILED.
+    """
     from mdctr import tracking
     from mdctr.serving.kserve import kserve_manifest, write_manifest
 
     uri = tracking_uri_or_none(config.tracking_uri)
     name = config.name
-    model_uri = tracking.promote(uri, config.version, name=name)
+    model_uri = f"models:/{name}/{config.version}"
     storage = tracking.model_storage_uri(
         uri,
         config.version,
@@ -65,6 +73,7 @@ def promote_model(*, manifest_path: Path | str, config: PromoteConfig) -> Promot
         annotations={"mdctr/model-uri": model_uri, "mdctr/model-version": config.version},
     )
     path = write_manifest(manifest_path, manifest)
+    tracking.promote(uri, config.version, name=name, reason=config.reason or "gate: promote")
     log.info(
         "promoted %s to %s; KServe manifest %s (storage %s)", model_uri, tracking.CHAMPION, path, storage
     )

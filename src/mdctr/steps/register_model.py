@@ -11,12 +11,9 @@ from typing import Any
 from mdctr.steps.common import tracking_uri_or_none
 from mdctr.steps.evaluate import WINNER_BUNDLE_DIR, WINNER_ENTRY_FILE
 from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
+from mdctr.tracking.names import KEEP, PROMOTE  # the gate's decisions, one vocabulary (KFP, tags, runs)
 
 log = logging.getLogger(__name__)
-
-#: the gate's decisions (one vocabulary: KFP outputs, version tags ``gate.decision``, parent-run tags)
-PROMOTE = "promote"
-KEEP = "keep"
 
 
 @dataclass(frozen=True)
@@ -54,11 +51,16 @@ def register_model(
 ) -> RegisterOutput:
     """Log ``winner_dir/bundle`` as a pyfunc in the winner's training run, register it (alias challenger)
     under its dataset's model (``mdctr-<schema name>`` unless ``config.model_name`` says otherwise), tag it
-    with its dataset and feature schema, decide whether it should replace that model's champion, and close the
-    parent run (FINISHED).
+    with its dataset and feature schema and decide whether it should replace that model's champion. The parent
+    run stays open: only the pipeline's exit handler closes it (FAILED when a later step, promote included,
+    fails).
 
     With ``prepared_dir`` the gate re-scores challenger and champion on this run's validation split (see
     :func:`mdctr.tracking.decide_promotion`); without it, it compares the metrics stored on version tags.
+    Either way both are loaded through the bundle loader only: a champion whose stored files could run code
+    (another loader module, a ``code/`` folder, a pickle) raises
+    :class:`mdctr.tracking.loading.UnsafeModelError` and the step fails. The split (kind and seed, from the
+    prepared data) is logged as params on the parent run.
 
     With ``evaluation_report`` (the evaluate step's HTML report, written before any gate ran) the page is
     written again to ``report_path`` with the gate's decision and reason in its summary, and replaces
@@ -118,9 +120,11 @@ def register_model(
                 names.TAG_GATE_REASON: gate.reason,
             },
         )
-        tracking.runs.log_run_params(uri, config.parent_run_id, {"gate.tolerance": config.tolerance})
-        # the last step that logs to the parent run (promotion only moves aliases): close it
-        tracking.end_parent_run(uri, config.parent_run_id)
+        params: dict[str, Any] = {"gate.tolerance": config.tolerance}
+        if prepared_dir is not None:
+            params.update(split_params(prepared_dir))
+        tracking.runs.log_run_params(uri, config.parent_run_id, params)
+        # not closed here: the exit handler closes it once every step, promote included, has ended
     log.info(
         "registered %s (%s): gate says %s — %s", registered.model_uri, entry["entry"], decision, gate.reason
     )
@@ -157,6 +161,15 @@ def _final_report(
 
         # the same artifact path evaluate logged the page to: the parent run keeps one report, the final one
         log_page(tracking_uri, parent_run_id, page, f"{EVALUATION_ARTIFACTS}/{REPORT_FILE}")
+
+
+def split_params(prepared_dir: Path | str) -> dict[str, Any]:
+    """``{"split": "random"|"time", "split_seed": int}`` of a prepared directory (its feature spec's meta)."""
+    from mdctr.data.encode import FeatureSpec
+    from mdctr.data.prepare import SPEC_FILE
+
+    meta = FeatureSpec.load(Path(prepared_dir) / SPEC_FILE).meta
+    return {k: meta[m] for k, m in (("split", "split"), ("split_seed", "seed")) if m in meta}
 
 
 def validation_set(prepared_dir: Path | str) -> Any:

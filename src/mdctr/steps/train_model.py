@@ -130,6 +130,9 @@ def _open_training_run(
     ]
     params: dict[str, Any] = {
         **entry,
+        # how the data was split (random/time and its seed): the prepared spec's record of it
+        "split": prepared.spec.meta.get("split"),
+        "split_seed": prepared.spec.meta.get("seed"),
         "flop_budget": config.flop_budget,
         "train": dataclasses.asdict(train_cfg),
         "model_config": dataclasses.asdict(model_config(config.model_name, model_cfg or None)),

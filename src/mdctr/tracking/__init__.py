@@ -4,6 +4,7 @@ Names (experiment ``mdctr``, one registered model per dataset ``mdctr-<schema na
 ``challenger``/``champion``) live in :mod:`mdctr.tracking.names`.
 """
 
+from mdctr.tracking.loading import RegistryError, UnsafeModelError, load_registered
 from mdctr.tracking.names import CHALLENGER, CHAMPION, EXPERIMENT, registered_model_name
 from mdctr.tracking.registry import (
     GateDecision,
@@ -30,6 +31,8 @@ __all__ = [
     "EXPERIMENT",
     "GateDecision",
     "RegisteredVersion",
+    "RegistryError",
+    "UnsafeModelError",
     "ValidationSet",
     "alias_version",
     "configure",
@@ -38,6 +41,7 @@ __all__ = [
     "end_parent_run",
     "inference_requirements",
     "load_input_example",
+    "load_registered",
     "log_evaluation",
     "log_training_run",
     "model_storage_uri",

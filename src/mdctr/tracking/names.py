@@ -58,6 +58,11 @@ TAG_GATE_REASON = "mdctr.gate_reason"
 #: the gate's decisions, the same words in KFP outputs, version tags and parent-run tags
 PROMOTE = "promote"
 KEEP = "keep"
+#: the champion history's actions: a gate-approved move (the gate's own word), a forced one, a rollback
+ACTION_PROMOTE = PROMOTE
+ACTION_FORCE = "force"
+ACTION_ROLLBACK = "rollback"
+HISTORY_ACTIONS = (ACTION_PROMOTE, ACTION_FORCE, ACTION_ROLLBACK)
 
 # Model-version tags: the test metrics the gate reads, and the gate's decision
 METRIC_TAG_PREFIX = "metric."  # metric.auc = overall test AUC

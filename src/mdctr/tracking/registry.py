@@ -31,12 +31,17 @@ from mlflow.exceptions import MlflowException
 
 import mdctr
 from mdctr.schema import FeatureSchema
+from mdctr.tracking.loading import RegistryError, load_registered
 from mdctr.tracking.names import (
+    ACTION_FORCE,
+    ACTION_PROMOTE,
+    ACTION_ROLLBACK,
     CHALLENGER,
     CHAMPION,
     DOMAIN_TAG_PREFIX,
     GATE_TAG_PREFIX,
     HIGHER_IS_BETTER,
+    HISTORY_ACTIONS,
     KEEP,
     METRIC_TAG_PREFIX,
     MODEL_NAME_IN_RUN,
@@ -164,6 +169,8 @@ def register_bundle(
     predictor.predict(example)  # fail here, not in serving, if the example does not score
     metrics = read_metrics(bundle_dir)
     name = name or registered_model_name(predictor.spec.schema.name)
+    c = mlflow.MlflowClient(uri, registry_uri=uri)
+    before = c.get_run(run_id).info
     with tempfile.TemporaryDirectory(prefix="mdctr-model-") as tmp, mlflow.start_run(run_id=run_id):
         # a fixed directory name, so the model's layout is always data/bundle (mdctr.serving.bundle_dir_of)
         data = Path(tmp) / BUNDLE_DATA
@@ -176,7 +183,7 @@ def register_bundle(
             signature=False,
             pip_requirements=inference_requirements(),
         )
-    c = mlflow.MlflowClient(uri, registry_uri=uri)
+    _restore_run_state(c, run_id, before)
     mv = mlflow.register_model(info.model_uri, name)
     tags = {
         **_metric_tags(metrics),
@@ -188,6 +195,16 @@ def register_bundle(
     c.set_registered_model_alias(name, alias, mv.version)
     log.info("registered %s version %s (alias %s) from run %s", name, mv.version, alias, run_id)
     return RegisteredVersion(name, str(mv.version), f"models:/{name}/{mv.version}")
+
+
+def _restore_run_state(c: mlflow.MlflowClient, run_id: str, before: Any) -> None:
+    """Undo what reopening a run to log the model did to it: ``log_model`` needs an active run, and leaving
+    ``mlflow.start_run(run_id=…)`` ends the run *now* — a winner trained in 3 s would show the minutes until
+    registration as its duration, and a parent run (still RUNNING) would be closed before the pipeline ends."""
+    if before.status == "RUNNING":
+        c.update_run(run_id, status="RUNNING")
+    else:
+        c.set_terminated(run_id, status=before.status, end_time=before.end_time)
 
 
 def version_metrics(
@@ -249,14 +266,14 @@ def _score(
     tracking_uri: str | None, name: str, version: str, validation: ValidationSet, metric: str
 ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
     """(overall, per hand-crafted domain) ``metric`` of a registered version on ``validation``, predicted by
-    the registered pyfunc itself (the served path)."""
+    the version's own bundle loaded through :func:`mdctr.tracking.loading.load_registered` (the served code,
+    nothing from the store executed; an unsafe version raises :class:`UnsafeModelError`)."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     if metric not in ("auc", "logloss"):
         raise ValueError(f"the gate re-scores 'auc' or 'logloss' on validation, not {metric!r}")
-    configure(tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    probs = np.asarray(model.predict(_as_signature(validation.frame, model)), dtype=np.float64)
+    loaded = load_registered(tracking_uri, name, version)
+    probs = np.asarray(loaded.predictor.predict(validation.frame), dtype=np.float64)
     y = validation.labels
 
     def value(mask: np.ndarray) -> float:
@@ -273,23 +290,6 @@ def _score(
         if math.isfinite(v):
             per_domain[d] = {metric: v}
     return overall, per_domain
-
-
-def _as_signature(frame: pd.DataFrame, model: Any) -> pd.DataFrame:
-    """``frame`` with each column cast to the registered signature's type (decoded dense values are float64;
-    a signature inferred from raw rows may say float32 or, for integer-valued features, int64)."""
-    schema = model.metadata.get_input_schema()
-    if schema is None:
-        return frame
-    out = frame.copy()
-    for col in schema.inputs:
-        if col.name not in out.columns:
-            continue
-        dtype = np.dtype(col.type.to_numpy())
-        if dtype.kind in "iu" and out[col.name].dtype.kind == "f":
-            out[col.name] = np.round(out[col.name])
-        out[col.name] = out[col.name].astype(dtype)
-    return out
 
 
 def _schema_mismatch(c: mlflow.MlflowClient, name: str, challenger: str, champion: str) -> str | None:
@@ -325,20 +325,30 @@ def decide_promotion(
     missing from the challenger counts as a regression).
 
     With ``validation`` (the current validation split, raw rows) both versions are re-scored on those same
-    rows through their registered pyfuncs, so the comparison is on validation data of this run, never on
-    stale tags; without it the metrics stored on the version tags are compared (the old behaviour).
+    rows, so the comparison is on validation data of this run, never on stale tags; without it the metrics
+    stored on the version tags are compared.
+
+    Either way both versions are opened through :func:`mdctr.tracking.loading.load_registered` (bundle loader,
+    weights + JSON): a version whose stored files name another loader module, carry a ``code/`` folder or a
+    pickle raises :class:`mdctr.tracking.loading.UnsafeModelError` and no decision is written.
     """
     c = get_client(tracking_uri)
     version = str(version)
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
     champ_version = _champion_version(c, name)
-    mismatch = (
-        _schema_mismatch(c, name, version, champ_version) if champ_version not in (None, version) else None
-    )
+    rival = champ_version not in (None, version)
+    mismatch = _schema_mismatch(c, name, version, champ_version) if rival else None
+    # every version the gate touches is opened the safe way before any decision is written
+    champ_scored = None
     if validation is not None:
         chall_all, chall_dom = _score(tracking_uri, name, version, validation, metric)
+        if rival and mismatch is None:
+            champ_scored = _score(tracking_uri, name, str(champ_version), validation, metric)
     else:
+        load_registered(tracking_uri, name, version)
         chall_all, chall_dom = version_metrics(tracking_uri, version, name=name)
+    if rival and champ_scored is None:
+        load_registered(tracking_uri, name, str(champ_version))
     champ_all: dict[str, float] = {}
     deltas: dict[int, float] = {}
     if mismatch is not None:
@@ -350,8 +360,8 @@ def decide_promotion(
     elif champ_version == version:
         promote, reason = False, f"version {version} is already the {CHAMPION}"
     else:
-        if validation is not None:
-            champ_all, champ_dom = _score(tracking_uri, name, champ_version, validation, metric)
+        if champ_scored is not None:
+            champ_all, champ_dom = champ_scored
         else:
             champ_all, champ_dom = version_metrics(tracking_uri, champ_version, name=name)
         for d, vals in sorted(champ_dom.items()):
@@ -410,13 +420,37 @@ def decide_promotion(
     return decision
 
 
-def promote(tracking_uri: str | None, version: str | int, *, name: str) -> str:
-    """Move alias ``champion`` of registered model ``name`` to ``version``; return the pinned URI
-    ``models:/<name>/<version>``."""
+def promote(
+    tracking_uri: str | None, version: str | int, *, name: str, reason: str = "", action: str = ACTION_PROMOTE
+) -> str:
+    """Make ``version`` of registered model ``name`` its ``champion``; return the pinned URI
+    ``models:/<name>/<version>``.
+
+    The one function that moves ``champion``: the pipeline's promote step, ``mdctr models promote`` and
+    ``rollback`` all end here. The change is appended to the champion history (``action`` = ``promote`` /
+    ``force`` / ``rollback``, with ``reason``) and the version's model card is refreshed, both *before* the
+    alias moves: the alias is the last write, so when anything fails the champion has not moved (a history
+    entry whose alias move failed is removed again). Already champion → nothing is written.
+    """
     c = get_client(tracking_uri)
-    c.set_registered_model_alias(name, CHAMPION, str(version))
-    log.info("%s v%s is now %s", name, version, CHAMPION)
-    return f"models:/{name}/{version}"
+    version = str(version)
+    previous = _champion_version(c, name)
+    uri = f"models:/{name}/{version}"
+    if previous == version:
+        log.info("%s v%s is already %s", name, version, CHAMPION)
+        return uri
+    if action not in HISTORY_ACTIONS:
+        raise ValueError(f"champion history action {action!r}; expected one of {HISTORY_ACTIONS}")
+    write_model_card(tracking_uri, version, name=name, champion=True)
+    history = champion_history(tracking_uri, name=name)
+    tag = _record(c, name, history, action=action, version=version, previous=previous, reason=reason)
+    try:
+        c.set_registered_model_alias(name, CHAMPION, version)  # last: nothing after it can fail the move
+    except Exception:
+        c.delete_registered_model_tag(name, tag)  # the move did not happen: neither does its history entry
+        raise
+    log.info("%s v%s is now %s (was %s): %s", name, version, CHAMPION, previous, reason or action)
+    return uri
 
 
 def alias_version(tracking_uri: str | None, alias: str, *, name: str) -> str | None:
@@ -465,10 +499,6 @@ def load_input_example(tracking_uri: str | None, model_uri: str) -> pd.DataFrame
 HISTORY_TAG_PREFIX = "mdctr.champion_history."
 #: model-version tags written by a manual promotion or rollback
 PROMOTION_TAG_PREFIX = "promotion."
-
-
-class RegistryError(ValueError):
-    """A registry request that cannot be done (unknown version, nothing to roll back to, …); says why."""
 
 
 @dataclass(frozen=True)
@@ -579,10 +609,9 @@ def list_versions(tracking_uri: str | None, *, name: str) -> list[VersionSummary
 
 
 def champion_history(tracking_uri: str | None, *, name: str) -> list[dict[str, Any]]:
-    """The champion alias's changes of registered model ``name`` made through :func:`promote_version` / :func:`rollback_champion`, oldest
-    first: ``{"seq", "action" (promote|force|rollback), "version", "previous", "reason", "at"}``."""
-    import json
-
+    """Every change of the champion alias of registered model ``name`` (all go through :func:`promote`: the
+    pipeline's promote step, ``mdctr models promote`` and ``rollback``), oldest first:
+    ``{"seq", "action" (promote|force|rollback), "version", "previous", "reason", "at"}``."""
     rm = _registered(get_client(tracking_uri), name)
     if rm is None:
         return []
@@ -596,13 +625,15 @@ def champion_history(tracking_uri: str | None, *, name: str) -> list[dict[str, A
     return sorted(events, key=lambda e: e["seq"])
 
 
-def _record(c: mlflow.MlflowClient, name: str, history: list[dict[str, Any]], **event: Any) -> None:
-    import json
+def _record(c: mlflow.MlflowClient, name: str, history: list[dict[str, Any]], **event: Any) -> str:
+    """Append ``event`` to the champion history; return the tag key written."""
     from datetime import UTC, datetime
 
     seq = (history[-1]["seq"] + 1) if history else 1
     event["at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    c.set_registered_model_tag(name, f"{HISTORY_TAG_PREFIX}{seq:05d}", json.dumps(event))
+    key = f"{HISTORY_TAG_PREFIX}{seq:05d}"
+    c.set_registered_model_tag(name, key, json.dumps(event))
+    return key
 
 
 def _require_version(c: mlflow.MlflowClient, name: str, version: str) -> None:
@@ -625,10 +656,12 @@ def promote_version(
     tolerance: float = 0.002,
     metric: str = "auc",
 ) -> ChampionChange:
-    """Run the promotion gate on ``version`` of registered model ``name`` and move ``champion`` to it if the gate says so — or regardless
-    with ``force`` (then ``reason`` is required and recorded as the version's ``promotion.reason`` tag).
+    """Run the promotion gate on ``version`` of registered model ``name`` and move ``champion`` to it if the
+    gate says so — or regardless with ``force`` (then ``reason`` is required and recorded as the version's
+    ``promotion.reason`` tag). The gate opens both versions through the safe loader
+    (:func:`mdctr.tracking.loading.load_registered`), so an unsafe version is refused even with ``force``.
 
-    Every move is appended to the champion history (registered-model tags), which :func:`rollback_champion`
+    The move goes through :func:`promote` (champion history, alias last), which :func:`rollback_champion`
     reads.
     """
     version = str(version)
@@ -646,8 +679,6 @@ def promote_version(
     why = f"forced: {reason.strip()} (gate: {gate.reason})" if (force and not gate.promote) else gate.reason
     if force and gate.promote and reason.strip():
         why = f"{gate.reason}; {reason.strip()}"
-    history = champion_history(tracking_uri, name=name)
-    promote(tracking_uri, version, name=name)
     tags = {
         "forced": str(bool(force and not gate.promote)).lower(),
         "reason": why,
@@ -655,22 +686,20 @@ def promote_version(
     }
     for k, v in tags.items():
         c.set_model_version_tag(name, version, PROMOTION_TAG_PREFIX + k, v)
-    action = "force" if force and not gate.promote else "promote"
-    _record(c, name, history, action=action, version=version, previous=previous, reason=why)
-    write_model_card(tracking_uri, version, name=name)  # the card carries the gate's and the user's reason
-    log.info("%s v%s is now %s (was %s): %s", name, version, CHAMPION, previous, why)
-    return ChampionChange(True, version, previous, why, action == "force", gate)
+    action = ACTION_FORCE if force and not gate.promote else ACTION_PROMOTE
+    promote(tracking_uri, version, name=name, reason=why, action=action)
+    return ChampionChange(True, version, previous, why, action == ACTION_FORCE, gate)
 
 
-def _previous_champion(
-    c: mlflow.MlflowClient, name: str, history: list[dict[str, Any]], current: str
-) -> str | None:
-    """The champion before ``current``: replay the history as a stack (promote pushes, rollback pops); when
-    ``current`` was made champion outside these commands (the pipeline's promote step), fall back to the
-    champion its gate decision compared against (``gate.champion_version``)."""
+def _previous_champion(history: list[dict[str, Any]], current: str) -> str | None:
+    """The champion before ``current``: replay the history as a stack (promote pushes, rollback pops).
+
+    Every move of the alias is in the history (:func:`promote` writes it); when ``current`` is not on top
+    (an alias set by hand in the MLflow UI) the last champion the history knows is the one to return to.
+    """
     stack: list[str] = []
     for e in history:
-        if e.get("action") == "rollback":
+        if e.get("action") == ACTION_ROLLBACK:
             if stack:
                 stack.pop()
             if e.get("version") and (not stack or stack[-1] != e["version"]):
@@ -682,32 +711,28 @@ def _previous_champion(
             stack.append(str(e["version"]))
     if stack and stack[-1] == current:
         return stack[-2] if len(stack) >= 2 else None
-    gated = c.get_model_version(name, current).tags.get(GATE_TAG_PREFIX + "champion_version", "")
-    if gated and gated != current:
-        return gated
     return stack[-1] if stack and stack[-1] != current else None
 
 
 def rollback_champion(tracking_uri: str | None, *, name: str, reason: str = "") -> ChampionChange:
-    """Move ``champion`` of registered model ``name`` back to its previous champion; the change is appended
-    to the champion history and the demoted version gets a ``promotion.rolled_back`` tag."""
+    """Move ``champion`` of registered model ``name`` back to its previous champion (loaded through the safe
+    loader first: an unsafe target is refused); the change is appended to the champion history and the
+    demoted version gets a ``promotion.rolled_back`` tag."""
     c = get_client(tracking_uri)
     current = _champion_version(c, name)
     if current is None:
         raise RegistryError(f"{name} has no {CHAMPION} to roll back")
-    history = champion_history(tracking_uri, name=name)
-    target = _previous_champion(c, name, history, current)
+    target = _previous_champion(champion_history(tracking_uri, name=name), current)
     if target is None:
         raise RegistryError(
             f"{CHAMPION} v{current} has no previous {CHAMPION} to roll back to (it was the first)"
         )
     _require_version(c, name, target)
+    load_registered(tracking_uri, name, target)  # it is about to be served: nothing executable in it
     why = reason.strip() or f"rolled back from v{current}"
-    promote(tracking_uri, target, name=name)
     c.set_model_version_tag(name, current, PROMOTION_TAG_PREFIX + "rolled_back", why)
-    _record(c, name, history, action="rollback", version=target, previous=current, reason=why)
-    write_model_card(tracking_uri, current, name=name)
-    log.info("%s %s rolled back from v%s to v%s: %s", name, CHAMPION, current, target, why)
+    write_model_card(tracking_uri, current, name=name, champion=False)
+    promote(tracking_uri, target, name=name, reason=why, action=ACTION_ROLLBACK)
     return ChampionChange(True, target, current, why)
 
 
@@ -740,10 +765,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def model_card(tracking_uri: str | None, version: str | int, *, name: str) -> str:
-    """A Markdown model card for a version of registered model ``name``: model, data version (DVC rev and md5 from the pipeline's
-    parent run), code version, FLOPs and dense parameters, overall and per-domain test metrics, and the
-    promotion gate's decision with its reason (plus any manual promotion or rollback)."""
+def model_card(
+    tracking_uri: str | None, version: str | int, *, name: str, champion: bool | None = None
+) -> str:
+    """A Markdown model card for a version of registered model ``name``: model, data version (DVC rev and md5
+    from the pipeline's parent run), code version, FLOPs and dense parameters, overall and per-domain test
+    metrics (with the domains' raw names), and the promotion gate's decision with its reason (plus any manual
+    promotion or rollback). ``champion``: show the version as holding (True) or not holding (False) the
+    ``champion`` alias whatever the registry says now — the card is written just before the alias moves."""
     from mdctr.tracking.names import TAG_DATA_MD5, TAG_DATA_REV, TAG_GIT_SHA
 
     c = get_client(tracking_uri)
@@ -767,7 +796,10 @@ def model_card(tracking_uri: str | None, version: str | int, *, name: str) -> st
     run_metrics = dict(run.data.metrics) if run else {}
     names = _domain_names(c, mv.run_id) if mv.run_id else {}
     rm = c.get_registered_model(name)
-    aliases = sorted(a for a, v in (rm.aliases or {}).items() if str(v) == version)
+    held = {a for a, v in (rm.aliases or {}).items() if str(v) == version}
+    if champion is not None:  # the card is written just before the alias moves (see :func:`promote`)
+        held = held | {CHAMPION} if champion else held - {CHAMPION}
+    aliases = sorted(held)
     lines = [
         f"# {name} version {version}",
         "",
@@ -828,14 +860,16 @@ def model_card(tracking_uri: str | None, version: str | int, *, name: str) -> st
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(tracking_uri: str | None, version: str | int, *, name: str) -> str:
+def write_model_card(
+    tracking_uri: str | None, version: str | int, *, name: str, champion: bool | None = None
+) -> str:
     """Log :func:`model_card` into the version's training run as ``model_card/v<version>.md`` (replacing an
     earlier card) and point the version tag ``mdctr.model_card`` at it; return that artifact URI."""
     c = get_client(tracking_uri)
     version = str(version)
     mv = c.get_model_version(name, version)
     artifact = f"{MODEL_CARD_DIR}/v{version}.md"
-    c.log_text(mv.run_id, model_card(tracking_uri, version, name=name), artifact)
+    c.log_text(mv.run_id, model_card(tracking_uri, version, name=name, champion=champion), artifact)
     uri = f"runs:/{mv.run_id}/{artifact}"
     c.set_model_version_tag(name, version, TAG_MODEL_CARD, uri)
     log.info("model card for %s v%s: %s", name, version, uri)

@@ -13,18 +13,30 @@ from mdctr.tracking.setup import client as get_client
 
 log = logging.getLogger(__name__)
 
+#: query of every MLflow UI link we print. MLflow 3.17's UI picks an experiment's layout from a per-browser
+#: "workflow type" (default GenAI, kept in local storage) and ignores the ``mlflow.experimentKind`` tag; this
+#: parameter opens the page in the model-training layout (runs, metrics, artifacts) and remembers the choice.
+UI_WORKFLOW = "workflowType=machine_learning"
+
 #: folder of the evaluation's files on the parent run (the default of :func:`mdctr.tracking.log_evaluation`)
 EVALUATION_ARTIFACTS = "evaluation"
 
 
+def ui_url(tracking_uri: str, experiment_id: str, page: str = "") -> str:
+    """The MLflow UI page ``page`` (``/runs/<id>``, …) of experiment ``experiment_id`` on the server at
+    ``tracking_uri``, opened in the model-training layout (:data:`UI_WORKFLOW`)."""
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}{page}?{UI_WORKFLOW}"
+
+
 def artifact_location(tracking_uri: str | None, run_id: str, path: str) -> str:
     """Where ``path`` (relative to the run's artifact root) can be opened: the MLflow UI page for an http(s)
-    tracking server, else the artifact store location (a local path for a file store)."""
+    tracking server (in the model-training layout, :data:`UI_WORKFLOW`), else the artifact store location (a
+    local path for a file store)."""
     c = get_client(tracking_uri)
     run = c.get_run(run_id)
     uri = (tracking_uri or c.tracking_uri or "").rstrip("/")
     if uri.startswith(("http://", "https://")):
-        return f"{uri}/#/experiments/{run.info.experiment_id}/runs/{run_id}/artifacts/{path}"
+        return ui_url(uri, run.info.experiment_id, f"/runs/{run_id}/artifacts/{path}")
     root = run.info.artifact_uri.rstrip("/")
     if root.startswith("file://"):
         from urllib.parse import unquote, urlparse

@@ -18,6 +18,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from mdctr.tracking.names import EXPERIMENT, TAG_DATA_MD5, TAG_DATA_REV, TAG_GIT_SHA, TAG_KFP_RUN_ID
@@ -63,36 +64,111 @@ def _metrics(values: Mapping[str, Any], *, step: int = 0, ts: int | None = None)
     return [Metric(k, float(v), ts, step) for k, v in values.items() if _is_number(v)]
 
 
-#: characters MLflow accepts in a metric key (alphanumerics, ``_ - . / :`` and space); others become ``_``
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./: ]")
+# MLflow accepts only word characters, ``_ - . / :`` and space in a metric key; ``.`` separates the parts of
+# ours (``domain.<name>.auc``) and ``/`` would make a path of it, so a name keeps word characters, ``-`` and
+# spaces, and every other character becomes a short word between underscores: ``<25`` → ``_lt_25``,
+# ``56+`` → ``56_plus_``. The raw name of each changed part is recorded (run tag ``mdctr.key.<part>``), so a
+# key is read back exactly (:func:`raw_key_parts`), and reports show the raw name.
+_KEY_KEEP = re.compile(r"[\w\- ]")
+_KEY_WORDS = {
+    "<": "lt",
+    ">": "gt",
+    "=": "eq",
+    "+": "plus",
+    "%": "pct",
+    "&": "and",
+    "|": "or",
+    "!": "not",
+    "#": "num",
+    "@": "at",
+    "*": "star",
+    ",": "comma",
+    ".": "dot",
+    "/": "slash",
+    ":": "colon",
+    "(": "lp",
+    ")": "rp",
+    "[": "lb",
+    "]": "rb",
+    "$": "usd",
+    "'": "q",
+    '"': "qq",
+    "~": "tilde",
+    "?": "qm",
+}
+#: run-tag prefix recording the raw text of an encoded metric-key part: ``mdctr.key.<part>`` = raw text
+TAG_KEY_PREFIX = "mdctr.key."
 
 
 def metric_key_part(text: str) -> str:
-    """``text`` made safe as one part of an MLflow metric key (a domain name such as ``"25-34"`` stays)."""
-    safe = _KEY_UNSAFE.sub("_", str(text)).strip()
-    return safe or "_"
+    """``text`` as one part of an MLflow metric key, readable and faithful: kept as is when MLflow accepts it
+    (``25-34``, ``young``, ``Москва``), else each other character spelled as ``_<word>_`` (``<25`` →
+    ``_lt_25``, ``>=56`` → ``_gt__eq_56``; a character without a word → ``_u<hex>_``)."""
+    text = str(text).strip()
+    out = []
+    for ch in text:
+        if _KEY_KEEP.fullmatch(ch) and ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(f"_{_KEY_WORDS.get(ch, f'u{ord(ch):04x}')}_")
+    return "".join(out) or "_"
 
 
 def domain_metric_key(domain: int | str, metric: str) -> str:
     """Run metric key of a per-domain metric: ``domain.<name>.<metric>`` (``domain.<id>.<metric>`` when the
-    domain has no name); the name is sanitised to MLflow's allowed key characters."""
+    domain has no name), the name encoded by :func:`metric_key_part`."""
     return f"domain.{metric_key_part(str(domain))}.{metric}"
+
+
+def _domain_parts(per_domain: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str, str]]:
+    """(entry, key part, raw label) per domain; a name that encodes like an earlier one gets ``_<id>``
+    appended, so two domains never share a metric."""
+    out, seen = [], set()
+    for entry in per_domain:
+        raw = str(entry.get("name") or int(entry["domain"]))
+        part = metric_key_part(raw)
+        if part in seen:
+            part = f"{part}_{int(entry['domain'])}"
+        seen.add(part)
+        out.append((entry, part, raw))
+    return out
 
 
 def per_domain_metrics(per_domain: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """``[{"domain": 0, "name": "young", "auc": .7, ...}]`` → ``{"domain.young.auc": .7, ...}`` (numeric fields
-    only; the id when an entry has no name)."""
+    only; the id when an entry has no name; names encoded by :func:`metric_key_part`)."""
     out: dict[str, float] = {}
-    for entry in per_domain:
-        label = entry.get("name") or int(entry["domain"])
+    for entry, part, _ in _domain_parts(per_domain):
         out.update(
             {
-                domain_metric_key(label, k): float(v)
+                f"domain.{part}.{k}": float(v)
                 for k, v in entry.items()
                 if k not in ("domain", "name") and _is_number(v)
             }
         )
     return out
+
+
+def key_part_tags(per_domain: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """``{"mdctr.key.<part>": raw name}`` for every domain whose key part differs from its raw name."""
+    return {f"{TAG_KEY_PREFIX}{part}": raw for _, part, raw in _domain_parts(per_domain) if part != raw}
+
+
+def raw_key_parts(tags: Mapping[str, str]) -> dict[str, str]:
+    """The recorded ``{key part: raw text}`` of a run (from its ``mdctr.key.*`` tags)."""
+    return {k[len(TAG_KEY_PREFIX) :]: v for k, v in tags.items() if k.startswith(TAG_KEY_PREFIX)}
+
+
+def raw_metric_key(key: str, tags: Mapping[str, str]) -> str:
+    """A run's metric key with its domain part shown raw: ``domain._lt_25.auc`` → ``domain.<25.auc`` (given
+    the run's tags); keys without a recorded part are returned unchanged."""
+    parts = raw_key_parts(tags)
+    head, sep, rest = key.partition(".")
+    if head == "domain" and sep:
+        part, dot, metric = rest.rpartition(".")
+        if dot and part in parts:
+            return f"domain.{parts[part]}.{metric}"
+    return key
 
 
 def start_parent_run(
@@ -307,10 +383,12 @@ class TrainingRun:
         per_domain: Sequence[Mapping[str, Any]] = (),
         artifacts: Sequence[Path | str] = (),
     ) -> None:
-        """Final metrics, per-domain metrics (``domain.<name>.<metric>`` and the table ``per_domain.json``) and
-        artifact files or directories."""
+        """Final metrics, per-domain metrics (``domain.<name>.<metric>``, names encoded by
+        :func:`metric_key_part` with their raw text as ``mdctr.key.*`` tags, and the table ``per_domain.json``
+        with the raw names) and artifact files or directories."""
         final = {**dict(metrics or {}), **per_domain_metrics(per_domain)}
-        self.client.log_batch(self.run_id, metrics=_metrics(final))
+        # the raw domain names behind encoded keys (``domain._lt_25.auc`` ← ``<25``)
+        self.client.log_batch(self.run_id, metrics=_metrics(final), tags=_tags(key_part_tags(per_domain)))
         if per_domain:
             self.client.log_table(
                 self.run_id, pd.DataFrame(list(per_domain)), artifact_file="per_domain.json"
@@ -350,7 +428,28 @@ def log_datasets(client: mlflow.MlflowClient, run_id: str, datasets: Sequence[Da
         )
         for d in datasets
     ]
-    client.log_inputs(run_id, datasets=inputs)
+    # Two training tasks of one pipeline run log the same splits at the same moment; the store checks whether a
+    # dataset exists, then inserts it, so the slower one can fail on the unique (experiment, name, digest) key
+    # (SQLite: "UNIQUE constraint failed", PostgreSQL: "duplicate key value"). By then the dataset exists, and
+    # logging again only links it to this run.
+    for attempt in range(DATASET_LOG_ATTEMPTS):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as e:
+            if attempt + 1 == DATASET_LOG_ATTEMPTS or not _is_unique_violation(e):
+                raise
+            log.info("dataset inputs of run %s raced another run's; logging them again", run_id)
+
+
+#: tries of :func:`log_datasets` when another run inserted the same dataset at the same moment
+DATASET_LOG_ATTEMPTS = 3
+
+
+def _is_unique_violation(error: Exception) -> bool:
+    """A store error caused by a unique key (a row another writer inserted first)."""
+    text = f"{error} {error.__cause__}"
+    return any(s in text for s in ("UNIQUE constraint failed", "duplicate key value", "IntegrityError"))
 
 
 def log_training_run(
