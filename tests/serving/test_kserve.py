@@ -24,7 +24,7 @@ import yaml
 
 import mdctr
 from mdctr.serving import kserve_manifest, write_manifest
-from mdctr.serving.kserve import CONTAINER_NAME, MODEL_MOUNT, serve_image
+from mdctr.serving.kserve import CONTAINER_NAME, MEASURED_LIVE_UNDER_LOAD_S, MODEL_MOUNT, serve_image
 
 STORAGE = "s3://mdctr/mlflow/1/models/m-abc/artifacts"
 
@@ -110,6 +110,9 @@ def test_manifest_is_a_custom_predictor_on_the_serve_image(tmp_path: Path) -> No
     assert env["PORT"] == "8080" and c["ports"][0]["containerPort"] == 8080
     assert env["MDCTR_MODEL_NAME"] == "mdctr-ml-1m"
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    # Kubernetes' default 1 s would fail a busy server: /live took up to 1.7 s under 10k-row load
+    assert c["readinessProbe"]["timeoutSeconds"] >= 2 * MEASURED_LIVE_UNDER_LOAD_S
+    assert c["livenessProbe"]["timeoutSeconds"] >= 2 * c["readinessProbe"]["timeoutSeconds"]
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}}
     path = write_manifest(tmp_path / "k8s" / "isvc.yaml", m)
     assert yaml.safe_load(path.read_text()) == m

@@ -5,6 +5,8 @@ signature cast runs first, so ``"5"`` for an id is refused, not truncated), and 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,14 @@ import requests
 from mdctr import tracking
 from mdctr.serving import Predictor, ProcessServer
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
-from mdctr.serving.server import start_mlflow_scoring_server, start_model_server
+from mdctr.serving.server import (
+    free_port,
+    serve_command,
+    start_mlflow_scoring_server,
+    start_model_server,
+    venv_env,
+    wait_healthy,
+)
 from mdctr.tracking.names import CHAMPION, registered_model_name
 
 pytestmark = pytest.mark.integration
@@ -50,6 +59,30 @@ def test_mdctr_serve_resolves_the_champion_alias(
         np.testing.assert_array_equal(
             np.asarray(r.json()["predictions"]), Predictor.load(demo.path).predict(rows)
         )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_mdctr_serve_removes_its_model_copy_when_stopped(
+    registry: tuple[str, str], tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The downloaded copy (``mdctr-model-*`` in the temp directory) lives exactly as long as the server."""
+    uri, _ = registry
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = free_port()
+    cmd = serve_command(f"models:/{NAME}@{CHAMPION}", port=port, tracking_uri=uri)
+    log = tmp_path / "log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=venv_env({"TMPDIR": str(tmp)}))
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/v2/health/ready", timeout=120, proc=proc, log_path=log)
+        assert len(list(tmp.glob("mdctr-model-*"))) == 1  # the copy being served
+        proc.send_signal(sig)  # what Kubernetes (SIGTERM) or Ctrl-C (SIGINT) sends
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(tmp.glob("mdctr-model-*")) == [], log.read_text()[-2000:]
 
 
 @pytest.fixture(scope="module")

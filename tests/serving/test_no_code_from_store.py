@@ -141,3 +141,30 @@ def test_old_format_model_is_served_from_its_bundle_only(demo: DemoBundle, tmp_p
         Predictor.load(bundle_dir_of(model_dir)).predict(rows), Predictor.load(demo.path).predict(rows)
     )
     assert not marker.exists()
+
+
+def test_mdctr_serve_refuses_a_model_directory_that_carries_code(demo: DemoBundle, tmp_path: Path) -> None:
+    """``mdctr serve`` refuses what the promotion gate refuses (issue #22): an MLflow model directory with a
+    pickle or a ``code/`` folder ends the command with one line and status 2, before anything is loaded; the
+    project's own format (loader module, weights + JSON in data/bundle) is served."""
+    from typer.testing import CliRunner
+
+    from mdctr.cli import app
+
+    old = tmp_path / "old"
+    shutil.copytree(demo.path, old / "artifacts" / "bundle")
+    marker = tmp_path / "pwned"
+    _plant_pickle(old / "python_model.pkl", marker)
+    (old / "MLmodel").write_text("flavors: {python_function: {loader_module: mlflow.pyfunc.model}}\n")
+    result = CliRunner().invoke(app, ["serve", "--model-uri", str(old), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "refusing to load" in result.output and "python_model.pkl" in result.output
+    assert "Traceback" not in result.output and not marker.exists()
+
+    good = tmp_path / "good"
+    shutil.copytree(demo.path, good / "data" / "bundle")
+    (good / "MLmodel").write_text(
+        "flavors: {python_function: {loader_module: mdctr.tracking.pyfunc, data: data/bundle}}\n"
+    )
+    ok = CliRunner().invoke(app, ["serve", "--model-uri", str(good), "--dry-run"])
+    assert ok.exit_code == 0, ok.output

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import tempfile
 from pathlib import Path
+from types import FrameType
 
 import typer
 
-from mdctr.serving.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT, ServeLimits
+from mdctr.serving.app import (
+    DEFAULT_BACKLOG,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEP_ALIVE_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    ENV_PREFIX,
+    ServeLimits,
+)
 from mdctr.serving.request import DEFAULT_MAX_ABS_Z, DEFAULT_MAX_ROWS
 from mdctr.serving.server import DEFAULT_MODEL_URI, DEFAULT_PORT
 
@@ -37,14 +53,80 @@ def serve(
         help="Name in the v2 routes /v2/models/NAME (default: the registered model's, mdctr-<schema name>).",
     ),
     max_body_bytes: int = typer.Option(
-        DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1, help="Larger → 413."
+        DEFAULT_MAX_BODY_BYTES,
+        "--max-body-bytes",
+        min=1,
+        envvar=f"{ENV_PREFIX}MAX_BODY_BYTES",
+        help="Larger → 413.",
     ),
-    max_rows: int = typer.Option(DEFAULT_MAX_ROWS, "--max-rows", min=1, help="More rows per request → 413."),
+    max_rows: int = typer.Option(
+        DEFAULT_MAX_ROWS,
+        "--max-rows",
+        min=1,
+        envvar=f"{ENV_PREFIX}MAX_ROWS",
+        help="More rows per request → 413.",
+    ),
     max_abs_z: float = typer.Option(
-        DEFAULT_MAX_ABS_Z, "--max-abs-z", help="Dense values beyond this many train std devs → 400."
+        DEFAULT_MAX_ABS_Z,
+        "--max-abs-z",
+        envvar=f"{ENV_PREFIX}MAX_ABS_Z",
+        help="Dense values beyond this many train std devs → 400.",
     ),
     max_concurrent: int = typer.Option(
-        DEFAULT_MAX_CONCURRENT, "--max-concurrent", min=1, help="Requests in flight per worker; more → 503."
+        DEFAULT_MAX_CONCURRENT,
+        "--max-concurrent",
+        min=1,
+        envvar=f"{ENV_PREFIX}MAX_CONCURRENT",
+        help="Requests in flight per worker (bodies being read included); more → 503.",
+    ),
+    max_header_bytes: int = typer.Option(
+        DEFAULT_MAX_HEADER_BYTES,
+        "--max-header-bytes",
+        min=1,
+        envvar=f"{ENV_PREFIX}MAX_HEADER_BYTES",
+        help="Request line + headers, bytes; more → 431, connection closed.",
+    ),
+    max_headers: int = typer.Option(
+        DEFAULT_MAX_HEADERS,
+        "--max-headers",
+        min=1,
+        envvar=f"{ENV_PREFIX}MAX_HEADERS",
+        help="Header fields per request; more → 431.",
+    ),
+    header_timeout: float = typer.Option(
+        DEFAULT_HEADER_TIMEOUT_S,
+        "--header-timeout",
+        min=0.001,
+        envvar=f"{ENV_PREFIX}HEADER_TIMEOUT",
+        help="Seconds from a request's first byte to the end of its headers; later → 408, closed.",
+    ),
+    body_timeout: float = typer.Option(
+        DEFAULT_BODY_TIMEOUT_S,
+        "--body-timeout",
+        min=0.001,
+        envvar=f"{ENV_PREFIX}BODY_TIMEOUT",
+        help="Seconds from the end of the headers to the end of the body; later → 408, closed.",
+    ),
+    keep_alive_timeout: float = typer.Option(
+        DEFAULT_KEEP_ALIVE_S,
+        "--keep-alive-timeout",
+        min=0.001,
+        envvar=f"{ENV_PREFIX}KEEP_ALIVE_TIMEOUT",
+        help="Seconds an idle connection (new or between requests) stays open.",
+    ),
+    max_connections: int = typer.Option(
+        DEFAULT_MAX_CONNECTIONS,
+        "--max-connections",
+        min=1,
+        envvar=f"{ENV_PREFIX}MAX_CONNECTIONS",
+        help="Open connections per worker; above it new connections get 503 except health probes.",
+    ),
+    backlog: int = typer.Option(
+        DEFAULT_BACKLOG,
+        "--backlog",
+        min=1,
+        envvar=f"{ENV_PREFIX}BACKLOG",
+        help="Listen queue length (capped by the kernel's net.core.somaxconn).",
     ),
     torch_threads: int = typer.Option(1, "--torch-threads", min=1, help="Torch intra-op threads per worker."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the model, print what would run, exit."),
@@ -57,41 +139,99 @@ def serve(
     from mdctr.serving.bundle import bundle_dir_of
     from mdctr.serving.server import run_server
 
+    limits = ServeLimits(
+        max_body_bytes=max_body_bytes,
+        max_rows=max_rows,
+        max_abs_z=max_abs_z,
+        max_concurrent=max_concurrent,
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+        max_connections=max_connections,
+        backlog=backlog,
+    )
     version = ""
+    download: Path | None = None  # the temporary copy of a remote model, removed however the server stops
     if model_uri.startswith("file://") or ":/" not in model_uri:  # a local MLflow model or bundle directory
         local = Path(model_uri.removeprefix("file://"))
         if not local.is_dir():
             raise typer.BadParameter(f"{local} is not a directory (nor a models:/, runs:/ or s3:// URI)")
-        bundle = bundle_dir_of(local)
+        # an MLflow model directory is checked as a downloaded one is; a bare bundle holds only weights + JSON
+        bundle = _safe_bundle(local, str(local)) if (local / "MLmodel").is_file() else bundle_dir_of(local)
     else:
         # only remote URIs need MLflow (and the tracking store)
         from mdctr.tracking.pyfunc import download_model
         from mdctr.tracking.setup import default_tracking_uri
 
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-        local_dir, version = download_model(model_uri, tracking_uri=uri)
-        bundle = bundle_dir_of(local_dir)
-    model_name = model_name or _default_model_name(model_uri, bundle)
-    limits = ServeLimits(
-        max_body_bytes=max_body_bytes, max_rows=max_rows, max_abs_z=max_abs_z, max_concurrent=max_concurrent
-    )
-    typer.echo(
-        f"serving {model_uri} (bundle {bundle}) as {model_name!r} on http://{host}:{port} "
-        f"(/v2/models/{model_name}/infer, /invocations), {workers} worker(s)",
-        err=True,
-    )
-    if dry_run:
-        return
-    run_server(
-        bundle,
-        host=host,
-        port=port,
-        workers=workers,
-        model_name=model_name,
-        model_version=version,
-        limits=limits,
-        torch_threads=torch_threads,
-    )
+        download = Path(tempfile.mkdtemp(prefix="mdctr-model-"))
+    # SIGTERM (Kubernetes, `kill`) must unwind through `finally` like Ctrl-C does: uvicorn restores this handler
+    # when it stops and re-raises the signal it caught, which then lands here instead of killing the process.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        if download is not None:
+            local_dir, version = download_model(model_uri, tracking_uri=uri, dst=download)
+            bundle = _safe_bundle(local_dir, f"{model_uri} (version {version})")
+        _refuse_bad_bundle(bundle)
+        model_name = model_name or _default_model_name(model_uri, bundle)
+        typer.echo(
+            f"serving {model_uri} (bundle {bundle}) as {model_name!r} on http://{host}:{port} "
+            f"(/v2/models/{model_name}/infer, /invocations), {workers} worker(s)",
+            err=True,
+        )
+        if dry_run:
+            return
+        run_server(
+            bundle,
+            host=host,
+            port=port,
+            workers=workers,
+            model_name=model_name,
+            model_version=version,
+            limits=limits,
+            torch_threads=torch_threads,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if download is not None:
+            shutil.rmtree(download, ignore_errors=True)
+
+
+def _safe_bundle(model_dir: Path, label: str) -> Path:
+    """The bundle of an MLflow model directory, refused (one line, exit status 2) when it carries anything
+    executable — another loader module, a ``code/`` folder, a pickle (the old format) — exactly as the promotion
+    gate refuses it (:func:`mdctr.tracking.loading.check_model_dir`), though serving would read only its weights
+    and JSON anyway."""
+    from mdctr.tracking.loading import UnsafeModelError, check_model_dir
+
+    try:
+        return check_model_dir(model_dir, label=label)
+    except UnsafeModelError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def _refuse_bad_bundle(bundle: Path) -> None:
+    """Load the bundle once here, before uvicorn starts: a bad one ends ``mdctr serve`` with one line and exit
+    status 2 and the server never answers ready (a worker that failed to load it would print a traceback, and
+    a supervisor could restart it forever)."""
+    import pickle
+
+    from mdctr.serving.bundle import Predictor
+    from mdctr.serving.bundle_schema import BundleError
+
+    try:
+        Predictor.load(bundle)
+    except (BundleError, pickle.UnpicklingError) as e:  # the latter: weights that are not plain tensors
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        typer.secho(f"error: {bundle}: {first}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _default_model_name(model_uri: str, bundle: Path) -> str:

@@ -12,17 +12,20 @@ Why a hand-written ASGI callable and not a framework: a 1-row request is dominat
 and routing eight fixed paths needs no more than a dict. Every response, error or not, is JSON written by
 orjson; errors are ``{"error": msg}`` on v2 routes and ``{"error_code": ..., "message": msg}`` on
 ``/invocations`` (MLflow's shape). Limits: the body size (413, checked on ``Content-Length`` before reading and
-while reading), the rows per request (413), a JSON content type (415), JSON nesting (orjson refuses more than
-1024 levels: 400). Prediction runs inline on the event loop: its cost is bounded by the row limit, and no
-thread hand-off is paid on small requests.
+while reading), the rows per request (413), exactly one JSON content type (415; two → 400), JSON nesting (orjson
+refuses more than 1024 levels: 400), a key repeated in one JSON object (400 naming it). ``HEAD`` is answered
+wherever ``GET`` is. Connection-level limits (header/body deadlines, header size and count, idle timeout,
+connection cap) live in :mod:`mdctr.serving.protocol`. Prediction runs inline on the event loop: its cost is
+bounded by the row limit, and no thread hand-off is paid on small requests.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -43,14 +46,24 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_CONCURRENT = 64
+# 128, not 64: a request counts while its body is read, so 64 slow-body clients must not take every slot
+# before the body deadline cuts them (buffered bodies stay bounded by 128 × max_body_bytes per worker)
+DEFAULT_MAX_CONCURRENT = 128
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_KEEP_ALIVE_S = 5.0
+DEFAULT_MAX_CONNECTIONS = 2048
+DEFAULT_BACKLOG = 2048
 OUTPUT_NAME = "pctr"
 ENV_PREFIX = "MDCTR_SERVE_"
 
 
 @dataclass(frozen=True)
 class ServeLimits:
-    """Request limits of the server (all configurable from ``mdctr serve``).
+    """Request and connection limits of the server (all configurable from ``mdctr serve`` flags or the
+    ``MDCTR_SERVE_<FIELD>`` environment variables, e.g. ``MDCTR_SERVE_BODY_TIMEOUT``).
 
     Attributes:
         max_body_bytes: largest request body; larger → 413 (before it is read, when Content-Length says so).
@@ -58,31 +71,55 @@ class ServeLimits:
         max_abs_z: dense values further than this many training standard deviations from the training mean → 400.
         max_concurrent: requests one worker handles at once (reading bodies included); more → 503. Bounds the
             memory of buffered bodies to ``max_concurrent × max_body_bytes`` per worker.
+        max_header_bytes: request line + headers of one request, bytes; more → 431 and the connection closed.
+        max_headers: header fields per request; more → 431.
+        header_timeout: seconds from a request's first byte to the end of its headers; later → 408, closed.
+        body_timeout: seconds from the end of the headers to the end of the body; later → 408, closed.
+        keep_alive_timeout: seconds an idle connection (new, or between requests) stays open.
+        max_connections: open connections per worker; a connection accepted above it is answered 503 on
+            everything but the health probes (``/v2/health/live``, ``/v2/health/ready``, ``/ping``, …) and closed.
+        backlog: the listen socket's accept queue (the kernel caps it at ``net.core.somaxconn``).
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_rows: int = DEFAULT_MAX_ROWS
     max_abs_z: float = DEFAULT_MAX_ABS_Z
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    backlog: int = DEFAULT_BACKLOG
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not value > 0:
+                raise ValueError(f"serve limit {f.name} must be > 0; got {value!r}")
 
     def to_env(self) -> dict[str, str]:
-        return {
-            f"{ENV_PREFIX}MAX_BODY_BYTES": str(self.max_body_bytes),
-            f"{ENV_PREFIX}MAX_ROWS": str(self.max_rows),
-            f"{ENV_PREFIX}MAX_ABS_Z": repr(self.max_abs_z),
-            f"{ENV_PREFIX}MAX_CONCURRENT": str(self.max_concurrent),
-        }
+        """The limits as ``MDCTR_SERVE_<FIELD>`` variables (how uvicorn's workers receive them)."""
+        return {f"{ENV_PREFIX}{f.name.upper()}": repr(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_env(cls, env: MutableMapping[str, str] | None = None) -> ServeLimits:
+        """The limits from ``MDCTR_SERVE_<FIELD>`` variables; unset ones keep their defaults."""
         env = os.environ if env is None else env
-        d = cls()
-        return cls(
-            max_body_bytes=int(env.get(f"{ENV_PREFIX}MAX_BODY_BYTES", d.max_body_bytes)),
-            max_rows=int(env.get(f"{ENV_PREFIX}MAX_ROWS", d.max_rows)),
-            max_abs_z=float(env.get(f"{ENV_PREFIX}MAX_ABS_Z", d.max_abs_z)),
-            max_concurrent=int(env.get(f"{ENV_PREFIX}MAX_CONCURRENT", d.max_concurrent)),
-        )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"{ENV_PREFIX}{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = int if f.type in ("int", int) else float
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__}"
+                ) from None
+        return cls(**values)
 
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -118,9 +155,7 @@ class ScoringApp:
                 "name": model_name,
                 "versions": [model_version] if model_version else [],
                 "platform": "mdctr-pytorch",
-                "inputs": [
-                    {"name": c, "datatype": parser.advertised(c), "shape": [-1]} for c in parser.columns
-                ],
+                "inputs": parser.input_metadata(),  # an input the model does not need says "optional"
                 "outputs": [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}],
                 "parameters": {
                     "model": predictor.info.model_name,
@@ -164,15 +199,10 @@ class ScoringApp:
         route = self._routes.get(path)
         try:
             if route is None:
-                if path.startswith("/v2/models/"):
-                    raise _HTTPError(
-                        404,
-                        f"model {excerpt(path.split('/')[3])} not found; this server serves "
-                        f"{self.model_name!r}",
-                    )
-                raise _HTTPError(404, f"no such endpoint: {excerpt(path)}")
+                raise _HTTPError(404, self._not_found(path))
             method, handler = route
-            if scope["method"] != method:
+            # HEAD is GET without the body (uvicorn drops the body of a HEAD response)
+            if scope["method"] != method and not (method == "GET" and scope["method"] == "HEAD"):
                 raise _HTTPError(405, f"{path} accepts {method} only")
             if method == "GET":  # health and metadata: constant answers, never refused (probes stay green)
                 await handler(scope, receive, send)
@@ -192,6 +222,25 @@ class ScoringApp:
             log.exception("internal error on %s", path)
             await _send(send, 500, _error_body(500, "internal server error", v2))
 
+    def _not_found(self, path: str) -> str:
+        """The 404 text for ``path``: names the served model (and version) when the path is a model route."""
+        parts = path.split("/")  # "", "v2", "models", NAME, ["versions", V], [ready|infer]
+        if not path.startswith("/v2/models/") or len(parts) < 4:
+            return f"no such endpoint: {excerpt(path)}"
+        name = parts[3]
+        if name != self.model_name:
+            return f"model {excerpt(name)} not found; this server serves {self.model_name!r}"
+        if len(parts) >= 6 and parts[4] == "versions":
+            served = (
+                f"version {self.model_version!r}"
+                if self.model_version
+                else "no numbered version (use /v2/models/" + self.model_name + "/…)"
+            )
+            return (
+                f"model {self.model_name!r} has no version {excerpt(parts[5])}; this server serves {served}"
+            )
+        return f"no such endpoint: {excerpt(path)}"
+
     @staticmethod
     def _ok(body: bytes) -> Callable[..., Awaitable[None]]:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
@@ -204,6 +253,8 @@ class ScoringApp:
         content_type = length = None
         for k, v in scope["headers"]:
             if k == b"content-type":
+                if content_type is not None:  # which one would win is a proxy's guess: refuse both
+                    raise _HTTPError(400, "more than one Content-Type header; send exactly one")
                 content_type = v
             elif k == b"content-length":
                 length = v
@@ -239,10 +290,12 @@ class ScoringApp:
         if not body:
             raise _HTTPError(400, "empty request body; expected valid JSON")
         try:
-            return orjson.loads(body)
+            parsed = orjson.loads(body)
         except orjson.JSONDecodeError as e:
             # orjson's message names the position, never the body; cut it anyway
             raise _HTTPError(400, f"request body is not valid JSON: {str(e)[:120]}") from None
+        _refuse_duplicate_keys(body)
+        return parsed
 
     def _predict(self, cols: Any) -> np.ndarray:
         out = self.predictor.predict_columns(cols)
@@ -289,6 +342,31 @@ class ScoringApp:
             response["id"] = body["id"]
         response["outputs"] = [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [len(out)], "data": out}]
         await _send(send, 200, orjson.dumps(response, option=_OPTS))
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
+    """``object_pairs_hook`` of :data:`_DUPLICATE_CHECK`: raises on the first key seen twice in one object."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _HTTPError(
+                400, f"request body has the key {excerpt(key)} twice in one object; send it once"
+            )
+        seen.add(key)
+
+
+# orjson (like most parsers) keeps the last of two equal keys silently, and offers no hook; the stdlib decoder's
+# object_pairs_hook sees every key. It runs after orjson accepted the body (so orjson's strictness — no NaN,
+# valid UTF-8, ≤ 1024 levels — is what decides validity) and builds nothing kept: the hook returns None.
+_DUPLICATE_CHECK = json.JSONDecoder(object_pairs_hook=_unique_pairs)  # type: ignore[arg-type]
+
+
+def _refuse_duplicate_keys(body: bytes) -> None:
+    """400 naming the key if any JSON object in ``body`` (already valid JSON) repeats a key."""
+    try:
+        _DUPLICATE_CHECK.decode(body.decode("utf-8"))
+    except RecursionError:  # deeper than the stdlib decoder goes; orjson accepted it, so it is ≤ 1024 levels
+        raise _HTTPError(400, "request body nests too deeply") from None
 
 
 def _error_body(status: int, message: str, v2: bool) -> bytes:

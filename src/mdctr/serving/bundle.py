@@ -9,6 +9,8 @@ Layout (written atomically with :func:`mdctr.io.atomic_dir`)::
     metrics.json         test metrics: {"overall": {...}, "per_domain": [{"domain": id, ...}, ...]}
 
 A request carries the RAW columns ``schema.serving_columns`` (features + hand-crafted domain id; no label).
+The hand-crafted domain id is required only by a model routed by it (:data:`ROUTES_BY_HANDCRAFTED`); a model
+routed by mined domains, by ``none`` or by a control source accepts it (checked when sent) but does not need it.
 Unseen sparse values are handled per column, and the choice is written into ``bundle.json``:
 
 * ``closed`` columns (by default: vocabulary of at most ``closed_vocab_max`` values, e.g. gender, occupation)
@@ -30,12 +32,25 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mdctr.config import ConfigError
 from mdctr.data.encode import FeatureSpec, LookupEncoder
 from mdctr.data.tensors import Batch, TensorData
 from mdctr.io import atomic_dir, write_json_atomic
 from mdctr.models import DOMAIN_SOURCES, CTRModel, ModelInputs, build_model
 from mdctr.routing.sources import CONTROL_SOURCES, ControlState
 from mdctr.schema import SchemaError
+from mdctr.serving.bundle_schema import (  # the file names and format version live beside the schema
+    BUNDLE_FILE,
+    BUNDLE_VERSION,
+    METRICS_FILE,
+    MINER_DIR,
+    ROUTING_FILE,
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    BundleError,
+    check_bundle,
+    check_weights,
+)
 from mdctr.serving.request import (
     DEFAULT_MAX_ABS_Z,
     KIND_DENSE,
@@ -50,14 +65,10 @@ from mdctr.serving.request import (
 
 log = logging.getLogger(__name__)
 
-BUNDLE_VERSION = 1
-BUNDLE_FILE = "bundle.json"
-SPEC_FILE = "feature_spec.json"
-WEIGHTS_FILE = "model.pt"
-MINER_DIR = "miner"
-#: the fitted control source (random/binned) of a bundle routed by one (mdctr.routing.ControlState)
-ROUTING_FILE = "routing.json"
-METRICS_FILE = "metrics.json"
+#: the domain sources that route by the request's hand-crafted domain id (mdctr.routing.DomainRouting.domains):
+#: only these require the domain column; ``mined`` routes by the features, ``none`` by nothing, ``random`` by
+#: the user id, ``binned`` by one feature
+ROUTES_BY_HANDCRAFTED = frozenset({"handcrafted"})
 #: sparse columns with at most this many training values reject unseen values by default
 DEFAULT_CLOSED_VOCAB_MAX = 100
 #: rows per forward pass when predicting (bounds memory for large requests)
@@ -190,8 +201,24 @@ def save_bundle(
         if routing_state is not None:  # a control source (random/binned), fitted on train
             write_json_atomic(tmp / ROUTING_FILE, dict(routing_state))
         write_json_atomic(tmp / METRICS_FILE, normalise_metrics(metrics))
+        # the loader's checks, before the bundle replaces the old one: what cannot be loaded is never written.
+        # Weights are checked for shape only: a diverged (non-finite) model is refused when loaded for serving
+        try:
+            checked = check_bundle(tmp)
+            check_weights(model.state_dict(), checked.info["inputs"], WEIGHTS_FILE, finite=False)
+        except BundleError as e:
+            raise BundleError(f"refusing to write the bundle {directory}: {e}") from None
     log.info("saved %s bundle (%s domains) to %s", model_name, domain_source, directory)
     return Path(directory)
+
+
+def _first_problem(error: Exception) -> str:
+    """One line of an error: torch's state-dict errors open with a header line and list every mismatch below
+    it; keep the first mismatch."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
 
 
 #: where an MLflow model directory logged by ``mdctr.tracking.register_bundle`` keeps the bundle
@@ -247,6 +274,7 @@ class Predictor:
         self.miner = miner
         self.control: ControlState | None = None  # a control source's fitted state (set by load)
         schema = spec.schema
+        #: the columns a request may carry (all of ``schema.serving_columns``); ``required_columns`` must be sent
         self.columns: tuple[str, ...] = schema.serving_columns
         self.encoder = LookupEncoder.from_spec(spec)
         kinds: dict[str, str] = {}
@@ -265,7 +293,9 @@ class Predictor:
             max_rows=max_rows,
             max_abs_z=max_abs_z,
             domain_values=spec.domain_values,
+            domain_required=info.domain_source in ROUTES_BY_HANDCRAFTED,
         )
+        self.required_columns: tuple[str, ...] = self.parser.required
 
     @classmethod
     def load(cls, directory: Path | str, **limits: Any) -> Predictor:
@@ -276,20 +306,42 @@ class Predictor:
         directory = Path(directory)
         if not (directory / BUNDLE_FILE).is_file():
             raise FileNotFoundError(f"{directory} is not a model bundle: {BUNDLE_FILE} not found")
-        info = BundleInfo.from_dict(json.loads((directory / BUNDLE_FILE).read_text()))
+        # every JSON file against its schema and the others (mdctr.serving.bundle_schema): a bad bundle fails
+        # here, in one line, before a server could say ready
+        checked = check_bundle(directory)
+        info = BundleInfo.from_dict(checked.info)
         spec = FeatureSpec.load(directory / SPEC_FILE)
         model = build_model(info.model_name, info.inputs, width=info.width, config=info.model_config)
         # weights_only: the unpickler accepts tensors and plain containers only, never arbitrary objects
         state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        if not isinstance(state, dict):
+            raise BundleError(f"{WEIGHTS_FILE}: expected a state dict, found {type(state).__name__}")
+        check_weights(state, checked.info["inputs"], WEIGHTS_FILE)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:  # torch lists every mismatch over many lines: keep the first
+            raise BundleError(
+                f"{WEIGHTS_FILE}: does not fit model {info.model_name!r} as {BUNDLE_FILE} describes it: "
+                f"{_first_problem(e)}"
+            ) from None
         miner = None
-        if (directory / MINER_DIR).is_dir():
+        if checked.has_miner:
             from mdctr.domains.miner import DomainMiner  # only mined bundles need the miner code
 
-            miner = DomainMiner.load(directory / MINER_DIR)
+            try:
+                miner = DomainMiner.load(directory / MINER_DIR)
+            except (
+                ConfigError,
+                RuntimeError,
+                TypeError,
+                ValueError,
+            ) as e:  # a config or state that does not fit
+                raise BundleError(
+                    f"{MINER_DIR}/: the domain miner does not load: {_first_problem(e)}"
+                ) from None
         predictor = cls(info, spec, model, miner, **limits)
-        if (directory / ROUTING_FILE).is_file():
-            predictor.control = ControlState.from_dict(json.loads((directory / ROUTING_FILE).read_text()))
+        if checked.routing is not None:
+            predictor.control = ControlState.from_dict(checked.routing)
         return predictor
 
     # -- the fast path ------------------------------------------------------------------------------------
@@ -337,9 +389,11 @@ class Predictor:
 
     # -- DataFrame entry points (offline scoring, MLflow pyfunc) ------------------------------------------
     def encode(self, df: pd.DataFrame) -> TensorData:
-        """Check and encode raw rows (a DataFrame of ``schema.serving_columns``; extra columns ignored)."""
+        """Check and encode raw rows (a DataFrame of ``self.columns``, at least ``self.required_columns``; extra
+        columns ignored)."""
         return self.encode_columns(self.parser.from_frame(df))
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
-        """pCTR per row: ``df`` with the raw ``schema.serving_columns`` → float64 array [N] in (0, 1)."""
+        """pCTR per row: ``df`` with the raw ``self.columns`` (at least ``self.required_columns``) → float64
+        array [N] in (0, 1)."""
         return self.predict_columns(self.parser.from_frame(df))

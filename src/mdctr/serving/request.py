@@ -7,6 +7,9 @@ offline scoring, MLflow's pyfunc and the lean server run one code path. Rules, p
 * integer ids (sparse columns fitted on integers) and the hand-crafted domain id: JSON integers only; ``"5"``,
   ``1.9`` and ``true`` are rejected with the column named (never truncated); the domain must be in
   ``0..num_domains-1``;
+* the hand-crafted domain column is required only when the model routes by it (``domain_required``); a model
+  routed by mined domains, by ``none`` or by a control source takes it optionally: not sent, its rows carry
+  :data:`UNKNOWN_DOMAIN`; sent, it is checked exactly as when required;
 * the domain column of data that had a raw domain value (a table's ``country`` = ``"us"``): that raw value as
   the training data held it (a string or an integer), mapped to its id by the vocabulary kept in the bundle
   (:attr:`mdctr.data.encode.FeatureSpec.domain_values`); a value outside it is rejected naming column and value;
@@ -41,6 +44,8 @@ DEFAULT_MAX_ROWS = 10_000
 EXCERPT_CHARS = 40
 #: characters of a whole error message
 MESSAGE_CHARS = 600
+#: the hand-crafted domain id of a row whose request left out the (optional) domain column; never routes
+UNKNOWN_DOMAIN = -1
 
 KIND_INT = "int"
 KIND_STR = "str"
@@ -87,7 +92,8 @@ class Columns:
     Attributes:
         sparse: per sparse column, its raw values (Python ints or strings, or a numpy int/object array) [N].
         dense: [N, D] float64 raw dense values (NaN = missing).
-        domain: [N] int64 hand-crafted domain ids.
+        domain: [N] int64 hand-crafted domain ids; :data:`UNKNOWN_DOMAIN` for every row when the request left
+            out the domain column (allowed only where the model does not route by it).
     """
 
     sparse: dict[str, Sequence[Any]]
@@ -111,14 +117,19 @@ class RequestParser:
         max_rows: int | None = DEFAULT_MAX_ROWS,
         max_abs_z: float = DEFAULT_MAX_ABS_Z,
         domain_values: Sequence[Any] | None = None,
+        domain_required: bool = True,
     ):
         """``domain_values``: the raw domain values in id order; given, the domain column takes those values
-        (not ids)."""
+        (not ids). ``domain_required``: False when the model does not route by the hand-crafted domain (the
+        column may then be left out)."""
         self.kinds = dict(kinds)  # serving column → KIND_*, in serving order
         self.columns = tuple(self.kinds)
         self.sparse = tuple(c for c, k in self.kinds.items() if k in (KIND_INT, KIND_STR))
         self.dense = tuple(c for c, k in self.kinds.items() if k == KIND_DENSE)
         (self.domain,) = (c for c, k in self.kinds.items() if k == KIND_DOMAIN)
+        self.domain_required = domain_required
+        #: the columns every request must carry (all of ``columns`` but an optional domain column)
+        self.required = tuple(c for c in self.columns if domain_required or c != self.domain)
         self.num_domains = num_domains
         self.domain_values = None if domain_values is None else list(domain_values)
         self._domain_ids: dict[str, int] | None = None
@@ -148,6 +159,19 @@ class RequestParser:
             ints = all(isinstance(v, int) and not isinstance(v, bool) for v in self.domain_values)
             return V2_ADVERTISED[KIND_DOMAIN if ints else KIND_STR]
         return V2_ADVERTISED[kind]
+
+    def optional(self, col: str) -> bool:
+        """Input ``col`` may be left out of a request."""
+        return col not in self.required
+
+    def input_metadata(self) -> list[dict[str, Any]]:
+        """The inputs as v2 model metadata describes them; an optional one says so (``"optional": true``, the
+        field Triton's model configuration uses)."""
+        return [
+            {"name": c, "datatype": self.advertised(c), "shape": [-1]}
+            | ({"optional": True} if self.optional(c) else {})
+            for c in self.columns
+        ]
 
     def _domain_ids_of(self, dom: Sequence[Any], n: int) -> np.ndarray:
         """The domain column → int64 ids [n]: integer ids, or raw values through the bundle's vocabulary."""
@@ -190,9 +214,13 @@ class RequestParser:
             raise RequestError(f"request: {n} rows exceed the limit of {self.max_rows} per request", 413)
 
     def _missing(self, present: Sequence[str]) -> None:
-        missing = [c for c in self.columns if c not in present]
+        missing = [c for c in self.required if c not in present]
         if missing:
-            raise RequestError(f"request: missing column(s) {missing}; expected {list(self.columns)}")
+            optional = [c for c in self.columns if self.optional(c)]
+            raise RequestError(
+                f"request: missing column(s) {missing}; expected {list(self.required)}"
+                + (f" (optional: {optional})" if optional else "")
+            )
 
     def check_lists(self, values: Mapping[str, Sequence[Any]], n: int) -> Columns:
         """Validate plain Python value lists (from JSON), one per serving column, each of length ``n``."""
@@ -206,7 +234,10 @@ class RequestParser:
                 noun = "integer ids" if want is int else "strings"
                 raise RequestError(f"request: column {col!r} expects {noun}; found {excerpt(bad)}")
             sparse[col] = vals
-        domain = self._domain_ids_of(values[self.domain], n)
+        if self.domain in values:
+            domain = self._domain_ids_of(values[self.domain], n)
+        else:  # an optional domain column left out (_missing refused it where required)
+            domain = np.full(n, UNKNOWN_DOMAIN, dtype=np.int64)
         dense = np.empty((n, len(self.dense)), dtype=np.float64)
         for j, col in enumerate(self.dense):
             vals = values[col]
@@ -244,6 +275,8 @@ class RequestParser:
         self._rows(n)
         values: dict[str, Sequence[Any]] = {}
         for col in self.columns:
+            if col not in df.columns:  # an optional column left out
+                continue
             s = df[col]
             kind = self.kinds[col]
             if kind == KIND_DOMAIN and self.domain_values is not None:
@@ -297,7 +330,7 @@ class RequestParser:
                 f"dataframe_split: row {i} must be a list of {k} values (one per column); got {excerpt(data[i])}"
             )
         by_name = dict(zip(columns, zip(*data, strict=True), strict=True))
-        return self.check_lists({c: by_name[c] for c in self.columns}, n)
+        return self.check_lists({c: by_name[c] for c in self.columns if c in by_name}, n)
 
     def from_records(self, body: Any) -> Columns:
         """MLflow's ``dataframe_records`` payload: ``[{"col": value, ...}, ...]``."""
@@ -308,11 +341,13 @@ class RequestParser:
         if not all(type(r) is dict for r in body):
             i = next(i for i, r in enumerate(body) if type(r) is not dict)
             raise RequestError(f"dataframe_records: row {i} must be an object; got {excerpt(body[i])}")
+        # an optional column is sent for every row or for none: the first row decides
+        present = [c for c in self.columns if c in self.required or c in body[0]]
         for i, r in enumerate(body):
-            missing = [c for c in self.columns if c not in r]
+            missing = [c for c in present if c not in r]
             if missing:
                 raise RequestError(f"dataframe_records: row {i} lacks column(s) {missing}")
-        return self.check_lists({c: [r[c] for r in body] for c in self.columns}, n)
+        return self.check_lists({c: [r[c] for r in body] for c in present}, n)
 
     def from_v2(self, body: Any) -> Columns:
         """An Open Inference Protocol v2 request: one input tensor per serving column, shape [N] or [N, 1]."""
@@ -368,10 +403,57 @@ class RequestParser:
                 self._rows(n)
             elif shape[0] != n:
                 raise RequestError(f"v2 request: input {name!r} has {shape[0]} rows; other inputs have {n}")
+            _check_v2_datatype(name, datatype, data)
             values[name] = data
         self._missing(list(values))
         assert n is not None
         return self.check_lists(values, n)
+
+
+#: the values each v2 integer datatype holds (Open Inference Protocol: INTn / UINTn, two's complement)
+V2_INT_RANGES = {
+    **{f"INT{b}": (-(1 << (b - 1)), (1 << (b - 1)) - 1) for b in (8, 16, 32, 64)},
+    **{f"UINT{b}": (0, (1 << b) - 1) for b in (8, 16, 32, 64)},
+}
+#: the largest finite magnitude of each v2 float datatype (IEEE 754 half, single, double)
+V2_FLOAT_MAX = {
+    "FP16": 65504.0,
+    "FP32": float(np.finfo(np.float32).max),
+    "FP64": float(np.finfo(np.float64).max),
+}
+
+
+def _check_v2_datatype(name: str, datatype: str, data: list[Any]) -> None:
+    """Refuse v2 tensor data its declared ``datatype`` cannot hold (``INT8`` with 1193, ``INT64`` with 1.5,
+    ``BYTES`` with a number). ``null`` passes here: it means a missing dense value, and the column checks that
+    follow refuse it where a value is required, with their own message."""
+    bad: Any = None
+    if datatype in V2_INT_RANGES:
+        lo, hi = V2_INT_RANGES[datatype]
+        ints = [v for v in data if v is not None]
+        if not all(type(v) is int for v in ints):
+            bad = next(v for v in ints if type(v) is not int)
+        elif ints and (min(ints) < lo or max(ints) > hi):
+            bad = next(v for v in ints if not lo <= v <= hi)
+        holds = f"integers {lo}..{hi}"
+    elif datatype in V2_FLOAT_MAX:
+        top = V2_FLOAT_MAX[datatype]
+        nums = [v for v in data if v is not None]
+        if not all(type(v) is float or type(v) is int for v in nums):
+            bad = next(v for v in nums if not (type(v) is float or type(v) is int))
+        else:  # an int beyond float64 compares exactly (no OverflowError)
+            bad = next((v for v in nums if abs(v) > top), None)
+        holds = f"numbers of magnitude ≤ {top:.6g}"
+    elif datatype == "BYTES":
+        if not all(type(v) is str or v is None for v in data):
+            bad = next(v for v in data if not (type(v) is str or v is None))
+        holds = "strings"
+    else:
+        return
+    if bad is not None:
+        raise RequestError(
+            f"v2 request: input {name!r} is declared {datatype}, which holds {holds}; found {excerpt(bad)}"
+        )
 
 
 def _is_nan(v: Any) -> bool:

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mdctr.serving.app import ENV_PREFIX, ServeLimits
@@ -167,10 +167,10 @@ def serve_command(
     limits = limits or ServeLimits()
     cmd = [
         sys.executable, "-c", "from mdctr.cli import app; app()", "serve", "--model-uri", model_uri, "--host", host,
-        "--port", str(port), "--workers", str(workers), "--max-body-bytes", str(limits.max_body_bytes),
-        "--max-rows", str(limits.max_rows), "--max-concurrent", str(limits.max_concurrent),
-        "--max-abs-z", repr(limits.max_abs_z),
+        "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
+    for f in fields(limits):  # every limit has the flag --<field with dashes>
+        cmd += [f"--{f.name.replace('_', '-')}", repr(getattr(limits, f.name))]
     if tracking_uri:
         cmd += ["--tracking-uri", tracking_uri]
     return cmd
@@ -228,6 +228,23 @@ def start_mlflow_scoring_server(
     )
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit (children inherit it); returns (soft,
+    hard) after. Every connection is a file descriptor: at the usual soft limit of 1,024 a worker stops
+    accepting around 1,000 connections, long before ``max_connections``."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:  # e.g. a sandbox that forbids it: keep serving, say so
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, e)
+    return soft, hard
+
+
 def run_server(
     bundle_dir: Path | str,
     *,
@@ -238,7 +255,6 @@ def run_server(
     model_version: str = "",
     limits: ServeLimits | None = None,
     torch_threads: int = 1,
-    limit_concurrency: int | None = 1024,
 ) -> None:
     """Run the production server in this process until SIGINT/SIGTERM (blocking).
 
@@ -246,26 +262,39 @@ def run_server(
     the name in the v2 routes (``mdctr serve`` defaults it to the registered model's). With
     ``workers > 1`` uvicorn's supervisor forks the workers and, on SIGTERM/SIGINT, stops them before it exits;
     each worker loads the bundle itself (``app_from_env``). The app answers requests beyond
-    ``limits.max_concurrent`` with a JSON 503; ``limit_concurrency`` is uvicorn's backstop on open connections
-    (its own plain-text 503).
+    ``limits.max_concurrent`` with a JSON 503; the connection limits (header/body deadlines, header size and
+    count, idle timeout, connection cap) are enforced by :mod:`mdctr.serving.protocol` under uvicorn.
     """
     import uvicorn
 
+    limits = limits or ServeLimits()
     env = {
         f"{ENV_PREFIX}BUNDLE": str(Path(bundle_dir).resolve()),
         f"{ENV_PREFIX}MODEL_NAME": model_name,
         f"{ENV_PREFIX}MODEL_VERSION": model_version,
         f"{ENV_PREFIX}TORCH_THREADS": str(torch_threads),
-        **(limits or ServeLimits()).to_env(),
+        **limits.to_env(),
     }
     os.environ.update(env)  # spawned workers inherit it
+    soft, _ = raise_open_file_limit()
+    if soft < limits.max_connections + 64:
+        log.warning(
+            "open-file limit %d is below max_connections %d: connections beyond it fail at accept",
+            soft,
+            limits.max_connections,
+        )
     uvicorn.run(
         "mdctr.serving.app:app_from_env",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        limit_concurrency=limit_concurrency,
+        # httptools (llhttp) parsing with our deadlines, header bounds and probe-sparing connection cap
+        http="mdctr.serving.protocol:GuardedHttpToolsProtocol",
+        # uvicorn's own cap answers every request (probes included) with 503: ours replaces it
+        limit_concurrency=None,
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  # a float works (call_later)
+        backlog=limits.backlog,
         access_log=False,  # one log line per request costs ~10% of a 1-row request
         log_level="info",
         timeout_graceful_shutdown=10,
