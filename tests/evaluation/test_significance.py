@@ -101,3 +101,17 @@ def test_against_reference_pairs_by_seed_and_holm_adjusts_the_table():
     assert "| better | 0,1,2,3 | +0.0039 |" in table and "one_seed" not in table
     with pytest.raises(KeyError, match="missing"):
         against_reference(values, "missing")
+
+
+def test_one_seed_fallback_compares_predictions_of_the_same_test_rows_only() -> None:
+    """Grids that draw each seed's split anew: seed 0 of A and seed 1 of B scored different rows, so no DeLong."""
+    rng = np.random.default_rng(0)
+    y0, y1 = rng.integers(0, 2, 500), rng.integers(0, 2, 500)
+    p = rng.random(500)
+    same = compare_entries({0: 0.7}, {0: 0.6}, {0: p}, {0: p[::-1]}, {0: y0})
+    assert same.method == "delong"
+    split_apart = compare_entries({0: 0.7}, {1: 0.6}, {0: p}, {1: p}, {0: y0, 1: y1})
+    assert split_apart.method == "none" and "test rows differ" in split_apart.note
+    one_split = compare_entries({0: 0.7}, {1: 0.6}, {0: p}, {1: p[::-1]}, {0: y0, 1: y0.copy()})
+    assert one_split.method == "delong"  # a fixed split: the same rows under both seeds
+    assert compare_entries({0: 0.7}, {1: 0.6}, {0: p}, {1: p}, y0).method == "delong"  # one label array

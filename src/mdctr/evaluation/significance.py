@@ -90,14 +90,15 @@ def compare_entries(
     auc_b: Mapping[int, float],
     probs_a: Mapping[int, np.ndarray] | None = None,
     probs_b: Mapping[int, np.ndarray] | None = None,
-    labels: np.ndarray | None = None,
+    labels: np.ndarray | Mapping[int, np.ndarray] | None = None,
 ) -> PairedTest:
     """Entry A vs entry B: paired t-test over common seeds, else DeLong on one common seed's predictions.
 
     Args:
         auc_a, auc_b: test AUC per seed.
         probs_a, probs_b: test predictions per seed (for the one-seed fallback), same row order as ``labels``.
-        labels: [N] test labels.
+        labels: [N] test labels, or the labels of each seed's test split (grids where every seed draws its
+            own split): two seeds' predictions are compared only when their test rows' labels are the same.
     """
     common = sorted(set(auc_a) & set(auc_b))
     if len(common) >= 2:
@@ -106,7 +107,17 @@ def compare_entries(
         pairs = sorted(set(probs_a) & set(probs_b)) or [min(probs_a)]
         seed_a = pairs[0]
         seed_b = seed_a if seed_a in probs_b else min(probs_b)
-        result = delong_test(labels, probs_a[seed_a], probs_b[seed_b])
+        rows_a, rows_b = (labels.get(s) if isinstance(labels, Mapping) else labels for s in (seed_a, seed_b))
+        if rows_a is None or rows_b is None or (rows_a is not rows_b and not np.array_equal(rows_a, rows_b)):
+            return PairedTest(
+                "none",
+                len(common),
+                math.nan,
+                math.nan,
+                math.nan,
+                "no common seed; the seeds' test rows differ",
+            )
+        result = delong_test(rows_a, probs_a[seed_a], probs_b[seed_b])
         return PairedTest(result.method, result.n, result.diff, result.statistic, result.p_value, result.note)
     return PairedTest("none", len(common), math.nan, math.nan, math.nan, "no common seeds and no predictions")
 
