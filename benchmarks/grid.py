@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         df = build_leaderboard(runs)
         df.attrs.update(budget=args.budget, budget_flops=budget, dataset=args.dataset)
         title = "Leaderboard at default sizes (no FLOP cap)" if no_cap else "FLOP-matched leaderboard"
-        write_leaderboard(df, args.out, title=f"{title}: {args.dataset}")
+        write_leaderboard(df, args.out, title=f"{title}: {prepared.spec.schema.name}")
         if args.valid_vs:
             by_entry: dict[str, dict[int, float]] = {}
             for r in runs:

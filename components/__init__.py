@@ -84,7 +84,11 @@ DESCRIPTIONS: dict[str, str] = {
     "results": "Training results: metrics, per-domain metrics, history and predictions.",
     "bundles": "Serving bundles of every trained entry.",
     "bundle": "Serving bundle: weights, feature spec and (when routed by mined domains) the miner.",
-    "winner": "Serving bundle of the winning entry (highest mean validation AUC).",
+    "winner": "Serving bundle of the winning entry (highest mean validation AUC; not a control unless allowed).",
+    "promote_controls": (
+        "Let an entry routed by a control source (random, binned) win and be registered and promoted; false: "
+        "controls are baselines, shown on the leaderboard only."
+    ),
     "registration": "The registered version, its model URI and the gate decision with its reason.",
     "metrics": "Scalar metrics shown in the KFP UI.",
     "status": "Final status of the pipeline's tasks (filled in by KFP).",

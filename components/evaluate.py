@@ -27,6 +27,7 @@ def evaluate(
     winner: Output[Model],
     winner_metrics: Output[Metrics],
     roc: Output[ClassificationMetrics],
+    promote_controls: bool = False,
 ) -> str:
     """Build the leaderboard from all ``results``; copy the winner's bundle to ``winner``; return its name."""
     from mdctr.steps.evaluate import EvaluateConfig
@@ -40,7 +41,9 @@ def evaluate(
         tables_dir=tables.path,
         winner_dir=winner.path,
         domains_dir=domains.path,  # its report goes to the parent run (mine_domains is cached, takes no run)
-        config=EvaluateConfig(tracking_uri=tracking_uri, parent_run_id=parent_run_id),
+        config=EvaluateConfig(
+            tracking_uri=tracking_uri, parent_run_id=parent_run_id, promote_controls=promote_controls
+        ),
     )
     for name, value in result.winner_metrics.items():
         winner_metrics.log_metric(name, value)

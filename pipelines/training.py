@@ -60,16 +60,17 @@ class PipelineDefaults(NamedTuple):
 def default_parameters() -> PipelineDefaults:
     """Models and domain sources from the registry: the single source of truth for what can be trained."""
     from mdctr import versioning
-    from mdctr.models import DOMAIN_SOURCES, model_names
+    from mdctr.models import model_names
     from mdctr.pipeline import PROJECT_ROOT
     from mdctr.routing import FLOP_BUDGET_DEFAULT
+    from mdctr.steps.plan_runs import DEFAULT_DOMAIN_SOURCES
     from mdctr.training import TrainConfig
 
     # the data version committed with this code: data.dvc's md5 and the DVC remote, read at compile time
     dvc_file = PROJECT_ROOT / versioning.DVC_FILE
     return PipelineDefaults(
         models=model_names(),
-        domain_sources=list(DOMAIN_SOURCES),
+        domain_sources=list(DEFAULT_DOMAIN_SOURCES),
         seeds=[0, 1, 2],
         flop_budget=FLOP_BUDGET_DEFAULT,
         data_md5=versioning.data_version_md5(dvc_file) if dvc_file.is_file() else "",
@@ -108,6 +109,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
         miner_options: str = "{}",
         tracking_uri: str = "",
         promotion_tolerance: float = 0.002,
+        promote_controls: bool = False,
         registered_model: str = "",
         serving_namespace: str = "mdctr",
     ) -> None:
@@ -172,6 +174,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 results=dsl.Collected(train.outputs["results"]),
                 bundles=dsl.Collected(train.outputs["bundle"]),
                 domains=mine.outputs["domains"],
+                promote_controls=promote_controls,
             )
             register = register_model(
                 tracking_uri=tracking_uri,

@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import signal
 import sys
 import threading
 import time
@@ -32,6 +34,7 @@ from typing import Any
 
 from mdctr.config import ConfigError
 from mdctr.k8s import ClusterSettings
+from mdctr.steps.plan_runs import DEFAULT_DOMAIN_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +222,8 @@ class LocalRunResult:
         seconds: wall-clock time of the DAG.
         log_file: where the runner's output went (None: it was printed).
         gate_reason: why the gate promoted or kept the champion.
+        report: the run's final HTML report, with the gate decision (register-model's ``report`` output); the
+            evaluate step's copy, written before the gate decided, only when that one is missing.
     """
 
     decision: str
@@ -230,6 +235,7 @@ class LocalRunResult:
     seconds: float
     log_file: Path | None = None
     gate_reason: str = ""
+    report: Path | None = None
 
     @property
     def promoted(self) -> bool:
@@ -241,19 +247,32 @@ TRAIN_TASK = "train-model"
 
 
 def planned_training_tasks(
-    models: Sequence[str] | None, domain_sources: Sequence[str] | None, seeds: Sequence[int]
+    models: Sequence[str] | None,
+    domain_sources: Sequence[str] | None,
+    seeds: Sequence[int],
+    *,
+    promote_controls: bool = True,
 ) -> int:
     """How many ``train-model`` tasks a local run with these arguments starts (the plan_runs step's plan; the
-    registry's models and sources when None). Raises ``KeyError``/``ValueError`` as that step does."""
+    registry's models and :data:`DEFAULT_DOMAIN_SOURCES` when None). Raises ``KeyError``/``ValueError`` as that
+    step does, and ``ValueError`` when every entry routes by a control source and ``promote_controls`` is False
+    (evaluate would then have no entry it may register)."""
+    from mdctr.routing.sources import CONTROL_SOURCES
     from mdctr.steps.plan_runs import PlanConfig, plan_runs
 
     defaults = _pipeline_module().default_parameters()
     config = PlanConfig(
         models=list(models or defaults.models),
-        domain_sources=list(domain_sources or defaults.domain_sources),
+        domain_sources=list(domain_sources or DEFAULT_DOMAIN_SOURCES),
         seeds=[int(s) for s in seeds],
     )
-    return len(plan_runs(config=config).entries)
+    entries = plan_runs(config=config).entries
+    if not promote_controls and all(e["domain_source"] in CONTROL_SOURCES for e in entries):
+        raise ValueError(
+            f"every planned entry routes by a control source ({', '.join(CONTROL_SOURCES)}), a baseline that is "
+            "never registered: add a model or domain source that is not a control, or pass --promote-controls"
+        )
+    return len(entries)
 
 
 @dataclass(frozen=True)
@@ -288,6 +307,29 @@ class LocalRunError(RuntimeError):
         self.task, self.error, self.log_file = task, error, log_file
 
 
+class LocalRunInterrupted(LocalRunError):
+    """A local run stopped by a signal (``signum``: SIGINT, SIGTERM) while ``task`` ran; ``parent_runs``: the
+    MLflow parent runs marked FAILED (empty when the run was stopped before start-run opened one)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        signum: int,
+        task: str,
+        error: str,
+        log_file: Path | None,
+        parent_runs: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, task=task, error=error, log_file=log_file)
+        self.signum, self.parent_runs = signum, parent_runs
+
+    @property
+    def exit_code(self) -> int:
+        """What a shell reports for a process ended by the signal: 128 + its number (130 for SIGINT)."""
+        return 128 + int(self.signum)
+
+
 def run_local(
     *,
     dataset: str = "ml-1m",
@@ -306,6 +348,7 @@ def run_local(
     train_options: Mapping[str, Any] | None = None,
     miner_options: Mapping[str, Any] | None = None,
     promotion_tolerance: float = 0.002,
+    promote_controls: bool = False,
     tracking_uri: str | None = None,
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
     runner: str = "subprocess",
@@ -325,8 +368,10 @@ def run_local(
     manifest; default ``$MLFLOW_ARTIFACTS_DESTINATION``, or that of the server started here).
 
     ``epochs`` is the maximum per training run (default: the pipeline's, 20): early stopping on validation AUC
-    ends a run. ``models``/``domain_sources`` default to the registry's; the pipeline keeps the combinations each model
-    accepts. ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
+    ends a run. ``models`` default to the registry's, ``domain_sources`` to :data:`DEFAULT_DOMAIN_SOURCES` (no
+    controls); the pipeline keeps the combinations each model accepts. ``promote_controls``: an entry routed
+    by a control source (``random``, ``binned``) may win and be registered and promoted (default: it is shown on
+    the leaderboard only). ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
     default); otherwise ``data_rev`` (default ``local``: copy ``DATASETS_DIR``). ``source``, a local directory
     (your table's, or a datasets root), wins over both (subprocess runner only); ``split``: ``random`` or
     ``time``. Raises ``RuntimeError`` when a task fails (a :class:`LocalRunError` naming the task and its error;
@@ -398,7 +443,7 @@ def run_local(
             "source": str(Path(source).resolve()) if source else "",
             "split": split,
             "models": list(models or defaults.models),
-            "domain_sources": list(domain_sources or defaults.domain_sources),
+            "domain_sources": list(domain_sources or DEFAULT_DOMAIN_SOURCES),
             "seeds": [int(s) for s in seeds],
             "flop_budget": flop_budget or defaults.flop_budget,
             "epochs": defaults.max_epochs if epochs is None else int(epochs),
@@ -407,6 +452,8 @@ def run_local(
             "tracking_uri": uri,
             "promotion_tolerance": float(promotion_tolerance),
         }
+        if promote_controls:  # otherwise the pipeline's default (False) holds
+            arguments["promote_controls"] = True
         log.info("local pipeline run (%s): %s", runner, json.dumps(arguments))
         local.init(
             runner=task_runner,
@@ -418,7 +465,14 @@ def run_local(
         t0 = time.perf_counter()
         started_ms = int(time.time() * 1000) - 1000
         keep_status = _docker_exit_codes() if runner == "docker" else contextlib.nullcontext()
-        with keep_status, warnings.catch_warnings(), contextlib.redirect_stdout(output):
+        # SIGINT/SIGTERM stop the tasks of a subprocess run (docker: the engine's containers keep the default)
+        stopper = _TaskStopper() if runner == "subprocess" else None
+        with (
+            keep_status,
+            stopper or contextlib.nullcontext(),
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(output),
+        ):
             # the runner warns that a non-"python" image name may not match the local interpreter; here it does
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
             # the Kubernetes resources compiled into every task mean nothing to a local runner
@@ -428,6 +482,18 @@ def run_local(
             except Exception as e:  # kfp raises a bare RuntimeError naming the failed task
                 output.drain()
                 task_name, message = _failure(str(e), output)
+                if stopper is not None and stopper.signal is not None:
+                    name = signal.Signals(stopper.signal).name
+                    message = f"stopped by {name} while {task_name} ran"
+                    parents = _record_failure(uri, started_ms, task_name, message)
+                    raise LocalRunInterrupted(
+                        f"local pipeline run ({runner}) {message}",
+                        signum=stopper.signal,
+                        task=task_name,
+                        error=message,
+                        log_file=log_file,
+                        parent_runs=tuple(parents),
+                    ) from e
                 _record_failure(uri, started_ms, task_name, message)
                 raise LocalRunError(
                     f"local pipeline run ({runner}) failed in task {task_name}: {message}",
@@ -445,6 +511,7 @@ def run_local(
         )  # the pipeline has no outputs (none may leave an ExitHandler): read register-model's artifact
         registration = json.loads(_task_file(run_dir, "register-model", "registration").read_text())
         leaderboard = _read_leaderboard(run_dir)
+        report = _final_report(run_dir)
         log.info("local pipeline run finished in %.1fs: %s", seconds, registration["decision"])
     return LocalRunResult(
         decision=registration["decision"],
@@ -456,6 +523,7 @@ def run_local(
         seconds=seconds,
         log_file=log_file,
         gate_reason=str(registration.get("reason", "")),
+        report=report,
     )
 
 
@@ -676,17 +744,118 @@ def _failure(error: str, output: _RunnerOutput) -> tuple[str, str]:
     return failed_task(error, logs), (f"{lines[-1].group(1)}: {lines[-1].group(2)}" if lines else error)
 
 
-def _record_failure(tracking_uri: str, started_ms: int, task: str, message: str) -> None:
-    """Name the innermost failed task and its exception on this run's MLflow parent run.
+def _record_failure(tracking_uri: str, started_ms: int, task: str, message: str) -> list[str]:
+    """Name the innermost failed task and its exception on this run's MLflow parent run, and mark it FAILED if
+    it is still open; returns the ids of the parent runs changed.
 
-    The exit task has already marked the run FAILED, but it only sees the failed exit-handler group.
+    The exit task has already marked the run FAILED, but it only sees the failed exit-handler group; a run
+    stopped by a signal had no exit task, so its parent run is closed here.
     """
     from mdctr.tracking.runs import record_failure
 
     try:
-        record_failure(tracking_uri, started_after_ms=started_ms, failed_task=task, message=message)
+        return record_failure(tracking_uri, started_after_ms=started_ms, failed_task=task, message=message)
     except Exception as e:  # the run failed already; say why the annotation did not work, keep the real error
         log.warning("could not record the failure on the MLflow parent run: %s", e)
+        return []
+
+
+#: seconds a task gets to exit after its SIGINT (a training task marks its MLflow run FAILED) before SIGKILL
+STOP_GRACE_S = 15.0
+
+
+class _TaskStopper:
+    """While a subprocess run lasts: SIGINT (Ctrl-C) or SIGTERM stops it instead of leaving it half-alive.
+
+    Without this, KFP's local runner turns Ctrl-C into a KeyboardInterrupt in the main thread only: the
+    ParallelFor's thread pool still runs every queued training task on shutdown, and the MLflow parent run,
+    which only the exit task closes, stays RUNNING for good. Here the first signal is recorded, every running
+    task's process group gets one SIGINT (a Python task unwinds and marks its own MLflow run FAILED; SIGKILL
+    after :data:`STOP_GRACE_S`), and tasks not started yet fail at once without starting; the runner then
+    raises as for any failed task and :func:`run_local` closes the parent run. A second signal kills the
+    running tasks at once. Tasks run in their own session, so a terminal's Ctrl-C reaches them only this way,
+    once. Signal handlers can only be set in the main thread; elsewhere this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._running: set[Any] = set()
+        self._saved: dict[int, Any] = {}
+        self._original: Any = None
+
+    def __enter__(self) -> _TaskStopper:
+        from kfp.local import subprocess_task_handler
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._saved[signum] = signal.signal(signum, self._on_signal)
+        self._original = subprocess_task_handler.run_local_subprocess
+        subprocess_task_handler.run_local_subprocess = self._run_task
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from kfp.local import subprocess_task_handler
+
+        if self._original is not None:
+            subprocess_task_handler.run_local_subprocess = self._original
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # runs in the main thread between two bytecodes, possibly inside _run_task: no lock may be taken here
+        first = self.signal is None
+        if first:
+            self.signal = signum
+        for process in list(self._running):
+            self._stop(process, signal.SIGINT if first else signal.SIGKILL)
+
+    def _stop(self, process: Any, signum: int) -> None:
+        if process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signum)  # the task's shell and the Python process it started
+        if signum != signal.SIGKILL:
+            threading.Thread(target=self._kill_later, args=(process,), daemon=True).start()
+
+    def _kill_later(self, process: Any) -> None:
+        import subprocess
+
+        try:
+            process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def _run_task(self, full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
+        """kfp's ``run_local_subprocess`` (the task's output printed line by line, its exit status returned),
+        in a session of its own, refused once the run was stopped."""
+        import subprocess
+
+        if self.signal is not None:
+            print(f"task not started: the run was stopped by {signal.Signals(self.signal).name}")
+            return 1
+        env = {**os.environ, **env_vars} if env_vars else None
+        with subprocess.Popen(
+            full_command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+            start_new_session=True,
+        ) as process:
+            self._running.add(process)
+            try:
+                if self.signal is not None:  # the signal came while it started
+                    self._stop(process, signal.SIGINT)
+                assert process.stdout is not None
+                for line in iter(process.stdout.readline, ""):
+                    print(line, end="")
+                print("\n")
+                return process.wait()
+            finally:
+                self._running.discard(process)
 
 
 def _require_image() -> str:
@@ -750,6 +919,22 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+#: the final report (register-model's ``report`` output: the evaluation report with the gate decision), copied
+#: into the run directory under a name a browser opens as HTML (a KFP output file has no extension)
+FINAL_REPORT = "report.html"
+
+
+def _final_report(run_dir: Path) -> Path | None:
+    """``run_dir/report.html``: the run's final report with the gate decision; else (register-model wrote none)
+    the evaluate step's copy, which says the gate is "decided after evaluation"; None when neither exists."""
+    final = run_dir / "register-model" / "report"
+    if final.is_file():
+        shutil.copyfile(final, run_dir / FINAL_REPORT)
+        return run_dir / FINAL_REPORT
+    evaluated = run_dir / "evaluate" / "tables" / "report.html"
+    return evaluated if evaluated.is_file() else None
 
 
 def _read_leaderboard(run_dir: Path) -> str:

@@ -13,8 +13,10 @@ from mdctr.data.prepare import prepare_in_memory
 from mdctr.data.synthetic import generate
 from mdctr.evaluation.benchmark import run_benchmark
 from mdctr.evaluation.leaderboard import (
+    NoCandidateError,
     RunRecord,
     build_leaderboard,
+    pick_winner,
     read_run_store,
     to_markdown,
     write_leaderboard,
@@ -100,7 +102,7 @@ def test_validation_picks_the_winner_and_its_seed_when_test_disagrees() -> None:
     )
     assert df.iloc[1]["vs_best_diff"] > 0  # b beats the winner on test: reported, not used to choose
     loaded = [({"overall": {"best_valid_auc": r.valid_auc}}, r) for r in records]
-    pick = _pick_winner(df, loaded)
+    pick = _pick_winner(df.iloc[0], loaded)
     assert (records[pick].model, records[pick].seed) == ("a", 1)  # seed 0 has the better test AUC
     assert "valid AUC" in to_markdown(df)
 
@@ -195,3 +197,69 @@ def test_a_domain_without_an_auc_is_left_out_of_its_mean() -> None:
         np.mean([r.domain_auc["b"] for r in runs[3:]])
     )
     assert math.isnan(df.loc["dnn/none", "auc[never]"])
+
+
+def _ranked(*entries: tuple[str, str, float]) -> pd.DataFrame:
+    """A leaderboard of one-seed entries (model, domain source, validation AUC)."""
+    return build_leaderboard(
+        [RunRecord(m, src, 0, 1.0, 1e5, 1000, 0.7, 0.6, valid_auc=v) for m, src, v in entries]
+    )
+
+
+def test_a_control_source_never_wins_unless_allowed() -> None:
+    """random and binned are baselines: ranked on the leaderboard, skipped as the winner (issue 22)."""
+    df = _ranked(
+        ("hamur", "random", 0.90), ("star", "binned", 0.85), ("hamur", "mined", 0.80), ("dnn", "none", 0.7)
+    )
+    assert list(df["entry"])[:2] == ["hamur/random", "star/binned"]  # the controls still rank first
+    assert df.iloc[pick_winner(df)]["entry"] == "hamur/mined"
+    assert df.iloc[pick_winner(df, promote_controls=True)]["entry"] == "hamur/random"
+    plain = _ranked(("dnn", "none", 0.7), ("star", "random", 0.6))
+    assert pick_winner(plain) == 0 and plain.iloc[0]["entry"] == "dnn/none"
+
+
+def test_a_leaderboard_of_controls_only_has_no_winner() -> None:
+    df = _ranked(("hamur", "random", 0.90), ("star", "binned", 0.85))
+    with pytest.raises(NoCandidateError, match=r"all 2 leaderboard entries route by a control source"):
+        pick_winner(df)
+    assert pick_winner(df, promote_controls=True) == 0
+
+
+def test_benchmark_titles_name_the_schema_not_the_adapter(tmp_path: Path) -> None:
+    """`mdctr benchmark --dataset table` titled every table's leaderboard "table" (issue 22)."""
+    from mdctr.data import load_dataset
+
+    table = tmp_path / "shop"
+    table.mkdir()
+    (table / "schema.yaml").write_text(
+        "name: shop-bench\nsparse: [user, item]\ndense: [price]\nlabel: clicked\ndomain: country\n"
+    )
+    rng = np.random.default_rng(0)
+    n = 400
+    pd.DataFrame(
+        {
+            "user": rng.integers(0, 30, n),
+            "item": rng.integers(0, 10, n),
+            "price": rng.gamma(2.0, 5.0, n),  # distinct: a table may not repeat rows
+            "clicked": rng.integers(0, 2, n),
+            "country": rng.choice(["us", "de"], n),
+        }
+    ).to_csv(table / "events.csv", index=False)
+    df = run_benchmark(
+        "table",
+        table,
+        ["dnn"],
+        ["none"],
+        "model:dnn",
+        1,
+        tmp_path / "bench",
+        TrainConfig(epochs=1, batch_size=256, device="cpu"),
+        prepared=prepare_in_memory(load_dataset("table", table)),
+    )
+    assert df.attrs["dataset"] == "shop-bench"
+    assert df.attrs["title"] == "FLOP-matched leaderboard: shop-bench"
+    assert (
+        (tmp_path / "bench" / "leaderboard.md")
+        .read_text()
+        .startswith("# FLOP-matched leaderboard: shop-bench\n")
+    )

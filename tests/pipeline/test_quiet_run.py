@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from mdctr.evaluation.report import GATE_PENDING
+
 pytestmark = pytest.mark.integration
 
 MDCTR = Path(sys.executable).with_name("mdctr")
@@ -76,6 +78,11 @@ def test_a_successful_run_prints_a_line_per_task_and_logs_the_rest(tmp_path: Pat
     assert re.search(r"^\s+train-model 1/1\s+success\s+\d+\.\ds\s+dnn/none seed 0$", done.stdout, re.M)
     assert re.search(r"^\s+1\s+dnn/none\s+0\.\d{4}\s+0\.\d{4} \[", done.stdout, re.M)  # the leaderboard row
     assert "winner: dnn/none" in done.stdout and "gate: promote" in done.stdout
+    # the report it names is the final one: the gate's decision filled in, not "decided after evaluation"
+    report = Path(re.search(r"^report: (\S+)$", done.stdout, re.M).group(1))
+    assert report.name == "report.html" and report.parent.parent == (tmp_path / "runs" / "kfp").resolve()
+    page = report.read_text()
+    assert "<b>promote</b>: " in page and GATE_PENDING not in page
     # none of the runner's internals reach the terminal; all of them are in the log
     log = log_file.read_text()
     for internal in ("KFP Executor", "executor_input", "expression selector", "Streamed logs"):

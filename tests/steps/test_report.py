@@ -187,9 +187,10 @@ def test_mlflow_links_only_for_a_served_tracking_store(ws: Any) -> None:
     served = EvaluateConfig(tracking_uri="http://mlflow.example:5000/", parent_run_id=ws.fetched.run_id)
     links = _run_links(served, run, "abc123", "dnn/none", 1)
     base = f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs"
+    # opened in the training-runs layout, not MLflow 3's GenAI view
     assert links == {
-        "pipeline run (parent)": f"{base}/{ws.fetched.run_id}",
-        "winner dnn/none seed 1": f"{base}/abc123",
+        "pipeline run (parent)": f"{base}/{ws.fetched.run_id}?workflowType=machine_learning",
+        "winner dnn/none seed 1": f"{base}/abc123?workflowType=machine_learning",
     }
     local = EvaluateConfig(tracking_uri=ws.tracking_uri, parent_run_id=ws.fetched.run_id)
     assert _run_links(local, run, "abc123", "dnn/none", 1) == {}

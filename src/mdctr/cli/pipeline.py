@@ -23,7 +23,8 @@ ModelsOpt = typer.Option(
 SourcesOpt = typer.Option(
     None,
     "--domain-sources",
-    help="Comma-separated: handcrafted, mined, none, random, binned (default: all a model accepts).",
+    help="Comma-separated: handcrafted, mined, none, and the controls random, binned (default: handcrafted,mined; "
+    "a model keeps those it accepts, dnn always runs with none).",
 )
 SeedsOpt = typer.Option("0", "--seeds", help="Comma-separated seeds.")
 
@@ -142,6 +143,13 @@ def _compact_leaderboard(run_dir: Path, top: int = TOP_ENTRIES) -> list[str]:
     return rows
 
 
+def _ranked_above(run_dir: Path, winner: str) -> list[str]:
+    """The leaderboard entries ranked above ``winner``: the controls evaluate passed over (none normally)."""
+    found = sorted((run_dir / "evaluate").rglob("leaderboard.json"))
+    entries = [e["entry"] for e in json.loads(found[0].read_text())["entries"]] if found else []
+    return entries[: entries.index(winner)] if winner in entries else []
+
+
 @app.command("run")
 def run_cmd(
     dataset: str = typer.Option("ml-1m", "--dataset", "-d", help="Dataset name."),
@@ -160,6 +168,12 @@ def run_cmd(
         None, "--flop-budget", help="FLOP budget: 'model:dnn' (default), 'model:NAME@WIDTH' or FLOPs/sample."
     ),
     tolerance: float = typer.Option(0.002, "--tolerance", help="Per-domain AUC regression the gate allows."),
+    promote_controls: bool = typer.Option(
+        False,
+        "--promote-controls",
+        help="Let an entry routed by a control source (random, binned) win and be registered and promoted; "
+        "by default controls are baselines, shown on the leaderboard only.",
+    ),
     tracking_uri: str | None = typer.Option(
         None,
         "--tracking-uri",
@@ -195,7 +209,13 @@ def run_cmd(
     """Run the whole DAG on this machine (KFP local runner): one line per finished task and a progress bar over
     the training tasks, the runner's full output in a log file under --runs-dir, then the leaderboard and the
     promoted model. A failed task is named with its error and the log file; the exit status is then 1."""
-    from mdctr.pipeline import LocalRunError, pipeline_name, planned_training_tasks, run_local
+    from mdctr.pipeline import (
+        LocalRunError,
+        LocalRunInterrupted,
+        pipeline_name,
+        planned_training_tasks,
+        run_local,
+    )
     from mdctr.steps.common import parse_options
     from mdctr.steps.fetch_data import check_source
 
@@ -214,7 +234,9 @@ def run_cmd(
         check_source(dataset, source, options["--dataset-options"], split=split)
         logging.disable(logging.INFO)  # the plan's own log line belongs to the run's log, not the terminal
         try:
-            training = planned_training_tasks(_csv(models), _csv(domain_sources), seed_list)
+            training = planned_training_tasks(
+                _csv(models), _csv(domain_sources), seed_list, promote_controls=promote_controls
+            )
         except ValueError as e:
             raise ConfigError(str(e)) from None
         finally:
@@ -237,6 +259,7 @@ def run_cmd(
                 train_options=options["--train-options"],
                 miner_options=options["--miner-options"],
                 promotion_tolerance=tolerance,
+                promote_controls=promote_controls,
                 tracking_uri=tracking_uri,
                 runs_dir=runs_dir,
                 runner=runner,
@@ -246,6 +269,15 @@ def run_cmd(
                 log_file=log_file,
                 on_task=progress,
             )
+    except LocalRunInterrupted as e:  # Ctrl-C or SIGTERM: one line, the exit status a shell expects
+        progress.close()
+        closed = (
+            f"MLflow parent run {', '.join(e.parent_runs)} marked FAILED"
+            if e.parent_runs
+            else "no MLflow parent run was open"
+        )
+        typer.secho(f"{e.error}; {closed}; full log: {log_file}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(e.exit_code) from None
     except LocalRunError as e:
         progress.close()
         typer.secho(f"failed: task {e.task}: {e.error}", fg=typer.colors.RED, err=True)
@@ -259,11 +291,13 @@ def run_cmd(
     progress.close()
     for line in _compact_leaderboard(result.run_dir):
         typer.echo(line)
-    typer.echo(f"winner: {result.winner}")
+    above = _ranked_above(result.run_dir, result.winner)
+    note = f" (ranked below {', '.join(above)}: control sources, baselines never promoted)" if above else ""
+    typer.echo(f"winner: {result.winner}{note}")
     verdict = "is now champion" if result.promoted else "stays challenger"
     typer.echo(f"gate: {result.decision} ({result.gate_reason}); {result.model_uri} {verdict}")
-    report = result.run_dir / "evaluate" / "tables" / "report.html"
-    typer.echo(f"report: {report if report.is_file() else result.run_dir / 'evaluate'}")
+    # register-model's report: the evaluation report with the gate decision filled in (the final one)
+    typer.echo(f"report: {result.report or result.run_dir}")
     typer.echo(f"artifacts: {result.run_dir}  mlflow: {result.tracking_uri}  ({result.seconds:.0f}s)")
     typer.echo(f"full log: {log_file}")
 

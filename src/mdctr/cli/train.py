@@ -282,5 +282,5 @@ def register(root: typer.Typer) -> None:
                 model_configs=configs,
                 prepared=prepared,
             )
-        typer.echo(to_markdown(df, f"FLOP-matched leaderboard: {dataset}"))
+        typer.echo(to_markdown(df, df.attrs["title"]))  # names the schema (ml-100k), not the adapter (table)
         typer.echo(f"wrote {out}")

@@ -57,7 +57,8 @@ def run_benchmark(
     leaderboard files to ``out_dir``.
 
     Returns:
-        the leaderboard (see :func:`build_leaderboard`).
+        the leaderboard (see :func:`build_leaderboard`); ``attrs`` also hold ``dataset`` (the schema's name)
+        and ``title`` (the leaderboard's, with that name).
     """
     out = Path(out_dir)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -88,8 +89,11 @@ def run_benchmark(
             routing, prepared, budget, seed_list, train_config, out, budget_spec=str(budget_spec)
         )
     df = build_leaderboard(records)
-    df.attrs.update(budget=str(budget_spec), budget_flops=budget, dataset=dataset)
-    write_leaderboard(df, out, title=f"FLOP-matched leaderboard: {dataset}")
+    # the schema's name (`ml-1m`, a table's `name:`), not the adapter's (`table`, which every table shares)
+    name = prepared.spec.schema.name
+    title = f"FLOP-matched leaderboard: {name}"
+    df.attrs.update(budget=str(budget_spec), budget_flops=budget, dataset=name, title=title)
+    write_leaderboard(df, out, title=title)
     write_json_atomic(out / "skipped.json", skipped)
     return df
 

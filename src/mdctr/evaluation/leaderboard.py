@@ -143,7 +143,8 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
     domains: list[str] = []
     for r in records:
         domains.extend(d for d in r.domain_auc if d not in domains)
-    labels = next((r.labels for r in records if r.labels is not None), None)
+    # each seed's test labels: a grid may draw every seed's split anew (benchmarks/grid.py --split-seed seed)
+    labels = {r.seed: r.labels for r in records if r.labels is not None} or None
 
     def by_seed(runs: list[RunRecord]) -> tuple[dict[int, float], dict[int, np.ndarray]]:
         return (
@@ -157,7 +158,7 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
         losses = [r.logloss for r in runs]
         valid = [r.valid_auc for r in runs]
         ci_low, ci_high, _ = auc_confidence_interval(
-            aucs, labels if len(runs) == 1 else None, runs[0].probs if len(runs) == 1 else None
+            aucs, runs[0].labels if len(runs) == 1 else None, runs[0].probs if len(runs) == 1 else None
         )
         row: dict[str, Any] = {
             "entry": f"{model}/{source}",
@@ -217,6 +218,35 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
     df.attrs["baseline"] = "/".join(BASELINE)
     df.attrs["significance"] = SIGNIFICANCE_NOTE
     return df
+
+
+class NoCandidateError(ValueError):
+    """Every entry of a leaderboard routes by a control source, so none may be registered or promoted."""
+
+
+def pick_winner(df: pd.DataFrame, *, promote_controls: bool = False) -> int:
+    """Row position in ``df`` (from :func:`build_leaderboard`) of the entry to register and promote.
+
+    The highest-ranked entry (mean validation AUC) whose domain source is not a control
+    (:data:`mdctr.routing.CONTROL_SOURCES`: ``random``, ``binned``). A control is the scientific baseline that
+    mined domains must beat, not a production candidate, so it stays on the leaderboard but never wins unless
+    ``promote_controls`` says so (then the first row wins, whatever its source).
+
+    Raises:
+        NoCandidateError: every entry is a control and ``promote_controls`` is False.
+    """
+    from mdctr.routing.sources import CONTROL_SOURCES
+
+    if promote_controls:
+        return 0
+    for position, source in enumerate(df["domain_source"]):
+        if source not in CONTROL_SOURCES:
+            return position
+    raise NoCandidateError(
+        f"all {len(df)} leaderboard entries route by a control source ({', '.join(CONTROL_SOURCES)}): a control "
+        "is a baseline, not a production candidate; train a handcrafted, mined or none entry too, or allow "
+        "controls to win with promote_controls (mdctr pipeline run --promote-controls)"
+    )
 
 
 def _fmt(x: Any, digits: int = 4) -> str:

@@ -111,14 +111,26 @@ def render_report(
     summary: ReportSummary | None = None,
 ) -> str:
     """The page for leaderboard ``df`` (from ``build_leaderboard``), the exported run's ``winner_summary`` (its
-    ``train_model`` metrics JSON) and ``pngs`` (caption → PNG path, embedded in order)."""
+    ``train_model`` metrics JSON) and ``pngs`` (caption → PNG path, embedded in order).
+
+    ``winner`` is normally the first row; when entries routed by a control source rank above it
+    (:func:`mdctr.evaluation.leaderboard.pick_winner`), the summary names them as passed over."""
     summary = summary or ReportSummary()
-    best = df.iloc[0]
+    entries = [str(e) for e in df["entry"]]
+    position = entries.index(winner) if winner in entries else 0
+    best = df.iloc[position]
     ov = winner_summary["overall"]
     seed = winner_summary["entry"]["seed"]
+    others = df[df["entry"] != best["entry"]]
     runner_up = (
-        f"; runner-up {html.escape(str(df.iloc[1]['entry']))} at {fmt_num(df.iloc[1]['valid_auc_mean'])}"
-        if len(df) > 1
+        f"; runner-up {html.escape(str(others.iloc[0]['entry']))} at {fmt_num(others.iloc[0]['valid_auc_mean'])}"
+        if len(others)
+        else ""
+    )
+    passed_over = (
+        f" Ranked above it but not a candidate: {html.escape(', '.join(entries[:position]))} (a control "
+        "domain source is a baseline, never registered or promoted)."
+        if position
         else ""
     )
     links = "".join(
@@ -149,7 +161,7 @@ figure{{display:inline-block;margin:1em;vertical-align:top}}img{{max-width:620px
 ({fmt_num(best["valid_auc_mean"])} over {best["seeds"]} seed(s){runner_up}); the exported seed has the best
 validation AUC of its seeds. The test split chooses nothing: it is reported, test AUC
 {fmt_ci(best["auc_mean"], best["auc_ci_low"], best["auc_ci_high"])} (95% CI), exported seed
-{fmt_num(ov.get("auc"))}, {ov.get("flops_per_sample", 0):,.0f} FLOPs/sample.</dd>
+{fmt_num(ov.get("auc"))}, {ov.get("flops_per_sample", 0):,.0f} FLOPs/sample.{passed_over}</dd>
 <dt>Gate decision</dt><dd id="{GATE_ELEMENT_ID}">{summary.gate or html.escape(GATE_PENDING)}</dd>
 <dt>MLflow runs</dt><dd>{links_html}</dd>
 </dl>

@@ -33,13 +33,21 @@ LEARNING_CURVES_PNG = "learning_curves.png"
 ROC_POINTS = 200
 
 
+#: the leaderboard's and the report's title, with the dataset's schema name (``ml-1m``, a table's ``name:``)
+TITLE = "FLOP-matched leaderboard: {dataset}"
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Attributes: MLflow URI and parent run (``""``: do not log); leaderboard ``title``."""
+    """Attributes: MLflow URI and parent run (``""``: do not log); leaderboard ``title`` (``""``:
+    :data:`TITLE` with the schema name of the trained data); ``promote_controls``: let an entry routed by a
+    control source (``random``, ``binned``) be the winner, which is otherwise the best non-control entry
+    (:func:`mdctr.evaluation.leaderboard.pick_winner`)."""
 
     tracking_uri: str = ""
     parent_run_id: str = ""
-    title: str = "Leaderboard (FLOP-matched)"
+    title: str = ""
+    promote_controls: bool = False
     #: shown in the report's summary; "" → the parent run's data tags (rev, md5) when there is a parent run
     data_version: str = ""
 
@@ -56,8 +64,9 @@ class RocCurve:
 @dataclass(frozen=True)
 class EvaluateOutput:
     """Attributes:
-    winner: the best entry (``model/domain_source``, highest mean validation AUC); ``winner_seed`` the seed whose
-        bundle was exported (best validation AUC among the entry's seeds, so the test split picks nothing).
+    winner: the best entry (``model/domain_source``, highest mean validation AUC; not a control source unless
+        the config allows it); ``winner_seed`` the seed whose bundle was exported (best validation AUC among the
+        entry's seeds, so the test split picks nothing).
     winner_run_id: the winner's nested MLflow run.
     winner_metrics: finite scalars of the exported run; ``winner_tags``: model, source, seed.
     entries: leaderboard rows; ``runs``: trained runs; ``roc``: the winner's test ROC curve.
@@ -178,7 +187,7 @@ def evaluate(
     ``domains_dir`` (a ``mine_domains`` output; logged here because mine_domains is cached and takes no run).
     """
     from mdctr import tracking
-    from mdctr.evaluation.leaderboard import build_leaderboard, to_markdown
+    from mdctr.evaluation.leaderboard import build_leaderboard, pick_winner, to_markdown
 
     if len(results_dirs) != len(bundle_dirs):
         raise ValueError(f"{len(results_dirs)} results but {len(bundle_dirs)} bundles; they must pair up")
@@ -186,10 +195,14 @@ def evaluate(
         raise ValueError("nothing to evaluate: no trained runs")
     loaded = [_load_run(Path(d)) for d in results_dirs]
     df = build_leaderboard([rec for _, rec in loaded])
-    pick = _pick_winner(df, loaded)
+    best = df.iloc[pick_winner(df, promote_controls=config.promote_controls)]
+    pick = _pick_winner(best, loaded)
     summary, record = loaded[pick]
-    winner = str(df.iloc[0]["entry"])
+    winner = str(best["entry"])
+    if winner != df.iloc[0]["entry"]:
+        log.info("winner %s: the entries ranked above it route by a control source (a baseline)", winner)
     roc = thin_roc(record.labels, record.probs)
+    title = config.title or TITLE.format(dataset=_dataset_name(Path(bundle_dirs[pick])))
 
     tables_dir = Path(tables_dir)
     parent = _parent_run(config)
@@ -201,18 +214,18 @@ def evaluate(
     for run_summary, rec in loaded:
         histories.setdefault(rec.entry, []).append(run_summary.get("history") or [])
     files, page = _write_tables(
-        df, tables_dir, config.title, winner, summary, record, roc, histories, report_summary
+        df, tables_dir, title, winner, summary, record, roc, histories, report_summary
     )
-    markdown = to_markdown(df, config.title)
+    markdown = to_markdown(df, title)
     for path, text in ((Path(leaderboard_path), markdown), (Path(report_path), page)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     _write_winner(Path(winner_dir), Path(bundle_dirs[pick]), Path(results_dirs[pick]), winner, summary)
 
     if config.parent_run_id:
-        headline = {
-            "best.valid_auc_mean": float(df.iloc[0]["valid_auc_mean"]),
-            "best.auc_mean": float(df.iloc[0]["auc_mean"]),
+        headline = {  # the winner's: what is registered, not a control ranked above it
+            "best.valid_auc_mean": float(best["valid_auc_mean"]),
+            "best.auc_mean": float(best["auc_mean"]),
             "leaderboard.entries": len(df),
         }
         tracking.log_evaluation(
@@ -247,10 +260,18 @@ def evaluate(
     )
 
 
-def _pick_winner(df: Any, loaded: Sequence[tuple[dict[str, Any], Any]]) -> int:
-    """Index of the run to export: among the seeds of the leaderboard's first entry (ranked by mean validation
-    AUC), the one with the best validation AUC. Test metrics play no part."""
-    best = df.iloc[0]
+def _dataset_name(bundle_dir: Path) -> str:
+    """The schema name of the data a bundle was trained on (``ml-1m``; a table's ``name:``), not the adapter's
+    name (``table``)."""
+    from mdctr.data.encode import FeatureSpec
+    from mdctr.serving.bundle import SPEC_FILE
+
+    return FeatureSpec.load(bundle_dir / SPEC_FILE).schema.name
+
+
+def _pick_winner(best: Any, loaded: Sequence[tuple[dict[str, Any], Any]]) -> int:
+    """Index of the run to export: among the seeds of the winning leaderboard row ``best`` (ranked by mean
+    validation AUC), the one with the best validation AUC. Test metrics play no part."""
     candidates = [
         i
         for i, (_, rec) in enumerate(loaded)
@@ -339,10 +360,12 @@ def _run_links(
         return {}
     if run is None:
         return {}
-    base = f"{uri}/#/experiments/{run.info.experiment_id}/runs"
-    links = {"pipeline run (parent)": f"{base}/{config.parent_run_id}"}
+    from mdctr.tracking.reports import ui_url  # the one builder of UI links (opens the training-runs layout)
+
+    experiment = run.info.experiment_id
+    links = {"pipeline run (parent)": ui_url(uri, experiment, f"/runs/{config.parent_run_id}")}
     if winner_run_id:
-        links[f"winner {winner} seed {seed}"] = f"{base}/{winner_run_id}"
+        links[f"winner {winner} seed {seed}"] = ui_url(uri, experiment, f"/runs/{winner_run_id}")
     return links
 
 

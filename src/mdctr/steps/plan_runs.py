@@ -8,6 +8,13 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+#: The domain sources a pipeline run trains unless told otherwise: the production candidates. The controls
+#: (``random``, ``binned``; :data:`mdctr.routing.CONTROL_SOURCES`) are scientific baselines that a claim about
+#: mined domains must beat (``mdctr benchmark`` and ``benchmarks/grid.py`` keep them), not models to serve;
+#: ``none`` on a multi-domain model is a single-domain model, which the ``dnn`` baseline (always planned)
+#: already is at the same FLOPs. With the 16 registered models this is 29 entries per seed (68 with all five).
+DEFAULT_DOMAIN_SOURCES: tuple[str, ...] = ("handcrafted", "mined")
+
 
 @dataclass(frozen=True)
 class PlanConfig:
