@@ -165,7 +165,7 @@ def register_bundle(
     uri = configure(tracking_uri)
     bundle_dir = Path(bundle_dir).resolve()
     predictor = Predictor.load(bundle_dir)
-    example = input_example[list(predictor.columns)].head(5).reset_index(drop=True)
+    example = input_example[list(predictor.required_columns)].head(5).reset_index(drop=True)
     predictor.predict(example)  # fail here, not in serving, if the example does not score
     metrics = read_metrics(bundle_dir)
     name = name or registered_model_name(predictor.spec.schema.name)
