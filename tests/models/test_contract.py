@@ -8,10 +8,17 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from mdctr.data.tensors import Batch
-from mdctr.models import build_model, model_class, model_names
+from mdctr.models import model_class, model_names
 from mdctr.models.adaptive2 import Adaptive2
 from mdctr.models.base import DOMAIN_SOURCES, ModelInputs, plan_pairs
-from mdctr.routing import DomainSourceError, check_domain_source
+from mdctr.routing import (
+    JOINT_SOURCE,
+    DomainSourceError,
+    JointMined,
+    JointMinerConfig,
+    build_routed,
+    check_domain_source,
+)
 
 VOCAB = (11, 7, 5)
 NUM_DENSE = 2
@@ -19,6 +26,9 @@ NUM_DOMAINS = 3
 
 
 def inputs_for(source: str) -> ModelInputs:
+    """mined-joint: the inner model is built for the joint miner's m codes."""
+    if source == JOINT_SOURCE:
+        return ModelInputs(VOCAB, NUM_DENSE, JointMinerConfig().num_codes)
     return ModelInputs(VOCAB, NUM_DENSE, 1 if source == "none" else NUM_DOMAINS)
 
 
@@ -28,28 +38,33 @@ BATCH = 24
 
 def _build(name: str, source: str, seed: int = 0, width: float = 1.0):
     torch.manual_seed(seed)
-    return build_model(name, inputs_for(source), width=width)
+    # the model as the source runs it: mined-joint wraps it with its joint miner (mdctr.routing.joint)
+    return build_routed(name, source, inputs_for(source), width=width)
 
 
 def shuffled_if_mined(source: str) -> str | None:
     """The domain mode of ``random_batch`` for ``source``: mined codes arrive as arbitrary ids in range
     (every code present), so shuffle them rather than cycling."""
-    return "random" if source == "mined" else None
+    return "random" if source in ("mined", JOINT_SOURCE) else None
 
 
 def _cover_all_codes(model, batch) -> None:
-    """adaptive2 picks its own codes: put one codebook vector on each of the first m rows' encodings."""
-    if isinstance(model, Adaptive2) and model.vqvae is not None:
+    """adaptive2 and the mined-joint wrapper pick their own codes: put one codebook vector on each of the first
+    m rows' encodings."""
+    if isinstance(model, Adaptive2 | JointMined) and model.vqvae is not None:
         with torch.no_grad():
             z = model.vqvae.encode(model.embed(batch))
             model.vqvae._set_codebook(z[: model.config.num_codes].clone())
+        if isinstance(model, JointMined):
+            model.codebook_initialised.fill_(True)  # keep these codes (no data init at the first batch)
 
 
 #: what each model must accept, written out rather than read back from the classes: the single-domain
 #: baseline routes nothing, the models that mine inside their forward take only mined codes, and every other
-#: (multi-domain) model takes all five sources, the controls ``random`` and ``binned`` included
+#: (multi-domain) model takes all six sources, the controls ``random`` and ``binned`` and the joint miner
+#: ``mined-joint`` (a wrapper, for every model that accepts ``mined`` and does not mine by itself) included
 ONLY_SOURCE = {"dnn": "none", "adaptive2": "mined", "adaptdhm": "mined"}
-ALL_SOURCES = ("handcrafted", "mined", "none", "random", "binned")
+ALL_SOURCES = ("handcrafted", "mined", "none", "random", "binned", "mined-joint")
 
 
 def test_every_model_accepts_a_known_source():

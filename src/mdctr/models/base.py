@@ -48,8 +48,9 @@ __all__ = [
 ]
 
 #: every routing source a model can declare it accepts (``CTRModel.domain_sources``); what each means is
-#: decided in mdctr.routing: the dataset's id, mined codes, one domain, and the two control sources
-DOMAIN_SOURCES = ("handcrafted", "mined", "none", "random", "binned")
+#: decided in mdctr.routing: the dataset's id, mined codes, one domain, the two control sources, and codes of
+#: a VQ-VAE trained with the model on its own embedding (``mined-joint``, mdctr.routing.joint)
+DOMAIN_SOURCES = ("handcrafted", "mined", "none", "random", "binned", "mined-joint")
 
 
 class CTRModel(nn.Module):

@@ -13,7 +13,11 @@ Every domain source is handled here and nowhere else:
 * ``mined`` by **the model itself** (a model whose ``mines_domains`` is true picks its codes inside forward,
   either with its own VQ-VAE or with a pre-trained miner it holds — :meth:`CTRModel.holds_miner` — which is
   attached when the model is built; either way the routing column is unused, the FLOPs are the model's and
-  nothing beside the model is saved).
+  nothing beside the model is saved);
+* ``mined-joint``: any model that accepts ``mined`` (and does not mine by itself) wrapped in
+  :class:`~mdctr.routing.joint.JointMined`, a VQ-VAE over the model's own embedding trained with it; the codes
+  are computed inside the wrapper's forward, so, as for a self-mining model, the routing column is unused, the
+  FLOPs are the wrapper's and nothing beside it is saved.
 
 :class:`DomainRouting` is the one object the budget fitting, the benchmark, the trainer, the train step and
 serving ask. The routing domain lives in ``TensorData.domain``; the hand-crafted id stays in
@@ -34,10 +38,11 @@ from mdctr.data.prepare import PreparedData
 from mdctr.data.tensors import Batch, TensorData
 from mdctr.models.base import DOMAIN_SOURCES, CTRModel, ModelInputs, build_model, model_class, model_config
 from mdctr.routing.flops import flops_per_sample
+from mdctr.routing.joint import JOINT_SOURCE, JointMined, split_overrides
 
 log = logging.getLogger(__name__)
 
-DomainSource = Literal["handcrafted", "mined", "none", "random", "binned"]
+DomainSource = Literal["handcrafted", "mined", "none", "random", "binned", "mined-joint"]
 SPLITS = ("train", "valid", "test")
 CONTROL_SOURCES = ("random", "binned")
 #: default number of control domains (the miner's default codebook size, so controls match mined domains)
@@ -63,6 +68,33 @@ def check_domain_source(model_name: str, source: str) -> None:
 def _check_known(source: str) -> None:
     if source not in DOMAIN_SOURCES:
         raise DomainSourceError(f"unknown domain source {source!r}; expected one of {list(DOMAIN_SOURCES)}")
+
+
+def build_routed(
+    model_name: str,
+    source: str,
+    inputs: ModelInputs,
+    *,
+    width: float = 1.0,
+    config: dict[str, Any] | None = None,
+) -> CTRModel:
+    """The model as ``source`` runs it: for ``mined-joint`` the registered model built for the joint miner's
+    codes and wrapped in :class:`~mdctr.routing.joint.JointMined` (``config`` may hold the miner's settings
+    under ``"mined_joint"``); for any other source the registered model itself. No pre-trained miner is
+    attached (see :meth:`DomainRouting.build`). Serving rebuilds a bundle's model with this."""
+    if source != JOINT_SOURCE:
+        return build_model(model_name, inputs, width=width, config=config)
+    inner_config, joint = split_overrides(config)
+    inner = build_model(model_name, inputs, width=width, config=inner_config)
+    return JointMined(inner, joint, width)
+
+
+def check_routed_config(model_name: str, source: str, overrides: dict[str, Any] | None) -> None:
+    """Raise (:class:`~mdctr.config.ConfigError`, ``TypeError``, ``ValueError``) unless ``overrides`` are a
+    valid config of ``model_name`` routed by ``source`` (``mined-joint``: plus the joint miner's settings)."""
+    if source == JOINT_SOURCE:
+        overrides = split_overrides(overrides)[0]
+    model_config(model_name, overrides)
 
 
 def mines_own_domains(model_name: str) -> bool:
@@ -203,7 +235,7 @@ class DomainRouting:
     """How one model (or, without ``model_name``, any model) is routed by one domain source.
 
     Attributes:
-        source: ``handcrafted``, ``mined`` or ``none``.
+        source: one of :data:`~mdctr.models.base.DOMAIN_SOURCES`.
         model_name: the registered model, or None when routing data for no particular model.
         model_overrides: the model's config overrides (they decide, e.g., whether it holds a miner).
         miner: the fitted pre-trained miner for ``mined`` (None for other sources and for a model that
@@ -246,13 +278,16 @@ class DomainRouting:
     # -- what the source needs ------------------------------------------------------------------------------
     @property
     def mines_inside(self) -> bool:
-        """The model picks its own codes in forward (own VQ-VAE or a held miner)."""
+        """The model picks its own codes in forward (own VQ-VAE or a held miner, or the ``mined-joint``
+        wrapper's VQ-VAE)."""
+        if self.source == JOINT_SOURCE:
+            return True
         return self.model_name is not None and mines_own_domains(self.model_name)
 
     @property
     def holds_miner(self) -> bool:
         """The model carries the pre-trained miner inside (attached at build time)."""
-        if self.model_name is None:
+        if self.model_name is None or self.source == JOINT_SOURCE:
             return False
         cls = model_class(self.model_name)
         return cls.holds_miner(model_config(self.model_name, self.model_overrides))
@@ -298,6 +333,8 @@ class DomainRouting:
             return prepared.spec.schema.num_domains
         if self.source == "mined" and self.external_miner is not None:
             return int(self.external_miner.num_codes)
+        if self.source == JOINT_SOURCE:  # the inner model gets one domain per code of the joint miner
+            return split_overrides(self.model_overrides)[1].num_codes
         return 1
 
     def domains(self, data: TensorData) -> torch.Tensor:
@@ -313,7 +350,7 @@ class DomainRouting:
                 "domain source 'mined' needs a fitted miner (mdctr.domains.fit_miner)"
                 + (f" for model {self.model_name!r}" if self.model_name else "")
             )
-        # none, or a model that mines its own domains (the routing column is unused): one domain
+        # none, a model that mines its own domains or mined-joint (the routing column is unused): one domain
         return torch.zeros(len(data), dtype=torch.int64)
 
     # -- build, cost, serve -----------------------------------------------------------------------------------
@@ -326,12 +363,12 @@ class DomainRouting:
         model_overrides: dict[str, Any] | None = None,
     ) -> CTRModel:
         """Build the model (``model_name``/``model_overrides`` default to the routing's own) and attach the
-        pre-trained miner if the model holds one."""
+        pre-trained miner if the model holds one; ``mined-joint``: the model wrapped with its joint miner."""
         name = model_name or self.model_name
         if name is None:
             raise ValueError("DomainRouting.build needs a model name")
         overrides = self.model_overrides if model_overrides is None else model_overrides
-        model = build_model(name, inputs, width=width, config=overrides)
+        model = build_routed(name, self.source, inputs, width=width, config=overrides)
         if type(model).holds_miner(model.config):
             if self.miner is None:
                 raise DomainSourceError(f"model {name!r} holds a pre-trained miner; none was given")
