@@ -98,6 +98,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["dataset_options"] = args.dataset_options
     if args.split_seed != "0":
         settings["split_seed"] = args.split_seed
+    if args.early_stop_metric != "auc":  # the default, as for split_seed: older stores lack the key
+        settings["early_stop_metric"] = args.early_stop_metric
     return settings
 
 
@@ -179,6 +181,7 @@ def _run(
         epochs=args.epochs,
         batch_size=args.batch_size,
         patience=args.patience,
+        early_stop_metric=args.early_stop_metric,
         seed=seed,
         device=args.device,
         num_threads=args.threads,
@@ -275,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--epochs", type=int, default=20, help="maximum epochs; early stopping ends most runs")
     ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument(
+        "--early-stop-metric",
+        choices=("auc", "logloss"),
+        default="auc",
+        help="validation metric early stopping and the restored weights follow (auc: higher is better; "
+        "logloss: lower is better)",
+    )
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=2)

@@ -92,7 +92,7 @@ def _refusal(bundle: Path) -> str:
         (SPEC_FILE, _set("version", value="1"), "feature_spec.json: version: '1' is not a known feature spec format version"),
         # and the rest of the schema: types, unknown keys, cross-file facts
         (BUNDLE_FILE, _set("inputs", "vocab_sizes", value=[500, 200, 3.0]), "bundle.json: inputs.vocab_sizes[2]: Input should be a valid integer"),
-        (BUNDLE_FILE, _set("domain_source", value="learned"), "bundle.json: domain_source: Input should be 'handcrafted', 'mined', 'none', 'random' or 'binned'"),
+        (BUNDLE_FILE, _set("domain_source", value="learned"), "bundle.json: domain_source: Input should be 'handcrafted', 'mined', 'none', 'random', 'binned' or 'mined-joint'"),
         (BUNDLE_FILE, _set("model_name", value="gpt"), "bundle.json: model_name: unknown model 'gpt'"),
         (BUNDLE_FILE, _set("model_config", "hiden", value=[8]), "bundle.json: model_config: model 'dnn' config: unknown key(s) ['hiden']"),
         (BUNDLE_FILE, _set("closed_colums", value=[]), "bundle.json: closed_colums: Extra inputs are not permitted"),

@@ -100,6 +100,7 @@ def report(ws: Any, tmp_path_factory: pytest.TempPathFactory, evaluate_step: Any
     return result, root
 
 
+@pytest.mark.slow  # the `report` fixture trains and evaluates entries (~20 s on 2 shared cores)
 def test_report_summary_comes_first_with_data_version_and_winner_reason(
     report: tuple[Any, Path], ws: Any
 ) -> None:
@@ -113,17 +114,22 @@ def test_report_summary_comes_first_with_data_version_and_winner_reason(
     assert "not served over http(s)" in page and "<a href" not in page
 
 
+@pytest.mark.slow
 def test_report_leaderboard_is_curated_and_formatted(report: tuple[Any, Path]) -> None:
     _, root = report
     page = (root / "report.html").read_text()
     table = page[page.index('<table class="dataframe leaderboard">') :]
     header = re.findall(r"<th>(.*?)</th>", table[: table.index("</thead>")])
-    assert header[:6] == ["#", "entry", "seeds", "valid AUC (ranks)", "test AUC [95% CI]", "test logloss"]
+    assert header[:8] == [
+        "#", "entry", "seeds", "valid AUC (ranks)", "valid logloss", "test AUC [95% CI]", "test logloss",
+        "base-rate logloss",
+    ]  # fmt: skip
     assert "auc_ci_low" not in page and "vs_dnn_p_holm" not in page  # raw column names stay in the CSV
     assert re.search(r"<td>0\.\d{4} \[0\.\d{4}, 0\.\d{4}\]</td>", table), "test AUC with its 95% CI"
     assert re.search(r"<td>\d\.\de[-+]\d\d</td>", table), "a p-value in scientific notation"
 
 
+@pytest.mark.slow
 def test_report_embeds_calibration_and_learning_curves(report: tuple[Any, Path]) -> None:
     _, root = report
     page = (root / "report.html").read_text()
@@ -146,6 +152,8 @@ def chromedriver() -> str:
     return CHROMEDRIVER
 
 
+@pytest.mark.integration  # starts ChromeDriver and headless Chromium (installs them when missing)
+@pytest.mark.slow
 def test_report_opens_in_headless_chromium(
     report: tuple[Any, Path], chromedriver: str, tmp_path: Path
 ) -> None:

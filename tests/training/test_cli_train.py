@@ -9,10 +9,10 @@ from mdctr.cli import app
 runner = CliRunner()
 
 
-def test_models_list_names_sources_and_config() -> None:
-    result = runner.invoke(app, ["models", "list", "--json"])
+def test_models_zoo_names_sources_and_config() -> None:
+    result = runner.invoke(app, ["models", "zoo", "--json"])
     assert result.exit_code == 0, result.output
-    rows = {r["model"]: r for r in json.loads(result.output)["zoo"]}
+    rows = {r["model"]: r for r in json.loads(result.output)}
     assert rows["dnn"]["domain_sources"] == ["none"]
     assert "hidden" in rows["dnn"]["config"]
 

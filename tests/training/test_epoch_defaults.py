@@ -33,4 +33,5 @@ def test_cli_pipeline_and_local_run_use_the_trainer_cap() -> None:
 def test_cli_options_say_max_epochs() -> None:
     for command in (["train"], ["benchmark"], ["pipeline", "run"]):
         out = " ".join(CliRunner().invoke(app, [*command, "--help"]).output.replace("│", " ").split())
-        assert "--max-epochs" in out and "early stopping on validation AUC" in out, command
+        assert "--max-epochs" in out and "early stopping (--patience, --early-stop-metric)" in out, command
+        assert "--patience" in out and "--early-stop-metric" in out and "--calibrate" in out, command

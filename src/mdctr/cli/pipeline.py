@@ -122,7 +122,8 @@ TOP_ENTRIES = 5
 
 def _compact_leaderboard(run_dir: Path, top: int = TOP_ENTRIES) -> list[str]:
     """Rank, entry, validation and test AUC and FLOPs of the ``top`` entries and the baseline (the evaluate
-    task's JSON), and where the full leaderboard is when rows were left out."""
+    task's JSON), where the full leaderboard is when rows were left out, and a warning line naming the shown
+    entries whose test logloss is worse than the base-rate predictor's."""
     found = sorted((run_dir / "evaluate").rglob("leaderboard.json"))
     if not found:
         return []
@@ -140,6 +141,12 @@ def _compact_leaderboard(run_dir: Path, top: int = TOP_ENTRIES) -> list[str]:
     if len(shown) < len(entries):
         full = found[0].with_name("leaderboard.md")
         rows.append(f"  … {len(entries) - len(shown)} more of {len(entries)} entries: {full}")
+    worse = [e for e in shown if e.get("worse_than_base")]
+    if worse:  # AUC can lead while the probabilities are worse than a constant's (issue #23)
+        listed = ", ".join(
+            f"{e['entry']} ({e['logloss_mean']:.4f} vs {e['base_logloss']:.4f})" for e in worse
+        )
+        rows.append(f"  ⚠ test logloss worse than the base-rate predictor: {listed}")
     return rows
 
 
@@ -148,6 +155,26 @@ def _ranked_above(run_dir: Path, winner: str) -> list[str]:
     found = sorted((run_dir / "evaluate").rglob("leaderboard.json"))
     entries = [e["entry"] for e in json.loads(found[0].read_text())["entries"]] if found else []
     return entries[: entries.index(winner)] if winner in entries else []
+
+
+def _with_train_flags(train_options: dict[str, Any], **flags: Any) -> dict[str, Any]:
+    """``--train-options`` with the given trainer flags (None: not given) merged in; a flag that contradicts
+    the same key in ``--train-options`` is an error, and the result is checked against ``TrainConfig`` now,
+    so a bad value fails before any task starts."""
+    from mdctr.config import from_dict
+    from mdctr.training.config import TrainConfig
+
+    merged = dict(train_options)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in merged and merged[key] != value:
+            raise ConfigError(
+                f"--{key.replace('_', '-')} {value!r} contradicts --train-options {key}={merged[key]!r}; give one"
+            )
+        merged[key] = value
+    from_dict(TrainConfig, merged, where="--train-options")
+    return merged
 
 
 @app.command("run")
@@ -162,7 +189,26 @@ def run_cmd(
         "--max-epochs",
         "--epochs",
         min=1,
-        help="Maximum epochs per training run (default 20); early stopping on validation AUC ends it sooner.",
+        help="Maximum epochs per training run (default 20); early stopping (--patience, --early-stop-metric) "
+        "ends it sooner.",
+    ),
+    patience: int | None = typer.Option(
+        None,
+        "--patience",
+        min=1,
+        help="Epochs without a better validation metric before stopping (default 2).",
+    ),
+    early_stop_metric: str | None = typer.Option(
+        None,
+        "--early-stop-metric",
+        help="auc (default; higher is better) or logloss (lower is better): what early stopping and the "
+        "restored weights follow on validation.",
+    ),
+    calibrate: str | None = typer.Option(
+        None,
+        "--calibrate",
+        help="none (default) | temperature: per-domain temperature scaling fitted on validation, saved in the "
+        "bundle and applied in serving.",
     ),
     flop_budget: str | None = typer.Option(
         None, "--flop-budget", help="FLOP budget: 'model:dnn' (default), 'model:NAME@WIDTH' or FLOPs/sample."
@@ -230,6 +276,12 @@ def run_cmd(
                 ("--miner-options", miner_options),
             )
         }
+        options["--train-options"] = _with_train_flags(
+            options["--train-options"],
+            patience=patience,
+            early_stop_metric=early_stop_metric,
+            calibrate=calibrate,
+        )
         # a table that cannot load fails here, in one line naming the user's file, before any task starts
         check_source(dataset, source, options["--dataset-options"], split=split)
         logging.disable(logging.INFO)  # the plan's own log line belongs to the run's log, not the terminal

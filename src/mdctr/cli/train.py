@@ -56,6 +56,38 @@ def _model_configs(text: str) -> dict[str, dict[str, Any]]:
     return parsed
 
 
+#: TrainConfig's defaults, spelt out for the same reason as MAX_EPOCHS (the CLI test checks they agree)
+PATIENCE = 2
+EARLY_STOP_METRIC = "auc"
+
+
+def patience_option() -> Any:
+    return typer.Option(
+        PATIENCE,
+        "--patience",
+        min=1,
+        help="Stop after this many epochs without a better --early-stop-metric.",
+    )
+
+
+def early_stop_option() -> Any:
+    return typer.Option(
+        EARLY_STOP_METRIC,
+        "--early-stop-metric",
+        help="auc (higher is better) or logloss (lower is better): what early stopping and the restored "
+        "weights follow, on the validation split.",
+    )
+
+
+def calibrate_option() -> Any:
+    return typer.Option(
+        "none",
+        "--calibrate",
+        help="none | temperature: after training, fit one temperature per hand-crafted domain on validation "
+        "(global fallback for small or one-class domains); test metrics and the bundle are then calibrated.",
+    )
+
+
 SplitOpt = typer.Option("random", "--split", help="random (seeded 80/10/10) or time (needs a time column).")
 
 
@@ -135,15 +167,20 @@ def register(root: typer.Typer) -> None:
         split: str = SplitOpt,
         model: str = typer.Option(..., "--model", "-m", help="Registered model (see `mdctr models list`)."),
         domains: str = typer.Option(
-            "handcrafted", "--domains", help="handcrafted | mined | none | random | binned (controls)."
+            "handcrafted",
+            "--domains",
+            help="handcrafted | mined | mined-joint | none | random | binned (controls).",
         ),
         epochs: int = typer.Option(
             MAX_EPOCHS,
             "--max-epochs",
             "--epochs",
             min=1,
-            help="Maximum epochs; early stopping on validation AUC (patience 2) ends a run sooner.",
+            help="Maximum epochs; early stopping (--patience, --early-stop-metric) ends a run sooner.",
         ),
+        patience: int = patience_option(),
+        early_stop_metric: str = early_stop_option(),
+        calibrate: str = calibrate_option(),
         seed: int = typer.Option(0, help="Seeds initialisation, shuffling and dropout."),
         batch_size: int = typer.Option(4096, help="Rows per step."),
         budget: str | None = typer.Option(
@@ -179,6 +216,9 @@ def register(root: typer.Typer) -> None:
                 epochs=epochs,
                 seed=seed,
                 batch_size=batch_size,
+                patience=patience,
+                early_stop_metric=early_stop_metric,
+                calibrate=calibrate,
                 checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
                 streaming={"off": False, "on": True, "auto": "auto"}[streaming],
             )
@@ -227,6 +267,9 @@ def register(root: typer.Typer) -> None:
         )
         typer.echo(f"  test AUC      {_fmt(summary['test_auc'])}")
         typer.echo(f"  test logloss  {_fmt(summary['test_logloss'])}")
+        typer.echo(
+            f"  base-rate logloss {_fmt(summary['base_rate_logloss'])} (train positive rate, same rows)"
+        )
         for name, auc in summary["domain_auc"].items():
             typer.echo(f"  AUC {name:<10}{_fmt(auc)}")
         typer.echo(f"  FLOPs/sample  {summary['flops_per_sample']:,.0f}")
@@ -250,8 +293,11 @@ def register(root: typer.Typer) -> None:
             "--max-epochs",
             "--epochs",
             min=1,
-            help="Maximum epochs per run; early stopping on validation AUC (patience 2) ends a run sooner.",
+            help="Maximum epochs per run; early stopping (--patience, --early-stop-metric) ends a run sooner.",
         ),
+        patience: int = patience_option(),
+        early_stop_metric: str = early_stop_option(),
+        calibrate: str = calibrate_option(),
         batch_size: int = typer.Option(4096, help="Rows per step."),
         threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
         out: Path = typer.Option(Path("runs/benchmark"), "--out", "-o", help="Output directory."),
@@ -278,7 +324,14 @@ def register(root: typer.Typer) -> None:
                 budget or FLOP_BUDGET_DEFAULT,
                 seeds,
                 out,
-                TrainConfig(epochs=epochs, batch_size=batch_size, num_threads=threads),
+                TrainConfig(
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    num_threads=threads,
+                    patience=patience,
+                    early_stop_metric=early_stop_metric,
+                    calibrate=calibrate,
+                ),
                 model_configs=configs,
                 prepared=prepared,
             )

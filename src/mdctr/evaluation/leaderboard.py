@@ -4,7 +4,9 @@
 validation AUC of each run's early-stopping epoch); the first entry is the winner. Test metrics are reported
 beside it and never used to rank or choose.
 
-Each row reports mean ± std (over seeds, ddof=1) of the validation AUC and of the pooled test AUC and logloss,
+Each row reports mean ± std (over seeds, ddof=1) of the validation AUC and logloss and of the pooled test AUC
+and logloss, the base-rate predictor's test logloss (the train positive rate for every test row; an entry
+whose test logloss is above it is flagged: its probabilities are worse than a constant's, whatever its AUC),
 a 95% confidence interval of the test AUC, the mean per-domain test AUC (hand-crafted domains), FLOPs per
 sample and dense parameters, and two paired significance tests on test AUC (see
 :mod:`mdctr.evaluation.significance`): against the FLOP-matched single-domain baseline (``dnn`` with domain
@@ -82,6 +84,10 @@ class RunRecord:
     wall_s: float = math.nan
     #: validation AUC of the run's early-stopping epoch: what the leaderboard ranks by
     valid_auc: float = math.nan
+    #: validation logloss of the returned model (calibrated when the run calibrated)
+    valid_logloss: float = math.nan
+    #: test logloss of the base-rate predictor (train positive rate for every row) on this run's test rows
+    base_logloss: float = math.nan
 
     @property
     def entry(self) -> str:
@@ -105,6 +111,8 @@ class RunRecord:
             train_samples_per_s=trained.fit.train_samples_per_s,
             wall_s=trained.fit.wall_s,
             valid_auc=trained.fit.best_valid_auc,
+            valid_logloss=trained.valid_logloss,
+            base_logloss=trained.base_rate.get("logloss", math.nan),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -126,11 +134,48 @@ def _test_columns(prefix: str, test: PairedTest | None, note: str = "") -> dict[
     return {f"{prefix}_diff": test.diff, f"{prefix}_p": test.p_value, f"{prefix}_test": test.method}
 
 
+def _mean_finite(values: Sequence[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _logloss_columns(runs: Sequence[RunRecord]) -> dict[str, Any]:
+    """Validation logloss (mean ± std), the base-rate predictor's test logloss and the flag
+    ``worse_than_base``: mean test logloss above the base rate's on the same rows (False when unknown, e.g. runs
+    recorded before the base rate was)."""
+    valid = [r.valid_logloss for r in runs]
+    base = _mean_finite([r.base_logloss for r in runs])
+    test = _mean_finite([r.logloss for r in runs])
+    return {
+        "valid_logloss_mean": _mean_finite(valid),
+        "valid_logloss_std": _std(valid) if all(math.isfinite(v) for v in valid) else math.nan,
+        "base_logloss": base,
+        "worse_than_base": bool(math.isfinite(base) and math.isfinite(test) and test > base),
+    }
+
+
+def worse_than_base_note(df: pd.DataFrame) -> str:
+    """One sentence naming the entries whose mean test logloss is above the base-rate predictor's ("" if
+    none): their AUC may lead, but their probabilities are worse than predicting the train positive rate."""
+    if "worse_than_base" not in df.columns or not df["worse_than_base"].any():
+        return ""
+    flagged = df[df["worse_than_base"]]
+    names = ", ".join(
+        f"{r['entry']} ({r['logloss_mean']:.4f} vs {r['base_logloss']:.4f})" for _, r in flagged.iterrows()
+    )
+    return (
+        f"⚠ Test logloss worse than the base-rate predictor (the train positive rate for every test row): "
+        f"{names}. Their ranking (AUC) may hold, but their click probabilities are worse than a constant's; "
+        "consider --early-stop-metric logloss or --calibrate temperature."
+    )
+
+
 def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
     """Aggregate runs into one row per (model, domain source), best mean **validation** AUC first.
 
     Columns: ``rank, entry, model, domain_source, seeds, width, flops, dense_params, valid_auc_mean,
-    valid_auc_std, auc_mean, auc_std, auc_ci_low, auc_ci_high, logloss_mean, logloss_std, auc[<domain>]``
+    valid_auc_std, valid_logloss_mean, valid_logloss_std, auc_mean, auc_std, auc_ci_low, auc_ci_high,
+    logloss_mean, logloss_std, base_logloss, worse_than_base, auc[<domain>]``
     (mean test AUC per hand-crafted domain), ``train_samples_per_s``, ``vs_dnn_diff, vs_dnn_p, vs_dnn_p_holm,
     vs_dnn_test, vs_best_diff, vs_best_p, vs_best_p_holm, vs_best_test``. ``df.attrs`` holds the domain names,
     the baseline and the significance note.
@@ -177,6 +222,7 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
             "logloss_mean": float(np.mean(losses)),
             "logloss_std": _std(losses),
         }
+        row |= _logloss_columns(runs)
         for d in domains:
             per_run = [r.domain_auc.get(d) for r in runs]
             defined = [a for a in per_run if a is not None and not math.isnan(a)]
@@ -273,7 +319,17 @@ def to_markdown(df: pd.DataFrame, title: str = "Leaderboard") -> str:
     """A Markdown table: validation AUC (the ranking), test AUC with its 95% CI and test logloss (mean ± std
     over seeds), per-domain test AUC, FLOPs, params and Holm-corrected p-values."""
     domains = df.attrs.get("domains", [])
-    head = ["#", "entry", "seeds", "valid AUC", "test AUC", "test AUC 95% CI", "test logloss"]
+    head = [
+        "#",
+        "entry",
+        "seeds",
+        "valid AUC",
+        "valid logloss",
+        "test AUC",
+        "test AUC 95% CI",
+        "test logloss",
+    ]
+    head += ["base-rate logloss"]
     head += [f"AUC {d}" for d in domains]
     head += ["FLOPs/sample", "dense params", "width", "ΔAUC vs dnn", "p vs dnn (Holm)", "p vs best (Holm)"]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -283,9 +339,11 @@ def to_markdown(df: pd.DataFrame, title: str = "Leaderboard") -> str:
             r["entry"],
             str(r["seeds"]),
             _pm(r["valid_auc_mean"], r["valid_auc_std"]),
+            _pm(r.get("valid_logloss_mean", math.nan), r.get("valid_logloss_std", math.nan)),
             _pm(r["auc_mean"], r["auc_std"]),
             _ci(r["auc_ci_low"], r["auc_ci_high"]),
-            _pm(r["logloss_mean"], r["logloss_std"]),
+            _pm(r["logloss_mean"], r["logloss_std"]) + (" ⚠" if r.get("worse_than_base", False) else ""),
+            _fmt(r.get("base_logloss", math.nan)),
             *[_fmt(r[f"auc[{d}]"]) for d in domains],
             f"{r['flops']:,.0f}",
             f"{r['dense_params']:,}",
@@ -296,6 +354,8 @@ def to_markdown(df: pd.DataFrame, title: str = "Leaderboard") -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Baseline: `{df.attrs.get('baseline', '/'.join(BASELINE))}`. {SIGNIFICANCE_NOTE}", ""]
+    if note := worse_than_base_note(df):
+        lines += [note, ""]
     return "\n".join(lines)
 
 

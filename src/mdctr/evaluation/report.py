@@ -74,8 +74,11 @@ def leaderboard_table(df: pd.DataFrame) -> pd.DataFrame:
             "entry": str(r["entry"]),
             "seeds": str(r["seeds"]),
             "valid AUC (ranks)": fmt_pm(r["valid_auc_mean"], r["valid_auc_std"]),
+            "valid logloss": fmt_pm(r.get("valid_logloss_mean"), r.get("valid_logloss_std")),
             "test AUC [95% CI]": fmt_ci(r["auc_mean"], r["auc_ci_low"], r["auc_ci_high"]),
-            "test logloss": fmt_pm(r["logloss_mean"], r["logloss_std"]),
+            "test logloss": fmt_pm(r["logloss_mean"], r["logloss_std"])
+            + (" ⚠ worse than base rate" if r.get("worse_than_base", False) else ""),
+            "base-rate logloss": fmt_num(r.get("base_logloss")),
         }
         row |= {f"AUC {d}": fmt_num(r.get(f"auc[{d}]")) for d in domains}
         row |= {
@@ -144,6 +147,21 @@ def render_report(
         for d in winner_summary["per_domain"]
     )
     table = leaderboard_table(df).to_html(index=False, border=0, escape=True, classes="leaderboard")
+    from mdctr.evaluation.leaderboard import worse_than_base_note
+
+    base_note = worse_than_base_note(df)
+    base_note_html = f'<p class="warning"><b>{html.escape(base_note)}</b></p>' if base_note else ""
+    winner_logloss = (
+        f'<dt>Winner logloss</dt><dd class="warning"><b>⚠ the winner\'s test logloss '
+        f"{fmt_num(best['logloss_mean'])} is worse than the base-rate predictor's "
+        f"{fmt_num(best.get('base_logloss'))}</b> (the train positive rate for every test row): it ranks well "
+        "(AUC) but its click probabilities are worse than a constant's. The winner is still chosen on "
+        "validation AUC; this is information. Retrain with <code>--early-stop-metric logloss</code> or "
+        "<code>--calibrate temperature</code> before using its pCTR as a probability.</dd>"
+        if bool(best.get("worse_than_base", False))
+        else f"<dt>Winner logloss</dt><dd>test {fmt_num(best['logloss_mean'])}, base-rate predictor "
+        f"{fmt_num(best.get('base_logloss'))} (lower is better)</dd>"
+    )
     figures = "".join(png_figure(p, caption) for caption, p in pngs.items() if Path(p).is_file())
     notes = html.escape(str(df.attrs.get("significance", "")))
     return f"""<!doctype html>
@@ -152,7 +170,7 @@ def render_report(
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}}td:nth-child(2){{text-align:left}}
 dl.summary{{display:grid;grid-template-columns:max-content auto;gap:4px 16px}}dt{{font-weight:bold}}dd{{margin:0}}
-figure{{display:inline-block;margin:1em;vertical-align:top}}img{{max-width:620px}}</style></head><body>
+.warning{{color:#a40000}}figure{{display:inline-block;margin:1em;vertical-align:top}}img{{max-width:620px}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>Summary</h2>
 <dl class="summary">
@@ -162,11 +180,13 @@ figure{{display:inline-block;margin:1em;vertical-align:top}}img{{max-width:620px
 validation AUC of its seeds. The test split chooses nothing: it is reported, test AUC
 {fmt_ci(best["auc_mean"], best["auc_ci_low"], best["auc_ci_high"])} (95% CI), exported seed
 {fmt_num(ov.get("auc"))}, {ov.get("flops_per_sample", 0):,.0f} FLOPs/sample.{passed_over}</dd>
+{winner_logloss}
 <dt>Gate decision</dt><dd id="{GATE_ELEMENT_ID}">{summary.gate or html.escape(GATE_PENDING)}</dd>
 <dt>MLflow runs</dt><dd>{links_html}</dd>
 </dl>
 <h2>Leaderboard</h2>
 {table}
+{base_note_html}
 <p><small>{notes}</small></p>
 <h2>Winner per hand-crafted domain (test)</h2>
 <table><tr><th>id</th><th>domain</th><th>rows</th><th>AUC</th><th>logloss</th></tr>{per_domain}</table>

@@ -7,6 +7,9 @@ Layout (written atomically with :func:`mdctr.io.atomic_dir`)::
     model.pt             the model's state_dict (loaded with ``weights_only=True``)
     miner/               the pre-trained DomainMiner (only when the domain source is ``mined``)
     metrics.json         test metrics: {"overall": {...}, "per_domain": [{"domain": id, ...}, ...]}
+    calibration.json     per-domain temperatures fitted on validation (only with ``--calibrate temperature``):
+                         every pCTR served is sigmoid(logit / T[hand-crafted domain]); see
+                         :mod:`mdctr.training.calibration`
 
 A request carries the RAW columns ``schema.serving_columns`` (features + hand-crafted domain id; no label).
 The hand-crafted domain id is required only by a model routed by it (:data:`ROUTES_BY_HANDCRAFTED`); a model
@@ -36,12 +39,13 @@ from mdctr.config import ConfigError
 from mdctr.data.encode import FeatureSpec, LookupEncoder
 from mdctr.data.tensors import Batch, TensorData
 from mdctr.io import atomic_dir, write_json_atomic
-from mdctr.models import DOMAIN_SOURCES, CTRModel, ModelInputs, build_model
-from mdctr.routing.sources import CONTROL_SOURCES, ControlState
+from mdctr.models import DOMAIN_SOURCES, CTRModel, ModelInputs
+from mdctr.routing.sources import CONTROL_SOURCES, ControlState, build_routed
 from mdctr.schema import SchemaError
 from mdctr.serving.bundle_schema import (  # the file names and format version live beside the schema
     BUNDLE_FILE,
     BUNDLE_VERSION,
+    CALIBRATION_FILE,
     METRICS_FILE,
     MINER_DIR,
     ROUTING_FILE,
@@ -62,6 +66,7 @@ from mdctr.serving.request import (
     RequestParser,
     excerpt,
 )
+from mdctr.training.calibration import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +163,15 @@ def save_bundle(
     closed_columns: Sequence[str] | None = None,
     closed_vocab_max: int = DEFAULT_CLOSED_VOCAB_MAX,
     routing_state: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle atomically to ``directory`` (replacing it) and return its path.
 
     ``miner`` (a ``mdctr.domains.DomainMiner``) is required when ``domain_source == "mined"`` and the model
     does not mine its own domains (``CTRModel.mines_domains``); it must be None otherwise. ``closed_columns`` overrides which sparse columns reject unseen values (default: those with at
-    most ``closed_vocab_max`` training values). ``metrics``: see :func:`normalise_metrics`.
+    most ``closed_vocab_max`` training values). ``metrics``: see :func:`normalise_metrics`. ``calibration``: a
+    :meth:`mdctr.training.calibration.Calibration.to_dict`, written as ``calibration.json`` and applied by
+    :class:`Predictor` to every prediction.
     """
     if domain_source not in DOMAIN_SOURCES:
         raise ValueError(f"unknown domain source {domain_source!r}; expected one of {DOMAIN_SOURCES}")
@@ -201,6 +209,8 @@ def save_bundle(
         if routing_state is not None:  # a control source (random/binned), fitted on train
             write_json_atomic(tmp / ROUTING_FILE, dict(routing_state))
         write_json_atomic(tmp / METRICS_FILE, normalise_metrics(metrics))
+        if calibration is not None:
+            write_json_atomic(tmp / CALIBRATION_FILE, dict(calibration))
         # the loader's checks, before the bundle replaces the old one: what cannot be loaded is never written.
         # Weights are checked for shape only: a diverged (non-finite) model is refused when loaded for serving
         try:
@@ -273,6 +283,8 @@ class Predictor:
         self.model = model.eval()
         self.miner = miner
         self.control: ControlState | None = None  # a control source's fitted state (set by load)
+        #: per-domain temperature scaling (set by load from calibration.json); None serves raw sigmoid(logit)
+        self.calibration: Calibration | None = None
         schema = spec.schema
         #: the columns a request may carry (all of ``schema.serving_columns``); ``required_columns`` must be sent
         self.columns: tuple[str, ...] = schema.serving_columns
@@ -311,7 +323,9 @@ class Predictor:
         checked = check_bundle(directory)
         info = BundleInfo.from_dict(checked.info)
         spec = FeatureSpec.load(directory / SPEC_FILE)
-        model = build_model(info.model_name, info.inputs, width=info.width, config=info.model_config)
+        model = build_routed(
+            info.model_name, info.domain_source, info.inputs, width=info.width, config=info.model_config
+        )
         # weights_only: the unpickler accepts tensors and plain containers only, never arbitrary objects
         state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
@@ -342,6 +356,8 @@ class Predictor:
         predictor = cls(info, spec, model, miner, **limits)
         if checked.routing is not None:
             predictor.control = ControlState.from_dict(checked.routing)
+        if checked.calibration is not None:
+            predictor.calibration = Calibration.from_dict(checked.calibration, spec.schema.domain_names)
         return predictor
 
     # -- the fast path ------------------------------------------------------------------------------------
@@ -379,12 +395,18 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_columns(self, cols: Columns) -> np.ndarray:
-        """pCTR per row of validated columns: float64 [N] in (0, 1)."""
+        """pCTR per row of validated columns: float64 [N] in (0, 1) (calibrated when the bundle carries a
+        calibration: a row without a hand-crafted domain takes the global temperature)."""
         data = self.encode_columns(cols)
         out = np.empty(len(data), dtype=np.float64)
         for start in range(0, len(data), PREDICT_BATCH):
             batch: Batch = data.batch(start, start + PREDICT_BATCH)
-            out[start : start + len(batch)] = torch.sigmoid(self.model(batch)).numpy()
+            if self.calibration is None:
+                out[start : start + len(batch)] = torch.sigmoid(self.model(batch)).numpy()
+            else:
+                out[start : start + len(batch)] = self.calibration.apply_probs(
+                    self.model(batch).double().numpy(), data.handcrafted[start : start + len(batch)].numpy()
+                )
         return out
 
     # -- DataFrame entry points (offline scoring, MLflow pyfunc) ------------------------------------------

@@ -15,7 +15,9 @@ checked after them:
   tensor is finite (checked by :func:`check_weights` on the loaded state dict);
 * ``routing.json`` (control sources only) and ``miner/`` (external miner only): present exactly when the
   domain source needs them, fitted for the same features and number of domains;
-* ``metrics.json``: finite numbers (``null`` where a metric is undefined), per-domain entries naming a domain.
+* ``metrics.json``: finite numbers (``null`` where a metric is undefined), per-domain entries naming a domain;
+* ``calibration.json`` (optional, ``mdctr train --calibrate temperature``): finite temperatures > 0, keyed by
+  hand-crafted domain names of the spec (:mod:`mdctr.training.calibration`).
 
 Every refusal is a :class:`BundleError`: one line naming the file and the field, never a pydantic wall.
 """
@@ -35,8 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from mdctr.config import ConfigError
 from mdctr.data.encode import OOV_INDEX, SPEC_VERSION
 from mdctr.models import DOMAIN_SOURCES, model_class
-from mdctr.models.base import model_config as strict_model_config
-from mdctr.routing.sources import CONTROL_SOURCES
+from mdctr.routing.sources import CONTROL_SOURCES, check_routed_config
 from mdctr.schema import FeatureSchema, SchemaError
 from mdctr.serving.request import excerpt
 
@@ -48,6 +49,9 @@ MINER_DIR = "miner"
 #: the fitted control source (random/binned) of a bundle routed by one (mdctr.routing.ControlState)
 ROUTING_FILE = "routing.json"
 METRICS_FILE = "metrics.json"
+#: optional per-domain temperature scaling fitted on validation (mdctr.training.calibration)
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_VERSION = 1
 #: the files of the miner directory (mdctr.domains.miner; named here so that checking needs no miner code)
 MINER_INPUTS_FILE = "model_inputs.json"
 #: the state-dict key of every CTRModel's shared embedding table (mdctr.blocks.FeatureEmbedding)
@@ -185,6 +189,22 @@ class MetricsModel(_Strict):
         return v
 
 
+class CalibrationModel(_Strict):
+    """``calibration.json``: :meth:`mdctr.training.calibration.Calibration.to_dict`."""
+
+    version: Literal[CALIBRATION_VERSION]  # type: ignore[valid-type]
+    method: Literal["temperature"]
+    global_temperature: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]
+    temperatures: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]]
+    min_rows: Count
+    fitted: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("fitted")
+    @classmethod
+    def _fitted_finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _finite_json(v)
+
+
 # -- one bundle, read and checked -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CheckedBundle:
@@ -195,6 +215,7 @@ class CheckedBundle:
             (metrics None when the file is absent: serving does not need it).
         routing: the raw dict of ``routing.json``, or None (sources other than random/binned).
         has_miner: the bundle carries an external domain miner (``miner/``).
+        calibration: the raw dict of ``calibration.json``, or None (an uncalibrated model).
     """
 
     info: dict[str, Any]
@@ -202,6 +223,7 @@ class CheckedBundle:
     routing: dict[str, Any] | None
     metrics: dict[str, Any] | None
     has_miner: bool
+    calibration: dict[str, Any] | None = None
 
 
 def check_bundle(directory: Path | str) -> CheckedBundle:
@@ -232,7 +254,8 @@ def check_bundle(directory: Path | str) -> CheckedBundle:
                     f"(0..{schema.num_domains - 1})"
                 )
         metrics = raw_metrics
-    return CheckedBundle(raw_info, raw_spec, routing, metrics, has_miner)
+    calibration = _check_calibration(d, schema)
+    return CheckedBundle(raw_info, raw_spec, routing, metrics, has_miner, calibration)
 
 
 def check_weights(
@@ -354,7 +377,7 @@ def _check_spec(spec: SpecModel, schema: FeatureSchema) -> None:
 
 def _check_info(info: BundleInfoModel, schema: FeatureSchema, spec: SpecModel) -> None:
     try:  # the model's own strict config: an unknown or mistyped key fails here, not at the first request
-        strict_model_config(info.model_name, info.config)
+        check_routed_config(info.model_name, info.domain_source, info.config)
     except (ConfigError, TypeError, ValueError) as e:
         raise BundleError(f"{BUNDLE_FILE}: model_config: {e}") from None
     unknown = [c for c in info.closed_columns if c not in schema.sparse]
@@ -431,6 +454,21 @@ def _check_routing(d: Path, info: BundleInfoModel, schema: FeatureSchema) -> dic
             )
     elif state.edges or state.counts:
         raise BundleError(f"{ROUTING_FILE}: edges/counts: the 'random' source keeps none")
+    return raw
+
+
+def _check_calibration(d: Path, schema: FeatureSchema) -> dict[str, Any] | None:
+    if not (d / CALIBRATION_FILE).is_file():
+        return None
+    raw = read_json(d / CALIBRATION_FILE)
+    _check_version(CALIBRATION_FILE, raw, CALIBRATION_VERSION, "calibration format")
+    cal = _validate(CalibrationModel, raw, CALIBRATION_FILE)
+    unknown = [k for k in cal.temperatures if k not in schema.domain_names]
+    if unknown:
+        raise BundleError(
+            f"{CALIBRATION_FILE}: temperatures: {excerpt(unknown[0])} is not a hand-crafted domain of "
+            f"{SPEC_FILE} (domains: {list(schema.domain_names)})"
+        )
     return raw
 
 

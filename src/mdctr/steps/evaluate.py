@@ -120,6 +120,8 @@ def _load_run(results_dir: Path) -> tuple[dict[str, Any], Any]:
         train_samples_per_s=_num(ov.get("train_samples_per_s")),
         wall_s=_num(ov.get("train_wall_s")),
         valid_auc=_num(ov.get("best_valid_auc")),
+        valid_logloss=_num(ov.get("valid_logloss")),
+        base_logloss=_num(ov.get("base_rate_logloss")),
     )
     return summary, record
 

@@ -35,8 +35,9 @@ class TrainStepConfig:
         model_name: registered model; ``domain_source``: ``none``/``handcrafted``/``mined`` or a control
             source (``random``/``binned``, see :mod:`mdctr.routing`); ``seed``.
         flop_budget: budget spec (``"model:dnn"``, ``"model:dnn@2"`` or FLOPs per sample): the width is fitted.
-        epochs: maximum training epochs (overrides ``train_options``); early stopping on validation AUC
-            (``patience`` in ``train_options``) normally ends the run first.
+        epochs: maximum training epochs (overrides ``train_options``); early stopping on validation AUC or
+            logloss (``patience``, ``early_stop_metric`` in ``train_options``) normally ends the run first;
+            ``calibrate`` there (``"temperature"``) fits per-domain calibration on validation (in the bundle).
         train_options: JSON object of further :class:`~mdctr.training.TrainConfig` fields (strict).
         model_options: JSON object of the model's config overrides (strict).
         tracking_uri: MLflow URI (``""``: environment/default); ``parent_run_id``: the pipeline's parent run
@@ -258,6 +259,12 @@ def train_model(
             "width": trained.width,
             "train_samples_per_s": trained.fit.train_samples_per_s,
             "best_valid_auc": trained.fit.best_valid_auc,
+            # of the returned model (calibrated when calibrate is set), beside the uncalibrated best epoch's
+            "valid_logloss": trained.valid_logloss,
+            "best_valid_logloss": trained.fit.best_valid_logloss,
+            # the train positive rate predicted for every test row: the logloss a useful model must beat
+            "base_rate_logloss": trained.base_rate.get("logloss", math.nan),
+            "train_positive_rate": trained.base_rate.get("positive_rate", math.nan),
             "train_wall_s": trained.fit.wall_s,
         }
         if not main_rank:  # another DDP rank: rank 0 writes the bundle and results
@@ -275,6 +282,7 @@ def train_model(
             domain_source=config.domain_source,
             miner=trained.routing.serving_miner(trained.model),
             routing_state=trained.control.to_dict() if trained.control is not None else None,
+            calibration=trained.calibration.to_dict() if trained.calibration is not None else None,
             metrics={
                 "overall": {k: v for k, v in overall.items() if _finite(v) is not None},
                 "per_domain": per_domain,
@@ -305,6 +313,8 @@ def train_model(
         "budget": trained.extra,
         "history": trained.fit.history,
         "num_routing_domains": trained.inputs.num_domains,
+        "early_stop_metric": trained.fit.early_stop_metric,
+        "calibration": trained.calibration.to_dict() if trained.calibration is not None else None,
         # the step's settings, so evaluate can put the pipeline's parameters on the parent run
         "settings": {
             "flop_budget": config.flop_budget,

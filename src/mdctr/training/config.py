@@ -8,6 +8,11 @@ import torch
 
 from mdctr.config import ConfigError
 
+#: validation metrics early stopping can follow: AUC (higher is better) or logloss (lower is better)
+EARLY_STOP_METRICS = ("auc", "logloss")
+#: post-training calibrations (:mod:`mdctr.training.calibration`)
+CALIBRATIONS = ("none", "temperature")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -19,8 +24,14 @@ class TrainConfig:
         batch_size: rows per optimiser step.
         lr: Adam learning rate.
         weight_decay: Adam (L2) weight decay.
-        patience: stop after this many epochs without a better validation AUC; the weights of the epoch with the
-            best validation AUC are restored (whether the run stopped early or reached ``epochs``).
+        patience: stop after this many epochs without a better validation ``early_stop_metric``; the weights of
+            the epoch with the best value are restored (whether the run stopped early or reached ``epochs``).
+        early_stop_metric: what early stopping and the restored weights follow: ``"auc"`` (validation AUC,
+            higher is better; the default) or ``"logloss"`` (validation logloss, lower is better). AUC alone can
+            keep an epoch whose probabilities are worse than the base rate's (issue #23).
+        calibrate: ``"none"`` (default) or ``"temperature"``: after training, fit one temperature per hand-crafted
+            domain on the validation split (:mod:`mdctr.training.calibration`); test metrics and the bundle are
+            then the calibrated model's. It does not change training, so a resume may change it.
         seed: seeds model initialisation (in :func:`train_model`), shuffling and dropout.
         device: ``"auto"`` (a GPU when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, …
         eval_batch_size: rows per forward pass when predicting (no gradients, so large batches are cheap).
@@ -39,6 +50,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     patience: int = 2
+    early_stop_metric: str = "auc"
+    calibrate: str = "none"
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 65536
@@ -57,6 +70,11 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.patience >= 1, "patience must be >= 1"),
+            (
+                self.early_stop_metric in EARLY_STOP_METRICS,
+                f"early_stop_metric must be one of {EARLY_STOP_METRICS}",
+            ),
+            (self.calibrate in CALIBRATIONS, f"calibrate must be one of {CALIBRATIONS}"),
             (self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1 or None"),
             (self.streaming in (True, False, "auto"), "streaming must be true, false or 'auto'"),
             (self.streaming_threshold_rows >= 0, "streaming_threshold_rows must be >= 0"),

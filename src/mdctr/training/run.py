@@ -14,9 +14,10 @@ from mdctr.data.stream import ParquetStream
 from mdctr.io import json_safe
 from mdctr.models.base import CTRModel, ModelInputs
 from mdctr.routing import ControlState, DomainRouting, count_batch, fit_width, resolve_budget
+from mdctr.training.calibration import Calibration, bce_of_logits, fit_calibration
 from mdctr.training.config import TrainConfig
-from mdctr.training.metrics import evaluate_predictions
-from mdctr.training.trainer import EpochCallback, FitResult, fit, predict
+from mdctr.training.metrics import binary_metrics, evaluate_predictions
+from mdctr.training.trainer import EpochCallback, FitResult, fit, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ class TrainedModel:
         routing: how the model was routed (serving keeps ``routing.serving_miner(model)`` beside it).
         control: the fitted control source (``random``/``binned``) that serving must apply, else None.
         extra: budget details (``budget``, ``budget_flops``, ``budget_rel_error``) when fitted to one.
+        calibration: the per-domain temperature scaling fitted on validation (``config.calibrate``), else None;
+            ``metrics`` and ``predictions`` are then the calibrated model's.
+        base_rate: the base-rate predictor (the train positive rate for every row) on the same test rows:
+            ``{"positive_rate", "logloss"}``; a model whose test logloss is above it is worse than a constant.
+        valid_logloss: validation logloss of the returned model (calibrated when ``calibration`` is set).
     """
 
     model: CTRModel
@@ -56,6 +62,9 @@ class TrainedModel:
     routing: DomainRouting | None = None
     control: ControlState | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    base_rate: dict[str, float] = field(default_factory=dict)
+    valid_logloss: float = float("nan")
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (NaN → None): what ``mdctr train --json`` prints."""
@@ -76,6 +85,10 @@ class TrainedModel:
                 "wall_s": self.fit.wall_s,
                 "best_epoch": self.fit.best_epoch,
                 "best_valid_auc": self.fit.best_valid_auc,
+                "valid_logloss": self.valid_logloss,
+                "early_stop_metric": self.fit.early_stop_metric,
+                "base_rate_logloss": self.base_rate.get("logloss"),
+                "calibration": self.calibration.to_dict() if self.calibration is not None else None,
                 "history": self.fit.history,
                 **self.extra,
             }
@@ -137,9 +150,21 @@ def train_model(
     result = fit(
         model, train_stream if train_stream is not None else data.train, data.valid, config, on_epoch=on_epoch
     )
-    probs = predict(model, data.test, config.eval_batch_size)
+    domain_names = prepared.spec.schema.domain_names
+    valid_labels = data.valid.label.numpy().astype(np.float64)
+    valid_logits = predict_logits(model, data.valid, config.eval_batch_size)
+    test_logits = predict_logits(model, data.test, config.eval_batch_size)
+    calibration = None
+    if config.calibrate == "temperature":
+        calibration = fit_calibration(
+            valid_labels, valid_logits, data.valid.handcrafted.numpy(), domain_names
+        )
+        valid_logits = calibration.apply_logits(valid_logits, data.valid.handcrafted.numpy())
+        test_logits = calibration.apply_logits(test_logits, data.test.handcrafted.numpy())
+    probs = 0.5 * (1.0 + np.tanh(0.5 * test_logits))  # the sigmoid in float64, no overflow
     labels = data.test.label.numpy().astype(np.float64)
-    metrics = evaluate_predictions(labels, probs, data.test.handcrafted, prepared.spec.schema.domain_names)
+    metrics = evaluate_predictions(labels, probs, data.test.handcrafted, domain_names)
+    base_rate = base_rate_metrics(prepared.train.label.numpy(), labels)
     flops = routing.flops(model, batch)
     log.info(
         "%s/%s: test auc %.5f logloss %.5f, %.0f FLOPs/sample",
@@ -165,4 +190,22 @@ def train_model(
         control=routed.control,
         seed=config.seed,
         extra=extra,
+        calibration=calibration,
+        base_rate=base_rate,
+        valid_logloss=bce_of_logits(valid_labels, valid_logits),
     )
+
+
+def base_rate_metrics(train_labels: np.ndarray, test_labels: np.ndarray) -> dict[str, float]:
+    """The base-rate predictor: the train positive rate as every test row's probability.
+
+    Args:
+        train_labels: [N_train] 0/1 (a sample of them when training streams).
+        test_labels: [N_test] 0/1.
+
+    Returns:
+        ``{"positive_rate": train rate, "logloss": its test logloss}``: the logloss any useful model must beat.
+    """
+    rate = float(np.mean(np.asarray(train_labels, dtype=np.float64))) if len(train_labels) else 0.5
+    y = np.asarray(test_labels, dtype=np.float64)
+    return {"positive_rate": rate, "logloss": float(binary_metrics(y, np.full(y.shape, rate))["logloss"])}

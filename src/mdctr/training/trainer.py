@@ -1,4 +1,5 @@
-"""The one trainer: Adam + BCE-with-logits (+ the model's auxiliary loss), early stopping on validation AUC,
+"""The one trainer: Adam + BCE-with-logits (+ the model's auxiliary loss), early stopping on validation AUC
+or logloss (``TrainConfig.early_stop_metric``),
 per-epoch checkpoints and exact resume.
 
 Determinism: shuffling draws from a private ``torch.Generator`` seeded with ``config.seed`` and dropout from
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "epoch-{:03d}.pt"
 _CHECKPOINT_RE = re.compile(r"^epoch-(\d{3,})\.pt$")
 #: config fields that may change between a run and its resume without changing the result
-_RESUME_FREE_FIELDS = ("epochs", "checkpoint_dir", "device", "num_threads", "eval_batch_size")
+_RESUME_FREE_FIELDS = ("epochs", "checkpoint_dir", "device", "num_threads", "eval_batch_size", "calibrate")
 
 EpochCallback = Callable[[dict[str, float]], None]
 #: train rows handed to ``model.end_epoch`` when streaming (a bounded sample instead of the whole split)
@@ -63,8 +64,11 @@ class FitResult:
         history: one dict per epoch: ``epoch`` (1-based), ``train_loss`` (mean BCE), ``valid_auc``,
             ``valid_logloss``, ``samples_per_s`` and ``train_seconds`` (train loop only), ``seconds``
             (train + validation), plus any metrics the model's ``end_epoch`` returns (adaptive2: code churn).
-        best_epoch: epoch whose weights the model holds after :func:`fit` (1-based).
+        best_epoch: epoch whose weights the model holds after :func:`fit` (1-based): the best validation
+            ``early_stop_metric`` (highest AUC or lowest logloss).
         best_valid_auc: validation AUC of that epoch.
+        best_valid_logloss: validation logloss of that epoch (NaN for a result built without it).
+        early_stop_metric: the metric that chose ``best_epoch`` (``"auc"`` or ``"logloss"``).
         train_samples_per_s: train rows per second over all epochs (train loop only, no validation).
         wall_s: wall-clock seconds of the whole fit, including epochs run before a resume.
         resumed_from: epoch of the checkpoint this call resumed from, or None.
@@ -76,6 +80,8 @@ class FitResult:
     train_samples_per_s: float
     wall_s: float
     resumed_from: int | None = None
+    best_valid_logloss: float = math.nan
+    early_stop_metric: str = "auc"
 
 
 def _data_to(data: TensorData, device: torch.device) -> TensorData:
@@ -94,9 +100,10 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: CTRModel, data: TensorData, batch_size: int = 65536) -> np.ndarray:
-    """Click probabilities [N] float64 for every row of ``data``, in order (eval mode, no gradients).
+def predict_logits(model: CTRModel, data: TensorData, batch_size: int = 65536) -> np.ndarray:
+    """Logits [N] float64 for every row of ``data``, in order (eval mode, no gradients).
 
+    Calibration works on these: a logit of 40 is still distinct from 50, while both probabilities round to 1.
     The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
@@ -106,11 +113,19 @@ def predict(model: CTRModel, data: TensorData, batch_size: int = 65536) -> np.nd
     try:
         for start in range(0, len(data), batch_size):
             batch = data.batch(start, start + batch_size).to(device)
-            # sigmoid in float64 so that confident rows do not round to exactly 0 or 1
-            out[start : start + len(batch)] = torch.sigmoid(model(batch).double()).cpu().numpy()
+            out[start : start + len(batch)] = model(batch).double().cpu().numpy()
     finally:
         model.train(was_training)
     return out
+
+
+def predict(model: CTRModel, data: TensorData, batch_size: int = 65536) -> np.ndarray:
+    """Click probabilities [N] float64 for every row of ``data``, in order (eval mode, no gradients).
+
+    The model's train/eval mode is restored afterwards.
+    """
+    # sigmoid in float64 so that confident rows do not round to exactly 0 or 1
+    return torch.sigmoid(torch.from_numpy(predict_logits(model, data, batch_size))).numpy()
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------
@@ -118,6 +133,8 @@ def _resume_key(config: TrainConfig) -> dict[str, Any]:
     d = dataclasses.asdict(config)
     for key in _RESUME_FREE_FIELDS:
         d.pop(key)
+    if d["early_stop_metric"] == "auc":  # the default: keeps checkpoints written before the option resumable
+        d.pop("early_stop_metric")
     return d
 
 
@@ -163,6 +180,8 @@ class _FitState:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_auc: float = -math.inf
+    #: the early-stopping score of the best epoch, higher is better (AUC, or minus the logloss)
+    best_score: float = -math.inf
     bad_epochs: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     stopped: bool = False
@@ -242,10 +261,13 @@ def fit(
         model.load_state_dict(state.best_state)
     train_seconds = sum(h["train_seconds"] for h in state.history)
     n = len(train_dev)
+    best_record = state.history[state.best_epoch - 1] if state.best_epoch >= 1 else {}
     return FitResult(
         history=copy.deepcopy(state.history),
         best_epoch=state.best_epoch,
         best_valid_auc=state.best_auc,
+        best_valid_logloss=float(best_record.get("valid_logloss", math.nan)),
+        early_stop_metric=config.early_stop_metric,
         train_samples_per_s=(n * len(state.history) / train_seconds) if train_seconds > 0 else math.nan,
         wall_s=state.prior_wall + time.perf_counter() - t_call,
         resumed_from=state.resumed_from,
@@ -288,6 +310,8 @@ def _resume(
         history=list(saved["history"]),
         best_epoch=saved["best_epoch"],
         best_auc=saved["best_auc"],
+        # a checkpoint from before early_stop_metric existed followed AUC
+        best_score=saved.get("best_score", saved["best_auc"]),
         bad_epochs=saved["bad_epochs"],
         best_state=saved["best_state"],
         stopped=saved["stopped"],
@@ -393,9 +417,11 @@ def _validate(
 ) -> dict[str, float]:
     """Score ``valid``, update the early-stopping state (best weights, patience) and record the epoch."""
     valid_auc, valid_logloss = auc_logloss(valid.label, predict(model, valid, config.eval_batch_size))
-    # NaN AUC (one-class validation set) never counts as an improvement after the first epoch
-    if state.best_state is None or valid_auc > state.best_auc:
+    score = early_stop_score(config.early_stop_metric, valid_auc, valid_logloss)
+    # NaN (e.g. AUC of a one-class validation set) never counts as an improvement after the first epoch
+    if state.best_state is None or score > state.best_score:
         state.best_epoch, state.best_auc, state.bad_epochs = epoch, valid_auc, 0
+        state.best_score = score
         state.best_state = _cpu_state(model)
     else:
         state.bad_epochs += 1
@@ -424,6 +450,15 @@ def _validate(
     return record
 
 
+def early_stop_score(metric: str, valid_auc: float, valid_logloss: float) -> float:
+    """The score early stopping maximises: validation AUC, or minus the validation logloss."""
+    if metric == "auc":
+        return valid_auc
+    if metric == "logloss":
+        return -valid_logloss
+    raise ValueError(f"unknown early-stopping metric {metric!r}; expected 'auc' or 'logloss'")
+
+
 def _checkpoint(
     epoch: int,
     config: TrainConfig,
@@ -447,6 +482,7 @@ def _checkpoint(
         "history": state.history,
         "best_epoch": state.best_epoch,
         "best_auc": state.best_auc,
+        "best_score": state.best_score,
         "bad_epochs": state.bad_epochs,
         "best_state": state.best_state,
         "stopped": state.stopped,
