@@ -11,7 +11,7 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint clean data image
+.PHONY: setup run test test-fast lint clean data image
 
 setup: $(STAMP)
 
@@ -33,8 +33,15 @@ RUN_SEEDS ?= 0
 run: setup
 	$(BIN)/mdctr pipeline run --dataset ml-1m --domain-sources handcrafted,mined --max-epochs $(RUN_EPOCHS) --seeds $(RUN_SEEDS)
 
+# The whole suite (what CI runs, .ci/run): every tier, with the 25 slowest tests listed at the end.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
+
+# The inner loop: everything not marked integration (real servers, the pipeline), container (Docker) or slow
+# (markers in pyproject.toml); README "Testing" has its time.
+FAST_TESTS := not integration and not container and not slow
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "$(FAST_TESTS)" --durations=10
 
 lint: setup
 	$(BIN)/ruff check src tests components pipelines benchmarks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,86 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store whose tables are created once per session: creating them (MLflow's
+    migrations) takes 3–6 s on the shared 2-core machine, copying the file a few milliseconds."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_sqlite_uri(tmp_path: Path, mlflow_template_db: Path) -> str:
+    """``sqlite:///<tmp_path>/mlruns/mlflow.db``: this test's own empty MLflow store, a copy of
+    :func:`mlflow_template_db`. ``mdctr.tracking.configure`` puts the ``mdctr`` experiment's artifacts next to
+    it, so copies share nothing."""
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(mlflow_template_db, db)
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture(scope="session")
+def small_prepared() -> Any:  # PreparedData
+    """Small prepared synthetic data for trainer tests: 3,000 rows, 3 sparse (40 ids) + 2 dense features,
+    3 domains, seed 1 (each fit takes well under a second). Shared by the session: tests must not modify it."""
+    from mdctr.data.prepare import prepare_in_memory
+    from mdctr.data.synthetic import generate
+
+    loaded = generate(rows=3000, num_sparse=3, num_dense=2, vocab_size=40, num_domains=3, seed=1)
+    return prepare_in_memory(loaded)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one intra-op thread in the test process, for the whole session (module- and session-scoped
+    fixtures included): the tests' tensors are small, and two threads contending for a shared 2-core machine
+    made them about 5× slower (tests/routing/test_budget.py + tests/training/test_run.py: 31 s with the default
+    threads, 6.5 s with one, same machine, minutes apart). Subprocesses (CLIs, torchrun, the pipeline's tasks)
+    keep their own settings."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class PickleExploit:
+    """Unpickling this runs ``open(marker, "w")`` — a stand-in for a shell command, for the tests that check
+    nothing loaded from a store executes code: the marker file exists afterwards only if it was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="session")
+def pickle_exploit() -> type[PickleExploit]:
+    """The :class:`PickleExploit` class: ``pickle.dump(pickle_exploit(marker), f)``."""
+    return PickleExploit
+
+
+def write_exploit_pickle(path: Path, marker: Path) -> None:
+    """Write a pickled :class:`PickleExploit` to ``path`` (parents created): loading it creates ``marker``."""
+    import pickle
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump(PickleExploit(marker), f)
+
+
+@pytest.fixture(scope="session")
+def plant_pickle() -> Any:  # (Path, Path) -> None
+    """:func:`write_exploit_pickle`: ``plant_pickle(path, marker)`` plants a malicious pickle at ``path``."""
+    return write_exploit_pickle
 
 
 def make_random_batch(

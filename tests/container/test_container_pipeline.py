@@ -24,7 +24,7 @@ import mdctr
 from mdctr import tracking
 from mdctr.pipeline import PROJECT_ROOT, run_local
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.container]
 
 #: one single-domain baseline and one entry routed by mined domains; 1 epoch on 3,000 synthetic rows
 MODELS = ["dnn", "adaptive2"]

@@ -56,6 +56,8 @@ def _config(**kw: Any) -> TrainStepConfig:
     return TrainStepConfig(**{**base, **kw})
 
 
+@pytest.mark.integration  # the S3 server, and two torchrun nodes training for ~15 s
+@pytest.mark.slow
 def test_an_entry_trains_as_a_two_node_trainjob_on_s3_and_reads_its_outputs_back(
     data: tuple[Path, str, str],
     kube_api: Any,
@@ -181,6 +183,7 @@ def test_no_cluster_no_kubeconfig_is_a_clear_error(tmp_path: Path, monkeypatch: 
         )
 
 
+@pytest.mark.integration  # the S3 server
 def test_trees_round_trip_through_s3(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+# each test starts benchmarks/compare_sources.py in a subprocess (4–9 s each on the shared 2-core machine)
+pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_sources.py"
 
 

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+# each test runs benchmarks/grid.py, which trains a grid (a minute or more on 2 cores)
+pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "grid.py"
 
 BASE = [

@@ -20,7 +20,7 @@ import psutil
 import pytest
 import requests
 
-from mdctr.serving import Predictor, ProcessServer, start_model_server
+from mdctr.serving import Predictor, ProcessServer
 from mdctr.serving.app import ServeLimits
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
 from mdctr.serving.server import free_port, venv_env, wait_healthy
@@ -33,12 +33,8 @@ LIMITS = ServeLimits(max_body_bytes=64 * 1024, max_rows=200)
 
 
 @pytest.fixture(scope="module")
-def server(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
-    srv = start_model_server(str(demo.path), limits=LIMITS, log_dir=tmp_path_factory.mktemp("srv"))
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server(serve_demo: Callable[[ServeLimits], ProcessServer]) -> ProcessServer:
+    return serve_demo(LIMITS)
 
 
 def _rows(demo: DemoBundle, n: int = 20, seed: int = 1) -> pd.DataFrame:

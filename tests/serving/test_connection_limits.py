@@ -12,13 +12,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mdctr.serving import Predictor, ProcessServer, start_model_server
+from mdctr.serving import Predictor, ProcessServer
 from mdctr.serving.app import ENV_PREFIX, ScoringApp, ServeLimits
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
 from mdctr.serving.server import serve_command
@@ -39,21 +39,13 @@ CAPPED = ServeLimits(keep_alive_timeout=60.0, max_connections=16)
 
 
 @pytest.fixture(scope="module")
-def server(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
-    srv = start_model_server(str(demo.path), limits=LIMITS, log_dir=tmp_path_factory.mktemp("srv"))
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server(serve_demo: Callable[[ServeLimits], ProcessServer]) -> ProcessServer:
+    return serve_demo(LIMITS)
 
 
 @pytest.fixture(scope="module")
-def capped(demo: DemoBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
-    srv = start_model_server(str(demo.path), limits=CAPPED, log_dir=tmp_path_factory.mktemp("capped"))
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def capped(serve_demo: Callable[[ServeLimits], ProcessServer]) -> ProcessServer:
+    return serve_demo(CAPPED)
 
 
 def _connect(server: ProcessServer) -> socket.socket:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -19,41 +20,25 @@ from mdctr.serving.bundle import WEIGHTS_FILE, bundle_dir_of
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
 
 
-class _Exploit:
-    """Unpickling this runs ``open(marker, "w")`` — a stand-in for a shell command."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def _plant_pickle(path: Path, marker: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        pickle.dump(_Exploit(marker), f)
-
-
-def test_the_exploit_pickle_really_runs_when_unpickled(tmp_path: Path) -> None:
+def test_the_exploit_pickle_really_runs_when_unpickled(tmp_path: Path, plant_pickle: Any) -> None:
     """Control: the planted file is a working exploit (so the tests below would notice if it ran)."""
-    _plant_pickle(tmp_path / "x.pkl", tmp_path / "ran")
+    plant_pickle(tmp_path / "x.pkl", tmp_path / "ran")
     with (tmp_path / "x.pkl").open("rb") as f:
         pickle.load(f).close()
     assert (tmp_path / "ran").exists()
 
 
-def test_planted_weights_pickle_is_refused(demo: DemoBundle, tmp_path: Path) -> None:
+def test_planted_weights_pickle_is_refused(demo: DemoBundle, tmp_path: Path, plant_pickle: Any) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(demo.path, bundle)
     marker = tmp_path / "pwned"
-    _plant_pickle(bundle / WEIGHTS_FILE, marker)
+    plant_pickle(bundle / WEIGHTS_FILE, marker)
     with pytest.raises(pickle.UnpicklingError):
         Predictor.load(bundle)
     assert not marker.exists()
 
 
-def test_planted_miner_pickle_is_refused(demo: DemoBundle, tmp_path: Path) -> None:
+def test_planted_miner_pickle_is_refused(demo: DemoBundle, tmp_path: Path, plant_pickle: Any) -> None:
     from mdctr.domains.miner import STATE_FILE, DomainMiner, MinerConfig
     from mdctr.serving import save_bundle
 
@@ -73,7 +58,7 @@ def test_planted_miner_pickle_is_refused(demo: DemoBundle, tmp_path: Path) -> No
     )
     Predictor.load(bundle)  # loads as saved
     marker = tmp_path / "pwned"
-    _plant_pickle(bundle / "miner" / STATE_FILE, marker)
+    plant_pickle(bundle / "miner" / STATE_FILE, marker)
     with pytest.raises(pickle.UnpicklingError):
         Predictor.load(bundle)
     assert not marker.exists()
@@ -81,7 +66,7 @@ def test_planted_miner_pickle_is_refused(demo: DemoBundle, tmp_path: Path) -> No
 
 @pytest.mark.integration
 def test_registered_model_loads_without_running_planted_pickles_or_code(
-    demo: DemoBundle, tmp_path: Path
+    demo: DemoBundle, tmp_path: Path, plant_pickle: Any
 ) -> None:
     uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     parent = tracking.start_parent_run(uri, run_name="security")
@@ -99,8 +84,8 @@ def test_registered_model_loads_without_running_planted_pickles_or_code(
 
     # plant a pickled python_model and a code/ folder shadowing mdctr, as an attacker with store access would
     marker = tmp_path / "pwned"
-    _plant_pickle(model_dir / "python_model.pkl", marker)
-    _plant_pickle(model_dir / "data" / "bundle" / "python_model.pkl", marker)
+    plant_pickle(model_dir / "python_model.pkl", marker)
+    plant_pickle(model_dir / "data" / "bundle" / "python_model.pkl", marker)
     evil = model_dir / "code" / "mdctr"
     evil.mkdir(parents=True)
     (evil / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
@@ -116,7 +101,7 @@ def test_registered_model_loads_without_running_planted_pickles_or_code(
     assert not marker.exists()
 
     # a tampered weights file inside the stored model is refused by both loaders
-    _plant_pickle(model_dir / "data" / "bundle" / WEIGHTS_FILE, marker)
+    plant_pickle(model_dir / "data" / "bundle" / WEIGHTS_FILE, marker)
     with pytest.raises(pickle.UnpicklingError):
         Predictor.load(bundle_dir_of(model_dir))
     with pytest.raises(pickle.UnpicklingError):
@@ -125,13 +110,15 @@ def test_registered_model_loads_without_running_planted_pickles_or_code(
     assert torch.load  # torch stays importable: nothing above replaced modules
 
 
-def test_old_format_model_is_served_from_its_bundle_only(demo: DemoBundle, tmp_path: Path) -> None:
+def test_old_format_model_is_served_from_its_bundle_only(
+    demo: DemoBundle, tmp_path: Path, plant_pickle: Any
+) -> None:
     """A version logged in the old format (pickled python_model, code/, artifacts/bundle): the production
     server's loader takes artifacts/bundle and touches nothing else."""
     model_dir = tmp_path / "old"
     shutil.copytree(demo.path, model_dir / "artifacts" / "bundle")
     marker = tmp_path / "pwned"
-    _plant_pickle(model_dir / "python_model.pkl", marker)
+    plant_pickle(model_dir / "python_model.pkl", marker)
     (model_dir / "code" / "mdctr").mkdir(parents=True)
     (model_dir / "code" / "mdctr" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     (model_dir / "MLmodel").write_text("flavors: {python_function: {loader_module: mlflow.pyfunc.model}}\n")
@@ -143,7 +130,9 @@ def test_old_format_model_is_served_from_its_bundle_only(demo: DemoBundle, tmp_p
     assert not marker.exists()
 
 
-def test_mdctr_serve_refuses_a_model_directory_that_carries_code(demo: DemoBundle, tmp_path: Path) -> None:
+def test_mdctr_serve_refuses_a_model_directory_that_carries_code(
+    demo: DemoBundle, tmp_path: Path, plant_pickle: Any
+) -> None:
     """``mdctr serve`` refuses what the promotion gate refuses (issue #22): an MLflow model directory with a
     pickle or a ``code/`` folder ends the command with one line and status 2, before anything is loaded; the
     project's own format (loader module, weights + JSON in data/bundle) is served."""
@@ -154,7 +143,7 @@ def test_mdctr_serve_refuses_a_model_directory_that_carries_code(demo: DemoBundl
     old = tmp_path / "old"
     shutil.copytree(demo.path, old / "artifacts" / "bundle")
     marker = tmp_path / "pwned"
-    _plant_pickle(old / "python_model.pkl", marker)
+    plant_pickle(old / "python_model.pkl", marker)
     (old / "MLmodel").write_text("flavors: {python_function: {loader_module: mlflow.pyfunc.model}}\n")
     result = CliRunner().invoke(app, ["serve", "--model-uri", str(old), "--dry-run"])
     assert result.exit_code == 2, result.output

@@ -17,9 +17,6 @@ from mdctr.serving import Predictor
 from mdctr.serving.bundle_schema import CALIBRATION_FILE
 from mdctr.steps.train_model import METRICS_FILE, PREDICTIONS_FILE, TrainStepConfig, train_model
 
-# the module fixture trains a calibrated entry and evaluates it (~11 s on 2 shared cores)
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def calibrated(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:

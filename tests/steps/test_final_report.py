@@ -78,6 +78,7 @@ def evaluated(ws: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, s
     return uri, parent, root
 
 
+@pytest.mark.slow  # the `evaluated` fixture trains, evaluates and registers (~15 s on 2 shared cores)
 def test_register_writes_the_final_report_with_the_gate_decision(
     evaluated: tuple[str, str, Path], ws: Any
 ) -> None:
@@ -117,6 +118,7 @@ def test_register_writes_the_final_report_with_the_gate_decision(
     assert "domains.perplexity" in c.get_run(parent).data.metrics
 
 
+@pytest.mark.slow
 def test_a_kept_challenger_says_keep_and_why(evaluated: tuple[str, str, Path], ws: Any) -> None:
     uri, _, root = evaluated
     first = register_model(winner_dir=root / "winner", config=RegisterConfig(tracking_uri=uri))

@@ -5,7 +5,6 @@ every promotion is in the champion history, and only the exit handler closes the
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 import subprocess
 import sys
@@ -33,16 +32,6 @@ pytestmark = pytest.mark.integration
 
 #: the four ways an old or tampered registered model could make a loader run code
 VARIANTS = ("loader_module", "code_folder", "python_model_pkl", "old_pickled_format")
-
-
-class _Exploit:
-    """Unpickling this runs ``open(marker, "w")`` — a stand-in for a shell command."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (self.marker, "w"))
 
 
 @dataclass(frozen=True)
@@ -110,8 +99,9 @@ def _model_dir(uri: str, name: str, version: str) -> Path:
     return path
 
 
-def _plant(model_dir: Path, variant: str, marker: Path) -> None:
-    """Tamper with a stored model the way ``variant`` says; every planted piece writes ``marker`` if run."""
+def _plant(model_dir: Path, variant: str, marker: Path, plant_pickle: Any) -> None:
+    """Tamper with a stored model the way ``variant`` says; every planted piece writes ``marker`` if run
+    (``plant_pickle``: the fixture of tests/conftest.py)."""
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     pyfunc = mlmodel["flavors"]["python_function"]
     touch = f"open({str(marker)!r}, 'w').close()\n"
@@ -124,14 +114,12 @@ def _plant(model_dir: Path, variant: str, marker: Path) -> None:
         (model_dir / "code" / "mdctr").mkdir(parents=True)
         (model_dir / "code" / "mdctr" / "__init__.py").write_text(touch)
     elif variant == "python_model_pkl":
-        with (model_dir / "python_model.pkl").open("wb") as f:
-            pickle.dump(_Exploit(marker), f)
+        plant_pickle(model_dir / "python_model.pkl", marker)
     elif variant == "old_pickled_format":
         # the format mdctr logged before the loader module: cloudpickled python_model, code/, artifacts/bundle
         (model_dir / "artifacts").mkdir()
         shutil.move(model_dir / "data" / "bundle", model_dir / "artifacts" / "bundle")
-        with (model_dir / "python_model.pkl").open("wb") as f:
-            pickle.dump(_Exploit(marker), f)
+        plant_pickle(model_dir / "python_model.pkl", marker)
         (model_dir / "code" / "mdctr").mkdir(parents=True)
         (model_dir / "code" / "mdctr" / "__init__.py").write_text(touch)
         pyfunc.clear()
@@ -178,12 +166,17 @@ def champion_store(
 
 
 @pytest.fixture
-def planted(champion_store: tuple[Pipeline, str, str, Path], request: pytest.FixtureRequest, tmp_path: Path):
+def planted(
+    champion_store: tuple[Pipeline, str, str, Path],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    plant_pickle: Any,
+):
     """The champion's stored files tampered with (``request.param``), restored afterwards."""
     p, name, version, clean = champion_store
     model_dir = _model_dir(p.uri, name, version)
     marker = tmp_path / "pwned"
-    _plant(model_dir, request.param, marker)
+    _plant(model_dir, request.param, marker, plant_pickle)
     try:
         yield p, name, version, marker, request.param
     finally:
@@ -192,7 +185,7 @@ def planted(champion_store: tuple[Pipeline, str, str, Path], request: pytest.Fix
 
 
 def test_the_planted_loader_module_and_old_pickled_format_really_run_under_mlflows_loader(
-    champion_store: tuple[Pipeline, str, str, Path], tmp_path: Path
+    champion_store: tuple[Pipeline, str, str, Path], tmp_path: Path, plant_pickle: Any
 ) -> None:
     """Control: ``mlflow.pyfunc.load_model`` (what the gate used before) runs the planted code, so the
     assertions below that no marker appears would notice if anything still went through it."""
@@ -203,7 +196,7 @@ def test_the_planted_loader_module_and_old_pickled_format_really_run_under_mlflo
         copy = tmp_path / variant
         shutil.copytree(clean, copy)
         markers.append(tmp_path / f"{variant}.ran")
-        _plant(copy, variant, markers[-1])
+        _plant(copy, variant, markers[-1], plant_pickle)
         script.append(f"try:\n    mlflow.pyfunc.load_model({str(copy)!r})\nexcept Exception:\n    pass")
     subprocess.run([sys.executable, "-c", "\n".join(script)], check=True, timeout=300, capture_output=True)
     assert [m.exists() for m in markers] == [True, True]

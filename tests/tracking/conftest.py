@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 from mdctr.devservices import start_s3
 from mdctr.devservices.mlflow_server import MlflowServer, start_mlflow_server
+from mdctr.serving.bundle import METRICS_FILE
 from mdctr.serving.demo import DemoBundle, make_demo_bundle
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -42,6 +45,26 @@ def _admin(sql: str) -> None:
             cur.execute(sql)
     finally:
         conn.close()
+
+
+def bundle_with_metrics(
+    demo: DemoBundle, dest: Path, auc: float, domain_auc: tuple[float, float, float]
+) -> Path:
+    """A copy of the demo bundle at ``dest`` whose stored test metrics are the given ones (overall AUC and the
+    three domains' AUCs; logloss 0.6): the gate reads only those."""
+    shutil.copytree(demo.path, dest)
+    metrics = {
+        "overall": {"auc": auc, "logloss": 0.6},
+        "per_domain": [{"domain": d, "auc": a, "logloss": 0.6} for d, a in enumerate(domain_auc)],
+    }
+    (dest / METRICS_FILE).write_text(json.dumps(metrics))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def with_metrics() -> Callable[..., Path]:
+    """:func:`bundle_with_metrics`: ``with_metrics(demo, dest, auc, (auc0, auc1, auc2))``."""
+    return bundle_with_metrics
 
 
 @pytest.fixture(scope="session")

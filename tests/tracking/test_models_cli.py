@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from mdctr import tracking
 from mdctr.cli import app
 from mdctr.models import model_names
-from mdctr.serving.bundle import METRICS_FILE
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
 from mdctr.tracking.names import CHALLENGER, CHAMPION, registered_model_name
 from mdctr.tracking.registry import HISTORY_TAG_PREFIX
@@ -23,19 +22,8 @@ pytestmark = pytest.mark.integration
 NAME = registered_model_name(DEMO_SCHEMA.name)
 
 
-def _bundle(demo: DemoBundle, dest: Path, auc: float, domain_auc: tuple[float, float, float]) -> Path:
-    """A copy of the demo bundle whose stored test metrics are the given ones (the gate reads only those)."""
-    shutil.copytree(demo.path, dest)
-    metrics = {
-        "overall": {"auc": auc, "logloss": 0.6},
-        "per_domain": [{"domain": d, "auc": a, "logloss": 0.6} for d, a in enumerate(domain_auc)],
-    }
-    (dest / METRICS_FILE).write_text(json.dumps(metrics))
-    return dest
-
-
 @pytest.fixture
-def store(tmp_path: Path, demo_bundle: DemoBundle) -> str:
+def store(tmp_path: Path, demo_bundle: DemoBundle, with_metrics: Any) -> str:
     """An SQLite store holding versions 1 (auc 0.70, champion via the gate) and 2 (auc 0.72, challenger)."""
     uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     parent = tracking.start_parent_run(
@@ -56,7 +44,7 @@ def store(tmp_path: Path, demo_bundle: DemoBundle) -> str:
         per_domain=[{"domain": d, "name": n, "auc": 0.7} for d, n in enumerate(("young", "middle", "old"))],
     )
     for name, auc, domains in (("v1", 0.70, (0.70, 0.70, 0.70)), ("v2", 0.72, (0.71, 0.72, 0.70))):
-        bundle = _bundle(demo_bundle, tmp_path / name, auc, domains)
+        bundle = with_metrics(demo_bundle, tmp_path / name, auc, domains)
         tracking.register_bundle(uri, bundle, run_id=run, input_example=demo_bundle.table)
     # version 1 became champion the way the pipeline does it: gate, then promote (which writes the history)
     gate = tracking.decide_promotion(uri, "1", name=NAME)
@@ -231,7 +219,7 @@ def test_model_card_carries_data_version_flops_domains_and_gate_reason(store: st
 
 
 def test_with_two_datasets_the_commands_need_dataset_or_name(
-    store: str, demo_bundle: DemoBundle, tmp_path: Path
+    store: str, demo_bundle: DemoBundle, tmp_path: Path, with_metrics: Any
 ) -> None:
     """A second dataset registers its own model: ``list`` shows both, ``--dataset``/``--name`` pick one, and
     ``promote``/``rollback`` without either refuse instead of guessing."""
@@ -240,7 +228,7 @@ def test_with_two_datasets_the_commands_need_dataset_or_name(
     from mdctr.data.encode import FeatureSpec
     from mdctr.serving.bundle import SPEC_FILE
 
-    shop = _bundle(demo_bundle, tmp_path / "shop", 0.60, (0.6, 0.6, 0.6))
+    shop = with_metrics(demo_bundle, tmp_path / "shop", 0.60, (0.6, 0.6, 0.6))
     spec = FeatureSpec.load(shop / SPEC_FILE)
     dataclasses.replace(spec, schema=dataclasses.replace(spec.schema, name="shop")).save(shop / SPEC_FILE)
     run = MlflowClient(store).get_model_version(NAME, "1").run_id

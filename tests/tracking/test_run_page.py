@@ -19,6 +19,8 @@ from mdctr.steps.register_model import KEEP, PROMOTE, RegisterConfig, register_m
 from mdctr.steps.train_model import TrainStepConfig, train_model
 from mdctr.tracking import names
 
+# the module fixture runs fetch → prepare → mine → train ×2 → evaluate → register (~20 s on 2 shared cores)
+pytestmark = pytest.mark.slow
 OPTIONS = json.dumps({"rows": 3000, "seed": 5})
 EPOCHS = 3
 #: (model, domain source): a single-domain baseline and an entry routed by the pre-trained miner

@@ -4,7 +4,6 @@ PostgreSQL + S3 (``backend`` is parametrised over both)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,6 @@ from mdctr.tracking.names import CHALLENGER, CHAMPION, registered_model_name
 pytestmark = pytest.mark.integration
 #: the demo bundle's dataset registers under its own model
 NAME = registered_model_name(DEMO_SCHEMA.name)
-
-
-def _with_metrics(demo: DemoBundle, dest: Path, auc: float, domain_auc: tuple[float, float, float]) -> Path:
-    """A copy of the demo bundle whose stored test metrics are the given ones (the gate reads only those)."""
-    shutil.copytree(demo.path, dest)
-    metrics = {
-        "overall": {"auc": auc, "logloss": 0.6},
-        "per_domain": [{"domain": d, "auc": a, "logloss": 0.6} for d, a in enumerate(domain_auc)],
-    }
-    (dest / METRICS_FILE).write_text(json.dumps(metrics))
-    return dest
 
 
 def _training_run(uri: str, demo: DemoBundle) -> tuple[str, str]:
@@ -100,13 +88,15 @@ def test_runs_params_metrics_tables_and_artifacts(
     assert [a.path for a in c.list_artifacts(parent, "evaluation")] == ["evaluation/leaderboard.md"]
 
 
-def test_register_gate_and_aliases(backend: Any, demo_bundle: DemoBundle, tmp_path: Path) -> None:
+def test_register_gate_and_aliases(
+    backend: Any, demo_bundle: DemoBundle, tmp_path: Path, with_metrics: Any
+) -> None:
     uri = tracking.configure(backend.uri)
     _, run_id = _training_run(uri, demo_bundle)
     c = MlflowClient(uri)
 
     def register(name: str, auc: float, domains: tuple[float, float, float]) -> str:
-        bundle = _with_metrics(demo_bundle, tmp_path / name, auc, domains)
+        bundle = with_metrics(demo_bundle, tmp_path / name, auc, domains)
         rv = tracking.register_bundle(uri, bundle, run_id=run_id, input_example=demo_bundle.table)
         assert rv.model_uri == f"models:/{NAME}/{rv.version}"
         assert tracking.alias_version(uri, CHALLENGER, name=NAME) == rv.version
@@ -190,7 +180,7 @@ def test_server_keeps_runs_in_postgres_and_artifacts_in_s3(
         tracking.model_storage_uri(uri, rv.version, name=NAME)
 
 
-def test_gate_rescores_on_validation_and_refuses_other_datasets(tmp_path: Path) -> None:
+def test_gate_rescores_on_validation_and_refuses_other_datasets(tmp_path: Path, with_metrics: Any) -> None:
     """Stored tags can lie (stale, or another split): with the current validation rows the gate scores both
     versions itself; and a version of another dataset/feature schema is never compared with the champion."""
     import dataclasses
@@ -204,7 +194,7 @@ def test_gate_rescores_on_validation_and_refuses_other_datasets(tmp_path: Path) 
     _, run_id = _training_run(uri, trained)
 
     def register(name: str, demo: DemoBundle, claimed_auc: float, schema: Any = DEMO_SCHEMA) -> str:
-        bundle = _with_metrics(demo, tmp_path / name, claimed_auc, (claimed_auc,) * 3)
+        bundle = with_metrics(demo, tmp_path / name, claimed_auc, (claimed_auc,) * 3)
         version = tracking.register_bundle(uri, bundle, run_id=run_id, input_example=demo.table).version
         tracking.tag_schema(uri, version, schema, name=NAME)
         return version
@@ -244,21 +234,22 @@ def test_gate_rescores_on_validation_and_refuses_other_datasets(tmp_path: Path) 
     assert tracking.alias_version(uri, CHAMPION, name=NAME) == champion
 
 
-def _as_dataset(demo: DemoBundle, dest: Path, dataset: str, auc: float) -> Path:
-    """A copy of the demo bundle whose feature spec says it was trained on ``dataset`` (same columns)."""
+def _as_dataset(demo: DemoBundle, dest: Path, dataset: str, auc: float, with_metrics: Any) -> Path:
+    """A copy of the demo bundle whose feature spec says it was trained on ``dataset`` (same columns);
+    ``with_metrics``: the fixture of tests/tracking/conftest.py."""
     import dataclasses
 
     from mdctr.data.encode import FeatureSpec
     from mdctr.serving.bundle import SPEC_FILE
 
-    bundle = _with_metrics(demo, dest, auc, (auc,) * 3)
+    bundle = with_metrics(demo, dest, auc, (auc,) * 3)
     spec = FeatureSpec.load(bundle / SPEC_FILE)
     dataclasses.replace(spec, schema=dataclasses.replace(spec.schema, name=dataset)).save(bundle / SPEC_FILE)
     return bundle
 
 
 def test_each_dataset_registers_its_own_model_and_is_gated_only_against_it(
-    demo_bundle: DemoBundle, tmp_path: Path
+    demo_bundle: DemoBundle, tmp_path: Path, with_metrics: Any
 ) -> None:
     """Two datasets through registration give two registered models; a version of one is gated against its
     own dataset's champion only, never against (or replacing) the other's."""
@@ -270,14 +261,16 @@ def test_each_dataset_registers_its_own_model_and_is_gated_only_against_it(
         tracking.tag_schema(uri, rv.version, Predictor.load(bundle).spec.schema, name=rv.name)
         return rv
 
-    shop = register(_as_dataset(demo_bundle, tmp_path / "shop", "shop", auc=0.80))
+    shop = register(_as_dataset(demo_bundle, tmp_path / "shop", "shop", auc=0.80, with_metrics=with_metrics))
     assert (shop.name, shop.version) == ("mdctr-shop", "1")
     assert tracking.decide_promotion(uri, shop.version, name=shop.name).promote
     tracking.promote(uri, shop.version, name=shop.name)
 
     # a much weaker model of another dataset: with one shared model the gate would have compared it with the
     # shop champion (and refused it, or, with looser checks, let one dataset's model replace the other's)
-    movies = register(_as_dataset(demo_bundle, tmp_path / "movies", "Movies_1M", auc=0.55))
+    movies = register(
+        _as_dataset(demo_bundle, tmp_path / "movies", "Movies_1M", auc=0.55, with_metrics=with_metrics)
+    )
     assert (movies.name, movies.version) == ("mdctr-movies-1m", "1")
     assert movies.model_uri == "models:/mdctr-movies-1m/1"
     gate = tracking.decide_promotion(uri, movies.version, name=movies.name)
@@ -289,7 +282,9 @@ def test_each_dataset_registers_its_own_model_and_is_gated_only_against_it(
     assert tracking.alias_version(uri, CHAMPION, name="mdctr-movies-1m") == movies.version
 
     # the next shop version is compared with the shop champion (0.80), not the movies one (0.55)
-    shop2 = register(_as_dataset(demo_bundle, tmp_path / "shop2", "shop", auc=0.70))
+    shop2 = register(
+        _as_dataset(demo_bundle, tmp_path / "shop2", "shop", auc=0.70, with_metrics=with_metrics)
+    )
     assert (shop2.name, shop2.version) == ("mdctr-shop", "2")
     gate = tracking.decide_promotion(uri, shop2.version, name=shop2.name)
     assert not gate.promote and gate.champion_version == shop.version and gate.champion["auc"] == 0.80

@@ -15,14 +15,6 @@ from mdctr.training import TrainConfig, TrainingError, fit, latest_checkpoint
 from mdctr.training.trainer import load_checkpoint
 
 
-class _Exploit:
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def _fit(prepared: PreparedData, config: TrainConfig):
     torch.manual_seed(config.seed)
     model = build_model("dnn", model_inputs(prepared, 1), width=0.25)
@@ -40,13 +32,13 @@ def test_checkpoint_holds_only_tensors_and_plain_data(small_prepared: PreparedDa
 
 
 def test_planted_checkpoint_pickle_is_refused_and_never_runs(
-    small_prepared: PreparedData, tmp_path: Path
+    small_prepared: PreparedData, tmp_path: Path, pickle_exploit: type
 ) -> None:
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     with (ckpt / "epoch-001.pt").open("wb") as f:
-        pickle.dump({"epoch": 1, "model": _Exploit(marker)}, f)
+        pickle.dump({"epoch": 1, "model": pickle_exploit(marker)}, f)
     config = TrainConfig(epochs=2, batch_size=512, device="cpu", checkpoint_dir=str(ckpt))
     with pytest.raises(TrainingError, match="refusing it"):
         _fit(small_prepared, config)

@@ -32,6 +32,7 @@ def _summary(output: str) -> dict:
     return json.loads(output[output.index("{") :])
 
 
+@pytest.mark.slow  # two `mdctr train` subprocesses
 def test_streaming_and_in_memory_train_on_the_same_prepared_data(prepared_dir: Path, tmp_path: Path) -> None:
     results = {}
     for mode in ("on", "off"):
@@ -56,6 +57,7 @@ def test_streaming_needs_prepared_data() -> None:
     assert "--prepared" in result.output
 
 
+@pytest.mark.slow  # a 2-process torchrun
 def test_torchrun_streaming_run_writes_one_result_from_rank0(prepared_dir: Path, tmp_path: Path) -> None:
     mdctr = shutil.which("mdctr", path=str(Path(sys.executable).parent))
     assert mdctr is not None

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import torch
 
+# two torchrun launches of 2 processes each, training several scenarios
+pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("ddp_worker.py")
 REPO = Path(__file__).resolve().parents[2]
 _SAME_ACROSS_RANKS = ("epoch", "train_loss", "valid_auc", "valid_logloss")

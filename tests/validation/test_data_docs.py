@@ -30,8 +30,8 @@ def write_ml1m(root: Path, rating: object = None) -> Path:
 
 
 @pytest.fixture
-def parent(tmp_path: Path) -> tuple[str, str]:
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+def parent(mlflow_sqlite_uri: str) -> tuple[str, str]:
+    uri = mlflow_sqlite_uri
     tracking.configure(uri)
     return uri, tracking.start_parent_run(uri, run_name="gate-test", data_rev="test")
 
