@@ -5,7 +5,9 @@ columns (each domain draws its ids from its own block of the vocabulary) and the
 domain-free column. A routed model given the right domains gets that sign for free; given wrong ones (a hash of
 the user, bins of one feature) or none, it must learn it from the other columns, or average it away — which a
 small network cannot afford. So on this data, at real sizes (200,000 rows, vocabularies of 3,000 ids, batch
-4,096) and a constrained width (a quarter of the default sizes, as at a quarter of the dnn budget):
+4,096) and a constrained width (a quarter of the default sizes for every source; the miner's own FLOPs are
+not charged: this tests that the mechanism works, not that it pays for its compute — docs/benchmarks.md has the
+FLOP-matched grids):
 
 * mined domains (the pre-trained VQ-VAE miner, fitted on train only) beat the control sources and one domain;
 * exact hand-crafted domains beat the controls and one domain too, and mined domains come close to them.
