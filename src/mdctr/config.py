@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, TypeVar
-
-import yaml
 
 T = TypeVar("T")
 
@@ -32,16 +29,3 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "con
         if isinstance(value, list):
             data[key] = tuple(value)
     return cls(**data)
-
-
-def load_yaml(cls: type[T], path: Path | str) -> T:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
-    return from_dict(cls, data, where=str(path))

@@ -379,7 +379,3 @@ def write_leaderboard(df: pd.DataFrame, out_dir: Path | str, title: str = "Leade
     plot_auc_vs_flops(df, paths["auc_vs_flops"])
     plot_domain_auc(df, paths["domain_auc"])
     return paths
-
-
-def read_leaderboard_json(path: Path | str) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

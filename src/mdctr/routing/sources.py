@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +42,6 @@ from mdctr.routing.joint import JOINT_SOURCE, JointMined, split_overrides
 
 log = logging.getLogger(__name__)
 
-DomainSource = Literal["handcrafted", "mined", "none", "random", "binned", "mined-joint"]
 SPLITS = ("train", "valid", "test")
 CONTROL_SOURCES = ("random", "binned")
 #: default number of control domains (the miner's default codebook size, so controls match mined domains)
