@@ -43,6 +43,7 @@ from mdctr.models.base import (
     CTRModel,
     FeatureEmbedding,
     ModelInputs,
+    eval_codes,
     recalibrate_batchnorm,
     register,
     route,
@@ -313,19 +314,9 @@ class Adaptive2(CTRModel):
         self.vqvae.eval()
         log.info("adaptive2: codes frozen after epoch %d", int(self.epochs_done))
 
-    @torch.no_grad()
     def assign_codes(self, data: TensorData, batch_size: int = 65536) -> torch.Tensor:
         """Serving-time code of every row of ``data`` → [N] int64 (eval mode; the mode is restored after)."""
-        was_training = self.training
-        self.eval()
-        try:
-            parts = [
-                self.codes(b, self.embed(b))
-                for b in (data.batch(s, s + batch_size) for s in range(0, len(data), batch_size))
-            ]
-        finally:
-            self.train(was_training)
-        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+        return eval_codes(self, data, lambda b: self.codes(b, self.embed(b)), batch_size)
 
     def aux_loss(self) -> torch.Tensor | None:
         """VQ loss (×vq_weight) of the last training forward in joint mode, else None."""

@@ -109,6 +109,21 @@ class CTRModel(nn.Module):
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(self.embedding_prefixes))
 
 
+@torch.no_grad()
+def eval_codes(
+    model: nn.Module, data: TensorData, codes_of: Callable[[Batch], torch.Tensor], batch_size: int = 65536
+) -> torch.Tensor:
+    """``codes_of(batch)`` over every row of ``data`` in eval mode → [N] int64 (the mode is restored after): the
+    serving-time mined domain of each row, for the models that mine inside their forward."""
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [codes_of(data.batch(s, s + batch_size)) for s in range(0, len(data), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+
+
 def _check_config(name: str, cls: type[CTRModel]) -> None:
     if not dataclasses.is_dataclass(cls.Config):
         raise TypeError(f"model {name!r}: Config must be a dataclass")

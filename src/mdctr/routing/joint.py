@@ -37,7 +37,7 @@ import torch
 from mdctr.config import from_dict
 from mdctr.data.tensors import Batch, TensorData
 from mdctr.domains.vqvae import VQVAE, VQConfig
-from mdctr.models.base import CTRModel, scale_widths
+from mdctr.models.base import CTRModel, eval_codes, scale_widths
 
 log = logging.getLogger(__name__)
 
@@ -163,18 +163,9 @@ class JointMined(CTRModel):
             return inner
         return self._aux if inner is None else self._aux + inner
 
-    @torch.no_grad()
     def assign_codes(self, data: TensorData, batch_size: int = 65536) -> torch.Tensor:
         """Serving-time code of every row of ``data`` → [N] int64 (eval mode; the mode is restored after)."""
-        was_training = self.training
-        self.eval()
-        try:
-            parts = [
-                self.codes(self.embed(data.batch(s, s + batch_size))) for s in range(0, len(data), batch_size)
-            ]
-        finally:
-            self.train(was_training)
-        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+        return eval_codes(self, data, lambda b: self.codes(self.embed(b)), batch_size)
 
     def end_epoch(self, train: TensorData) -> dict[str, float] | None:
         """Code usage on a fixed sample of training rows (and churn since the last epoch), then the inner
