@@ -50,16 +50,27 @@ def _raise_nofile() -> None:
 
 
 # -- attackers (run in a child process, one asyncio loop) -----------------------------------------------------
+async def _connect(
+    port: int, stats: dict[str, int]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """One connection to the server (counted), or None after a failed attempt and a short pause."""
+    try:
+        conn = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
+    except (OSError, TimeoutError):
+        stats["connect_failed"] += 1
+        await asyncio.sleep(0.1)
+        return None
+    stats["connected"] += 1
+    return conn
+
+
 async def _hold(port: int, first: bytes, stop: asyncio.Event, stats: dict[str, int]) -> None:
     """Open a connection, send ``first`` (maybe nothing), wait until the server closes it; repeat until stop."""
     while not stop.is_set():
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
-        except (OSError, TimeoutError):
-            stats["connect_failed"] += 1
-            await asyncio.sleep(0.1)
+        conn = await _connect(port, stats)
+        if conn is None:
             continue
-        stats["connected"] += 1
+        reader, writer = conn
         try:
             if first:
                 writer.write(first)
@@ -79,13 +90,10 @@ async def _hold(port: int, first: bytes, stop: asyncio.Event, stats: dict[str, i
 async def _slow_body(port: int, path: str, stop: asyncio.Event, stats: dict[str, int]) -> None:
     """A POST announcing 1 MB, then one byte every 4 s, until the server answers or stop."""
     while not stop.is_set():
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
-        except (OSError, TimeoutError):
-            stats["connect_failed"] += 1
-            await asyncio.sleep(0.1)
+        conn = await _connect(port, stats)
+        if conn is None:
             continue
-        stats["connected"] += 1
+        reader, writer = conn
         writer.write(
             f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             "Content-Length: 1000000\r\n\r\n".encode()
@@ -112,13 +120,10 @@ async def _big_header(port: int, stop: asyncio.Event, stats: dict[str, int]) -> 
     bytes written before that (socket buffers of both kernels included, so more than the server read)."""
     piece = b"a" * 65536
     while not stop.is_set():
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
-        except (OSError, TimeoutError):
-            stats["connect_failed"] += 1
-            await asyncio.sleep(0.1)
+        conn = await _connect(port, stats)
+        if conn is None:
             continue
-        stats["connected"] += 1
+        _, writer = conn
         sent = 0
         try:
             writer.write(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: ")
