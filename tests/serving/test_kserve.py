@@ -125,6 +125,65 @@ def test_manifest_passes_the_kserve_schema(kserve_models: types.ModuleType, tmp_
     assert isvc.spec.predictor.containers[0].env[0].name == "STORAGE_URI"
 
 
+def test_canary_manifest_passes_the_kserve_schema(kserve_models: types.ModuleType) -> None:
+    """KServe v1beta1 canary: the predictor spec holds the new model and ``canaryTrafficPercent``."""
+    m = kserve_manifest(name="mdctr-ml-1m", storage_uri=STORAGE, canary_traffic_percent=10)
+    isvc = _check(m, kserve_models)
+    assert isvc.spec.predictor.canary_traffic_percent == 10
+    assert (
+        "canaryTrafficPercent"
+        not in kserve_manifest(name="mdctr-ml-1m", storage_uri=STORAGE)["spec"]["predictor"]
+    )
+    # control: the schema check rejects a percent of the wrong type, and the builder any percent outside 0-100
+    m["spec"]["predictor"]["canaryTrafficPercent"] = "10"
+    with pytest.raises(ValueError, match="canaryTrafficPercent: expected int"):
+        _check(m, kserve_models)
+    for bad in (101, -1, True, 12.5):
+        with pytest.raises(ValueError, match="canaryTrafficPercent must be an integer from 0 to 100"):
+            kserve_manifest(name="mdctr-ml-1m", storage_uri=STORAGE, canary_traffic_percent=bad)
+
+
+@pytest.mark.integration
+def test_rollout_manifests_of_a_canary_pass_the_kserve_schema(
+    demo, tmp_path: Path, kserve_models: types.ModuleType
+) -> None:
+    """The manifests ``mdctr models promote --canary``/``--finish``/``rollback`` write (through
+    :func:`mdctr.steps.promote_model.write_rollout_manifest`) for a real store's versions deserialise into
+    KServe's types, and say which model takes which share."""
+    from mdctr import tracking
+    from mdctr.steps.promote_model import write_rollout_manifest
+
+    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    run_id = tracking.log_training_run(
+        uri,
+        tracking.start_parent_run(uri, run_name="kserve"),
+        run_name="dnn",
+        params={},
+        system_metrics=False,
+    )
+    v1, v2 = (
+        tracking.register_bundle(uri, demo.path, run_id=run_id, input_example=demo.table) for _ in range(2)
+    )
+    storage = {rv.version: tracking.model_storage_uri(uri, rv.version, name=rv.name) for rv in (v1, v2)}
+    written = {}
+    for label, rollout in (
+        ("canary", tracking.Rollout(v1.version, v2.version, 25)),
+        ("alone", tracking.Rollout(v2.version)),
+    ):
+        path, spec_storage = write_rollout_manifest(
+            tmp_path / f"{label}.yaml", rollout, name=v1.name, tracking_uri=uri, namespace="ml"
+        )
+        written[label] = _check(yaml.safe_load(path.read_text()), kserve_models)
+        assert spec_storage == storage[v2.version]
+    canary, alone = written["canary"], written["alone"]
+    assert canary.spec.predictor.canary_traffic_percent == 25
+    assert canary.spec.predictor.containers[0].env[0].value == storage[v2.version]
+    assert canary.metadata.annotations["mdctr/champion-storage-uri"] == storage[v1.version]
+    assert canary.metadata.annotations["mdctr/canary-version"] == v2.version
+    assert alone.spec.predictor.canary_traffic_percent is None
+    assert alone.metadata.annotations["mdctr/champion-version"] == v2.version
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [

@@ -13,8 +13,9 @@ from mdctr import tracking
 from mdctr.evaluation.report import GATE_PENDING, gate_html, with_gate
 from mdctr.steps.evaluate import EvaluateConfig, evaluate
 from mdctr.steps.mine_domains import MineConfig, mine_domains
-from mdctr.steps.register_model import KEEP, PROMOTE, RegisterConfig, register_model
+from mdctr.steps.register_model import RegisterConfig, register_model
 from mdctr.steps.train_model import TrainStepConfig, train_model
+from mdctr.tracking.names import KEEP, PROMOTE
 from mdctr.tracking.setup import client
 
 

@@ -16,8 +16,9 @@ from mdctr.steps.evaluate import ROC_POINTS, WINNER_BUNDLE_DIR, WINNER_ENTRY_FIL
 from mdctr.steps.mine_domains import CODES_FILE, MINER_DIR, REPORT_JSON, MineConfig, mine_domains
 from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
 from mdctr.steps.promote_model import PromoteConfig, promote_model
-from mdctr.steps.register_model import KEEP, PROMOTE, RegisterConfig, register_model
+from mdctr.steps.register_model import RegisterConfig, register_model
 from mdctr.steps.train_model import METRICS_FILE, PREDICTIONS_FILE, TrainStepConfig, train_model
+from mdctr.tracking.names import KEEP, PROMOTE
 
 SEEDS = (0, 1)
 

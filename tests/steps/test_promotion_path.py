@@ -23,9 +23,9 @@ from mdctr import tracking
 from mdctr.steps.evaluate import WINNER_ENTRY_FILE
 from mdctr.steps.fetch_data import finish_run
 from mdctr.steps.promote_model import PromoteConfig, promote_model
-from mdctr.steps.register_model import KEEP, PROMOTE, RegisterConfig, register_model
+from mdctr.steps.register_model import RegisterConfig, register_model
 from mdctr.steps.train_model import TrainStepConfig, train_model
-from mdctr.tracking.names import CHAMPION
+from mdctr.tracking.names import CHAMPION, KEEP, PROMOTE
 from mdctr.tracking.runs import TAG_FAILED_TASK
 
 pytestmark = pytest.mark.integration
@@ -250,7 +250,7 @@ def test_a_failed_promote_leaves_the_champion_and_the_exit_handler_fails_the_par
             config=PromoteConfig(name=first.name, version=first.version, tracking_uri=p.uri),
         )
     assert tracking.alias_version(p.uri, CHAMPION, name=first.name) is None  # the alias never moved
-    assert tracking.registry.champion_history(p.uri, name=first.name) == []
+    assert tracking.champion_history(p.uri, name=first.name) == []
     # the exit handler, as KFP calls it after the failed task
     changed = finish_run(
         tracking_uri=p.uri,
@@ -273,7 +273,7 @@ def test_pipeline_promotions_are_in_the_champion_history_and_roll_back(
         manifest_path=tmp_path / "isvc-1.yaml",
         config=PromoteConfig(name=first.name, version=first.version, tracking_uri=p.uri, reason=first.reason),
     )
-    history = tracking.registry.champion_history(p.uri, name=first.name)
+    history = tracking.champion_history(p.uri, name=first.name)
     assert [(e["action"], e["version"], e["previous"], e["reason"]) for e in history] == [
         (PROMOTE, first.version, None, first.reason)
     ]
@@ -290,7 +290,7 @@ def test_pipeline_promotions_are_in_the_champion_history_and_roll_back(
     out = CliRunner().invoke(app, ["models", "rollback", "--name", first.name, "--tracking-uri", p.uri])
     assert out.exit_code == 0, out.output
     assert tracking.alias_version(p.uri, CHAMPION, name=first.name) == first.version
-    history = tracking.registry.champion_history(p.uri, name=first.name)
+    history = tracking.champion_history(p.uri, name=first.name)
     assert [(e["action"], e["version"]) for e in history] == [
         ("promote", first.version),
         ("promote", second.version),

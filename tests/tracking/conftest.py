@@ -13,10 +13,12 @@ from typing import Any
 import psycopg2
 import pytest
 
+from mdctr import tracking
 from mdctr.devservices import start_s3
 from mdctr.devservices.mlflow_server import MlflowServer, start_mlflow_server
 from mdctr.serving.bundle import METRICS_FILE
-from mdctr.serving.demo import DemoBundle, make_demo_bundle
+from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle, make_demo_bundle
+from mdctr.tracking.names import registered_model_name
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 S3_PREFIX = "mlflow-test"
@@ -103,3 +105,38 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return Backend("sqlite", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     return request.getfixturevalue("postgres_s3_server")
+
+
+#: the demo bundle's dataset registers under its own model
+DEMO_NAME = registered_model_name(DEMO_SCHEMA.name)
+
+
+@pytest.fixture
+def store(tmp_path: Path, demo_bundle: DemoBundle, with_metrics: Any) -> str:
+    """An SQLite store holding versions 1 (auc 0.70, champion via the gate) and 2 (auc 0.72, challenger)."""
+    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    parent = tracking.start_parent_run(
+        uri,
+        run_name="pipeline",
+        params={"dataset": "demo"},
+        data_rev="v7",
+        data_md5="0123abcd",
+        git_sha="c0ffee",
+    )
+    run = tracking.log_training_run(
+        uri,
+        parent,
+        run_name="dnn-none",
+        params={"model": "dnn"},
+        history=[],
+        metrics={"auc": 0.7, "flops_per_sample": 52_224.0, "dense_params": 25_921},
+        per_domain=[{"domain": d, "name": n, "auc": 0.7} for d, n in enumerate(("young", "middle", "old"))],
+    )
+    for name, auc, domains in (("v1", 0.70, (0.70, 0.70, 0.70)), ("v2", 0.72, (0.71, 0.72, 0.70))):
+        bundle = with_metrics(demo_bundle, tmp_path / name, auc, domains)
+        tracking.register_bundle(uri, bundle, run_id=run, input_example=demo_bundle.table)
+    # version 1 became champion the way the pipeline does it: gate, then promote (which writes the history)
+    gate = tracking.decide_promotion(uri, "1", name=DEMO_NAME)
+    assert gate.promote
+    tracking.promote(uri, "1", name=DEMO_NAME, reason=gate.reason)
+    return uri

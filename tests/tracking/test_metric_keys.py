@@ -82,5 +82,5 @@ def test_run_keeps_the_raw_names_and_the_model_card_shows_them(
     shutil.copytree(demo_bundle.path, bundle)
     (bundle / METRICS_FILE).write_text(json.dumps({"overall": {"auc": 0.7}, "per_domain": per_domain}))
     rv = tracking.register_bundle(uri, bundle, run_id=run_id, input_example=demo_bundle.table)
-    card = tracking.registry.model_card(uri, rv.version, name=rv.name)
+    card = tracking.model_card.model_card(uri, rv.version, name=rv.name)
     assert "| 0 | <25 |" in card and "| 2 | >=56 |" in card

@@ -14,43 +14,11 @@ from mdctr import tracking
 from mdctr.cli import app
 from mdctr.models import model_names
 from mdctr.serving.demo import DEMO_SCHEMA, DemoBundle
-from mdctr.tracking.names import CHALLENGER, CHAMPION, registered_model_name
-from mdctr.tracking.registry import HISTORY_TAG_PREFIX
+from mdctr.tracking.names import CHALLENGER, CHAMPION, HISTORY_TAG_PREFIX, registered_model_name
 
 pytestmark = pytest.mark.integration
 #: the demo bundle's dataset registers under its own model
 NAME = registered_model_name(DEMO_SCHEMA.name)
-
-
-@pytest.fixture
-def store(tmp_path: Path, demo_bundle: DemoBundle, with_metrics: Any) -> str:
-    """An SQLite store holding versions 1 (auc 0.70, champion via the gate) and 2 (auc 0.72, challenger)."""
-    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    parent = tracking.start_parent_run(
-        uri,
-        run_name="pipeline",
-        params={"dataset": "demo"},
-        data_rev="v7",
-        data_md5="0123abcd",
-        git_sha="c0ffee",
-    )
-    run = tracking.log_training_run(
-        uri,
-        parent,
-        run_name="dnn-none",
-        params={"model": "dnn"},
-        history=[],
-        metrics={"auc": 0.7, "flops_per_sample": 52_224.0, "dense_params": 25_921},
-        per_domain=[{"domain": d, "name": n, "auc": 0.7} for d, n in enumerate(("young", "middle", "old"))],
-    )
-    for name, auc, domains in (("v1", 0.70, (0.70, 0.70, 0.70)), ("v2", 0.72, (0.71, 0.72, 0.70))):
-        bundle = with_metrics(demo_bundle, tmp_path / name, auc, domains)
-        tracking.register_bundle(uri, bundle, run_id=run, input_example=demo_bundle.table)
-    # version 1 became champion the way the pipeline does it: gate, then promote (which writes the history)
-    gate = tracking.decide_promotion(uri, "1", name=NAME)
-    assert gate.promote
-    tracking.promote(uri, "1", name=NAME, reason=gate.reason)
-    return uri
 
 
 def _cli(*args: str) -> tuple[int, str, str]:
@@ -196,7 +164,8 @@ def tracking_history(c: MlflowClient) -> list[dict]:
 
 
 def test_model_card_carries_data_version_flops_domains_and_gate_reason(store: str, tmp_path: Path) -> None:
-    from mdctr.tracking.registry import TAG_MODEL_CARD, write_model_card
+    from mdctr.tracking.model_card import write_model_card
+    from mdctr.tracking.names import TAG_MODEL_CARD
 
     uri = write_model_card(store, "2", name=NAME)
     c = MlflowClient(store)

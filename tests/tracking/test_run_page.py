@@ -15,9 +15,10 @@ from mdctr import tracking
 from mdctr.steps.fetch_data import FetchConfig, fetch_data
 from mdctr.steps.mine_domains import MineConfig, mine_domains
 from mdctr.steps.prepare_data import PrepareConfig, prepare_data
-from mdctr.steps.register_model import KEEP, PROMOTE, RegisterConfig, register_model
+from mdctr.steps.register_model import RegisterConfig, register_model
 from mdctr.steps.train_model import TrainStepConfig, train_model
 from mdctr.tracking import names
+from mdctr.tracking.names import KEEP, PROMOTE
 
 # the module fixture runs fetch → prepare → mine → train ×2 → evaluate → register (~20 s on 2 shared cores)
 pytestmark = pytest.mark.slow

@@ -257,8 +257,15 @@ def test_each_dataset_registers_its_own_model_and_is_gated_only_against_it(
     _, run_id = _training_run(uri, demo_bundle)
 
     def register(bundle: Path) -> tracking.RegisteredVersion:
-        rv = tracking.register_bundle(uri, bundle, run_id=run_id, input_example=demo_bundle.table)
-        tracking.tag_schema(uri, rv.version, Predictor.load(bundle).spec.schema, name=rv.name)
+        # one load of the bundle, by the caller; registration tags its dataset and feature schema itself
+        predictor = Predictor.load(bundle)
+        schema = predictor.spec.schema
+        rv = tracking.register_bundle(
+            uri, bundle, run_id=run_id, input_example=demo_bundle.table, predictor=predictor
+        )
+        tags = MlflowClient(uri).get_model_version(rv.name, rv.version).tags
+        assert tags["mdctr.schema"] == schema.name
+        assert tags["mdctr.schema_hash"] == tracking.schema_fingerprint(schema)
         return rv
 
     shop = register(_as_dataset(demo_bundle, tmp_path / "shop", "shop", auc=0.80, with_metrics=with_metrics))

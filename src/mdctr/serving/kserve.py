@@ -11,6 +11,15 @@ server (:mod:`mdctr.serving.app`), which speaks the Open Inference Protocol v2 o
 ``/mnt/models``. Probes use the v2 health routes, with timeouts that the measured ``/live`` latency
 under 10k-row load fits (:data:`MEASURED_LIVE_UNDER_LOAD_S`).
 
+**Canary rollout** (KServe v1beta1, serverless mode): an ``InferenceService`` spec holds ONE predictor, the
+model that is rolling out. With ``spec.predictor.canaryTrafficPercent: P`` KServe creates a new revision for
+that spec and sends it P% of the traffic, while the last revision rolled out at 100% (the champion's, from the
+manifest applied before) keeps the other 100 − P%. So a canary manifest (:func:`kserve_manifest` with
+``canary_traffic_percent``) carries the *canary's* storage URI and the percent; the champion is not in the spec
+but in KServe's previous revision (the manifest's ``mdctr/champion-*`` annotations name it). Finishing the canary
+is the same spec without ``canaryTrafficPercent`` (the new revision takes 100%); rolling it back is the
+champion's own manifest again (its storage URI, no ``canaryTrafficPercent``).
+
 The manifest is checked against KServe's own API types in ``tests/serving/test_kserve.py``.
 """
 
@@ -24,6 +33,7 @@ from typing import Any
 import yaml
 
 import mdctr
+from mdctr.io import write_text_atomic
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -63,6 +73,7 @@ def kserve_manifest(
     resources: Mapping[str, Mapping[str, str]] | None = None,
     workers: int = 1,
     annotations: Mapping[str, str] | None = None,
+    canary_traffic_percent: int | None = None,
 ) -> dict[str, Any]:
     """An ``InferenceService`` serving the MLflow model at ``storage_uri`` (``s3://…`` or another URI KServe's
     storage initializer reads; not ``models:/`` or ``mlflow-artifacts:/``, which only MLflow resolves).
@@ -70,6 +81,8 @@ def kserve_manifest(
     ``service_account``: the Kubernetes service account whose secret grants read access to ``storage_uri``.
     ``resources``: container requests/limits (default :data:`DEFAULT_RESOURCES`). ``workers``: server worker
     processes. ``annotations`` go on metadata (e.g. the registered model version, for traceability).
+    ``canary_traffic_percent``: serve ``storage_uri`` as a canary with that share (0–100) of the traffic, the
+    previously rolled-out revision keeping the rest (see the module docstring); None: it takes all traffic.
     """
     if not _NAME.match(name):
         raise ValueError(
@@ -81,6 +94,14 @@ def kserve_manifest(
         )
     if not _NAME.match(service_account):
         raise ValueError(f"service account {service_account!r} is not a valid Kubernetes name")
+    if canary_traffic_percent is not None and (
+        isinstance(canary_traffic_percent, bool)
+        or not isinstance(canary_traffic_percent, int)
+        or not 0 <= canary_traffic_percent <= 100
+    ):
+        raise ValueError(
+            f"canaryTrafficPercent must be an integer from 0 to 100, not {canary_traffic_percent!r}"
+        )
     probe = {
         "httpGet": {"path": "/v2/health/ready", "port": PORT},
         "periodSeconds": 10,
@@ -110,17 +131,17 @@ def kserve_manifest(
         metadata["namespace"] = namespace
     if annotations:
         metadata["annotations"] = {str(k): str(v) for k, v in annotations.items()}
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": metadata,
-        "spec": {"predictor": {"serviceAccountName": service_account, "containers": [container]}},
-    }
+    predictor: dict[str, Any] = {"serviceAccountName": service_account}
+    if canary_traffic_percent is not None:
+        predictor["canaryTrafficPercent"] = canary_traffic_percent
+    predictor["containers"] = [container]
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": {"predictor": predictor}}
 
 
 def write_manifest(path: Path | str, manifest: Mapping[str, Any]) -> Path:
     """Write ``manifest`` as YAML (block style, keys in insertion order) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dict(manifest), sort_keys=False, default_flow_style=False))
+    # atomic: a reader (kubectl apply, a GitOps sync) never sees half a manifest
+    write_text_atomic(path, yaml.safe_dump(dict(manifest), sort_keys=False, default_flow_style=False))
     return path

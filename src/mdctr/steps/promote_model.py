@@ -1,4 +1,6 @@
-"""Step: make a registered version the ``champion`` and write its KServe InferenceService manifest."""
+"""Step: make a registered version the ``champion`` and write its KServe InferenceService manifest; and the
+manifest of any rollout (champion alone, or champion + canary), which ``mdctr models promote|rollback`` write
+through :func:`write_rollout_manifest`."""
 
 from __future__ import annotations
 
@@ -6,8 +8,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdctr.steps.common import tracking_uri_or_none
+
+if TYPE_CHECKING:
+    from mdctr.tracking.champion import Rollout
 
 log = logging.getLogger(__name__)
 
@@ -43,37 +49,82 @@ class PromoteOutput:
     storage_uri: str
 
 
+def write_rollout_manifest(
+    manifest_path: Path | str,
+    rollout: Rollout,
+    *,
+    name: str,
+    tracking_uri: str | None,
+    namespace: str = "",
+    artifacts_destination: str = "",
+) -> tuple[Path, str]:
+    """Write the InferenceService that serves ``rollout`` of registered model ``name``; return (path, the
+    storage URI in its spec).
+
+    Champion alone: the champion's storage URI takes all traffic. With a canary (KServe v1beta1 canary
+    semantics, :mod:`mdctr.serving.kserve`): the spec holds the *canary's* storage URI with
+    ``canaryTrafficPercent`` = its percent, and KServe's last rolled-out revision (the champion's) keeps the
+    rest; annotations name both versions and the champion's storage URI. Resolving a storage URI is the step
+    that can fail (a proxied ``mlflow-artifacts:/`` location without ``artifacts_destination``), so callers
+    write this before moving any alias.
+    """
+    from mdctr import tracking
+    from mdctr.serving.kserve import kserve_manifest, write_manifest
+
+    destination = artifacts_destination or os.environ.get(ARTIFACTS_DESTINATION_ENV) or None
+
+    def storage(version: str) -> str:
+        return tracking.model_storage_uri(tracking_uri, version, name=name, artifacts_destination=destination)
+
+    served = rollout.canary or rollout.champion
+    annotations = {
+        "mdctr/model-uri": f"models:/{name}/{served}",
+        "mdctr/model-version": served,
+        "mdctr/champion-version": rollout.champion,
+    }
+    champion_storage = storage(rollout.champion)
+    if rollout.canary is not None:
+        annotations |= {
+            "mdctr/canary-version": rollout.canary,
+            "mdctr/champion-storage-uri": champion_storage,
+        }
+    spec_storage = storage(rollout.canary) if rollout.canary is not None else champion_storage
+    manifest = kserve_manifest(
+        name=name,
+        storage_uri=spec_storage,
+        namespace=namespace or None,
+        annotations=annotations,
+        canary_traffic_percent=rollout.percent if rollout.canary is not None else None,
+    )
+    return write_manifest(manifest_path, manifest), spec_storage
+
+
 def promote_model(*, manifest_path: Path | str, config: PromoteConfig) -> PromoteOutput:
     """Write the InferenceService YAML for ``config.version`` of ``config.name`` to ``manifest_path``, then
     make that version the ``champion``.
 
     Atomic for the champion: everything that can fail (resolving the storage URI, writing the manifest, the
     model card) happens first and the alias moves last, through :func:`mdctr.tracking.promote`, which also
-    appends the move to the champion history (``mdctr models list`` shows it, ``rollback`` undoes it). When
-    this step fails the champion has not moved, and the exit handler marks the parent run FAILED.
+    appends the move to the champion history (``mdctr models list`` shows it, ``rollback`` undoes it) and ends
+    a running canary (the manifest serves the new champion alone). When this step fails the champion has not
+    moved, and the exit handler marks the parent run FAILED.
     """
     from mdctr import tracking
-    from mdctr.serving.kserve import kserve_manifest, write_manifest
+    from mdctr.tracking.champion import Rollout
+    from mdctr.tracking.names import PROMOTE
 
     uri = tracking_uri_or_none(config.tracking_uri)
     name = config.name
     model_uri = f"models:/{name}/{config.version}"
-    storage = tracking.model_storage_uri(
-        uri,
-        config.version,
+    path, storage = write_rollout_manifest(
+        manifest_path,
+        Rollout(config.version),
         name=name,
-        artifacts_destination=config.artifacts_destination
-        or os.environ.get(ARTIFACTS_DESTINATION_ENV)
-        or None,
+        tracking_uri=uri,
+        namespace=config.namespace,
+        artifacts_destination=config.artifacts_destination,
     )
-    manifest = kserve_manifest(
-        name=name,
-        storage_uri=storage,
-        namespace=config.namespace or None,
-        annotations={"mdctr/model-uri": model_uri, "mdctr/model-version": config.version},
-    )
-    path = write_manifest(manifest_path, manifest)
-    tracking.promote(uri, config.version, name=name, reason=config.reason or "gate: promote")
+    tracking.promote(uri, config.version, name=name, reason=config.reason or f"gate: {PROMOTE}")
     log.info(
         "promoted %s to %s; KServe manifest %s (storage %s)", model_uri, tracking.CHAMPION, path, storage
     )

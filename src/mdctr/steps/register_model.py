@@ -6,12 +6,14 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdctr.steps.common import tracking_uri_or_none
 from mdctr.steps.evaluate import WINNER_BUNDLE_DIR, WINNER_ENTRY_FILE
 from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
-from mdctr.tracking.names import KEEP, PROMOTE  # the gate's decisions, one vocabulary (KFP, tags, runs)
+
+if TYPE_CHECKING:
+    from mdctr.tracking.gate import GateDecision
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RegisterConfig:
     """Attributes: MLflow URI, the parent run (where the model is logged when the winner has no run of its
-    own), the gate's per-domain ``tolerance`` (see :func:`mdctr.tracking.decide_promotion`) and the registered
+    own), the gate's per-domain ``tolerance`` (see :func:`mdctr.tracking.gate.judge`) and the registered
     ``model_name`` (``""``: the dataset's own model, ``mdctr-<schema name>``)."""
 
     tracking_uri: str = ""
@@ -50,13 +52,13 @@ def register_model(
     report_path: Path | str | None = None,
 ) -> RegisterOutput:
     """Log ``winner_dir/bundle`` as a pyfunc in the winner's training run, register it (alias challenger)
-    under its dataset's model (``mdctr-<schema name>`` unless ``config.model_name`` says otherwise), tag it
-    with its dataset and feature schema and decide whether it should replace that model's champion. The parent
-    run stays open: only the pipeline's exit handler closes it (FAILED when a later step, promote included,
-    fails).
+    under its dataset's model (``mdctr-<schema name>`` unless ``config.model_name`` says otherwise), tagged
+    with its dataset and feature schema (the bundle is loaded once, here), and decide whether it should replace
+    that model's champion. The parent run stays open: only the pipeline's exit handler closes it (FAILED when a
+    later step, promote included, fails).
 
     With ``prepared_dir`` the gate re-scores challenger and champion on this run's validation split (see
-    :func:`mdctr.tracking.decide_promotion`); without it, it compares the metrics stored on version tags.
+    :func:`mdctr.tracking.gate.decide_promotion`); without it, it compares the metrics stored on version tags.
     Either way both are loaded through the bundle loader only: a champion whose stored files could run code
     (another loader module, a ``code/`` folder, a pickle) raises
     :class:`mdctr.tracking.loading.UnsafeModelError` and the step fails. The split (kind and seed, from the
@@ -80,21 +82,23 @@ def register_model(
         )
     uri = tracking_uri_or_none(config.tracking_uri)
     example = pd.read_parquet(winner_dir / SERVING_EXAMPLE_FILE)
-    schema = Predictor.load(winner_dir / WINNER_BUNDLE_DIR).spec.schema
-    name = config.model_name or tracking.registered_model_name(schema.name)
+    # loaded once: registration scores the input example with it and tags its dataset and feature schema
+    predictor = Predictor.load(winner_dir / WINNER_BUNDLE_DIR)
+    name = config.model_name or tracking.registered_model_name(predictor.spec.schema.name)
     registered = tracking.register_bundle(
-        uri, winner_dir / WINNER_BUNDLE_DIR, run_id=run_id, input_example=example, name=name
+        uri,
+        winner_dir / WINNER_BUNDLE_DIR,
+        run_id=run_id,
+        input_example=example,
+        predictor=predictor,
+        name=name,
     )
-    tracking.tag_schema(uri, registered.version, schema, name=name)
     validation = validation_set(prepared_dir) if prepared_dir is not None else None
     gate = tracking.decide_promotion(
         uri, registered.version, name=name, tolerance=config.tolerance, validation=validation
     )
-    from mdctr.tracking.registry import write_model_card  # data version, FLOPs, per-domain metrics, gate
-
-    card = write_model_card(uri, registered.version, name=name)
-    decision = PROMOTE if gate.promote else KEEP
-    names = tracking.names
+    card = tracking.write_model_card(uri, registered.version, name=name)  # data version, FLOPs, domains, gate
+    decision = gate.decision
     tracking.runs.describe_version(
         uri,
         registered.version,
@@ -111,20 +115,7 @@ def register_model(
             parent_run_id=config.parent_run_id,
         )
     if config.parent_run_id:
-        tracking.runs.tag_run(
-            uri,
-            config.parent_run_id,
-            {
-                names.TAG_REGISTERED_VERSION: registered.version,
-                names.TAG_GATE_DECISION: decision,
-                names.TAG_GATE_REASON: gate.reason,
-            },
-        )
-        params: dict[str, Any] = {"gate.tolerance": config.tolerance}
-        if prepared_dir is not None:
-            params.update(split_params(prepared_dir))
-        tracking.runs.log_run_params(uri, config.parent_run_id, params)
-        # not closed here: the exit handler closes it once every step, promote included, has ended
+        _tag_parent(uri, config, version=registered.version, gate=gate, prepared_dir=prepared_dir)
     log.info(
         "registered %s (%s): gate says %s — %s", registered.model_uri, entry["entry"], decision, gate.reason
     )
@@ -136,6 +127,34 @@ def register_model(
         reason=gate.reason,
         gate=gate.to_dict(),
     )
+
+
+def _tag_parent(
+    tracking_uri: str | None,
+    config: RegisterConfig,
+    *,
+    version: str,
+    gate: GateDecision,
+    prepared_dir: Path | str | None,
+) -> None:
+    """The parent run records the registered version, the gate's decision and reason (tags), the gate's
+    tolerance and the split (params). It is not closed here: the exit handler closes it once every step,
+    promote included, has ended."""
+    from mdctr.tracking import names, runs
+
+    runs.tag_run(
+        tracking_uri,
+        config.parent_run_id,
+        {
+            names.TAG_REGISTERED_VERSION: version,
+            names.TAG_GATE_DECISION: gate.decision,
+            names.TAG_GATE_REASON: gate.reason,
+        },
+    )
+    params: dict[str, Any] = {"gate.tolerance": config.tolerance}
+    if prepared_dir is not None:
+        params.update(split_params(prepared_dir))
+    runs.log_run_params(tracking_uri, config.parent_run_id, params)
 
 
 def _final_report(

@@ -11,6 +11,8 @@ EXPERIMENT_KIND = "custom_model_development"
 REGISTERED_MODEL_PREFIX = "mdctr-"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+#: the version rolling out to a slice of traffic next to the champion (``mdctr models promote V --canary P``)
+CANARY = "canary"
 
 # A registered model's name is also the KServe InferenceService name and the v2 route /v2/models/<name>, so it
 # must be a DNS-1035 label: lowercase alphanumerics and '-', starting with a letter, at most 63 characters.
@@ -58,11 +60,24 @@ TAG_GATE_REASON = "mdctr.gate_reason"
 #: the gate's decisions, the same words in KFP outputs, version tags and parent-run tags
 PROMOTE = "promote"
 KEEP = "keep"
-#: the champion history's actions: a gate-approved move (the gate's own word), a forced one, a rollback
+#: the champion history's actions. Moves of ``champion``: a gate-approved move (the gate's own word), a forced
+#: one, a finished canary, a rollback. Canary events (``champion`` stays): a canary started or re-weighted, and a
+#: canary removed (rolled back, or superseded by another promotion).
 ACTION_PROMOTE = PROMOTE
 ACTION_FORCE = "force"
+ACTION_FINISH = "finish"
 ACTION_ROLLBACK = "rollback"
-HISTORY_ACTIONS = (ACTION_PROMOTE, ACTION_FORCE, ACTION_ROLLBACK)
+ACTION_CANARY = "canary"
+ACTION_CANARY_END = "canary-end"
+#: actions that move ``champion`` forward (the history replays them as a stack; a rollback pops it)
+CHAMPION_MOVES = (ACTION_PROMOTE, ACTION_FORCE, ACTION_FINISH)
+HISTORY_ACTIONS = (*CHAMPION_MOVES, ACTION_ROLLBACK, ACTION_CANARY, ACTION_CANARY_END)
+#: registered-model tags ``mdctr.champion_history.00001`` …: one JSON event per change of ``champion``/``canary``
+HISTORY_TAG_PREFIX = "mdctr.champion_history."
+#: model-version tags written by a manual promotion, a canary or a rollback (``promotion.reason``, …)
+PROMOTION_TAG_PREFIX = "promotion."
+#: model-version tag pointing at the version's model card (``runs:/<run>/model_card/v<version>.md``)
+TAG_MODEL_CARD = "mdctr.model_card"
 
 # Model-version tags: the test metrics the gate reads, and the gate's decision
 METRIC_TAG_PREFIX = "metric."  # metric.auc = overall test AUC
