@@ -34,6 +34,23 @@ DESCRIPTIONS: dict[str, str] = {
     "data_repo": "Git URL of the repository holding data.dvc, for data_rev; empty: not used.",
     "split": "How rows are split into train/valid/test 80/10/10: random (seeded) or time.",
     "split_seed": "Seed of the random split and of the domain miner.",
+    "train_window": (
+        "Time split only: train on this span right before the eval period, e.g. 30d, 36h or 50% of the time "
+        "range; empty: every older row."
+    ),
+    "eval_period": (
+        "Time split only: the newest span of time, e.g. 7d or 10%, halved by rows into validation (early "
+        "stopping and the promotion gate) and test; empty: the newest 20% of rows."
+    ),
+    "warm_start": (
+        "Start every entry from a trained model's weights: champion (the dataset's registered champion) or a "
+        "bundle directory; vocabularies merged, width, dense scalers and the miner's codebook kept. Empty: "
+        "train from scratch."
+    ),
+    "warm_start_fallback": (
+        "What a warm start that cannot be carried (another model, width, config) does: error (fail the run) or "
+        "cold (train that entry from scratch)."
+    ),
     # what is trained
     "models": 'Registry keys of the models to train, e.g. ["dnn", "hamur", "adaptive2"].',
     "domain_sources": (

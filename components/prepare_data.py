@@ -16,6 +16,8 @@ def prepare_data(
     split_seed: int,
     raw: Input[Dataset],
     prepared: Output[Dataset],
+    train_window: str = "",
+    eval_period: str = "",
 ) -> int:
     """Write the prepared splits of ``raw`` to ``prepared``; return the number of train rows."""
     from mdctr.steps.prepare_data import PrepareConfig
@@ -24,7 +26,14 @@ def prepare_data(
     result = step(
         source=raw.path,
         out_dir=prepared.path,
-        config=PrepareConfig(dataset=dataset, dataset_options=dataset_options, split=split, seed=split_seed),
+        config=PrepareConfig(
+            dataset=dataset,
+            dataset_options=dataset_options,
+            split=split,
+            seed=split_seed,
+            train_window=train_window,
+            eval_period=eval_period,
+        ),
     )
     prepared.metadata.update(
         {

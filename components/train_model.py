@@ -25,6 +25,8 @@ def train_model(
     bundle: Output[Model],
     results: Output[Dataset],
     metrics: Output[Metrics],
+    warm_start: str = "",
+    warm_start_fallback: str = "error",
 ) -> str:
     """Fit width to ``flop_budget``, train, write the serving bundle and results; return the MLflow run id.
 
@@ -54,6 +56,8 @@ def train_model(
             parent_run_id=str(run.metadata.get("run_id", "")),
             train_backend=train_backend,
             train_nodes=train_nodes,
+            warm_start=warm_start,
+            warm_start_fallback=warm_start_fallback,
         ),
         prepared_uri=prepared.uri,
         domains_uri=domains.uri,

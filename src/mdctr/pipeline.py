@@ -340,6 +340,10 @@ def run_local(
     dvc_remote: str = "",
     source: Path | str | None = None,
     split: str = "random",
+    train_window: str = "",
+    eval_period: str = "",
+    warm_start: str = "",
+    warm_start_fallback: str = "error",
     models: Sequence[str] | None = None,
     domain_sources: Sequence[str] | None = None,
     seeds: Sequence[int] = (0,),
@@ -374,7 +378,9 @@ def run_local(
     the leaderboard only). ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
     default); otherwise ``data_rev`` (default ``local``: copy ``DATASETS_DIR``). ``source``, a local directory
     (your table's, or a datasets root), wins over both (subprocess runner only); ``split``: ``random`` or
-    ``time``. Raises ``RuntimeError`` when a task fails (a :class:`LocalRunError` naming the task and its error;
+    ``time``, with ``train_window``/``eval_period`` for the time split (docs/pipeline.md, "Periods");
+    ``warm_start`` (``champion`` or a bundle directory) and ``warm_start_fallback`` (``error``/``cold``) start
+    every entry from a trained model (docs/pipeline.md, "Warm start"). Raises ``RuntimeError`` when a task fails (a :class:`LocalRunError` naming the task and its error;
     the failing task's log is above it or in ``log_file``); the exit task has then marked the MLflow parent run
     FAILED.
 
@@ -442,6 +448,10 @@ def run_local(
             "data_repo": data_repo,
             "source": str(Path(source).resolve()) if source else "",
             "split": split,
+            "train_window": train_window,
+            "eval_period": eval_period,
+            "warm_start": warm_start,
+            "warm_start_fallback": warm_start_fallback,
             "models": list(models or defaults.models),
             "domain_sources": list(domain_sources or DEFAULT_DOMAIN_SOURCES),
             "seeds": [int(s) for s in seeds],

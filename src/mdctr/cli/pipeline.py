@@ -177,6 +177,25 @@ def _with_train_flags(train_options: dict[str, Any], **flags: Any) -> dict[str, 
     return merged
 
 
+def _periods_split(split: str | None, train_window: str, eval_period: str, fallback: str) -> str:
+    """The split to run with: ``time`` when periods are given and no split is, else ``split`` or ``random``.
+    Periods with a random split, an unparsable span or an unknown fallback fail here, before any task starts
+    (a dataset without a time column fails in the prepare task, naming the dataset)."""
+    from mdctr.data.encode import parse_span
+
+    if fallback not in ("error", "cold"):
+        raise typer.BadParameter(f"--warm-start-fallback must be error or cold; got {fallback!r}")
+    periods = bool(train_window or eval_period)
+    split = split or ("time" if periods else "random")
+    if periods and split != "time":
+        given = "--train-window" if train_window else "--eval-period"
+        raise typer.BadParameter(f"{given} selects periods by time: it cannot be used with --split {split}")
+    for option, text in (("--train-window", train_window), ("--eval-period", eval_period)):
+        if text:
+            parse_span(text, option=option)
+    return split
+
+
 @app.command("run")
 def run_cmd(
     dataset: str = typer.Option("ml-1m", "--dataset", "-d", help="Dataset name."),
@@ -242,8 +261,25 @@ def run_cmd(
         "-s",
         help="Local data directory (your table: data file + schema.yaml); wins over --data-*.",
     ),
-    split: str = typer.Option(
-        "random", "--split", help="random (seeded 80/10/10) or time (needs a time column)."
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="random (seeded 80/10/10) or time (needs a time column); default: time with "
+        "--train-window/--eval-period, else random.",
+    ),
+    train_window: str = typer.Option(
+        "", "--train-window", help="Time split: train on this span before the eval period ('30d', '50%')."
+    ),
+    eval_period: str = typer.Option(
+        "",
+        "--eval-period",
+        help="Time split: the newest span ('7d', '10%'), halved into validation (early stopping, the gate) and test.",
+    ),
+    warm_start: str = typer.Option(
+        "", "--warm-start", help="champion or a bundle directory: start every entry from its weights."
+    ),
+    warm_start_fallback: str = typer.Option(
+        "error", "--warm-start-fallback", help="error | cold: when the warm start cannot be carried."
     ),
     train_options: str = typer.Option(
         "{}", "--train-options", help='Trainer settings as JSON, e.g. \'{"batch_size": 4096, "lr": 0.001}\'.'
@@ -282,6 +318,7 @@ def run_cmd(
             early_stop_metric=early_stop_metric,
             calibrate=calibrate,
         )
+        split = _periods_split(split, train_window, eval_period, warm_start_fallback)
         # a table that cannot load fails here, in one line naming the user's file, before any task starts
         check_source(dataset, source, options["--dataset-options"], split=split)
         logging.disable(logging.INFO)  # the plan's own log line belongs to the run's log, not the terminal
@@ -303,6 +340,10 @@ def run_cmd(
                 dataset_options=options["--dataset-options"],
                 source=source,
                 split=split,
+                train_window=train_window,
+                eval_period=eval_period,
+                warm_start=warm_start,
+                warm_start_fallback=warm_start_fallback,
                 models=_csv(models),
                 domain_sources=_csv(domain_sources),
                 seeds=seed_list,

@@ -26,11 +26,12 @@ def _errors() -> Iterator[None]:
     """:func:`user_errors` plus this area's own expected errors (bad source, unreachable budget, bad resume)."""
     from mdctr.routing import BudgetError, DomainSourceError
     from mdctr.training.trainer import TrainingError
+    from mdctr.training.warm import WarmStartError
 
     with user_errors():
         try:
             yield
-        except (DomainSourceError, BudgetError, TrainingError) as e:
+        except (DomainSourceError, BudgetError, TrainingError, WarmStartError) as e:
             typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
 
@@ -91,18 +92,56 @@ def calibrate_option() -> Any:
 SplitOpt = typer.Option("random", "--split", help="random (seeded 80/10/10) or time (needs a time column).")
 
 
-def _load_prepared(dataset: str, source: Path | None, split: str = "random") -> Any:
-    """Load and split ``dataset`` in memory; an unknown split, or ``time`` on data without a time column, fails
-    before the data is read."""
+TrainWindowOpt = typer.Option(
+    None,
+    "--train-window",
+    help="Time split only: train on this span right before the eval period ('30d', '36h' or '50%' of the "
+    "time range; default: every older row).",
+)
+EvalPeriodOpt = typer.Option(
+    None,
+    "--eval-period",
+    help="Time split only: the newest span of time ('7d', '10%'), halved by rows into validation (early "
+    "stopping, the promotion gate) and test; default: the newest 20%% of rows.",
+)
+
+
+def _load_prepared(
+    dataset: str,
+    source: Path | None,
+    split: str = "random",
+    *,
+    periods: Any = None,
+    warm_start: str = "",
+    warm_start_fallback: str = "error",
+) -> tuple[Any, Any]:
+    """Load and split ``dataset`` in memory → (prepared data, warm source or None); an unknown split, ``time``
+    on data without a time column, or periods on a random split fail before the data is read. With a warm
+    start the vocabularies are extended from the source's as the splits are encoded (exact for every split)."""
     from mdctr.data import load_dataset
-    from mdctr.data.encode import check_split
-    from mdctr.data.prepare import prepare_in_memory
+    from mdctr.data.encode import SpecMismatch, check_periods, check_split
+    from mdctr.data.prepare import Periods, prepare_in_memory
+    from mdctr.steps.train_model import load_warm_source
+    from mdctr.training.warm import refuse_or_fall_back
 
     if split not in ("random", "time"):
         raise typer.BadParameter(f"--split must be random or time; got {split!r}")
+    periods = periods or Periods()
     loaded = load_dataset(dataset, source or datasets_dir())
+    check_periods(loaded.schema, split, periods.train_window, periods.eval_period)
     check_split(loaded.schema, split)
-    return prepare_in_memory(loaded, split=split)  # type: ignore[arg-type]
+    warm = load_warm_source(
+        warm_start, tracking_uri=None, schema_name=loaded.schema.name, fallback=warm_start_fallback
+    )
+    base = warm.spec if warm is not None else None
+    try:
+        prepared = prepare_in_memory(loaded, split=split, periods=periods, base_spec=base)  # type: ignore[arg-type]
+    except SpecMismatch as e:
+        if warm is None:
+            raise
+        refuse_or_fall_back(warm, str(e), warm_start_fallback)
+        prepared, warm = prepare_in_memory(loaded, split=split, periods=periods), None  # type: ignore[arg-type]
+    return prepared, warm
 
 
 def _read_prepared(path: Path, config: Any, routing: Any) -> tuple[Any, Any]:
@@ -139,6 +178,65 @@ def _read_prepared(path: Path, config: Any, routing: Any) -> tuple[Any, Any]:
     return PreparedData(spec, stream.head(65536), valid, test), stream
 
 
+def _training_data(
+    dataset: str | None,
+    source: Path | None,
+    prepared_dir: Path | None,
+    config: Any,
+    routing: Any,
+    *,
+    split: str | None,
+    periods: Any,
+    warm_start: str,
+    warm_start_fallback: str,
+) -> tuple[Any, Any, Any]:
+    """(prepared data, the train stream or None, the warm source or None) for ``mdctr train``: from
+    ``--prepared`` (re-encoded onto the warm source's vocabularies) or from ``--dataset`` (split with the
+    periods, encoded with the merged vocabularies)."""
+    if prepared_dir is None:
+        split = split or ("time" if (periods.train_window or periods.eval_period) else "random")
+        prepared, warm = _load_prepared(
+            str(dataset),
+            source,
+            split,
+            periods=periods,
+            warm_start=warm_start,
+            warm_start_fallback=warm_start_fallback,
+        )
+        return prepared, None, warm
+    if split is not None or periods.train_window or periods.eval_period:
+        raise typer.BadParameter(
+            "--split, --train-window and --eval-period apply to --dataset; --prepared data was split already"
+        )
+    prepared, train_stream = _read_prepared(prepared_dir, config, routing)
+    warm = _warm_prepared(prepared, warm_start, warm_start_fallback, train_stream)
+    if warm is not None:
+        prepared = _extend(prepared, warm, warm_start_fallback)
+    return prepared, train_stream, warm
+
+
+def _warm_prepared(prepared: Any, warm_start: str, fallback: str, train_stream: Any) -> Any:
+    """The warm source for ``--prepared`` data (None without ``--warm-start``); refuses streaming, whose batches
+    would bypass the re-encoding onto the source's vocabularies."""
+    from mdctr.steps.train_model import load_warm_source
+
+    if warm_start and train_stream is not None:
+        raise typer.BadParameter("--warm-start re-encodes the train split in memory: use --streaming off")
+    return load_warm_source(
+        warm_start, tracking_uri=None, schema_name=prepared.spec.schema.name, fallback=fallback
+    )
+
+
+def _extend(prepared: Any, warm: Any, fallback: str) -> Any:
+    """``prepared`` re-encoded onto ``warm``'s vocabularies (or as is, when they differ and ``fallback`` is cold)."""
+    from mdctr.training.warm import extend_data, refuse_or_fall_back
+
+    extended, why = extend_data(warm, prepared)
+    if why is not None:
+        refuse_or_fall_back(warm, why, fallback)
+    return extended
+
+
 def _is_rank0() -> bool:
     import torch.distributed as dist
 
@@ -164,7 +262,14 @@ def register(root: typer.Typer) -> None:
             None, "--dataset", "-d", help="Registered dataset name (e.g. ml-1m, synthetic); or --prepared."
         ),
         source: Path | None = SourceOpt,
-        split: str = SplitOpt,
+        split: str | None = typer.Option(
+            None,
+            "--split",
+            help="random (seeded 80/10/10) or time (needs a time column); default: time with "
+            "--train-window/--eval-period, else random.",
+        ),
+        train_window: str | None = TrainWindowOpt,
+        eval_period: str | None = EvalPeriodOpt,
         model: str = typer.Option(..., "--model", "-m", help="Registered model (see `mdctr models list`)."),
         domains: str = typer.Option(
             "handcrafted",
@@ -197,16 +302,33 @@ def register(root: typer.Typer) -> None:
             "off", help="off | on | auto: stream the train split from --prepared's parquet (bounded memory)."
         ),
         out: Path | None = typer.Option(None, "--out", help="Write summary.json and model.pt here (rank 0)."),
+        warm_start: str = typer.Option(
+            "",
+            "--warm-start",
+            help="champion (the dataset's registered champion, $MLFLOW_TRACKING_URI) or a bundle directory: start "
+            "from its weights; vocabularies merged, its width and dense scalers kept (--width is ignored).",
+        ),
+        warm_start_fallback: str = typer.Option(
+            "error",
+            "--warm-start-fallback",
+            help="error | cold: what to do when the warm start cannot be carried (another model, width, …).",
+        ),
     ) -> None:
         """Train one model and print test AUC/logloss, per-domain AUC, FLOPs, params, throughput, wall time.
 
         Under ``torchrun --nproc-per-node N`` every process trains on its share of each batch (DDP); rank 0 alone
         checkpoints, prints and writes ``--out``.
         """
+        from mdctr.data.prepare import Periods
         from mdctr.routing import DomainRouting, model_inputs
         from mdctr.training import TrainConfig, train_model
 
         with _errors():
+            if warm_start_fallback not in ("error", "cold"):
+                raise typer.BadParameter(
+                    f"--warm-start-fallback must be error or cold; got {warm_start_fallback!r}"
+                )
+            periods = Periods(train_window, eval_period)
             routing = DomainRouting.for_model(model, domains)
             if streaming not in ("off", "on", "auto"):
                 raise typer.BadParameter(f"--streaming must be off, on or auto; got {streaming!r}")
@@ -224,23 +346,30 @@ def register(root: typer.Typer) -> None:
             )
             if (dataset is None) == (prepared_dir is None):
                 raise typer.BadParameter("give exactly one of --dataset and --prepared")
-            train_stream = None
-            if prepared_dir is not None:
-                if split != "random":
-                    raise typer.BadParameter(
-                        "--split applies to --dataset; --prepared data was split already"
-                    )
-                prepared, train_stream = _read_prepared(prepared_dir, config, routing)
-            else:
-                prepared = _load_prepared(str(dataset), source, split)
+            if miner_dir is not None and warm_start:
+                raise typer.BadParameter("--warm-start carries the champion's miner: drop --miner")
+            prepared, train_stream, warm = _training_data(
+                dataset,
+                source,
+                prepared_dir,
+                config,
+                routing,
+                split=split,
+                periods=periods,
+                warm_start=warm_start,
+                warm_start_fallback=warm_start_fallback,
+            )
             miner = None
             if routing.needs_miner:
                 from mdctr.domains.miner import DomainMiner, MinerConfig, fit_miner
 
+                init = warm.miner if warm is not None else None  # a warm miner grows from the champion's
                 miner = (
                     DomainMiner.load(miner_dir)
                     if miner_dir
-                    else fit_miner(prepared.train, model_inputs(prepared, 1), MinerConfig(seed=seed))
+                    else fit_miner(
+                        prepared.train, model_inputs(prepared, 1), MinerConfig(seed=seed), init=init
+                    )
                 )
             if train_stream is not None:
                 train_stream.domain_fn = DomainRouting.for_model(model, domains, miner=miner).domains
@@ -253,6 +382,8 @@ def register(root: typer.Typer) -> None:
                 config=config,
                 budget=budget,
                 train_stream=train_stream,
+                warm=warm,
+                warm_fallback=warm_start_fallback,
             )
         summary = result.summary()
         if not _is_rank0():
@@ -276,6 +407,8 @@ def register(root: typer.Typer) -> None:
         typer.echo(f"  dense params  {summary['dense_params']:,}")
         typer.echo(f"  train samples/s {summary['train_samples_per_s']:,.0f}")
         typer.echo(f"  wall time     {summary['wall_s']:.1f}s (best epoch {summary['best_epoch']})")
+        if summary.get("warm_started"):
+            typer.echo(f"  warm start    {summary['warm_started']}")
 
     @root.command("benchmark")
     def benchmark(
@@ -315,7 +448,7 @@ def register(root: typer.Typer) -> None:
         names = [m for m in models.split(",") if m] or model_names()
         with _errors():
             configs = _model_configs(model_config)
-            prepared = _load_prepared(dataset, source, split)
+            prepared, _ = _load_prepared(dataset, source, split)
             df = run_benchmark(
                 dataset,
                 source or datasets_dir(),

@@ -8,6 +8,7 @@ and standard deviation; NaN dense values become 0 after scaling (the train mean)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,10 @@ OOV_INDEX = 0
 SPEC_VERSION = 1
 SplitKind = Literal["random", "time"]
 SPLIT_NAMES = ("train", "valid", "test")
+
+
+class SpecMismatch(SchemaError):
+    """Two feature specs whose data cannot share vocabularies (:meth:`FeatureSpec.check_compatible`)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,51 @@ class FeatureSpec:
             s = float(np.nanstd(x)) if x.notna().any() else 1.0
             mean[col], std[col] = m, (s if s > 1e-12 else 1.0)
         return cls(schema=schema, vocab=vocab, kinds=kinds, mean=mean, std=std, meta=dict(meta or {}))
+
+    def extended_with(self, newer: FeatureSpec) -> FeatureSpec:
+        """This (older) spec with ``newer``'s unseen values appended: the spec of a warm-started model.
+
+        Every value this spec knows keeps its index (so the older model's embedding rows stay valid); values
+        only ``newer`` knows get the next indices, in ``newer``'s order; values that left are kept. Dense
+        scalers are this spec's (kept, not refitted): the older model's first layers were trained on inputs
+        scaled that way. ``meta`` is ``newer``'s plus ``base_vocab`` (per column, how many values came from
+        this spec). Raises :class:`SchemaError` naming what differs when the two schemas do not match.
+        """
+        self.check_compatible(newer)
+        vocab: dict[str, list[Any]] = {}
+        for col in self.schema.sparse:
+            known = set(self.vocab[col])
+            vocab[col] = list(self.vocab[col]) + [v for v in newer.vocab[col] if v not in known]
+        meta = {**newer.meta, "base_vocab": {c: len(self.vocab[c]) for c in self.schema.sparse}}
+        return FeatureSpec(
+            schema=newer.schema,
+            vocab=vocab,
+            kinds=dict(self.kinds),
+            mean=dict(self.mean),
+            std=dict(self.std),
+            meta=meta,
+        )
+
+    def check_compatible(self, other: FeatureSpec) -> None:
+        """Raise :class:`SpecMismatch` (a :class:`SchemaError`) naming the first difference that stops ``other``'s
+        data from being encoded with this spec's vocabularies: columns, roles, domains, or how ids are typed."""
+        a, b = self.schema, other.schema
+        for what, x, y in (
+            ("sparse columns", a.sparse, b.sparse),
+            ("dense columns", a.dense, b.dense),
+            ("label", a.label, b.label),
+            ("domain column", a.domain, b.domain),
+            ("number of domains", a.num_domains, b.num_domains),
+            ("id types", self.kinds, other.kinds),
+        ):
+            if x != y:
+                raise SpecMismatch(f"feature specs differ in their {what}: {x!r} (older) vs {y!r} (newer)")
+
+    def index_map(self, col: str, newer: FeatureSpec) -> np.ndarray:
+        """[len(newer.vocab[col]) + 1] int64: ``newer``'s index of each value of ``col`` → this spec's index
+        (0 → 0; a value this spec lacks → 0, OOV)."""
+        idx = pd.Index(self.vocab[col]).get_indexer(pd.Index(newer.vocab[col]))
+        return np.concatenate([[OOV_INDEX], np.where(idx >= 0, idx + 1, OOV_INDEX)]).astype(np.int64)
 
     # -- encoding -----------------------------------------------------------------------------------------
     def encode_frame(
@@ -206,6 +256,95 @@ def check_split(schema: FeatureSchema, kind: str) -> None:
         )
 
 
+#: a span of time: a number and a unit (``s``, ``m``, ``h``, ``d``, ``w``) or a percentage of the time range
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w|%)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A length of time: ``seconds`` (``7d``, ``36h``) or a ``fraction`` of the data's time range (``10%``)."""
+
+    text: str
+    seconds: float | None = None
+    fraction: float | None = None
+
+    def length(self, time_range: float) -> float:
+        """The span in seconds, for data whose times cover ``time_range`` seconds."""
+        return self.seconds if self.seconds is not None else float(self.fraction or 0.0) * time_range
+
+
+def parse_span(text: str, *, option: str = "span") -> Span:
+    """``"7d"`` / ``"36h"`` / ``"90m"`` / ``"3600s"`` / ``"2w"`` / ``"10%"`` → :class:`Span`; anything else raises
+    a :class:`SchemaError` naming ``option`` and the accepted forms."""
+    m = _SPAN.match(str(text))
+    if m is None:
+        raise SchemaError(
+            f"{option} {text!r} is not a span: expected a number with a unit s/m/h/d/w (e.g. '7d', '36h') "
+            "or a percentage of the time range (e.g. '10%')"
+        )
+    value, unit = float(m.group(1)), m.group(2)
+    if unit == "%":
+        if not 0 < value < 100:
+            raise SchemaError(f"{option} {text!r}: a percentage must be above 0 and below 100")
+        return Span(str(text), fraction=value / 100.0)
+    if value <= 0:
+        raise SchemaError(f"{option} {text!r}: must be longer than 0")
+    return Span(str(text), seconds=value * _UNIT_SECONDS[unit])
+
+
+def check_periods(
+    schema: FeatureSchema, kind: str, train_window: str | None, eval_period: str | None
+) -> None:
+    """Raise a :class:`SchemaError` when periods (``train_window``/``eval_period``) cannot apply: a random split
+    or data without a time column; and when a span does not parse. Nothing is read."""
+    if not (train_window or eval_period):
+        return
+    given = "--train-window" if train_window else "--eval-period"
+    if not schema.time:
+        raise SchemaError(
+            f"{given} needs time-stamped data, but dataset {schema.name!r} has no time column (for your own "
+            "table, name its int64 seconds column with 'time: <column>' in schema.yaml)"
+        )
+    if kind != "time":
+        raise SchemaError(
+            f"{given} selects periods by time, so it cannot be used with the {kind!r} split; use the time split"
+        )
+    for option, text in (("--train-window", train_window), ("--eval-period", eval_period)):
+        if text:
+            parse_span(text, option=option)
+
+
+def _period_order(
+    times: np.ndarray, train_window: str | None, eval_period: str | None, name: str
+) -> dict[str, np.ndarray]:
+    """Row positions per split, each in time order: eval = the last ``eval_period`` of time (default: the
+    newest 20% of rows), halved by rows into valid (older half) and test (newer half); train = the
+    ``train_window`` before the eval period (default: every older row)."""
+    order = np.argsort(times, kind="stable")
+    t = times[order].astype(np.float64)
+    t_min, t_max = float(t[0]), float(t[-1])
+    if eval_period:
+        start = t_max - parse_span(eval_period, option="--eval-period").length(t_max - t_min)
+        first_eval = int(np.searchsorted(t, start, side="left"))
+    else:
+        first_eval = len(t) - int(round(0.2 * len(t)))
+    first_train = 0
+    if train_window and first_eval < len(t):
+        window = parse_span(train_window, option="--train-window").length(t_max - t_min)
+        first_train = int(np.searchsorted(t, t[first_eval] - window, side="left"))
+    half = first_eval + (len(t) - first_eval) // 2
+    cuts = {"train": order[first_train:first_eval], "valid": order[first_eval:half], "test": order[half:]}
+    empty = [k for k, v in cuts.items() if len(v) == 0]
+    if empty:
+        raise SchemaError(
+            f"{name}: the periods (train window {train_window or 'all'}, eval period "
+            f"{eval_period or 'newest 20% of rows'}) leave split(s) {empty} empty; rows per split: "
+            f"{ {k: len(v) for k, v in cuts.items()} } over times {int(t_min)}..{int(t_max)}"
+        )
+    return cuts
+
+
 def split_table(
     table: pd.DataFrame,
     schema: FeatureSchema,
@@ -213,12 +352,22 @@ def split_table(
     kind: SplitKind = "random",
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    train_window: str | None = None,
+    eval_period: str | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Split rows into train/valid/test: a seeded random permutation, or by time (oldest rows train)."""
+    """Split rows into train/valid/test: a seeded random permutation, or by time (oldest rows train).
+
+    With ``eval_period`` and/or ``train_window`` (time split only; see :func:`_period_order`) the splits are
+    periods of time instead of ``fractions``: rows older than the training window are left out.
+    """
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    check_periods(schema, kind, train_window, eval_period)  # first: its message names the period option
     check_split(schema, kind)
     n = len(table)
+    if train_window or eval_period:
+        cuts = _period_order(table[schema.time].to_numpy(), train_window, eval_period, schema.name)
+        return {k: table.iloc[v].reset_index(drop=True) for k, v in cuts.items()}
     if kind == "random":
         order = np.random.default_rng(seed).permutation(n)
     elif kind == "time":

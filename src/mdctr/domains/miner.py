@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,19 +141,31 @@ class DomainMiner(nn.Module):
         return miner.eval()
 
 
-def fit_miner(train: TensorData, inputs: ModelInputs, config: MinerConfig) -> DomainMiner:
+def fit_miner(
+    train: TensorData, inputs: ModelInputs, config: MinerConfig, *, init: DomainMiner | None = None
+) -> DomainMiner:
     """Pre-train a miner on the train split (CTR + VQ loss, Adam); seeded, deterministic on CPU.
 
     The codebook is initialised from encodings of the first shuffled batch (data-dependent init) so that
-    every code starts on real data.
+    every code starts on real data. With ``init`` (a warm start: an older miner whose vocabularies ``inputs``
+    extends, see :meth:`mdctr.data.encode.FeatureSpec.extended_with`) the miner starts from ``init``'s weights
+    and codebook instead (its VQ settings kept; ``epochs``, ``lr`` and ``seed`` from ``config``), so code k
+    keeps meaning roughly what it meant, and the domain towers of a warm-started model stay aligned with it.
     """
     torch.manual_seed(config.seed)
-    miner = DomainMiner(inputs, config)
+    first = True
+    if init is not None:
+        config = dataclasses.replace(init.config, epochs=config.epochs, lr=config.lr, seed=config.seed)
+        miner = DomainMiner(inputs, config)
+        carry_state(miner, init.state_dict(), init.inputs.vocab_sizes)
+        first = False  # the codebook is carried, not re-initialised from data
+        log.info("miner warm-started from an older miner (%d codes)", config.num_codes)
+    else:
+        miner = DomainMiner(inputs, config)
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.Adam(miner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     miner.train()
     t0 = time.perf_counter()
-    first = True
     for epoch in range(config.epochs):
         total, steps = 0.0, 0
         for batch in train.batches(config.batch_size, shuffle=True, generator=gen):
@@ -184,3 +197,66 @@ def fit_miner(train: TensorData, inputs: ModelInputs, config: MinerConfig) -> Do
 def _init_codebook(miner: DomainMiner, batch: Batch, gen: torch.Generator) -> None:
     """Set the codebook to encodings of distinct random rows of ``batch``."""
     miner.vqvae.init_codebook(miner.vqvae.encode(miner.embed(batch)), gen)
+
+
+def carry_state(
+    module: nn.Module, state: Mapping[str, torch.Tensor], old_vocab_sizes: Sequence[int]
+) -> dict[str, int]:
+    """Load ``state`` — the state dict of the same architecture built for ``old_vocab_sizes`` — into ``module``,
+    whose :class:`~mdctr.blocks.FeatureEmbedding` tables may have more rows per feature (a warm start onto
+    extended vocabularies). Each feature's old rows are copied to the start of its block in the larger table
+    (old indices are kept by :meth:`~mdctr.data.encode.FeatureSpec.extended_with`); the new rows keep
+    ``module``'s fresh initialisation. Every other tensor must match in shape.
+
+    Used for the models of :mod:`mdctr.training.warm` and for a warm-started miner. Returns, per embedding
+    table key, how many rows were new. Raises ValueError naming the first tensor that cannot be carried.
+    """
+    own = module.state_dict()
+    tables = {f"{n}.table.weight": m for n, m in module.named_modules() if isinstance(m, FeatureEmbedding)}
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        raise ValueError(
+            f"the parameters differ: {len(missing)} missing in the older model (e.g. {missing[:2]}), "
+            f"{len(extra)} only there (e.g. {extra[:2]})"
+        )
+    new_state: dict[str, torch.Tensor] = {}
+    fresh_rows: dict[str, int] = {}
+    for key, target in own.items():
+        src = state[key].to(target.device)
+        if key in tables and src.shape != target.shape:
+            new_state[key] = _grow_table(key, src, target, tables[key], old_vocab_sizes)
+            fresh_rows[key] = int(target.shape[0] - src.shape[0])
+        elif src.shape != target.shape:
+            raise ValueError(
+                f"parameter {key!r} has shape {list(src.shape)} in the older model and {list(target.shape)} "
+                "here (another width or architecture)"
+            )
+        else:
+            new_state[key] = src
+    module.load_state_dict(new_state)
+    return fresh_rows
+
+
+def _grow_table(
+    key: str, src: torch.Tensor, target: torch.Tensor, emb: FeatureEmbedding, old_sizes: Sequence[int]
+) -> torch.Tensor:
+    """``target`` (fresh rows) with each feature's ``old_sizes[j]`` rows of ``src`` copied to its block start."""
+    starts = [int(x) for x in emb.offsets.tolist()]
+    new_sizes = [b - a for a, b in zip(starts, starts[1:] + [int(target.shape[0])], strict=True)]
+    old_sizes = [int(x) for x in old_sizes]
+    if len(old_sizes) != len(new_sizes) or sum(old_sizes) != src.shape[0] or src.shape[1] != target.shape[1]:
+        raise ValueError(
+            f"embedding {key!r}: the older table {list(src.shape)} does not hold vocabularies {old_sizes}, or its "
+            f"features differ from {new_sizes}"
+        )
+    shrunk = [j for j, (o, n) in enumerate(zip(old_sizes, new_sizes, strict=True)) if n < o]
+    if shrunk:
+        raise ValueError(
+            f"embedding {key!r}: feature(s) {shrunk} have fewer rows here than in the older model"
+        )
+    out = target.detach().clone()
+    old_start = 0
+    for start, size in zip(starts, old_sizes, strict=True):
+        out[start : start + size] = src[old_start : old_start + size]
+        old_start += size
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,12 +23,22 @@ _ROW = "__row__"
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """Attributes: dataset name, its JSON options, ``split`` (``random`` 80/10/10 or ``time``), split ``seed``."""
+    """Attributes: dataset name, its JSON options, ``split`` (``random`` 80/10/10 or ``time``), split ``seed``;
+    for the time split, ``train_window`` and ``eval_period`` (spans such as ``"7d"`` or ``"10%"``; ``""``: every
+    older row / the newest 20% of rows), see :func:`mdctr.data.encode.split_table`."""
 
     dataset: str
     dataset_options: str = "{}"
     split: str = "random"
     seed: int = 0
+    train_window: str = ""
+    eval_period: str = ""
+
+    def periods(self) -> Any:
+        """The :class:`mdctr.data.prepare.Periods` these settings name."""
+        from mdctr.data.prepare import Periods
+
+        return Periods(self.train_window or None, self.eval_period or None)
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,14 @@ def prepare_data(*, source: Path | str, out_dir: Path | str, config: PrepareConf
     out_dir = Path(out_dir)
     options = parse_options(config.dataset_options, what="dataset_options")
     loaded = load_dataset(config.dataset, source, **options)
-    spec = write_prepared(loaded, out_dir, split=config.split, seed=config.seed)  # type: ignore[arg-type]
+    periods = config.periods()
+    spec = write_prepared(
+        loaded,
+        out_dir,
+        split=config.split,  # type: ignore[arg-type]
+        seed=config.seed,
+        periods=periods,
+    )
     schema = loaded.schema
     example = loaded.table[list(schema.serving_columns)].head(EXAMPLE_ROWS).reset_index(drop=True)
     # a request carries the domain as the user's data holds it (e.g. "books"), when the data had a raw value
@@ -60,7 +78,14 @@ def prepare_data(*, source: Path | str, out_dir: Path | str, config: PrepareConf
     if planted is not None:
         # the same seeded split write_prepared made, on a copy carrying each row's position
         table = loaded.table.assign(**{_ROW: np.arange(len(loaded.table))})
-        parts = split_table(table, schema, kind=config.split, seed=config.seed)  # type: ignore[arg-type]
+        parts = split_table(
+            table,
+            schema,
+            kind=config.split,  # type: ignore[arg-type]
+            seed=config.seed,
+            train_window=periods.train_window,
+            eval_period=periods.eval_period,
+        )
         planted = np.asarray(planted)
         np.savez(out_dir / PLANTED_FILE, **{k: planted[parts[k][_ROW].to_numpy()] for k in SPLIT_NAMES})
     rows = {k: int(v) for k, v in spec.meta["rows"].items()}

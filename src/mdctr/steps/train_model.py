@@ -44,6 +44,10 @@ class TrainStepConfig:
             (``""`` skips MLflow logging, e.g. for a standalone call).
         train_backend: ``task`` trains in this process; ``trainjob`` runs the entry as a Kubeflow Trainer
             TrainJob of ``train_nodes`` pods (DDP, :mod:`mdctr.steps.train_remote`) and reads its results back.
+        warm_start: ``""`` (cold), ``"champion"`` (the dataset's registered champion, loaded through
+            :func:`mdctr.tracking.load_registered`) or a local bundle directory: start from its weights
+            (:mod:`mdctr.training.warm`); ``warm_start_fallback``: ``error`` refuses what cannot be carried,
+            ``cold`` trains from scratch instead.
     """
 
     model_name: str
@@ -57,8 +61,14 @@ class TrainStepConfig:
     parent_run_id: str = ""
     train_backend: str = "task"
     train_nodes: int = 1
+    warm_start: str = ""
+    warm_start_fallback: str = "error"
 
     def __post_init__(self) -> None:
+        if self.warm_start_fallback not in ("error", "cold"):
+            raise ValueError(f"warm_start_fallback must be error or cold; got {self.warm_start_fallback!r}")
+        if self.warm_start and self.train_backend != "task":
+            raise ValueError("warm_start runs in the task's own process: use train_backend 'task'")
         if self.train_backend not in TRAIN_BACKENDS:
             raise ValueError(f"train_backend must be one of {TRAIN_BACKENDS}; got {self.train_backend!r}")
         if self.train_nodes < 1:
@@ -135,6 +145,7 @@ def _open_training_run(
         "split": prepared.spec.meta.get("split"),
         "split_seed": prepared.spec.meta.get("seed"),
         "flop_budget": config.flop_budget,
+        "warm_start": config.warm_start or "cold",
         "train": dataclasses.asdict(train_cfg),
         "model_config": dataclasses.asdict(model_config(config.model_name, model_cfg or None)),
     }
@@ -154,6 +165,65 @@ def _open_training_run(
         },
         datasets=datasets,
     )
+
+
+def load_warm_source(
+    warm_start: str, *, tracking_uri: str | None, schema_name: str, fallback: str = "error"
+) -> Any:
+    """The :class:`mdctr.training.warm.WarmSource` that ``warm_start`` names: ``"champion"`` (the champion of
+    the dataset's registered model, loaded only through :func:`mdctr.tracking.load_registered`, which refuses
+    anything executable) or a local bundle directory (JSON + ``weights_only`` tensors). ``""`` → None.
+
+    No champion yet: :class:`~mdctr.training.warm.WarmStartError`, or None (cold) with ``fallback="cold"``.
+    """
+    from mdctr.serving.bundle import Predictor, bundle_dir_of
+    from mdctr.training.warm import WarmSource, WarmStartError
+
+    if not warm_start:
+        return None
+    if warm_start != "champion":
+        try:
+            bundle = bundle_dir_of(warm_start)
+        except FileNotFoundError as e:
+            raise WarmStartError(f"--warm-start {warm_start}: {e}") from None
+        return WarmSource.from_predictor(Predictor.load(bundle), label=f"bundle {warm_start}")
+    from mdctr import tracking
+
+    name = tracking.registered_model_name(schema_name)
+    version = tracking.alias_version(tracking_uri, tracking.CHAMPION, name=name)
+    if version is None:
+        why = f"--warm-start champion: registered model {name!r} has no {tracking.CHAMPION!r} alias yet"
+        if fallback == "cold":
+            log.warning("%s; training from scratch (fallback cold)", why)
+            return None
+        raise WarmStartError(f"{why}; train the first period cold, or pass --warm-start-fallback cold")
+    loaded = tracking.load_registered(tracking_uri, name, version)
+    return WarmSource.from_predictor(loaded.predictor, label=f"{name} v{version} ({tracking.CHAMPION})")
+
+
+def warm_miner(prepared: Any, warm: Any, cold: Any, *, seed: int, fallback: str) -> tuple[Any, Any]:
+    """For a warm start that needs a pre-trained miner: (the miner warm-started from ``warm``'s external miner on
+    the train split re-encoded onto ``warm``'s vocabularies, ``warm``).
+
+    The mine task's miner (``cold``) was fitted on this run's own encoding, and that task is cached on the data
+    and options only, so it cannot depend on which version is the champion; the warm miner is fitted here, with
+    the source's VQ settings, ``cold``'s epochs and lr, and seed ``seed``. When the source has no external miner
+    (it held its miner inside its weights, or was routed otherwise) or its spec does not fit: refused, or with
+    ``fallback="cold"`` → (``cold``, None): the entry trains cold on its own encoding, matching ``cold``.
+    """
+    from mdctr.domains.miner import fit_miner
+    from mdctr.routing import model_inputs
+    from mdctr.training.warm import extend_data, refuse_or_fall_back
+
+    extended, why = extend_data(warm, prepared)
+    if why is None and warm.miner is None:
+        why = "it has no external domain miner to carry (its miner is in its weights, or it was routed otherwise)"
+    if why is not None:
+        refuse_or_fall_back(warm, why, fallback)
+        return cold, None
+    config = dataclasses.replace(cold.config, seed=seed)
+    miner = fit_miner(extended.train, model_inputs(extended, 1), config, init=warm.miner)
+    return miner, warm
 
 
 def is_main_rank() -> bool:
@@ -221,6 +291,12 @@ def train_model(
     train_opts.update(seed=config.seed, epochs=config.epochs)
     train_cfg = from_dict(TrainConfig, train_opts, where="train_options")
     model_cfg = parse_options(config.model_options, what="model_options")
+    warm = load_warm_source(
+        config.warm_start,
+        tracking_uri=tracking_uri_or_none(config.tracking_uri),
+        schema_name=schema.name,
+        fallback=config.warm_start_fallback,
+    )
     miner = None
     if DomainRouting.for_model(
         config.model_name, config.domain_source, model_overrides=model_cfg
@@ -230,6 +306,10 @@ def train_model(
         from mdctr.domains.miner import DomainMiner
 
         miner = DomainMiner.load(Path(domains_dir) / MINER_DIR)
+        if warm is not None:
+            miner, warm = warm_miner(
+                prepared, warm, miner, seed=config.seed, fallback=config.warm_start_fallback
+            )
     entry = {"model": config.model_name, "domain_source": config.domain_source, "seed": config.seed}
     run = None
     main_rank = is_main_rank()
@@ -248,6 +328,8 @@ def train_model(
             config=train_cfg,
             budget=config.flop_budget,
             on_epoch=run.log_epoch if run is not None else None,
+            warm=warm,
+            warm_fallback=config.warm_start_fallback,
         )
         m = trained.metrics
         per_domain = per_domain_entries(m, schema.domain_names)
@@ -266,6 +348,7 @@ def train_model(
             "base_rate_logloss": trained.base_rate.get("logloss", math.nan),
             "train_positive_rate": trained.base_rate.get("positive_rate", math.nan),
             "train_wall_s": trained.fit.wall_s,
+            "epochs_run": len(trained.fit.history),
         }
         if not main_rank:  # another DDP rank: rank 0 writes the bundle and results
             scalars = scalar_metrics(overall, per_domain)
@@ -278,7 +361,7 @@ def train_model(
             model_name=config.model_name,
             model_config=model_cfg,
             width=trained.width,
-            spec=prepared.spec,
+            spec=trained.spec or prepared.spec,  # a warm start's extended vocabularies
             domain_source=config.domain_source,
             miner=trained.routing.serving_miner(trained.model),
             routing_state=trained.control.to_dict() if trained.control is not None else None,
@@ -314,6 +397,7 @@ def train_model(
         "history": trained.fit.history,
         "num_routing_domains": trained.inputs.num_domains,
         "early_stop_metric": trained.fit.early_stop_metric,
+        "warm_started": trained.warm_started,
         "calibration": trained.calibration.to_dict() if trained.calibration is not None else None,
         # the step's settings, so evaluate can put the pipeline's parameters on the parent run
         "settings": {
@@ -321,6 +405,8 @@ def train_model(
             "epochs": config.epochs,
             "train_options": config.train_options,
             "model_options": config.model_options,
+            "warm_start": config.warm_start,
+            "warm_start_fallback": config.warm_start_fallback,
         },
     }
     with atomic_dir(results_dir) as tmp:
