@@ -8,8 +8,13 @@ loopback, with Open Inference Protocol v2 requests (``/v2/models/<name>/infer``)
 * ``--connections`` concurrent keep-alive connections (threads) sending 1-row requests for ``--seconds``:
   requests/s, p50 / p99, and the count of non-200 answers or failed requests.
 
+With ``--log DIR_OR_S3_URI [--log-sample RATE]`` the same phases run twice in one invocation, against a server
+with the served-request log off and one with it on (``mdctr serve --log``), ``--rounds`` times alternately, and
+the report adds the on/off ratios and the log's counters (rows logged and dropped, files, bytes on disk).
+
     .venv/bin/python benchmarks/bench_serving.py --demo --out /tmp/serving.json   # dnn [256, 128], demo data
     .venv/bin/python benchmarks/bench_serving.py --tracking-uri sqlite:///$PWD/mlruns/mlflow.db
+    .venv/bin/python benchmarks/bench_serving.py --demo --log /tmp/reqlog --log-sample 1.0 --out /tmp/log.json
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +151,66 @@ def _payloads(example, kinds: dict[str, str], out: Path) -> None:
         (out / f"split_{n}.json").write_text(json.dumps({"dataframe_split": split}))
 
 
-def main() -> None:
+def _run_phases(model_uri: str, args: argparse.Namespace, tmp_path: Path, request_log: Any) -> dict[str, Any]:
+    """Start ``mdctr serve`` (with ``request_log`` settings or none), run the client phases from a second
+    process, read the log's counters, stop the server (which flushes the log)."""
+    import requests
+
+    from mdctr.serving import start_model_server
+
+    t0 = time.perf_counter()
+    server = start_model_server(model_uri, workers=args.workers, log_dir=tmp_path, request_log=request_log)
+    startup = time.perf_counter() - t0
+    try:
+        cmd = [sys.executable, __file__, "--client", server.url, "--payload-dir", str(tmp_path),
+               "--server-pid", str(server.pid),
+               "--requests", str(args.requests), "--connections", str(args.connections),
+               "--seconds", str(args.seconds), "--model-name", args.model_name]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600 + args.seconds)
+        stats = requests.get(f"{server.url}/v2/requestlog", timeout=10).json()
+    finally:
+        server.stop()
+    return {"server_start_s": round(startup, 1), "results": json.loads(out.stdout), "request_log": stats}
+
+
+def _ratios(off: dict[str, Any], on: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """on ÷ off per phase, for latency, throughput and the server's CPU time per request."""
+    keys = ("p50_ms", "p99_ms", "mean_ms", "requests_per_s", "server_cpu_ms_per_request")
+    return {
+        phase: {k: round(on[phase][k] / off[phase][k], 3) for k in keys if k in off[phase] and off[phase][k]}
+        for phase in off
+    }
+
+
+def _log_summary(uri: str) -> dict[str, Any]:
+    from mdctr.serving.requestlog import is_s3, log_files
+
+    files = log_files(uri)
+    size = None if is_s3(uri) else sum(Path(f).stat().st_size for f in files)
+    return {"uri": uri, "files": len(files), "bytes": size}
+
+
+def _model(args: argparse.Namespace, tmp_path: Path) -> tuple[str, Any, Any]:
+    """The model to serve: (model URI for ``mdctr serve``, its Predictor, a table of example rows)."""
+    from mdctr.serving import Predictor
+
+    if args.demo:
+        from mdctr.serving.demo import make_demo_bundle
+
+        hidden = tuple(int(h) for h in args.hidden.split(","))
+        demo = make_demo_bundle(tmp_path / "bundle", hidden=hidden)
+        return str(demo.path), Predictor.load(demo.path), demo.table
+    from mdctr import tracking
+    from mdctr.serving.bundle import bundle_dir_of
+    from mdctr.tracking.pyfunc import download_model
+
+    uri = tracking.configure(args.tracking_uri)
+    local, _ = download_model(args.model_uri, tracking_uri=uri, dst=tmp_path / "model")
+    table = tracking.load_input_example(uri, args.model_uri)
+    return str(local), Predictor.load(bundle_dir_of(local)), table
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-uri", default="models:/mdctr-ml-1m@champion")
     ap.add_argument("--tracking-uri", default=None)
@@ -159,70 +224,74 @@ def main() -> None:
         "--model-name", default="", help="v2 route name (default: the served bundle's registered model's)."
     )
     ap.add_argument("--out", type=Path, default=None, help="Also write the results as JSON here.")
+    ap.add_argument(
+        "--log", default="", help="Also run with the served-request log on, to this DIR or s3:// URI."
+    )
+    ap.add_argument("--log-sample", type=float, default=1.0, help="Share of requests logged with --log.")
+    ap.add_argument("--rounds", type=int, default=1, help="With --log: off/on pairs, run alternately.")
     ap.add_argument("--client", default=None, help=argparse.SUPPRESS)  # internal: base URL, client mode
     ap.add_argument("--payload-dir", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--server-pid", type=int, default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.log and not args.client:
+        from mdctr.serving.requestlog import log_files
+
+        if log_files(args.log):  # the report counts the files under --log: they must all be this run's
+            raise SystemExit(f"--log {args.log} already holds log files; give an empty destination")
     if args.client:
         print(json.dumps(client(args)))
         return
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from mdctr.serving import Predictor, start_model_server
     from mdctr.serving.request import V2_ADVERTISED
+    from mdctr.serving.requestlog import RequestLogSettings
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         tmp_path = Path(tmp)
-        if args.demo:
-            from mdctr.serving.demo import make_demo_bundle
-
-            hidden = tuple(int(h) for h in args.hidden.split(","))
-            demo = make_demo_bundle(tmp_path / "bundle", hidden=hidden)
-            model_uri, bundle = str(demo.path), demo.path
-        else:
-            from mdctr import tracking
-            from mdctr.serving.bundle import bundle_dir_of
-            from mdctr.tracking.pyfunc import download_model
-
-            uri = tracking.configure(args.tracking_uri)
-            local, _ = download_model(args.model_uri, tracking_uri=uri, dst=tmp_path / "model")
-            model_uri, bundle = str(local), bundle_dir_of(local)
-        pred = Predictor.load(bundle)
+        model_uri, pred, table = _model(args, tmp_path)
         if not args.model_name:  # what `mdctr serve` names a local bundle: its dataset's registered model
             from mdctr.tracking.names import registered_model_name
 
             args.model_name = registered_model_name(pred.spec.schema.name)
-        table = None
-        if args.demo:
-            table = demo.table
-        else:
-            from mdctr import tracking
-
-            table = tracking.load_input_example(uri, args.model_uri)
         example = table[list(pred.columns)]
         kinds = {c: V2_ADVERTISED[pred.parser.kinds[c]] for c in pred.columns}
         _payloads(example, kinds, tmp_path)
-        t0 = time.perf_counter()
-        server = start_model_server(model_uri, workers=args.workers, log_dir=tmp_path)
-        startup = time.perf_counter() - t0
-        try:
-            cmd = [sys.executable, __file__, "--client", server.url, "--payload-dir", str(tmp_path),
-                   "--server-pid", str(server.pid),
-                   "--requests", str(args.requests), "--connections", str(args.connections),
-                   "--seconds", str(args.seconds), "--model-name", args.model_name]  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600 + args.seconds)
-        finally:
-            server.stop()
+        if not args.log:
+            runs = [("off", _run_phases(model_uri, args, tmp_path, None))]
+        else:
+            settings = RequestLogSettings(uri=args.log, sample=args.log_sample)
+            runs = []
+            for _ in range(args.rounds):
+                runs.append(("off", _run_phases(model_uri, args, tmp_path, None)))
+                runs.append(("on", _run_phases(model_uri, args, tmp_path, settings)))
     report = {
         "server": "mdctr serve (uvicorn, plain ASGI app), v2 protocol",
         "model_uri": "demo bundle" if args.demo else args.model_uri,
         "model": pred.info.model_name,
         "model_config": pred.info.model_config,
-        "server_start_s": round(startup, 1),
+        "server_start_s": runs[0][1]["server_start_s"],
         "workers": args.workers,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "results": json.loads(out.stdout),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "results": runs[0][1]["results"],
     }
+    if args.log:
+        report["request_log"] = {"sample": args.log_sample, **_log_summary(args.log)}
+        report["rounds"] = [
+            {
+                "log": mode,
+                "results": run["results"],
+                **({"counters": run["request_log"]} if mode == "on" else {}),
+            }
+            for mode, run in runs
+        ]
+        report["ratios_on_over_off"] = [
+            _ratios(runs[i][1]["results"], runs[i + 1][1]["results"]) for i in range(0, len(runs), 2)
+        ]
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -25,6 +25,14 @@ from mdctr.serving.app import (
     ServeLimits,
 )
 from mdctr.serving.request import DEFAULT_MAX_ABS_Z, DEFAULT_MAX_ROWS
+from mdctr.serving.requestlog import (
+    DEFAULT_FLUSH_ROWS,
+    DEFAULT_FLUSH_SECONDS,
+    DEFAULT_QUEUE_ROWS,
+    LOG_ENV_PREFIX,
+    RequestLogError,
+    RequestLogSettings,
+)
 from mdctr.serving.server import DEFAULT_MODEL_URI, DEFAULT_PORT
 
 
@@ -129,6 +137,42 @@ def serve(
         help="Listen queue length (capped by the kernel's net.core.somaxconn).",
     ),
     torch_threads: int = typer.Option(1, "--torch-threads", min=1, help="Torch intra-op threads per worker."),
+    log_uri: str = typer.Option(
+        "",
+        "--log",
+        envvar=LOG_ENV_PREFIX,
+        help="Record served requests (raw features, domains, prediction, request id) as parquet under this "
+        "directory or s3://BUCKET/PREFIX (date=YYYY-MM-DD/part-*.parquet). Off when empty.",
+    ),
+    log_sample: float = typer.Option(
+        1.0,
+        "--log-sample",
+        min=0.0,
+        max=1.0,
+        envvar=f"{LOG_ENV_PREFIX}_SAMPLE",
+        help="Share of requests logged (a hash of the request id decides).",
+    ),
+    log_queue_rows: int = typer.Option(
+        DEFAULT_QUEUE_ROWS,
+        "--log-queue-rows",
+        min=1,
+        envvar=f"{LOG_ENV_PREFIX}_QUEUE_ROWS",
+        help="Rows held in memory per worker; requests beyond it are dropped from the log (counted), never delayed.",
+    ),
+    log_flush_rows: int = typer.Option(
+        DEFAULT_FLUSH_ROWS,
+        "--log-flush-rows",
+        min=1,
+        envvar=f"{LOG_ENV_PREFIX}_FLUSH_ROWS",
+        help="Write a log file once this many rows are queued.",
+    ),
+    log_flush_seconds: float = typer.Option(
+        DEFAULT_FLUSH_SECONDS,
+        "--log-flush-seconds",
+        min=0.001,
+        envvar=f"{LOG_ENV_PREFIX}_FLUSH_SECONDS",
+        help="Write a log file at least this often while rows are queued (and once more on shutdown).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the model, print what would run, exit."),
 ) -> None:
     """Serve MODEL_URI: POST /v2/models/NAME/infer (KServe v2) or /invocations ({"dataframe_split": ...}).
@@ -152,6 +196,7 @@ def serve(
         max_connections=max_connections,
         backlog=backlog,
     )
+    request_log = _request_log(log_uri, log_sample, log_queue_rows, log_flush_rows, log_flush_seconds)
     version = ""
     download: Path | None = None  # the temporary copy of a remote model, removed however the server stops
     if model_uri.startswith("file://") or ":/" not in model_uri:  # a local MLflow model or bundle directory
@@ -178,7 +223,12 @@ def serve(
         model_name = model_name or _default_model_name(model_uri, bundle)
         typer.echo(
             f"serving {model_uri} (bundle {bundle}) as {model_name!r} on http://{host}:{port} "
-            f"(/v2/models/{model_name}/infer, /invocations), {workers} worker(s)",
+            f"(/v2/models/{model_name}/infer, /invocations), {workers} worker(s)"
+            + (
+                f", logging {request_log.sample:.0%} of requests to {request_log.uri}"
+                if request_log is not None
+                else ""
+            ),
             err=True,
         )
         if dry_run:
@@ -192,11 +242,36 @@ def serve(
             model_version=version,
             limits=limits,
             torch_threads=torch_threads,
+            request_log=request_log,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
         if download is not None:
             shutil.rmtree(download, ignore_errors=True)
+
+
+def _request_log(
+    uri: str, sample: float, queue_rows: int, flush_rows: int, flush_seconds: float
+) -> RequestLogSettings | None:
+    """The ``--log*`` settings (None without ``--log``), the destination checked once here: a directory that
+    cannot be created or an S3 bucket that does not answer ends ``mdctr serve`` with one line, exit status 2."""
+    if not uri:
+        return None
+    try:
+        settings = RequestLogSettings(
+            uri=uri,
+            sample=sample,
+            queue_rows=queue_rows,
+            flush_rows=flush_rows,
+            flush_seconds=flush_seconds,
+        )
+        from mdctr.serving.requestlog import check_destination
+
+        check_destination(settings.uri)
+    except RequestLogError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    return settings
 
 
 def _safe_bundle(model_dir: Path, label: str) -> Path:

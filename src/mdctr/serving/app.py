@@ -17,13 +17,21 @@ refuses more than 1024 levels: 400), a key repeated in one JSON object (400 nami
 wherever ``GET`` is. Connection-level limits (header/body deadlines, header size and count, idle timeout,
 connection cap) live in :mod:`mdctr.serving.protocol`. Prediction runs inline on the event loop: its cost is
 bounded by the row limit, and no thread hand-off is paid on small requests.
+
+Every answer to a ``POST`` carries ``X-Request-Id``: the request's own header when sent (1–128 visible ASCII
+characters, else 400), or a new uuid4 hex. With a served-request log (``mdctr serve --log``,
+:mod:`mdctr.serving.requestlog`) a sampled request's parsed columns, predictions and routing domains are put on a
+bounded queue after scoring (dropped and counted when it is full; never waited for), and ``GET /v2/requestlog``
+answers the log's counters for the worker that takes the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -38,6 +46,7 @@ from mdctr.serving.request import (
     RequestError,
     excerpt,
 )
+from mdctr.serving.requestlog import MAX_REQUEST_ID_CHARS, RequestLog, RequestLogSettings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +67,12 @@ DEFAULT_MAX_CONNECTIONS = 2048
 DEFAULT_BACKLOG = 2048
 OUTPUT_NAME = "pctr"
 ENV_PREFIX = "MDCTR_SERVE_"
+#: the request id header: taken from the request when sent (else a uuid4 hex), always echoed in the response
+REQUEST_ID_HEADER = b"x-request-id"
+#: the scope key under which a request's id travels from ``__call__`` to its handler
+_SCOPE_REQUEST_ID = "mdctr.request_id"
+#: GET: the served-request log's counters of this worker (``{"enabled": false}`` without ``--log``)
+REQUEST_LOG_PATH = "/v2/requestlog"
 
 
 @dataclass(frozen=True)
@@ -143,11 +158,15 @@ class ScoringApp:
         model_name: str,
         model_version: str = "",
         limits: ServeLimits | None = None,
+        request_log: RequestLog | None = None,
     ):
+        """``request_log``: where scored requests are recorded (``mdctr serve --log``); started and flushed by
+        the ASGI lifespan (uvicorn runs its shutdown on SIGTERM/SIGINT)."""
         self.predictor = predictor
         self.model_name = model_name
         self.model_version = model_version
         self.limits = limits or ServeLimits()
+        self.request_log = request_log
         self._in_flight = 0
         parser = predictor.parser
         self._metadata = orjson.dumps(
@@ -177,6 +196,7 @@ class ScoringApp:
             "/v2/health/live": ("GET", self._ok(b'{"live":true}')),
             "/v2/health/ready": ("GET", self._ok(b'{"ready":true}')),
             "/v2": ("GET", self._ok(self._server_metadata)),
+            REQUEST_LOG_PATH: ("GET", self._log_stats),
             "/invocations": ("POST", self._invocations),
         }
         for base in versions:
@@ -190,13 +210,15 @@ class ScoringApp:
     # -- ASGI ----------------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
         path = scope["path"].rstrip("/") or "/"
         v2 = path.startswith("/v2")
         route = self._routes.get(path)
+        if scope["method"] == "POST":  # scoring routes (and wrong paths): every answer carries the request id
+            send = _with_request_id(scope, send)
         try:
             if route is None:
                 raise _HTTPError(404, self._not_found(path))
@@ -209,6 +231,7 @@ class ScoringApp:
                 return
             if self._in_flight >= self.limits.max_concurrent:
                 raise _HTTPError(503, f"server busy: {self._in_flight} requests in flight; retry later")
+            _request_id(scope)  # a malformed X-Request-Id is refused before the body is read
             self._in_flight += 1
             try:
                 await handler(scope, receive, send)
@@ -240,6 +263,23 @@ class ScoringApp:
                 f"model {self.model_name!r} has no version {excerpt(parts[5])}; this server serves {served}"
             )
         return f"no such endpoint: {excerpt(path)}"
+
+    async def _log_stats(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self.request_log.stats() if self.request_log is not None else {"enabled": False}
+        await _send(send, 200, orjson.dumps(stats))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.request_log is not None:
+                    self.request_log.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.request_log is not None:  # the last batch lands before the worker exits
+                    await asyncio.to_thread(self.request_log.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     @staticmethod
     def _ok(body: bytes) -> Callable[..., Awaitable[None]]:
@@ -297,10 +337,16 @@ class ScoringApp:
         _refuse_duplicate_keys(body)
         return parsed
 
-    def _predict(self, cols: Any) -> np.ndarray:
-        out = self.predictor.predict_columns(cols)
+    def _predict(self, scope: Scope, cols: Any) -> np.ndarray:
+        rlog = self.request_log
+        rid = _request_id(scope)
+        logged = rlog is not None and rlog.sampled(rid)
+        scored = self.predictor.score_columns(cols, routes=logged)
+        out = scored.pctr
         if not np.isfinite(out).all():  # cannot happen for range-checked inputs; never send NaN as JSON
             raise _HTTPError(500, "the model produced a non-finite prediction")
+        if logged:  # a reference to the parsed columns and scores on a bounded queue: no copy, no I/O
+            rlog.submit(rid, cols, out, scored.domain, scored.mined)  # type: ignore[union-attr]
         return out
 
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -317,7 +363,7 @@ class ScoringApp:
             raise RequestError(
                 f"expected exactly one of 'dataframe_split', 'dataframe_records'; got keys {excerpt(sorted(keys))}"
             )
-        out = self._predict(cols)
+        out = self._predict(scope, cols)
         await _send(send, 200, orjson.dumps({"predictions": out}, option=_OPTS))
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -334,7 +380,7 @@ class ScoringApp:
                 raise RequestError(
                     f"v2 request: unknown output(s) {excerpt(names)}; this model has {OUTPUT_NAME!r}"
                 )
-        out = self._predict(cols)
+        out = self._predict(scope, cols)
         response: dict[str, Any] = {"model_name": self.model_name}
         if self.model_version:
             response["model_version"] = self.model_version
@@ -392,14 +438,49 @@ async def _send(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+def _request_id(scope: Scope) -> str:
+    """The request's id: its ``X-Request-Id`` header (1–128 visible ASCII characters, sent once), else a new
+    uuid4 hex; computed once per request and kept in the scope."""
+    rid = scope.get(_SCOPE_REQUEST_ID)
+    if rid is not None:
+        return rid
+    sent = [v for k, v in scope["headers"] if k == REQUEST_ID_HEADER]
+    rid = uuid.uuid4().hex
+    scope[_SCOPE_REQUEST_ID] = rid  # also what an error answer below carries
+    if len(sent) > 1:
+        raise _HTTPError(400, "more than one X-Request-Id header; send at most one")
+    if sent:
+        value = sent[0]
+        if not 0 < len(value) <= MAX_REQUEST_ID_CHARS or not all(0x21 <= b <= 0x7E for b in value):
+            raise _HTTPError(
+                400,
+                f"X-Request-Id must be 1–{MAX_REQUEST_ID_CHARS} visible ASCII characters; "
+                f"got {excerpt(value.decode('latin-1'))}",
+            )
+        rid = value.decode("ascii")
+        scope[_SCOPE_REQUEST_ID] = rid
+    return rid
+
+
+def _with_request_id(scope: Scope, send: Send) -> Send:
+    """``send`` that adds ``X-Request-Id`` (the request's id, see :func:`_request_id`) to the response start."""
+
+    async def sending(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            rid = scope.get(_SCOPE_REQUEST_ID) or _request_id_quiet(scope)
+            message["headers"] = [*message["headers"], (REQUEST_ID_HEADER, rid.encode("ascii"))]
+        await send(message)
+
+    return sending
+
+
+def _request_id_quiet(scope: Scope) -> str:
+    """:func:`_request_id` for an answer given before the id was checked (404, 405, 503): a bad header then
+    gets a fresh id instead of a second error."""
+    try:
+        return _request_id(scope)
+    except _HTTPError:
+        return str(scope[_SCOPE_REQUEST_ID])
 
 
 # -- the uvicorn factory: each worker process builds its app from environment variables ----------------------
@@ -415,11 +496,21 @@ def app_from_env() -> ScoringApp:
     limits = ServeLimits.from_env()
     bundle = os.environ[f"{ENV_PREFIX}BUNDLE"]
     predictor = Predictor.load(bundle, max_rows=limits.max_rows, max_abs_z=limits.max_abs_z)
+    model_name = os.environ[f"{ENV_PREFIX}MODEL_NAME"]
+    model_version = os.environ.get(f"{ENV_PREFIX}MODEL_VERSION", "")
+    settings = RequestLogSettings.from_env()
+    request_log = None
+    if settings is not None:
+        request_log = RequestLog(
+            settings,
+            schema=predictor.spec.schema,
+            model=model_name,
+            version=model_version,
+            domain_values=predictor.spec.domain_values,
+        )
+        log.info("worker %d logs %.0f%% of requests to %s", os.getpid(), 100 * settings.sample, settings.uri)
     app = ScoringApp(
-        predictor,
-        model_name=os.environ[f"{ENV_PREFIX}MODEL_NAME"],
-        model_version=os.environ.get(f"{ENV_PREFIX}MODEL_VERSION", ""),
-        limits=limits,
+        predictor, model_name=model_name, model_version=model_version, limits=limits, request_log=request_log
     )
     log.info(
         "worker %d serving %s from %s (%d torch thread(s))", os.getpid(), app.model_name, bundle, threads

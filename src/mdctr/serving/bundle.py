@@ -257,6 +257,23 @@ def read_metrics(directory: Path | str) -> dict[str, Any]:
     return json.loads((Path(directory) / METRICS_FILE).read_text())
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What one scoring pass gives.
+
+    Attributes:
+        pctr: float64 [N] in (0, 1).
+        domain: int32 [N] the hand-crafted routing domain of each row; None when the model is not routed by it
+            (or routes were not asked for).
+        mined: int32 [N] the mined code of each row (an external miner's, or the model's own); None when the
+            model has none (or routes were not asked for).
+    """
+
+    pctr: np.ndarray
+    domain: np.ndarray | None = None
+    mined: np.ndarray | None = None
+
+
 class Predictor:
     """Raw rows in, pCTR out, exactly as training encoded and routed them. Load with :meth:`load`.
 
@@ -393,21 +410,39 @@ class Predictor:
             return data.with_domain(self.control.assign(data, self.spec.schema))  # type: ignore[union-attr]
         return data
 
-    @torch.inference_mode()
     def predict_columns(self, cols: Columns) -> np.ndarray:
         """pCTR per row of validated columns: float64 [N] in (0, 1) (calibrated when the bundle carries a
         calibration: a row without a hand-crafted domain takes the global temperature)."""
+        return self.score_columns(cols).pctr
+
+    @torch.inference_mode()
+    def score_columns(self, cols: Columns, *, routes: bool = False) -> Scored:
+        """:meth:`predict_columns` plus, with ``routes``, each row's routing domains from the same forward pass
+        (the served-request log records them; no second forward)."""
         data = self.encode_columns(cols)
-        out = np.empty(len(data), dtype=np.float64)
-        for start in range(0, len(data), PREDICT_BATCH):
+        n = len(data)
+        out = np.empty(n, dtype=np.float64)
+        # a model that mines its own codes (adaptive2, adaptdhm, mined-joint) leaves them in last_codes
+        own_codes = routes and type(self.model).mines_domains
+        mined = np.empty(n, dtype=np.int32) if own_codes else None
+        for start in range(0, n, PREDICT_BATCH):
             batch: Batch = data.batch(start, start + PREDICT_BATCH)
+            stop = start + len(batch)
             if self.calibration is None:
-                out[start : start + len(batch)] = torch.sigmoid(self.model(batch)).numpy()
+                out[start:stop] = torch.sigmoid(self.model(batch)).numpy()
             else:
-                out[start : start + len(batch)] = self.calibration.apply_probs(
-                    self.model(batch).double().numpy(), data.handcrafted[start : start + len(batch)].numpy()
+                out[start:stop] = self.calibration.apply_probs(
+                    self.model(batch).double().numpy(), data.handcrafted[start:stop].numpy()
                 )
-        return out
+            if mined is not None:
+                mined[start:stop] = self.model.last_codes.numpy()  # type: ignore[union-attr]
+        if not routes:
+            return Scored(out)
+        source = self.info.domain_source
+        domain = data.domain.numpy().astype(np.int32) if source in ROUTES_BY_HANDCRAFTED else None
+        if mined is None and source == "mined" and self.miner is not None:
+            mined = data.domain.numpy().astype(np.int32)  # the external miner's codes
+        return Scored(out, domain, mined)
 
     # -- DataFrame entry points (offline scoring, MLflow pyfunc) ------------------------------------------
     def encode(self, df: pd.DataFrame) -> TensorData:

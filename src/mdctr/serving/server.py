@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mdctr.serving.app import ENV_PREFIX, ServeLimits
+from mdctr.serving.requestlog import LOG_ENV_PREFIX, RequestLogSettings
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,10 @@ def serve_command(
     workers: int = 1,
     tracking_uri: str | None = None,
     limits: ServeLimits | None = None,
+    request_log: RequestLogSettings | None = None,
 ) -> list[str]:
-    """The ``mdctr serve`` command line (the production server) for ``model_uri``."""
+    """The ``mdctr serve`` command line (the production server) for ``model_uri``; ``request_log`` adds
+    ``--log URI --log-sample RATE …``."""
     limits = limits or ServeLimits()
     cmd = [
         sys.executable, "-c", "from mdctr.cli import app; app()", "serve", "--model-uri", model_uri, "--host", host,
@@ -171,6 +174,11 @@ def serve_command(
     ]  # fmt: skip
     for f in fields(limits):  # every limit has the flag --<field with dashes>
         cmd += [f"--{f.name.replace('_', '-')}", repr(getattr(limits, f.name))]
+    if request_log is not None:  # every setting has the flag --log[-<field with dashes>]
+        for f in fields(request_log):
+            value = getattr(request_log, f.name)
+            flag = "--log" if f.name == "uri" else f"--log-{f.name.replace('_', '-')}"
+            cmd += [flag, value if f.name == "uri" else repr(value)]
     if tracking_uri:
         cmd += ["--tracking-uri", tracking_uri]
     return cmd
@@ -183,15 +191,25 @@ def start_model_server(
     tracking_uri: str | None = None,
     workers: int = 1,
     limits: ServeLimits | None = None,
+    request_log: RequestLogSettings | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 120.0,
     log_dir: Path | None = None,
 ) -> ProcessServer:
     """Serve ``model_uri`` on 127.0.0.1 with the production server (``mdctr serve``); returns once
-    ``/v2/health/ready`` answers. ``env`` adds variables (e.g. an S3 endpoint)."""
+    ``/v2/health/ready`` answers. ``env`` adds variables (e.g. an S3 endpoint); ``request_log`` turns on the
+    served-request log."""
     port = port or free_port()
+    cmd = serve_command(
+        model_uri,
+        port=port,
+        workers=workers,
+        tracking_uri=tracking_uri,
+        limits=limits,
+        request_log=request_log,
+    )
     return launch(
-        serve_command(model_uri, port=port, workers=workers, tracking_uri=tracking_uri, limits=limits),
+        cmd,
         url=f"http://127.0.0.1:{port}",
         health_path="/v2/health/ready",
         env=venv_env(env),
@@ -255,6 +273,7 @@ def run_server(
     model_version: str = "",
     limits: ServeLimits | None = None,
     torch_threads: int = 1,
+    request_log: RequestLogSettings | None = None,
 ) -> None:
     """Run the production server in this process until SIGINT/SIGTERM (blocking).
 
@@ -264,6 +283,7 @@ def run_server(
     each worker loads the bundle itself (``app_from_env``). The app answers requests beyond
     ``limits.max_concurrent`` with a JSON 503; the connection limits (header/body deadlines, header size and
     count, idle timeout, connection cap) are enforced by :mod:`mdctr.serving.protocol` under uvicorn.
+    ``request_log``: each worker logs the requests it scores there (its own files; flushed on shutdown).
     """
     import uvicorn
 
@@ -275,6 +295,10 @@ def run_server(
         f"{ENV_PREFIX}TORCH_THREADS": str(torch_threads),
         **limits.to_env(),
     }
+    for name in [k for k in os.environ if k.startswith(LOG_ENV_PREFIX)]:  # no stale log settings
+        del os.environ[name]
+    if request_log is not None:
+        env.update(request_log.to_env())
     os.environ.update(env)  # spawned workers inherit it
     soft, _ = raise_open_file_limit()
     if soft < limits.max_connections + 64:
