@@ -9,6 +9,7 @@ import typer
 
 from mdctr.cli import data as _data
 from mdctr.cli import models as _models
+from mdctr.cli import monitor as _monitor
 from mdctr.cli import pipeline as _pipeline
 from mdctr.cli import serve as _serve
 from mdctr.cli import train as _train
@@ -21,6 +22,7 @@ app.add_typer(_pipeline.app, name="pipeline")
 app.add_typer(_models.app, name="models")
 _train.register(app)
 app.command("serve")(_serve.serve)
+app.command("monitor")(_monitor.monitor)
 
 
 @app.callback()

@@ -216,12 +216,13 @@ def _gx_class(snake: str) -> Any:
     return getattr(gxe, "".join(part.title() for part in snake.split("_")))
 
 
-def build_suite(schema: FeatureSchema) -> Any:
-    """A GX ``ExpectationSuite`` named ``mdctr-<dataset>`` holding :func:`suite_specs` (imports GX)."""
+def build_suite(schema: FeatureSchema, specs: list[ExpectationSpec] | None = None) -> Any:
+    """A GX ``ExpectationSuite`` named ``mdctr-<dataset>`` holding :func:`suite_specs` (or ``specs``, a subset
+    of them) (imports GX)."""
     import great_expectations as gx
 
     suite = gx.ExpectationSuite(name=f"mdctr-{schema.name}")
-    for spec in suite_specs(schema):
+    for spec in suite_specs(schema) if specs is None else specs:
         suite.add_expectation(_gx_class(spec.type)(**spec.kwargs, meta={"why": spec.why}))
     return suite
 
@@ -368,7 +369,11 @@ def _prune_static(docs_dir: Path) -> None:
 
 
 def _run_gx(
-    frame: pd.DataFrame, schema: FeatureSchema, row_labels: Any = None, docs_dir: Path | None = None
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    row_labels: Any = None,
+    docs_dir: Path | None = None,
+    specs: list[ExpectationSpec] | None = None,
 ) -> _GxRun:
     """Run the suite as a GX checkpoint; with ``docs_dir`` its ``UpdateDataDocsAction`` builds Data Docs there."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -393,7 +398,7 @@ def _run_gx(
         .add_dataframe_asset(schema.name)
         .add_batch_definition_whole_dataframe("table")
     )
-    suite = context.suites.add(build_suite(schema))
+    suite = context.suites.add(build_suite(schema, specs))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(data=batch_def, suite=suite, name=f"validate-{schema.name}")
     )
@@ -413,7 +418,7 @@ def _run_gx(
         docs_index = docs_dir / "index.html"
         urls = context.get_docs_sites_urls(resource_identifier=result_id, site_name=DATA_DOCS_SITE)
         docs_page = _url_path(urls[0]["site_url"] if urls else None)
-    whys = [s.why for s in suite_specs(schema)]
+    whys = [s.why for s in (suite_specs(schema) if specs is None else specs)]
     # GX returns results in suite order; fall back to the expectation's meta if that ever changes.
     outcomes = [
         _outcome(
@@ -454,6 +459,24 @@ def validate_table(
         start,
         source,
         docs=(run.docs_index, run.docs_page),
+    )
+
+
+def validate_specs(
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    specs: list[ExpectationSpec],
+    report_dir: Path,
+    *,
+    source: str = "",
+) -> ValidationResult:
+    """Run ``specs`` (a subset of :func:`suite_specs`, e.g. the expectations on the feature columns a served
+    request log holds) over ``frame`` as one checkpoint; reports as :func:`validate_table`."""
+    start = time.perf_counter()
+    clear_reports(report_dir)
+    run = _run_gx(frame.reset_index(drop=True), schema, None, Path(report_dir) / DATA_DOCS_DIR, specs)
+    return _finish(
+        run.outcomes, schema.name, len(frame), report_dir, start, source, docs=(run.docs_index, run.docs_page)
     )
 
 

@@ -1,0 +1,127 @@
+"""Step: monitor a window of served requests against the serving version's training data.
+
+Writes the HTML report and JSON summary (and the Great Expectations reports) into ``out_dir``, logs a
+monitoring run to MLflow when a tracking URI is set (or ``track``), and returns the breaches; the caller decides
+what a breach does (the CLI exits 1, the KFP component raises so the pipeline run fails).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mdctr.monitoring.run import MonitorResult
+
+log = logging.getLogger(__name__)
+
+VALIDATION_DIR = "validation"
+
+
+@dataclass(frozen=True)
+class MonitorStepConfig:
+    """Attributes: window bounds ``since``/``until`` (ISO, UTC; "" = open); ``labels`` (a labels file, "" =
+    none); ``reference_codes`` (a mine_domains output or its codes.npz, "" = none); ``baseline_log`` (a log
+    whose shares of mined codes are the reference, "" = none); thresholds ``max_psi``, ``max_oov_share``,
+    ``max_domain_psi``; ``bucket`` (day/hour); ``top_k``; ``gx_rows`` (0: no GX checkpoint); ``tracking_uri``
+    ("" = $MLFLOW_TRACKING_URI or none) and ``track`` (log a run even without a URI, to ./mlruns)."""
+
+    since: str = ""
+    until: str = ""
+    labels: str = ""
+    reference_codes: str = ""
+    baseline_log: str = ""
+    max_psi: float = 0.25
+    max_oov_share: float = 0.10
+    max_domain_psi: float = 0.10
+    bucket: str = "day"
+    top_k: int = 20
+    gx_rows: int = 20_000
+    tracking_uri: str = ""
+    track: bool = False
+
+
+@dataclass(frozen=True)
+class MonitorOutput:
+    """Attributes: ``report`` (HTML) and ``summary`` (JSON) paths, ``rows`` monitored, ``breaches`` (one line
+    each), ``metrics`` (flat), ``run_id`` of the MLflow monitoring run ("" when not tracked)."""
+
+    report: Path
+    summary: Path
+    rows: int
+    breaches: tuple[str, ...]
+    metrics: dict[str, float]
+    run_id: str = ""
+
+
+def monitor(
+    *, log_uri: str, reference_dir: Path | str, out_dir: Path | str, config: MonitorStepConfig
+) -> MonitorOutput:
+    """Monitor the window of ``log_uri`` against the prepared data in ``reference_dir``; write the report."""
+    import os
+
+    from mdctr.monitoring.logsource import Window, parse_time
+    from mdctr.monitoring.report import write_report
+    from mdctr.monitoring.run import MonitorConfig, build_reference
+    from mdctr.monitoring.run import monitor as run_monitor
+
+    cfg = MonitorConfig(
+        max_psi=config.max_psi,
+        max_oov_share=config.max_oov_share,
+        max_domain_psi=config.max_domain_psi,
+        top_k=config.top_k,
+        gx_rows=config.gx_rows,
+        bucket=config.bucket,
+    )
+    window = Window(
+        log_uri, parse_time(config.since, what="--since"), parse_time(config.until, what="--until")
+    )
+    baseline = Window(config.baseline_log) if config.baseline_log else None
+    ref = build_reference(
+        reference_dir, cfg, reference_codes=config.reference_codes or None, baseline_log=baseline
+    )
+    out = Path(out_dir)
+    result = run_monitor(
+        window,
+        ref,
+        cfg,
+        labels_path=config.labels or None,
+        validation_dir=out / VALIDATION_DIR if cfg.gx_rows > 0 else None,
+    )
+    report, summary = write_report(result, out)
+    metrics = result.metrics()
+    run_id = ""
+    uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri or config.track:
+        run_id = _track(uri or None, result, out, metrics, reference_dir, log_uri)
+    log.info("monitored %d rows: %d breach(es); report %s", result.rows, len(result.breaches), report)
+    return MonitorOutput(report, summary, result.rows, result.breaches, metrics, run_id)
+
+
+def _track(
+    uri: str | None,
+    result: MonitorResult,
+    out: Path,
+    metrics: dict[str, float],
+    reference_dir: Path | str,
+    log_uri: str,
+) -> str:
+    from datetime import datetime
+
+    from mdctr.tracking.monitoring import log_monitoring_run
+
+    end = result.served_to
+    end_ms = int(datetime.fromisoformat(end).timestamp() * 1000) if end else None
+    run_id, _ = log_monitoring_run(
+        uri,
+        run_name=f"monitor {end[:16] if end else ''}".strip(),
+        metrics=metrics,
+        params={"log": log_uri, "reference": str(reference_dir), "window": result.window},
+        files=out,
+        step=0 if end_ms is None else end_ms // 1000,
+        timestamp_ms=end_ms,
+        failed=bool(result.breaches),
+    )
+    return run_id
