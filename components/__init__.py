@@ -51,6 +51,11 @@ DESCRIPTIONS: dict[str, str] = {
         "What a warm start that cannot be carried (another model, width, config) does: error (fail the run) or "
         "cold (train that entry from scratch)."
     ),
+    "canary_percent": (
+        "When the gate passes and a champion exists: start the new version as the canary with this percent of "
+        "traffic (1-99; `mdctr models promote --finish` completes it, `rollback` removes it); 0: make it "
+        "champion at once."
+    ),
     # what is trained
     "models": 'Registry keys of the models to train, e.g. ["dnn", "hamur", "adaptive2"].',
     "domain_sources": (

@@ -12,11 +12,13 @@ from components import described
 def promote_model(
     tracking_uri: str,
     serving_namespace: str,
+    canary_percent: int,
     registration: Input[Artifact],
     manifest: Output[Artifact],
 ) -> str:
-    """Write the InferenceService YAML for the version in ``registration``, then make it champion (alias last,
-    with a champion-history entry); return the URI."""
+    """Write the InferenceService YAML for the version in ``registration``, then make it champion, or, with
+    ``canary_percent`` > 0 and a champion in place, the canary beside it (alias last, with a history entry);
+    return the URI."""
     from mdctr.steps.promote_model import PromoteConfig
     from mdctr.steps.promote_model import promote_model as step
 
@@ -28,8 +30,16 @@ def promote_model(
             name=name,
             version=version,
             namespace=serving_namespace,
+            canary_percent=canary_percent,
             reason=str(registration.metadata.get("reason", "")),  # the gate's, for the champion history
         ),
     )
-    manifest.metadata.update({"model_uri": result.model_uri, "version": version, "name": result.service_name})
+    manifest.metadata.update(
+        {
+            "model_uri": result.model_uri,
+            "version": version,
+            "name": result.service_name,
+            "alias": result.alias,
+        }
+    )
     return result.model_uri

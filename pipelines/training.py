@@ -114,6 +114,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
         tracking_uri: str = "",
         promotion_tolerance: float = 0.002,
         promote_controls: bool = False,
+        canary_percent: int = 0,
         registered_model: str = "",
         serving_namespace: str = "mdctr",
     ) -> None:
@@ -193,10 +194,12 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any
                 prepared=prepare.outputs["prepared"],
                 evaluation_report=evaluation.outputs["report"],
             )
+            # "promote" is mdctr.tracking.names.PROMOTE (a test checks it): importing it here would load mlflow
             with dsl.If(register.outputs["Output"] == "promote", name="gate-passed"):
                 promote = promote_model(
                     tracking_uri=tracking_uri,
                     serving_namespace=serving_namespace,
+                    canary_percent=canary_percent,
                     registration=register.outputs["registration"],
                 )
         for task in (fetch, train):

@@ -222,6 +222,8 @@ class LocalRunResult:
         seconds: wall-clock time of the DAG.
         log_file: where the runner's output went (None: it was printed).
         gate_reason: why the gate promoted or kept the champion.
+        alias: what a promoted version became, ``champion`` or ``canary`` (the promote task's KServe manifest
+            says: a canary's carries ``canaryTrafficPercent``); ``""`` when the gate kept the champion.
         report: the run's final HTML report, with the gate decision (register-model's ``report`` output); the
             evaluate step's copy, written before the gate decided, only when that one is missing.
     """
@@ -236,6 +238,7 @@ class LocalRunResult:
     log_file: Path | None = None
     gate_reason: str = ""
     report: Path | None = None
+    alias: str = ""
 
     @property
     def promoted(self) -> bool:
@@ -353,6 +356,7 @@ def run_local(
     miner_options: Mapping[str, Any] | None = None,
     promotion_tolerance: float = 0.002,
     promote_controls: bool = False,
+    canary_percent: int = 0,
     tracking_uri: str | None = None,
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
     runner: str = "subprocess",
@@ -375,7 +379,8 @@ def run_local(
     ends a run. ``models`` default to the registry's, ``domain_sources`` to :data:`DEFAULT_DOMAIN_SOURCES` (no
     controls); the pipeline keeps the combinations each model accepts. ``promote_controls``: an entry routed
     by a control source (``random``, ``binned``) may win and be registered and promoted (default: it is shown on
-    the leaderboard only). ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
+    the leaderboard only). ``canary_percent`` (1-99): a version that passes the gate starts as the canary
+    with that share of traffic beside the champion (docs/serving.md, "Canary rollout"). ``data_md5`` + ``dvc_remote`` fetch a data version from the DVC remote without git (the cluster
     default); otherwise ``data_rev`` (default ``local``: copy ``DATASETS_DIR``). ``source``, a local directory
     (your table's, or a datasets root), wins over both (subprocess runner only); ``split``: ``random`` or
     ``time``, with ``train_window``/``eval_period`` for the time split (docs/pipeline.md, "Periods");
@@ -464,6 +469,8 @@ def run_local(
         }
         if promote_controls:  # otherwise the pipeline's default (False) holds
             arguments["promote_controls"] = True
+        if canary_percent:  # otherwise the pipeline's default (0: champion at once) holds
+            arguments["canary_percent"] = int(canary_percent)
         log.info("local pipeline run (%s): %s", runner, json.dumps(arguments))
         local.init(
             runner=task_runner,
@@ -522,6 +529,7 @@ def run_local(
         registration = json.loads(_task_file(run_dir, "register-model", "registration").read_text())
         leaderboard = _read_leaderboard(run_dir)
         report = _final_report(run_dir)
+        alias = _rollout_alias(run_dir) if registration["decision"] == "promote" else ""
         log.info("local pipeline run finished in %.1fs: %s", seconds, registration["decision"])
     return LocalRunResult(
         decision=registration["decision"],
@@ -534,7 +542,16 @@ def run_local(
         log_file=log_file,
         gate_reason=str(registration.get("reason", "")),
         report=report,
+        alias=alias,
     )
+
+
+def _rollout_alias(run_dir: Path) -> str:
+    """``canary`` when the promote task's manifest rolls the version out beside the champion, else ``champion``."""
+    import yaml
+
+    manifest = yaml.safe_load(_task_file(run_dir, "promote-model", "manifest").read_text())
+    return "canary" if "canaryTrafficPercent" in manifest["spec"]["predictor"] else "champion"
 
 
 @contextlib.contextmanager

@@ -188,3 +188,62 @@ def test_a_pipeline_promotion_supersedes_a_running_canary(
     events = tracking.champion_history(store, name=NAME)
     assert [(e["action"], e["version"]) for e in events[-2:]] == [("promote", v3), ("canary-end", "2")]
     assert events[-1]["reason"] == f"superseded: v{v3} became champion"
+
+
+def test_the_pipeline_promote_step_starts_a_canary_when_asked(store: str, tmp_path: Path) -> None:
+    """``canary_percent`` on the promote step: the gate-passed version becomes the canary beside the champion
+    (no second gate: the pipeline's reason is recorded), the manifest splits the traffic; ``--finish`` then
+    completes it as for a manual canary."""
+    from mdctr.steps.promote_model import PromoteConfig, promote_model
+
+    out = promote_model(
+        manifest_path=tmp_path / "pipeline.yaml",
+        config=PromoteConfig(
+            name=NAME, version="2", tracking_uri=store, reason="gate: promote (validation)", canary_percent=20
+        ),
+    )
+    assert out.alias == CANARY
+    assert yaml.safe_load(out.manifest_path.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert tracking.alias_version(store, CANARY, name=NAME) == "2"
+    assert tracking.alias_version(store, CHAMPION, name=NAME) == "1"
+    last = tracking.champion_history(store, name=NAME)[-1]
+    assert (last["action"], last["version"], last["percent"]) == ("canary", "2", 20)
+    assert last["reason"] == "gate: promote (validation)"
+    code, out_text, err = _cli(
+        "promote", "--finish", "--manifest", str(tmp_path / "f.yaml"), "--tracking-uri", store
+    )
+    assert code == 0, out_text + err
+    assert tracking.alias_version(store, CHAMPION, name=NAME) == "2"
+    assert tracking.alias_version(store, CANARY, name=NAME) is None
+
+
+def test_the_promote_step_makes_the_first_version_champion_even_with_a_canary_percent(
+    tmp_path: Path, demo_bundle: Any, with_metrics: Any
+) -> None:
+    """A model's first version has no champion to share traffic with: it becomes champion."""
+    from mdctr.steps.promote_model import PromoteConfig, promote_model
+
+    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    parent = tracking.start_parent_run(
+        uri, run_name="pipeline", params={"dataset": "demo"}, data_rev="v1", data_md5="00", git_sha="c0ffee"
+    )
+    run = tracking.log_training_run(
+        uri,
+        parent,
+        run_name="dnn-none",
+        params={"model": "dnn"},
+        history=[],
+        metrics={"auc": 0.7},
+        per_domain=[],
+    )
+    bundle = with_metrics(demo_bundle, tmp_path / "v1", 0.7, (0.7, 0.7, 0.7))
+    version = tracking.register_bundle(uri, bundle, run_id=run, input_example=demo_bundle.table).version
+    out = promote_model(
+        manifest_path=tmp_path / "m.yaml",
+        config=PromoteConfig(name=NAME, version=version, tracking_uri=uri, canary_percent=10),
+    )
+    assert out.alias == CHAMPION
+    assert "canaryTrafficPercent" not in yaml.safe_load(out.manifest_path.read_text())["spec"]["predictor"]
+    assert tracking.alias_version(uri, CHAMPION, name=NAME) == version
+    with pytest.raises(ValueError, match="canary_percent must be 0"):
+        PromoteConfig(name=NAME, version=version, canary_percent=100)

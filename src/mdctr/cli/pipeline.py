@@ -239,6 +239,14 @@ def run_cmd(
         help="Let an entry routed by a control source (random, binned) win and be registered and promoted; "
         "by default controls are baselines, shown on the leaderboard only.",
     ),
+    canary: int = typer.Option(
+        0,
+        "--canary",
+        min=0,
+        max=99,
+        help="PERCENT: a version that passes the gate starts as the canary with this share of traffic beside "
+        "the champion (finish: mdctr models promote --finish; undo: mdctr models rollback); 0: champion at once.",
+    ),
     tracking_uri: str | None = typer.Option(
         None,
         "--tracking-uri",
@@ -353,6 +361,7 @@ def run_cmd(
                 miner_options=options["--miner-options"],
                 promotion_tolerance=tolerance,
                 promote_controls=promote_controls,
+                canary_percent=canary,
                 tracking_uri=tracking_uri,
                 runs_dir=runs_dir,
                 runner=runner,
@@ -387,7 +396,9 @@ def run_cmd(
     above = _ranked_above(result.run_dir, result.winner)
     note = f" (ranked below {', '.join(above)}: control sources, baselines never promoted)" if above else ""
     typer.echo(f"winner: {result.winner}{note}")
-    verdict = "is now champion" if result.promoted else "stays challenger"
+    verdict = f"is now {result.alias}" if result.promoted else "stays challenger"
+    if result.alias == "canary":
+        verdict += f" beside the champion ({canary}% of traffic; finish: mdctr models promote --finish)"
     typer.echo(f"gate: {result.decision} ({result.gate_reason}); {result.model_uri} {verdict}")
     # register-model's report: the evaluation report with the gate decision filled in (the final one)
     typer.echo(f"report: {result.report or result.run_dir}")

@@ -36,6 +36,13 @@ class PromoteConfig:
     namespace: str = ""
     artifacts_destination: str = ""
     reason: str = ""
+    canary_percent: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.canary_percent, bool) or not 0 <= int(self.canary_percent) <= 99:
+            raise ValueError(
+                f"canary_percent must be 0 (champion at once) or 1-99, not {self.canary_percent!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class PromoteOutput:
     service_name: str
     manifest_path: Path
     storage_uri: str
+    alias: str = "champion"
 
 
 def write_rollout_manifest(
@@ -101,31 +109,54 @@ def write_rollout_manifest(
 
 def promote_model(*, manifest_path: Path | str, config: PromoteConfig) -> PromoteOutput:
     """Write the InferenceService YAML for ``config.version`` of ``config.name`` to ``manifest_path``, then
-    make that version the ``champion``.
+    make that version the ``champion`` — or, with ``config.canary_percent`` > 0 and a champion in place, the
+    ``canary`` with that share of traffic beside it (``mdctr models promote --finish`` completes the rollout,
+    ``mdctr models rollback`` removes it). The first version of a model has no champion to share traffic with
+    and becomes champion.
 
-    Atomic for the champion: everything that can fail (resolving the storage URI, writing the manifest, the
-    model card) happens first and the alias moves last, through :func:`mdctr.tracking.promote`, which also
-    appends the move to the champion history (``mdctr models list`` shows it, ``rollback`` undoes it) and ends
-    a running canary (the manifest serves the new champion alone). When this step fails the champion has not
-    moved, and the exit handler marks the parent run FAILED.
+    Atomic: everything that can fail (resolving the storage URIs, writing the manifest, the model card)
+    happens first and the alias moves last, with a history entry (``mdctr models list`` shows it). A promotion
+    to champion ends a running canary (the manifest serves the new champion alone). When this step fails no
+    alias has moved, and the exit handler marks the parent run FAILED.
     """
     from mdctr import tracking
-    from mdctr.tracking.champion import Rollout
-    from mdctr.tracking.names import PROMOTE
+    from mdctr.tracking.champion import Rollout, start_canary
+    from mdctr.tracking.names import CANARY, PROMOTE
 
     uri = tracking_uri_or_none(config.tracking_uri)
     name = config.name
     model_uri = f"models:/{name}/{config.version}"
-    path, storage = write_rollout_manifest(
-        manifest_path,
-        Rollout(config.version),
-        name=name,
-        tracking_uri=uri,
-        namespace=config.namespace,
-        artifacts_destination=config.artifacts_destination,
+    reason = config.reason or f"gate: {PROMOTE}"
+    champion = tracking.alias_version(uri, tracking.CHAMPION, name=name)
+    written: list[tuple[Path, str]] = []
+
+    def write(rollout: Rollout) -> None:
+        written.append(
+            write_rollout_manifest(
+                manifest_path,
+                rollout,
+                name=name,
+                tracking_uri=uri,
+                namespace=config.namespace,
+                artifacts_destination=config.artifacts_destination,
+            )
+        )
+
+    if config.canary_percent and champion not in (None, str(config.version)):
+        start_canary(
+            uri,
+            config.version,
+            name=name,
+            percent=int(config.canary_percent),
+            gated=reason,
+            before_move=write,
+        )
+        (path, storage), alias = written[-1], CANARY
+    else:
+        write(Rollout(config.version))
+        (path, storage), alias = written[-1], tracking.CHAMPION
+        tracking.promote(uri, config.version, name=name, reason=reason)
+    log.info("%s is now %s of %s; KServe manifest %s (storage %s)", model_uri, alias, name, path, storage)
+    return PromoteOutput(
+        model_uri=model_uri, service_name=name, manifest_path=path, storage_uri=storage, alias=alias
     )
-    tracking.promote(uri, config.version, name=name, reason=config.reason or f"gate: {PROMOTE}")
-    log.info(
-        "promoted %s to %s; KServe manifest %s (storage %s)", model_uri, tracking.CHAMPION, path, storage
-    )
-    return PromoteOutput(model_uri=model_uri, service_name=name, manifest_path=path, storage_uri=storage)

@@ -302,12 +302,15 @@ def start_canary(
     tolerance: float = 0.002,
     metric: str = "auc",
     before_move: BeforeMove | None = None,
+    gated: str = "",
 ) -> CanaryChange:
     """Point ``canary`` of registered model ``name`` at ``version`` with ``percent`` of the traffic; the
     champion keeps the rest. The gate applies as for a promotion (``force`` + ``reason`` overrides it); the
     canary's own version again changes only its ``percent`` (no second gate). Refused (:class:`RegistryError`)
     without a champion, for the champion itself, for a percent outside :data:`CANARY_PERCENT_RANGE` and while
-    another version is the canary. The alias is the last write (history entry and ``before_move`` first)."""
+    another version is the canary. The alias is the last write (history entry and ``before_move`` first).
+    ``gated``: the reason of a gate that already passed on this version (the pipeline's, re-scored on its
+    validation split); the gate is then not run again."""
     low, high = CANARY_PERCENT_RANGE
     if isinstance(percent, bool) or not isinstance(percent, int) or not low <= percent <= high:
         raise RegistryError(f"canary traffic must be a whole percent from {low} to {high}, not {percent!r}")
@@ -323,7 +326,7 @@ def start_canary(
             f"v{current} is already the {CANARY} of {name}: finish it (promote --finish) or roll it back first"
         )
     gate = None
-    if current is None:
+    if current is None and not gated:
         gate = _gate(
             tracking_uri, version, name=name, force=force, reason=reason, tolerance=tolerance, metric=metric
         )
@@ -331,7 +334,7 @@ def start_canary(
             write_model_card(tracking_uri, version, name=name)
             return CanaryChange(False, version, champion, percent, gate.reason, False, gate)
     why, forced = _why(gate, force, reason)
-    why = why or f"{CANARY} traffic set to {percent}%"
+    why = why or gated or f"{CANARY} traffic set to {percent}%"
     if before_move is not None:
         before_move(Rollout(champion, version, percent))
     _tag_version(tracking_uri, version, name=name, canary=f"{percent}% beside v{champion}: {why}")
