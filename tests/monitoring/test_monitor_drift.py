@@ -176,3 +176,38 @@ def test_domain_shares_fall_back_to_the_request_domain_column(traffic: Any, tmp_
     assert unrouted.handcrafted.window_rows == n
     assert unrouted.handcrafted.window == pytest.approx(routed.handcrafted.window)
     assert math.isnan(unrouted.mined.psi) and unrouted.mined.window_rows == 0
+
+
+def test_a_per_feature_psi_limit_overrides_max_psi(traffic: Any, tmp_path: Path) -> None:
+    """A feature whose population turns over (new ids every period) can have its own limit: its PSI is still
+    reported, the other features keep the global limit; a limit for a column the data lacks is refused."""
+    from mdctr.config import ConfigError
+    from mdctr.steps.monitor import MonitorStepConfig
+    from mdctr.steps.monitor import monitor as step
+
+    window = traffic.test.copy()
+    counts = window["f1"].value_counts()
+    window["f1"] = counts.index[0]  # every row the most common f1 value: a large PSI, no OOV
+    log = traffic.write(window)
+    strict = step(
+        log_uri=str(log),
+        reference_dir=traffic.prepared,
+        out_dir=tmp_path / "a",
+        config=MonitorStepConfig(gx_rows=0),
+    )
+    assert any(b.startswith("feature 'f1': PSI") for b in strict.breaches), strict.breaches
+    relaxed = step(
+        log_uri=str(log),
+        reference_dir=traffic.prepared,
+        out_dir=tmp_path / "b",
+        config=MonitorStepConfig(gx_rows=0, feature_max_psi=(("f1", math.inf),)),
+    )
+    assert not any("'f1'" in b for b in relaxed.breaches), relaxed.breaches
+    assert relaxed.metrics["psi.f1"] == strict.metrics["psi.f1"] > MonitorConfig().max_psi
+    with pytest.raises(ConfigError, match=r"--feature-max-psi names \['nope'\]"):
+        step(
+            log_uri=str(log),
+            reference_dir=traffic.prepared,
+            out_dir=tmp_path / "c",
+            config=MonitorStepConfig(gx_rows=0, feature_max_psi=(("nope", 1.0),)),
+        )

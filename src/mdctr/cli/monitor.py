@@ -43,10 +43,22 @@ def monitor(
         help="A log whose mined-code shares are the reference (when no --reference-codes).",
     ),
     max_psi: float = typer.Option(DEFAULT_MAX_PSI, "--max-psi", help="Largest per-feature PSI."),
+    feature_max_psi: list[str] = typer.Option(
+        [],
+        "--feature-max-psi",
+        help="COLUMN=LIMIT, repeatable: that feature's own largest PSI (e.g. user_id=inf for ids whose "
+        "population turns over: reported, never a breach).",
+    ),
     max_oov_share: float = typer.Option(
         DEFAULT_MAX_OOV_SHARE,
         "--max-oov-share",
         help="Largest OOV share above the valid split's, per sparse feature.",
+    ),
+    feature_max_oov_share: list[str] = typer.Option(
+        [],
+        "--feature-max-oov-share",
+        help="COLUMN=LIMIT, repeatable: that sparse feature's own largest OOV excess (e.g. user_id=0.3 where "
+        "new users keep arriving).",
     ),
     max_domain_psi: float = typer.Option(
         DEFAULT_MAX_DOMAIN_PSI, "--max-domain-psi", help="Largest PSI of hand-crafted or mined domain shares."
@@ -73,7 +85,9 @@ def monitor(
         reference_codes=reference_codes,
         baseline_log=baseline_log,
         max_psi=max_psi,
+        feature_max_psi=_limits(feature_max_psi, "--feature-max-psi"),
         max_oov_share=max_oov_share,
+        feature_max_oov_share=_limits(feature_max_oov_share, "--feature-max-oov-share"),
         max_domain_psi=max_domain_psi,
         bucket=bucket,
         top_k=top_k,
@@ -82,6 +96,25 @@ def monitor(
         track=track,
     )
     _run(log_uri, reference, out, config)
+
+
+def _limits(pairs: list[str], flag: str) -> tuple[tuple[str, float], ...]:
+    """``["user_id=inf", "zip=0.5"]`` → ``(("user_id", inf), ("zip", 0.5))``; a malformed pair exits 2."""
+    out = []
+    for pair in pairs:
+        column, sep, value = pair.partition("=")
+        try:
+            if not sep or not column.strip():
+                raise ValueError
+            out.append((column.strip(), float(value)))
+        except ValueError:
+            typer.secho(
+                f"error: {flag} {pair!r}: expected COLUMN=LIMIT, e.g. user_id=0.5",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise typer.Exit(2) from None
+    return tuple(out)
 
 
 def _run(log_uri: str, reference: Path, out: Path, config: MonitorStepConfig) -> None:

@@ -31,7 +31,9 @@ def window_specs(spec: FeatureSpec, columns: list[str]) -> list[ExpectationSpec]
 
 
 def as_table(sample: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """The logged sample in the canonical table's types: integer-id sparse columns back to ints."""
+    """The logged sample in the canonical table's types: integer-id sparse columns back to ints, raw domain
+    values (logged as strings) back to the schema's values; anything else stays as logged, for the suite to
+    judge."""
     out = sample.copy()
     for col in out.columns:
         # pandas 3 reads Arrow strings as the "str" dtype, which GX 1.24's type check does not know (the data
@@ -49,6 +51,12 @@ def as_table(sample: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
             values = out[col].astype(object)
             values[whole] = num[whole].astype("int64")
             out[col] = values
+    domain = spec.schema.domain
+    if spec.domain_values is not None and domain in out.columns:
+        # data with raw domain values logs them as strings (str(value)); back to the table's values, so the
+        # suite's type and allowed-value checks judge what the request sent, not the log's encoding
+        raw = {str(v): v for v in spec.domain_values}
+        out[domain] = out[domain].map(lambda v: raw.get(v, v))
     return out
 
 

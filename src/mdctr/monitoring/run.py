@@ -33,7 +33,10 @@ class MonitorConfig:
 
     Attributes:
         max_psi: largest per-feature PSI (sparse and dense).
+        feature_max_psi: per-feature overrides of ``max_psi``, ``((column, limit), …)``: e.g. a user id whose
+            population turns over from period to period (``inf``: reported, never a breach).
         max_oov_share: largest excess of a sparse feature's OOV share over the valid split's (a fraction).
+        feature_max_oov_share: per-feature overrides of ``max_oov_share``, ``((column, limit), …)``.
         max_domain_psi: largest PSI of the hand-crafted or the mined domain shares.
         top_k: categories per sparse feature kept as bins (by reference frequency; the rest is "other").
         bins: reference-quantile bins per dense feature.
@@ -44,7 +47,9 @@ class MonitorConfig:
     """
 
     max_psi: float = DEFAULT_MAX_PSI
+    feature_max_psi: tuple[tuple[str, float], ...] = ()
     max_oov_share: float = DEFAULT_MAX_OOV_SHARE
+    feature_max_oov_share: tuple[tuple[str, float], ...] = ()
     max_domain_psi: float = DEFAULT_MAX_DOMAIN_PSI
     top_k: int = 20
     bins: int = 10
@@ -56,6 +61,18 @@ class MonitorConfig:
     def __post_init__(self) -> None:
         if self.bucket not in BUCKET_MS:
             raise ConfigError(f"bucket must be one of {sorted(BUCKET_MS)}; got {self.bucket!r}")
+        for what, pairs in (("max-psi", self.feature_max_psi), ("max-oov-share", self.feature_max_oov_share)):
+            for column, limit in pairs:
+                if not limit >= 0:  # NaN too
+                    raise ConfigError(f"feature {what} for {column!r} must be ≥ 0; got {limit!r}")
+
+    def psi_limit(self, feature: str) -> float:
+        """The PSI above which ``feature`` is a breach."""
+        return dict(self.feature_max_psi).get(feature, self.max_psi)
+
+    def oov_limit(self, feature: str) -> float:
+        """The excess OOV share (over the valid split's) above which ``feature`` is a breach."""
+        return dict(self.feature_max_oov_share).get(feature, self.max_oov_share)
 
 
 @dataclass(frozen=True)
@@ -132,14 +149,16 @@ def breaches(features: Any, domains: list[DomainShares], validation: Any, config
     """One line per crossed threshold."""
     out = []
     for f in features:
-        if math.isfinite(f.psi) and f.psi > config.max_psi:
-            out.append(f"feature {f.feature!r}: PSI {f.psi:.3f} > max-psi {config.max_psi:g}")
+        limit = config.psi_limit(f.feature)
+        if math.isfinite(f.psi) and f.psi > limit:
+            out.append(f"feature {f.feature!r}: PSI {f.psi:.3f} > max-psi {limit:g}")
         if f.oov_share is not None and math.isfinite(f.oov_share):
             excess = f.oov_share - (f.baseline_oov_share or 0.0)
-            if excess > config.max_oov_share:
+            oov_limit = config.oov_limit(f.feature)
+            if excess > oov_limit:
                 out.append(
                     f"feature {f.feature!r}: OOV share {f.oov_share:.1%} is {excess:.1%} above the valid split's "
-                    f"{f.baseline_oov_share:.1%} > max-oov-share {config.max_oov_share:.1%}"
+                    f"{f.baseline_oov_share:.1%} > max-oov-share {oov_limit:.1%}"
                 )
     for d in domains:
         if math.isfinite(d.psi) and d.psi > config.max_domain_psi:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mdctr.monitoring.run import MonitorResult
@@ -24,7 +24,8 @@ VALIDATION_DIR = "validation"
 class MonitorStepConfig:
     """Attributes: window bounds ``since``/``until`` (ISO, UTC; "" = open); ``labels`` (a labels file, "" =
     none); ``reference_codes`` (a mine_domains output or its codes.npz, "" = none); ``baseline_log`` (a log
-    whose shares of mined codes are the reference, "" = none); thresholds ``max_psi``, ``max_oov_share``,
+    whose shares of mined codes are the reference, "" = none); thresholds ``max_psi`` (per-feature overrides
+    ``feature_max_psi``, ``((column, limit), …)``), ``max_oov_share`` (overrides ``feature_max_oov_share``),
     ``max_domain_psi``; ``bucket`` (day/hour); ``top_k``; ``gx_rows`` (0: no GX checkpoint); ``tracking_uri``
     ("" = $MLFLOW_TRACKING_URI or none) and ``track`` (log a run even without a URI, to ./mlruns)."""
 
@@ -34,7 +35,9 @@ class MonitorStepConfig:
     reference_codes: str = ""
     baseline_log: str = ""
     max_psi: float = 0.25
+    feature_max_psi: tuple[tuple[str, float], ...] = ()
     max_oov_share: float = 0.10
+    feature_max_oov_share: tuple[tuple[str, float], ...] = ()
     max_domain_psi: float = 0.10
     bucket: str = "day"
     top_k: int = 20
@@ -69,7 +72,9 @@ def monitor(
 
     cfg = MonitorConfig(
         max_psi=config.max_psi,
+        feature_max_psi=tuple(config.feature_max_psi),
         max_oov_share=config.max_oov_share,
+        feature_max_oov_share=tuple(config.feature_max_oov_share),
         max_domain_psi=config.max_domain_psi,
         top_k=config.top_k,
         gx_rows=config.gx_rows,
@@ -82,6 +87,7 @@ def monitor(
     ref = build_reference(
         reference_dir, cfg, reference_codes=config.reference_codes or None, baseline_log=baseline
     )
+    _check_feature_limits(cfg, ref)
     out = Path(out_dir)
     result = run_monitor(
         window,
@@ -98,6 +104,21 @@ def monitor(
         run_id = _track(uri or None, result, out, metrics, reference_dir, log_uri)
     log.info("monitored %d rows: %d breach(es); report %s", result.rows, len(result.breaches), report)
     return MonitorOutput(report, summary, result.rows, result.breaches, metrics, run_id)
+
+
+def _check_feature_limits(cfg: Any, ref: Any) -> None:
+    """A per-feature limit must name a feature the reference has (a typo would silently keep the default)."""
+    from mdctr.config import ConfigError
+
+    schema = ref.spec.schema
+    known = {*schema.sparse, *schema.dense}
+    for flag, pairs in (
+        ("--feature-max-psi", cfg.feature_max_psi),
+        ("--feature-max-oov-share", cfg.feature_max_oov_share),
+    ):
+        unknown = sorted({c for c, _ in pairs} - known)
+        if unknown:
+            raise ConfigError(f"{flag} names {unknown}, not features of {schema.name!r}: {sorted(known)}")
 
 
 def _track(
