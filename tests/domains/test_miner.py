@@ -88,7 +88,7 @@ def test_domain_report_fields(planted_data, fitted):
     assert all(0.0 <= v <= 1.0 + 1e-9 for v in report["feature_nmi"].values())
     md = report_markdown(report)
     assert "| planted |" in md and "perplexity" in md
-    assert "| feature | NMI | MI (nats) |" in md
+    assert "| feature | NMI | chance NMI | MI (nats) |" in md
 
 
 def test_domain_report_nmi_shows_codes_that_are_one_feature(planted_data):

@@ -7,7 +7,10 @@ jointly; the VQ-VAE sees the embedding through a stop-gradient, so the represent
 signal (what a domain should mean for ranking) and cannot shrink or distort itself just to be easy to
 reconstruct. At assignment time only embedding → encoder → nearest code runs.
 
-:func:`fit_miner` uses the train split only and is seeded and deterministic on CPU.
+:func:`fit_miner` uses the train split only and is seeded and deterministic on CPU for a given number of torch
+threads: refitting gives the same codes and codebook bit for bit (tests/domains/test_miner_determinism.py). The
+thread count changes the order of float reductions, so 1 and 2 threads give slightly different miners (on 60,000
+ML-1M train rows, 1.4% of the validation codes differed).
 """
 
 from __future__ import annotations
