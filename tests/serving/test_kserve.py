@@ -125,6 +125,23 @@ def test_manifest_passes_the_kserve_schema(kserve_models: types.ModuleType, tmp_
     assert isvc.spec.predictor.containers[0].env[0].name == "STORAGE_URI"
 
 
+def test_request_log_manifest_passes_the_kserve_schema(kserve_models: types.ModuleType) -> None:
+    """``request_log``: the serve container's ``MDCTR_SERVE_LOG``/``_SAMPLE`` (what ``mdctr serve --log`` reads)."""
+    m = kserve_manifest(
+        name="mdctr-ml-1m", storage_uri=STORAGE, request_log="s3://logs/ml-1m", request_log_sample=0.25
+    )
+    env = {e.name: e.value for e in _check(m, kserve_models).spec.predictor.containers[0].env}
+    assert env["MDCTR_SERVE_LOG"] == "s3://logs/ml-1m" and env["MDCTR_SERVE_LOG_SAMPLE"] == "0.25"
+    plain = kserve_manifest(name="mdctr-ml-1m", storage_uri=STORAGE)["spec"]["predictor"]["containers"][0][
+        "env"
+    ]
+    assert not any(e["name"].startswith("MDCTR_SERVE_LOG") for e in plain)
+    with pytest.raises(Exception, match="sample rate must be in"):
+        kserve_manifest(
+            name="mdctr-ml-1m", storage_uri=STORAGE, request_log="s3://logs/x", request_log_sample=2.0
+        )
+
+
 def test_canary_manifest_passes_the_kserve_schema(kserve_models: types.ModuleType) -> None:
     """KServe v1beta1 canary: the predictor spec holds the new model and ``canaryTrafficPercent``."""
     m = kserve_manifest(name="mdctr-ml-1m", storage_uri=STORAGE, canary_traffic_percent=10)
@@ -248,7 +265,10 @@ def test_the_manifest_container_serves_the_registered_model_over_v2(demo, tmp_pa
     shutil.copytree(urllib.parse.urlparse(storage).path, mount)  # what the storage initializer does
 
     port = free_port()
-    m = kserve_manifest(name="ctr-svc", storage_uri="s3://bucket/" + storage.rsplit("/", 3)[-3])
+    request_log = tmp_path / "requests"  # the pods' --log, from the manifest's env (a bucket on a cluster)
+    m = kserve_manifest(
+        name="ctr-svc", storage_uri="s3://bucket/" + storage.rsplit("/", 3)[-3], request_log=str(request_log)
+    )
     (c,) = m["spec"]["predictor"]["containers"]
     env = {e["name"]: e["value"] for e in c["env"]} | {"MODEL_URI": str(mount), "PORT": str(port)}
     # the serve target's command (Dockerfile), with the container's environment
@@ -281,3 +301,8 @@ def test_the_manifest_container_serves_the_registered_model_over_v2(demo, tmp_pa
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+    # SIGTERM flushed the request log the manifest turned on: one logged row per scored row, same predictions
+    import pandas as pd
+
+    logged = pd.concat([pd.read_parquet(p) for p in sorted(request_log.rglob("*.parquet"))])
+    np.testing.assert_array_equal(np.sort(logged["mdctr_prediction"].to_numpy()), np.sort(served))

@@ -218,9 +218,12 @@ def test_the_pipeline_promote_step_starts_a_canary_when_asked(store: str, tmp_pa
 
 
 def test_the_promote_step_makes_the_first_version_champion_even_with_a_canary_percent(
-    tmp_path: Path, demo_bundle: Any, with_metrics: Any
+    tmp_path: Path, demo_bundle: Any, with_metrics: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A model's first version has no champion to share traffic with: it becomes champion."""
+    """A model's first version has no champion to share traffic with: it becomes champion. With
+    ``$MDCTR_REQUEST_LOG`` set, the manifest's container logs its requests there."""
+    monkeypatch.setenv("MDCTR_REQUEST_LOG", "s3://logs/demo")
+    monkeypatch.setenv("MDCTR_REQUEST_LOG_SAMPLE", "0.5")
     from mdctr.steps.promote_model import PromoteConfig, promote_model
 
     uri = tracking.configure(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
@@ -243,7 +246,10 @@ def test_the_promote_step_makes_the_first_version_champion_even_with_a_canary_pe
         config=PromoteConfig(name=NAME, version=version, tracking_uri=uri, canary_percent=10),
     )
     assert out.alias == CHAMPION
-    assert "canaryTrafficPercent" not in yaml.safe_load(out.manifest_path.read_text())["spec"]["predictor"]
+    predictor = yaml.safe_load(out.manifest_path.read_text())["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in predictor
+    env = {e["name"]: e["value"] for e in predictor["containers"][0]["env"]}
+    assert env["MDCTR_SERVE_LOG"] == "s3://logs/demo" and env["MDCTR_SERVE_LOG_SAMPLE"] == "0.5"
     assert tracking.alias_version(uri, CHAMPION, name=NAME) == version
     with pytest.raises(ValueError, match="canary_percent must be 0"):
         PromoteConfig(name=NAME, version=version, canary_percent=100)

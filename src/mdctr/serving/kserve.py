@@ -63,6 +63,19 @@ def serve_image() -> str:
     return mdctr.image_ref("serve")
 
 
+def _request_log_env(uri: str | None, sample: float) -> list[dict[str, str]]:
+    """The container settings that turn on ``mdctr serve``'s request log (its ``--log`` flags' env vars)."""
+    if not uri:
+        return []
+    from mdctr.serving.requestlog import LOG_ENV_PREFIX, RequestLogSettings
+
+    settings = RequestLogSettings(uri=uri, sample=float(sample))  # refuses a bad rate here, not in the pod
+    return [
+        {"name": LOG_ENV_PREFIX, "value": settings.uri},
+        {"name": f"{LOG_ENV_PREFIX}_SAMPLE", "value": repr(settings.sample)},
+    ]
+
+
 def kserve_manifest(
     *,
     name: str,
@@ -74,6 +87,8 @@ def kserve_manifest(
     workers: int = 1,
     annotations: Mapping[str, str] | None = None,
     canary_traffic_percent: int | None = None,
+    request_log: str | None = None,
+    request_log_sample: float = 1.0,
 ) -> dict[str, Any]:
     """An ``InferenceService`` serving the MLflow model at ``storage_uri`` (``s3://…`` or another URI KServe's
     storage initializer reads; not ``models:/`` or ``mlflow-artifacts:/``, which only MLflow resolves).
@@ -83,6 +98,8 @@ def kserve_manifest(
     processes. ``annotations`` go on metadata (e.g. the registered model version, for traceability).
     ``canary_traffic_percent``: serve ``storage_uri`` as a canary with that share (0–100) of the traffic, the
     previously rolled-out revision keeping the rest (see the module docstring); None: it takes all traffic.
+    ``request_log``: the served-request log's destination (``s3://BUCKET/PREFIX``; ``mdctr serve --log``, set in
+    the container as ``MDCTR_SERVE_LOG`` with ``MDCTR_SERVE_LOG_SAMPLE`` = ``request_log_sample``); None: off.
     """
     if not _NAME.match(name):
         raise ValueError(
@@ -116,6 +133,7 @@ def kserve_manifest(
             {"name": "PORT", "value": str(PORT)},
             {"name": "MDCTR_MODEL_NAME", "value": name},
             {"name": "MDCTR_SERVE_WORKERS", "value": str(workers)},
+            *_request_log_env(request_log, request_log_sample),
         ],
         "ports": [{"containerPort": PORT, "name": "http1", "protocol": "TCP"}],
         "readinessProbe": probe,

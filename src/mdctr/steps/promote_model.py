@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 #: the tracking server's ``--artifacts-destination`` (e.g. ``s3://mdctr/mlflow``), needed to turn a proxied
 #: ``mlflow-artifacts:/`` location into a URI KServe's storage initializer can read
 ARTIFACTS_DESTINATION_ENV = "MLFLOW_ARTIFACTS_DESTINATION"
+#: where the served model logs its requests (``s3://BUCKET/PREFIX``) and the sampled share, written into every
+#: rollout manifest so the pods log (``mdctr serve --log``); unset: no request log
+REQUEST_LOG_ENV = "MDCTR_REQUEST_LOG"
+REQUEST_LOG_SAMPLE_ENV = "MDCTR_REQUEST_LOG_SAMPLE"
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ def write_rollout_manifest(
     ``canaryTrafficPercent`` = its percent, and KServe's last rolled-out revision (the champion's) keeps the
     rest; annotations name both versions and the champion's storage URI. Resolving a storage URI is the step
     that can fail (a proxied ``mlflow-artifacts:/`` location without ``artifacts_destination``), so callers
-    write this before moving any alias.
+    write this before moving any alias. With ``$MDCTR_REQUEST_LOG`` set (and ``$MDCTR_REQUEST_LOG_SAMPLE``,
+    default 1.0) the served container logs its requests there.
     """
     from mdctr import tracking
     from mdctr.serving.kserve import kserve_manifest, write_manifest
@@ -103,6 +108,8 @@ def write_rollout_manifest(
         namespace=namespace or None,
         annotations=annotations,
         canary_traffic_percent=rollout.percent if rollout.canary is not None else None,
+        request_log=os.environ.get(REQUEST_LOG_ENV) or None,
+        request_log_sample=float(os.environ.get(REQUEST_LOG_SAMPLE_ENV) or 1.0),
     )
     return write_manifest(manifest_path, manifest), spec_storage
 
