@@ -37,7 +37,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 PLURAL = "trainjobs"
 RUNTIME = "torch-distributed"
 #: the module a pipeline entry's job runs under ``torchrun --module`` (one train_model entry)
-STEP_MODULE = "mdctr.steps.train_remote"
+STEP_MODULE = "mdctr.steps.trainjob_pod"
 #: environment variable carrying the compiled image and cluster settings into the train task (JSON, see
 #: :func:`job_settings_json`), so the jobs it creates use the same image, Secrets and resources as the pipeline
 SETTINGS_ENV = "MDCTR_TRAINJOB_SETTINGS"
@@ -103,7 +103,7 @@ def trainjob_spec(
         streaming: ``on``, ``off`` or ``auto`` (stream the train split from parquet when it is large).
         extra_args: more ``mdctr train`` options, appended as given.
         step_config: run one pipeline ``train_model`` entry instead of ``mdctr train``: its
-            :class:`~mdctr.steps.train_model.TrainStepConfig` as a JSON object (which then holds the train
+            :class:`~mdctr.steps.train_config.TrainStepConfig` as a JSON object (which then holds the train
             settings: ``epochs``, ``batch_size``, ``seed``, ``streaming`` and ``extra_args`` are not used).
             Rank 0 writes ``bundle/`` and ``results/`` under ``output_uri``.
         domains_uri: the mine_domains output as the pods see it (``step_config`` only; ``""``: none).

@@ -16,7 +16,7 @@ import pytest
 from mdctr.steps.fetch_data import FetchConfig, fetch_data
 from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE, PrepareConfig, prepare_data
 from mdctr.steps.train_model import METRICS_FILE, PREDICTIONS_FILE, TrainStepConfig, train_model
-from mdctr.steps.train_remote import fetch_tree, publish_tree
+from mdctr.steps.trainjob_task import fetch_tree, publish_tree
 from mdctr.trainjob import STEP_MODULE, TrainJobFailed
 
 OPTIONS = json.dumps({"rows": 3000, "seed": 1})

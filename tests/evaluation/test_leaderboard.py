@@ -22,6 +22,7 @@ from mdctr.evaluation.leaderboard import (
     write_leaderboard,
 )
 from mdctr.training import TrainConfig
+from mdctr.training.entry_result import EntryKey, EntryMetrics, EntryResult
 
 BASE_COLUMNS = {
     "rank", "entry", "model", "domain_source", "seeds", "width", "flops", "dense_params", "auc_mean",
@@ -90,6 +91,12 @@ def _disagreeing_records() -> list[RunRecord]:
     ]
 
 
+def _entry_result(r: RunRecord) -> EntryResult:
+    """The train step's record of ``r`` (what evaluate reads from ``metrics.json``)."""
+    overall = EntryMetrics(r.auc, r.logloss, r.flops, r.dense_params, r.width, best_valid_auc=r.valid_auc)
+    return EntryResult(EntryKey(r.model, r.domain_source, r.seed), "", overall, ())
+
+
 def test_validation_picks_the_winner_and_its_seed_when_test_disagrees() -> None:
     from mdctr.steps.evaluate import _pick_winner
 
@@ -101,7 +108,7 @@ def test_validation_picks_the_winner_and_its_seed_when_test_disagrees() -> None:
         and df.iloc[0]["auc_mean"] < df.iloc[1]["auc_mean"]
     )
     assert df.iloc[1]["vs_best_diff"] > 0  # b beats the winner on test: reported, not used to choose
-    loaded = [({"overall": {"best_valid_auc": r.valid_auc}}, r) for r in records]
+    loaded = [(_entry_result(r), r) for r in records]
     pick = _pick_winner(df.iloc[0], loaded)
     assert (records[pick].model, records[pick].seed) == ("a", 1)  # seed 0 has the better test AUC
     assert "valid AUC" in to_markdown(df)

@@ -10,6 +10,7 @@ import numpy as np
 
 from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, pick_winner, to_markdown
 from mdctr.evaluation.report import render_report
+from mdctr.training.entry_result import EntryKey, EntryMetrics, EntryResult
 
 BASE = 0.5235  # the Ciao time split's base-rate logloss in issue #23
 
@@ -69,13 +70,18 @@ def test_records_without_a_base_rate_are_not_flagged() -> None:
 
 def test_report_flags_a_winner_worse_than_the_base_rate() -> None:
     df = build_leaderboard(_records())
-    summary = {"overall": {"auc": 0.75, "flops_per_sample": 1e5}, "entry": {"seed": 0}, "per_domain": []}
-    page = render_report(df, title="t", winner="star/none", winner_summary=summary, pngs={})
+    summary = EntryResult(
+        entry=EntryKey("star", "none", 0),
+        run_id="",
+        overall=EntryMetrics(auc=0.75, logloss=0.5495, flops_per_sample=1e5, dense_params=1000, width=1.0),
+        per_domain=(),
+    )
+    page = render_report(df, title="t", winner="star/none", winner_result=summary, pngs={})
     assert "the winner&#x27;s test logloss" in page or "the winner's test logloss" in page
     assert "worse than the base-rate predictor" in page and "0.5235" in page
     assert "⚠ worse than base rate" in page  # the leaderboard cell
     assert "<th>valid logloss</th>" in page and "<th>base-rate logloss</th>" in page
 
     fine = df[df["entry"] == "dnn/none"].reset_index(drop=True)
-    page = render_report(fine, title="t", winner="dnn/none", winner_summary=summary, pngs={})
+    page = render_report(fine, title="t", winner="dnn/none", winner_result=summary, pngs={})
     assert "⚠" not in page and "base-rate predictor 0.5235" in page

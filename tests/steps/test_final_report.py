@@ -26,14 +26,17 @@ def _gate_cell(page: str) -> str:
 
 def test_with_gate_replaces_only_the_decision() -> None:
     page = '<dl><dt>Gate decision</dt><dd id="gate-decision">pending</dd><dt>x</dt><dd>pending</dd></dl>'
-    filled = with_gate(page, gate_html(KEEP, "overall auc 0.7 does not beat champion v1 (0.71)", 2, "m"))
+    filled = with_gate(
+        page, gate_html(KEEP, "overall auc 0.7 does not beat champion v1 (0.71)", 2, "m", promoted=False)
+    )
     assert filled == page.replace(
         ">pending</dd><dt>x",
         ">"
         "<b>keep</b>: overall auc 0.7 does not beat champion v1 (0.71) (version 2 of m; the champion stays; it is "
         "only the challenger).</dd><dt>x",
     )
-    assert gate_html(PROMOTE, "a < b", 1).startswith("<b>promote</b>: a &lt; b (version 1;")
+    promoted = gate_html(PROMOTE, "a < b", 1, promoted=True)
+    assert promoted == "<b>promote</b>: a &lt; b (version 1; it becomes the champion)."
     with pytest.raises(ValueError, match="gate-decision"):
         with_gate("<html>no summary</html>", "x")
 

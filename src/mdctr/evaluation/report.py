@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas is imported where a table is built, not when a step module is imported
     import pandas as pd
 
+    from mdctr.training.entry_result import EntryResult
+
 #: shown where the gate decision is not known yet: evaluate runs before register_model decides
 GATE_PENDING = (
     "decided after evaluation: register_model gates the winner against the champion and writes this page again "
@@ -104,17 +106,33 @@ def png_figure(path: Path, caption: str) -> str:
     )
 
 
+def _winner_logloss_html(best: Any) -> str:
+    """The summary's logloss line for the winner's leaderboard row ``best``: a warning when its test logloss is
+    worse than the base-rate predictor's."""
+    return (
+        f'<dt>Winner logloss</dt><dd class="warning"><b>⚠ the winner\'s test logloss '
+        f"{fmt_num(best['logloss_mean'])} is worse than the base-rate predictor's "
+        f"{fmt_num(best.get('base_logloss'))}</b> (the train positive rate for every test row): it ranks well "
+        "(AUC) but its click probabilities are worse than a constant's. The winner is still chosen on "
+        "validation AUC; this is information. Retrain with <code>--early-stop-metric logloss</code> or "
+        "<code>--calibrate temperature</code> before using its pCTR as a probability.</dd>"
+        if bool(best.get("worse_than_base", False))
+        else f"<dt>Winner logloss</dt><dd>test {fmt_num(best['logloss_mean'])}, base-rate predictor "
+        f"{fmt_num(best.get('base_logloss'))} (lower is better)</dd>"
+    )
+
+
 def render_report(
     df: pd.DataFrame,
     *,
     title: str,
     winner: str,
-    winner_summary: dict[str, Any],
+    winner_result: EntryResult,
     pngs: Mapping[str, Path],
     summary: ReportSummary | None = None,
 ) -> str:
-    """The page for leaderboard ``df`` (from ``build_leaderboard``), the exported run's ``winner_summary`` (its
-    ``train_model`` metrics JSON) and ``pngs`` (caption → PNG path, embedded in order).
+    """The page for leaderboard ``df`` (from ``build_leaderboard``), the exported run's ``winner_result`` (its
+    ``train_model`` record) and ``pngs`` (caption → PNG path, embedded in order).
 
     ``winner`` is normally the first row; when entries routed by a control source rank above it
     (:func:`mdctr.evaluation.leaderboard.pick_winner`), the summary names them as passed over."""
@@ -122,8 +140,7 @@ def render_report(
     entries = [str(e) for e in df["entry"]]
     position = entries.index(winner) if winner in entries else 0
     best = df.iloc[position]
-    ov = winner_summary["overall"]
-    seed = winner_summary["entry"]["seed"]
+    seed = winner_result.entry.seed
     others = df[df["entry"] != best["entry"]]
     runner_up = (
         f"; runner-up {html.escape(str(others.iloc[0]['entry']))} at {fmt_num(others.iloc[0]['valid_auc_mean'])}"
@@ -142,26 +159,16 @@ def render_report(
     )
     links_html = f"<ul>{links}</ul>" if links else "none (the tracking store is not served over http(s))"
     per_domain = "".join(
-        f"<tr><td>{d['domain']}</td><td>{html.escape(str(d['name']))}</td><td>{d.get('rows', '')}</td>"
-        f"<td>{fmt_num(d.get('auc'))}</td><td>{fmt_num(d.get('logloss'))}</td></tr>"
-        for d in winner_summary["per_domain"]
+        f"<tr><td>{d.domain}</td><td>{html.escape(str(d.name))}</td><td>{'' if d.rows is None else d.rows}</td>"
+        f"<td>{fmt_num(d.auc)}</td><td>{fmt_num(d.logloss)}</td></tr>"
+        for d in winner_result.per_domain
     )
     table = leaderboard_table(df).to_html(index=False, border=0, escape=True, classes="leaderboard")
     from mdctr.evaluation.leaderboard import worse_than_base_note
 
     base_note = worse_than_base_note(df)
     base_note_html = f'<p class="warning"><b>{html.escape(base_note)}</b></p>' if base_note else ""
-    winner_logloss = (
-        f'<dt>Winner logloss</dt><dd class="warning"><b>⚠ the winner\'s test logloss '
-        f"{fmt_num(best['logloss_mean'])} is worse than the base-rate predictor's "
-        f"{fmt_num(best.get('base_logloss'))}</b> (the train positive rate for every test row): it ranks well "
-        "(AUC) but its click probabilities are worse than a constant's. The winner is still chosen on "
-        "validation AUC; this is information. Retrain with <code>--early-stop-metric logloss</code> or "
-        "<code>--calibrate temperature</code> before using its pCTR as a probability.</dd>"
-        if bool(best.get("worse_than_base", False))
-        else f"<dt>Winner logloss</dt><dd>test {fmt_num(best['logloss_mean'])}, base-rate predictor "
-        f"{fmt_num(best.get('base_logloss'))} (lower is better)</dd>"
-    )
+    winner_logloss = _winner_logloss_html(best)
     figures = "".join(png_figure(p, caption) for caption, p in pngs.items() if Path(p).is_file())
     notes = html.escape(str(df.attrs.get("significance", "")))
     return f"""<!doctype html>
@@ -179,7 +186,7 @@ dl.summary{{display:grid;grid-template-columns:max-content auto;gap:4px 16px}}dt
 ({fmt_num(best["valid_auc_mean"])} over {best["seeds"]} seed(s){runner_up}); the exported seed has the best
 validation AUC of its seeds. The test split chooses nothing: it is reported, test AUC
 {fmt_ci(best["auc_mean"], best["auc_ci_low"], best["auc_ci_high"])} (95% CI), exported seed
-{fmt_num(ov.get("auc"))}, {ov.get("flops_per_sample", 0):,.0f} FLOPs/sample.{passed_over}</dd>
+{fmt_num(winner_result.overall.auc)}, {winner_result.flops:,.0f} FLOPs/sample.{passed_over}</dd>
 {winner_logloss}
 <dt>Gate decision</dt><dd id="{GATE_ELEMENT_ID}">{summary.gate or html.escape(GATE_PENDING)}</dd>
 <dt>MLflow runs</dt><dd>{links_html}</dd>
@@ -195,15 +202,12 @@ validation AUC of its seeds. The test split chooses nothing: it is reported, tes
 """
 
 
-def gate_html(decision: str, reason: str, version: str | int, model: str = "") -> str:
+def gate_html(decision: str, reason: str, version: str | int, model: str = "", *, promoted: bool) -> str:
     """The summary's gate line: the decision in the words the MLflow tags use (``promote``/``keep``: version
-    tag ``gate.decision``, parent-run tag ``mdctr.gate_decision``), its reason and the registered version."""
+    tag ``gate.decision``, parent-run tag ``mdctr.gate_decision``), its reason, the registered version and, by
+    ``promoted`` (the gate's verdict, not its word), what follows."""
     registered = f"version {html.escape(str(version))}" + (f" of {html.escape(model)}" if model else "")
-    outcome = (
-        "it becomes the champion"
-        if decision == "promote"
-        else "the champion stays; it is only the challenger"
-    )
+    outcome = "it becomes the champion" if promoted else "the champion stays; it is only the challenger"
     return f"<b>{html.escape(decision)}</b>: {html.escape(reason)} ({registered}; {outcome})."
 
 

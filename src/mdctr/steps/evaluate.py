@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from mdctr.evaluation.report import ReportSummary, render_report
 from mdctr.io import atomic_dir, write_json_atomic
 from mdctr.steps.common import tracking_uri_or_none
 from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
-from mdctr.steps.train_model import METRICS_FILE, PREDICTIONS_FILE
+from mdctr.training.entry_result import EntryResult, read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -99,35 +98,33 @@ def thin_roc(labels: np.ndarray, probs: np.ndarray, points: int = ROC_POINTS) ->
     )
 
 
-def _load_run(results_dir: Path) -> tuple[dict[str, Any], Any]:
+def _load_run(results_dir: Path) -> tuple[EntryResult, Any]:
+    """(the entry's record, its leaderboard :class:`~mdctr.evaluation.leaderboard.RunRecord` with the test
+    predictions) from a ``train_model`` results directory."""
     from mdctr.evaluation.leaderboard import RunRecord
 
-    summary = json.loads((results_dir / METRICS_FILE).read_text())
-    preds = np.load(results_dir / PREDICTIONS_FILE)
-    ov, entry = summary["overall"], summary["entry"]
+    result = EntryResult.read(results_dir)
+    preds = read_predictions(results_dir)
+    ov = result.overall
     record = RunRecord(
-        model=entry["model"],
-        domain_source=entry["domain_source"],
-        seed=int(entry["seed"]),
-        width=float(ov["width"]),
-        flops=float(ov["flops_per_sample"]),
-        dense_params=int(ov["dense_params"]),
-        auc=_num(ov["auc"]),
-        logloss=_num(ov["logloss"]),
-        domain_auc={d["name"]: _num(d.get("auc")) for d in summary["per_domain"]},
+        model=result.entry.model,
+        domain_source=result.entry.domain_source,
+        seed=int(result.entry.seed),
+        width=result.width,
+        flops=result.flops,
+        dense_params=int(ov.dense_params),
+        auc=float(ov.auc),
+        logloss=float(ov.logloss),
+        domain_auc={d.name: float(d.auc) for d in result.per_domain},
         labels=preds["labels"],
         probs=preds["probs"],
-        train_samples_per_s=_num(ov.get("train_samples_per_s")),
-        wall_s=_num(ov.get("train_wall_s")),
-        valid_auc=_num(ov.get("best_valid_auc")),
-        valid_logloss=_num(ov.get("valid_logloss")),
-        base_logloss=_num(ov.get("base_rate_logloss")),
+        train_samples_per_s=float(ov.train_samples_per_s),
+        wall_s=float(ov.train_wall_s),
+        valid_auc=float(ov.best_valid_auc),
+        valid_logloss=float(ov.valid_logloss),
+        base_logloss=float(ov.base_rate_logloss),
     )
-    return summary, record
-
-
-def _num(x: Any) -> float:
-    return float(x) if x is not None else math.nan
+    return result, record
 
 
 def _plot_roc(roc: RocCurve, title: str, path: Path) -> Path:
@@ -144,27 +141,41 @@ def _plot_roc(roc: RocCurve, title: str, path: Path) -> Path:
     return path
 
 
-def _tag_parent(config: EvaluateConfig, winner_summary: dict, winner: str, summaries: list[dict]) -> None:
-    """The parent run gets the winner and the pipeline's training parameters (from the entries' settings)."""
+def _log_parent(
+    config: EvaluateConfig,
+    headline: dict[str, float],
+    tables_dir: Path,
+    winner_result: EntryResult,
+    winner: str,
+    results: list[EntryResult],
+    domains_dir: Path | str | None,
+) -> None:
+    """The parent run gets the headline metrics and ``tables_dir``, the winner, the pipeline's training
+    parameters (from the entries' settings) and the domain report of ``domains_dir`` (if any)."""
     from mdctr import tracking
 
     uri = tracking_uri_or_none(config.tracking_uri)
+    tracking.log_evaluation(uri, config.parent_run_id, metrics=headline, artifact_dir=tables_dir)
     names = tracking.names
     tracking.runs.tag_run(
         uri,
         config.parent_run_id,
-        {names.TAG_WINNER: winner, names.TAG_WINNER_RUN_ID: winner_summary.get("run_id") or None},
+        {names.TAG_WINNER: winner, names.TAG_WINNER_RUN_ID: winner_result.run_id or None},
     )
-    entries = [s.get("entry", {}) for s in summaries]
+    entries = [r.entry for r in results]
     params: dict = {
-        "models": sorted({str(e.get("model")) for e in entries}),
-        "domain_sources": sorted({str(e.get("domain_source")) for e in entries}),
-        "seeds": sorted({int(e.get("seed", 0)) for e in entries}),
+        "models": sorted({str(e.model) for e in entries}),
+        "domain_sources": sorted({str(e.domain_source) for e in entries}),
+        "seeds": sorted({int(e.seed) for e in entries}),
     }
-    settings = [s.get("settings") for s in summaries if s.get("settings")]
+    settings = [r.settings for r in results if r.settings]
     if settings and all(s == settings[0] for s in settings):
         params.update(settings[0])
     tracking.runs.log_run_params(uri, config.parent_run_id, params)
+    if domains_dir is not None:
+        from mdctr.steps.mine_domains import log_domain_report
+
+        log_domain_report(domains_dir, tracking_uri=uri, parent_run_id=config.parent_run_id)
 
 
 def evaluate(
@@ -188,7 +199,6 @@ def evaluate(
     and log the leaderboard files and headline metrics to the MLflow parent run, with the domain report of
     ``domains_dir`` (a ``mine_domains`` output; logged here because mine_domains is cached and takes no run).
     """
-    from mdctr import tracking
     from mdctr.evaluation.leaderboard import build_leaderboard, pick_winner, to_markdown
 
     if len(results_dirs) != len(bundle_dirs):
@@ -199,7 +209,7 @@ def evaluate(
     df = build_leaderboard([rec for _, rec in loaded])
     best = df.iloc[pick_winner(df, promote_controls=config.promote_controls)]
     pick = _pick_winner(best, loaded)
-    summary, record = loaded[pick]
+    result, record = loaded[pick]
     winner = str(best["entry"])
     if winner != df.iloc[0]["entry"]:
         log.info("winner %s: the entries ranked above it route by a control source (a baseline)", winner)
@@ -210,19 +220,17 @@ def evaluate(
     parent = _parent_run(config)
     report_summary = ReportSummary(
         data_version=config.data_version or _data_version(parent),
-        run_links=_run_links(config, parent, summary["run_id"], winner, record.seed),
+        run_links=_run_links(config, parent, result.run_id, winner, record.seed),
     )
     histories: dict[str, list[Any]] = {}
-    for run_summary, rec in loaded:
-        histories.setdefault(rec.entry, []).append(run_summary.get("history") or [])
-    files, page = _write_tables(
-        df, tables_dir, title, winner, summary, record, roc, histories, report_summary
-    )
+    for run_result, rec in loaded:
+        histories.setdefault(rec.entry, []).append(run_result.history or [])
+    files, page = _write_tables(df, tables_dir, title, winner, result, record, roc, histories, report_summary)
     markdown = to_markdown(df, title)
     for path, text in ((Path(leaderboard_path), markdown), (Path(report_path), page)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    _write_winner(Path(winner_dir), Path(bundle_dirs[pick]), Path(results_dirs[pick]), winner, summary)
+    _write_winner(Path(winner_dir), Path(bundle_dirs[pick]), Path(results_dirs[pick]), winner, result)
 
     if config.parent_run_id:
         headline = {  # the winner's: what is registered, not a control ranked above it
@@ -230,30 +238,17 @@ def evaluate(
             "best.auc_mean": float(best["auc_mean"]),
             "leaderboard.entries": len(df),
         }
-        tracking.log_evaluation(
-            tracking_uri_or_none(config.tracking_uri),
-            config.parent_run_id,
-            metrics=headline,
-            artifact_dir=tables_dir,
-        )
-        _tag_parent(config, summary, winner, [s for s, _ in loaded])
-        if domains_dir is not None:
-            from mdctr.steps.mine_domains import log_domain_report
-
-            log_domain_report(
-                domains_dir,
-                tracking_uri=tracking_uri_or_none(config.tracking_uri),
-                parent_run_id=config.parent_run_id,
-            )
+        _log_parent(config, headline, tables_dir, result, winner, [r for r, _ in loaded], domains_dir)
     log.info(
         "leaderboard: %d entries from %d runs; winner %s (seed %d)", len(df), len(loaded), winner, record.seed
     )
     return EvaluateOutput(
         winner=winner,
         winner_seed=record.seed,
-        winner_run_id=summary["run_id"],
-        winner_metrics=_winner_metrics(summary),
-        winner_tags=dict(summary["entry"]),
+        winner_run_id=result.run_id,
+        # per-domain AUCs only: the KFP Metrics of the winner have always shown those
+        winner_metrics=result.scalars(("auc",)),
+        winner_tags=dataclasses.asdict(result.entry),
         entries=len(df),
         runs=len(loaded),
         roc=roc,
@@ -271,7 +266,7 @@ def _dataset_name(bundle_dir: Path) -> str:
     return FeatureSpec.load(bundle_dir / SPEC_FILE).schema.name
 
 
-def _pick_winner(best: Any, loaded: Sequence[tuple[dict[str, Any], Any]]) -> int:
+def _pick_winner(best: Any, loaded: Sequence[tuple[EntryResult, Any]]) -> int:
     """Index of the run to export: among the seeds of the winning leaderboard row ``best`` (ranked by mean
     validation AUC), the one with the best validation AUC. Test metrics play no part."""
     candidates = [
@@ -279,7 +274,7 @@ def _pick_winner(best: Any, loaded: Sequence[tuple[dict[str, Any], Any]]) -> int
         for i, (_, rec) in enumerate(loaded)
         if rec.model == best["model"] and rec.domain_source == best["domain_source"]
     ]
-    return max(candidates, key=lambda i: _num(loaded[i][0]["overall"].get("best_valid_auc")))
+    return max(candidates, key=lambda i: float(loaded[i][0].overall.best_valid_auc))
 
 
 def _write_tables(
@@ -287,7 +282,7 @@ def _write_tables(
     tables_dir: Path,
     title: str,
     winner: str,
-    summary: dict[str, Any],
+    result: EntryResult,
     record: Any,
     roc: RocCurve,
     histories: dict[str, list[Any]],
@@ -319,7 +314,7 @@ def _write_tables(
             "learning curves: validation AUC per epoch": tmp / LEARNING_CURVES_PNG,
         }
         page = render_report(
-            df, title=title, winner=winner, winner_summary=summary, pngs=pngs, summary=report_summary
+            df, title=title, winner=winner, winner_result=result, pngs=pngs, summary=report_summary
         )
         (tmp / REPORT_FILE).write_text(page)
     return files, page
@@ -372,7 +367,7 @@ def _run_links(
 
 
 def _write_winner(
-    winner_dir: Path, bundle_dir: Path, results_dir: Path, winner: str, summary: dict[str, Any]
+    winner_dir: Path, bundle_dir: Path, results_dir: Path, winner: str, result: EntryResult
 ) -> None:
     """The winner's serving bundle, serving example and ``entry.json`` into ``winner_dir`` (atomically)."""
     with atomic_dir(winner_dir) as tmp:
@@ -381,16 +376,6 @@ def _write_winner(
         if example.is_file():
             shutil.copyfile(example, tmp / SERVING_EXAMPLE_FILE)
         write_json_atomic(
-            tmp / WINNER_ENTRY_FILE, {"entry": winner, **summary["entry"], "run_id": summary["run_id"]}
+            tmp / WINNER_ENTRY_FILE,
+            {"entry": winner, **dataclasses.asdict(result.entry), "run_id": result.run_id},
         )
-
-
-def _winner_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """Finite overall metrics and per-domain AUCs (``domain.<id>.auc``) of the exported run."""
-    metrics = {
-        k: float(v) for k, v in summary["overall"].items() if isinstance(v, int | float) and math.isfinite(v)
-    }
-    for d in summary["per_domain"]:
-        if isinstance(d.get("auc"), int | float) and math.isfinite(d["auc"]):
-            metrics[f"domain.{d['domain']}.auc"] = float(d["auc"])
-    return metrics

@@ -169,9 +169,11 @@ def _final_report(
     """The evaluate step's report with the gate decision filled in → ``report_path`` and the parent run."""
     from mdctr.evaluation.report import gate_html, with_gate
     from mdctr.steps.evaluate import REPORT_FILE
+    from mdctr.tracking.names import PROMOTE
 
     decision, reason, version = gate_line
-    page = with_gate(evaluation_report.read_text(), gate_html(decision, reason, version, model_name))
+    gate = gate_html(decision, reason, version, model_name, promoted=decision == PROMOTE)
+    page = with_gate(evaluation_report.read_text(), gate)
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(page)

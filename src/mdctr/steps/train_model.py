@@ -1,118 +1,76 @@
-"""Step: train one (model, domain source, seed) entry at the FLOP budget; write the bundle and its results."""
+"""Step: train one (model, domain source, seed) entry at the FLOP budget; write the bundle and its results.
+
+Three stages, each its own function: :func:`prepare_entry` (configs, prepared data, warm source, miner),
+:func:`train_entry` (fit the width to the budget, train, evaluate on test → an
+:class:`~mdctr.training.entry_result.EntryResult`) and :func:`write_entry` (bundle, MLflow run, results).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
-import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mdctr.io import atomic_dir, write_json_atomic
+from mdctr.io import atomic_dir
 from mdctr.steps.common import parse_options, tracking_uri_or_none
 from mdctr.steps.mine_domains import MINER_DIR
 from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
+from mdctr.steps.train_config import TRAIN_BACKENDS, TrainStepConfig, TrainStepOutput, is_main_rank
+from mdctr.training.entry_result import (
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    EntryKey,
+    EntryMetrics,
+    EntryResult,
+    per_domain_metrics,
+    write_predictions,
+)
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-#: test labels, probabilities and hand-crafted domains: what paired significance tests need
-PREDICTIONS_FILE = "predictions.npz"
-#: where an entry trains: in the task's own process, or as a Kubeflow Trainer TrainJob on ``train_nodes`` pods
-TRAIN_BACKENDS = ("task", "trainjob")
+# re-exported: the step's interface is importable from the step's module, as components and tests do
+__all__ = [
+    "METRICS_FILE",
+    "PREDICTIONS_FILE",
+    "TRAIN_BACKENDS",
+    "EntryInputs",
+    "TrainStepConfig",
+    "TrainStepOutput",
+    "is_main_rank",
+    "load_warm_source",
+    "prepare_entry",
+    "train_entry",
+    "train_model",
+    "warm_miner",
+    "write_entry",
+]
 
 
 @dataclass(frozen=True)
-class TrainStepConfig:
-    """One training entry.
+class EntryInputs:
+    """What an entry trains from, read and checked before anything trains.
 
     Attributes:
-        model_name: registered model; ``domain_source``: ``none``/``handcrafted``/``mined`` or a control
-            source (``random``/``binned``, see :mod:`mdctr.routing`); ``seed``.
-        flop_budget: budget spec (``"model:dnn"``, ``"model:dnn@2"`` or FLOPs per sample): the width is fitted.
-        epochs: maximum training epochs (overrides ``train_options``); early stopping on validation AUC or
-            logloss (``patience``, ``early_stop_metric`` in ``train_options``) normally ends the run first;
-            ``calibrate`` there (``"temperature"``) fits per-domain calibration on validation (in the bundle).
-        train_options: JSON object of further :class:`~mdctr.training.TrainConfig` fields (strict).
-        model_options: JSON object of the model's config overrides (strict).
-        tracking_uri: MLflow URI (``""``: environment/default); ``parent_run_id``: the pipeline's parent run
-            (``""`` skips MLflow logging, e.g. for a standalone call).
-        train_backend: ``task`` trains in this process; ``trainjob`` runs the entry as a Kubeflow Trainer
-            TrainJob of ``train_nodes`` pods (DDP, :mod:`mdctr.steps.train_remote`) and reads its results back.
-        warm_start: ``""`` (cold), ``"champion"`` (the dataset's registered champion, loaded through
-            :func:`mdctr.tracking.load_registered`) or a local bundle directory: start from its weights
-            (:mod:`mdctr.training.warm`); ``warm_start_fallback``: ``error`` refuses what cannot be carried,
-            ``cold`` trains from scratch instead.
+        prepared: the prepared splits (:class:`mdctr.data.prepare.PreparedData`).
+        train_config: the :class:`~mdctr.training.TrainConfig` (``train_options`` + seed + epochs).
+        model_config: the model's config overrides (``{}``: defaults).
+        warm: the warm start's :class:`~mdctr.training.warm.WarmSource`, or None (cold).
+        miner: the pre-trained domain miner when the routing needs one (warm-started when ``warm`` has one).
     """
 
-    model_name: str
-    domain_source: str
-    seed: int = 0
-    flop_budget: str = "model:dnn"
-    epochs: int = 20
-    train_options: str = "{}"
-    model_options: str = "{}"
-    tracking_uri: str = ""
-    parent_run_id: str = ""
-    train_backend: str = "task"
-    train_nodes: int = 1
-    warm_start: str = ""
-    warm_start_fallback: str = "error"
-
-    def __post_init__(self) -> None:
-        if self.warm_start_fallback not in ("error", "cold"):
-            raise ValueError(f"warm_start_fallback must be error or cold; got {self.warm_start_fallback!r}")
-        if self.warm_start and self.train_backend != "task":
-            raise ValueError("warm_start runs in the task's own process: use train_backend 'task'")
-        if self.train_backend not in TRAIN_BACKENDS:
-            raise ValueError(f"train_backend must be one of {TRAIN_BACKENDS}; got {self.train_backend!r}")
-        if self.train_nodes < 1:
-            raise ValueError(f"train_nodes must be >= 1; got {self.train_nodes}")
+    prepared: Any
+    train_config: Any
+    model_config: dict[str, Any]
+    warm: Any
+    miner: Any
 
 
-@dataclass(frozen=True)
-class TrainStepOutput:
-    """Attributes: the nested MLflow ``run_id`` (``""`` if not logged), finite scalar ``metrics`` (``auc``,
-    ``logloss``, ``flops_per_sample``, ``dense_params``, ``width``, ``train_samples_per_s``,
-    ``domain.<id>.auc`` …), ``flops`` per sample and fitted ``width``."""
-
-    bundle_dir: Path
-    results_dir: Path
-    run_id: str
-    metrics: dict[str, float]
-    flops: float
-    width: float
-
-
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
-
-
-def per_domain_entries(metrics: dict[str, Any], domain_names: tuple[str, ...]) -> list[dict[str, Any]]:
-    """``evaluate_predictions`` per-domain dict (keyed by name) → list keyed by hand-crafted domain id."""
-    out = []
-    for i, name in enumerate(domain_names):
-        values = metrics["domains"].get(str(name), {})
-        entry: dict[str, Any] = {"domain": i, "name": str(name)}
-        entry.update({k: values[k] for k in ("rows", "positive_rate", "auc", "logloss") if k in values})
-        out.append(entry)
-    return out
-
-
-def _open_training_run(
-    config: TrainStepConfig,
-    *,
-    entry: dict[str, Any],
-    train_cfg: Any,
-    model_cfg: dict[str, Any],
-    miner: Any,
-    prepared: Any,
-) -> Any:
+def _open_training_run(config: TrainStepConfig, inputs: EntryInputs) -> Any:
     """Open the entry's MLflow run under the parent: every effective setting as params (trainer, model and miner
     config after defaults), the git commit, and the three splits as dataset inputs with the data version."""
     from mdctr import tracking
@@ -120,6 +78,8 @@ def _open_training_run(
     from mdctr.steps.common import git_sha
     from mdctr.tracking.runs import DatasetRef, TrainingRun
 
+    prepared, miner = inputs.prepared, inputs.miner
+    entry = {"model": config.model_name, "domain_source": config.domain_source, "seed": config.seed}
     names = tracking.names
     uri = tracking_uri_or_none(config.tracking_uri)
     parent_tags = tracking.setup.client(uri).get_run(config.parent_run_id).data.tags
@@ -146,8 +106,8 @@ def _open_training_run(
         "split_seed": prepared.spec.meta.get("seed"),
         "flop_budget": config.flop_budget,
         "warm_start": config.warm_start or "cold",
-        "train": dataclasses.asdict(train_cfg),
-        "model_config": dataclasses.asdict(model_config(config.model_name, model_cfg or None)),
+        "train": dataclasses.asdict(inputs.train_config),
+        "model_config": dataclasses.asdict(model_config(config.model_name, inputs.model_config or None)),
     }
     if miner is not None:
         params["miner"] = dataclasses.asdict(miner.config)
@@ -226,19 +186,165 @@ def warm_miner(prepared: Any, warm: Any, cold: Any, *, seed: int, fallback: str)
     return miner, warm
 
 
-def is_main_rank() -> bool:
-    """Rank 0 of a ``torchrun`` job (``RANK`` unset: a plain process): the one that logs and writes."""
-    return int(os.environ.get("RANK", "0")) == 0
+def prepare_entry(
+    config: TrainStepConfig, *, prepared_dir: Path | str, domains_dir: Path | str | None
+) -> EntryInputs:
+    """Check the entry, read the prepared data and the miner, and load the warm start's source."""
+    from mdctr.config import from_dict
+    from mdctr.data.prepare import read_prepared
+    from mdctr.routing import DomainRouting, check_domain_source
+    from mdctr.training import TrainConfig
+
+    check_domain_source(config.model_name, config.domain_source)
+    prepared = read_prepared(prepared_dir)
+    train_opts = {**parse_options(config.train_options, what="train_options")}
+    train_opts.update(seed=config.seed, epochs=config.epochs)
+    train_cfg = from_dict(TrainConfig, train_opts, where="train_options")
+    model_cfg = parse_options(config.model_options, what="model_options")
+    warm = load_warm_source(
+        config.warm_start,
+        tracking_uri=tracking_uri_or_none(config.tracking_uri),
+        schema_name=prepared.spec.schema.name,
+        fallback=config.warm_start_fallback,
+    )
+    miner = None
+    if DomainRouting.for_model(
+        config.model_name, config.domain_source, model_overrides=model_cfg
+    ).needs_miner:
+        if domains_dir is None:
+            raise FileNotFoundError("domain source 'mined' needs the mine_domains output (domains_dir)")
+        from mdctr.domains.miner import DomainMiner
+
+        miner = DomainMiner.load(Path(domains_dir) / MINER_DIR)
+        if warm is not None:
+            miner, warm = warm_miner(
+                prepared, warm, miner, seed=config.seed, fallback=config.warm_start_fallback
+            )
+    return EntryInputs(prepared, train_cfg, model_cfg, warm, miner)
 
 
-def scalar_metrics(overall: dict[str, Any], per_domain: list[dict[str, Any]]) -> dict[str, float]:
-    """The finite overall metrics plus ``domain.<id>.auc``/``logloss``: what the KFP Metrics artifact shows."""
-    scalars = {k: float(v) for k, v in overall.items() if _finite(v) is not None}
-    for entry_d in per_domain:
-        for key in ("auc", "logloss"):
-            if _finite(entry_d.get(key)) is not None:
-                scalars[f"domain.{entry_d['domain']}.{key}"] = float(entry_d[key])
-    return scalars
+def train_entry(
+    config: TrainStepConfig, inputs: EntryInputs, *, on_epoch: Callable[..., Any] | None = None
+) -> tuple[Any, EntryResult]:
+    """Fit the width to the budget, train and evaluate on test → (the
+    :class:`~mdctr.training.TrainedModel`, its record; ``run_id`` still ``""``). ``on_epoch`` gets each epoch's
+    history entry (the MLflow run's curves)."""
+    from mdctr.training import train_model as fit_entry
+
+    trained = fit_entry(
+        inputs.prepared,
+        config.model_name,
+        config.domain_source,
+        model_config=inputs.model_config or None,
+        miner=inputs.miner,
+        config=inputs.train_config,
+        budget=config.flop_budget,
+        on_epoch=on_epoch,
+        warm=inputs.warm,
+        warm_fallback=config.warm_start_fallback,
+    )
+    fit = trained.fit
+    overall = EntryMetrics(
+        auc=trained.metrics["auc"],
+        logloss=trained.metrics["logloss"],
+        flops_per_sample=trained.flops,
+        dense_params=trained.dense_params,
+        width=trained.width,
+        train_samples_per_s=fit.train_samples_per_s,
+        best_valid_auc=fit.best_valid_auc,
+        # of the returned model (calibrated when calibrate is set), beside the uncalibrated best epoch's
+        valid_logloss=trained.valid_logloss,
+        best_valid_logloss=fit.best_valid_logloss,
+        # the train positive rate predicted for every test row: the logloss a useful model must beat
+        base_rate_logloss=trained.base_rate.get("logloss", math.nan),
+        train_positive_rate=trained.base_rate.get("positive_rate", math.nan),
+        train_wall_s=fit.wall_s,
+        epochs_run=len(fit.history),
+    )
+    result = EntryResult(
+        entry=EntryKey(config.model_name, config.domain_source, config.seed),
+        run_id="",
+        overall=overall,
+        per_domain=per_domain_metrics(trained.metrics, inputs.prepared.spec.schema.domain_names),
+        budget=trained.extra,
+        history=fit.history,
+        num_routing_domains=trained.inputs.num_domains,
+        early_stop_metric=fit.early_stop_metric,
+        warm_started=trained.warm_started,
+        calibration=trained.calibration.to_dict() if trained.calibration is not None else None,
+        # the step's settings, so evaluate can put the pipeline's parameters on the parent run
+        settings={
+            "flop_budget": config.flop_budget,
+            "epochs": config.epochs,
+            "train_options": config.train_options,
+            "model_options": config.model_options,
+            "warm_start": config.warm_start,
+            "warm_start_fallback": config.warm_start_fallback,
+        },
+    )
+    return trained, result
+
+
+def _save_bundle(
+    bundle_dir: Path, config: TrainStepConfig, inputs: EntryInputs, trained: Any, result: EntryResult
+) -> None:
+    """The serving bundle (miner, control routing state and calibration included where the entry has them)."""
+    from mdctr.serving.bundle import save_bundle
+
+    save_bundle(
+        bundle_dir,
+        model=trained.model,
+        model_name=config.model_name,
+        model_config=inputs.model_config,
+        width=trained.width,
+        spec=trained.spec or inputs.prepared.spec,  # a warm start's extended vocabularies
+        domain_source=config.domain_source,
+        miner=trained.routing.serving_miner(trained.model),
+        routing_state=trained.control.to_dict() if trained.control is not None else None,
+        calibration=result.calibration,
+        metrics={
+            "overall": result.overall.finite(),
+            "per_domain": [d.to_dict() for d in result.per_domain],
+        },
+    )
+
+
+def write_entry(
+    result: EntryResult,
+    trained: Any,
+    inputs: EntryInputs,
+    *,
+    results_dir: Path,
+    prepared_dir: Path | str,
+    run: Any = None,
+) -> EntryResult:
+    """Finish the entry's MLflow ``run`` (if any: width and budget as params, the results as metrics), then
+    write ``results_dir`` atomically: ``metrics.json`` (``result`` with the run id), ``predictions.npz`` and
+    the serving example. Returns the record as written."""
+    if run is not None:
+        with run:
+            run.log_params(
+                {
+                    "width": trained.width,
+                    **{k: v for k, v in trained.extra.items() if not isinstance(v, dict)},
+                }
+            )
+            run.log_results(
+                metrics=result.overall.finite(), per_domain=[d.to_dict() for d in result.per_domain]
+            )
+        result = dataclasses.replace(result, run_id=run.run_id)
+    with atomic_dir(results_dir) as tmp:
+        result.write(tmp)
+        write_predictions(
+            tmp,
+            labels=trained.labels,
+            probs=trained.predictions,
+            domains=inputs.prepared.test.handcrafted.numpy(),
+        )
+        example = Path(prepared_dir) / SERVING_EXAMPLE_FILE
+        if example.is_file():
+            shutil.copyfile(example, tmp / SERVING_EXAMPLE_FILE)
+    return result
 
 
 def train_model(
@@ -255,178 +361,47 @@ def train_model(
     """Fit the width to the budget, train, evaluate on test, and write:
 
     * ``bundle_dir``: the serving bundle (:func:`mdctr.serving.save_bundle`, miner included for ``mined``);
-    * ``results_dir``: ``metrics.json`` (entry, overall + per-domain metrics, FLOPs, dense params, width,
-      samples/s, run id), ``predictions.npz`` (test labels/probabilities/domains) and the serving example;
+    * ``results_dir``: ``metrics.json`` (:class:`~mdctr.training.entry_result.EntryResult`: entry, overall +
+      per-domain metrics, FLOPs, dense params, width, samples/s, run id), ``predictions.npz`` (test
+      labels/probabilities/domains) and the serving example;
 
     and log a nested MLflow run under ``config.parent_run_id``. Under ``torchrun`` only rank 0 logs and writes.
 
     With ``config.train_backend == "trainjob"`` the training runs in a TrainJob instead: ``prepared_uri``,
     ``domains_uri`` and ``results_uri`` are the same artifacts as the job's pods see them (an ``s3://`` URI
     or a shared path; default: the local paths); the job writes under ``<results_uri>.trainjob/`` and both
-    directories are copied back here (:func:`mdctr.steps.train_remote.train_in_trainjob`).
+    directories are copied back here (:func:`mdctr.steps.trainjob_task.train_in_trainjob`).
     """
+    bundle_dir, results_dir = Path(bundle_dir), Path(results_dir)
     if config.train_backend == "trainjob":
-        from mdctr.steps.train_remote import train_in_trainjob
+        from mdctr.steps.trainjob_task import train_in_trainjob
 
         return train_in_trainjob(
             prepared_uri=prepared_uri or str(Path(prepared_dir).resolve()),
             domains_uri=domains_uri or (str(Path(domains_dir).resolve()) if domains_dir else ""),
-            results_uri=results_uri or str(Path(results_dir).resolve()),
-            bundle_dir=Path(bundle_dir),
-            results_dir=Path(results_dir),
+            results_uri=results_uri or str(results_dir.resolve()),
+            bundle_dir=bundle_dir,
+            results_dir=results_dir,
             config=config,
         )
-    from mdctr.config import from_dict
-    from mdctr.data.prepare import read_prepared
-    from mdctr.routing import DomainRouting, check_domain_source
-    from mdctr.serving.bundle import save_bundle
-    from mdctr.training import TrainConfig
-    from mdctr.training import train_model as fit_entry
-
-    bundle_dir, results_dir = Path(bundle_dir), Path(results_dir)
-    check_domain_source(config.model_name, config.domain_source)
-    prepared = read_prepared(prepared_dir)
-    schema = prepared.spec.schema
-    train_opts = {**parse_options(config.train_options, what="train_options")}
-    train_opts.update(seed=config.seed, epochs=config.epochs)
-    train_cfg = from_dict(TrainConfig, train_opts, where="train_options")
-    model_cfg = parse_options(config.model_options, what="model_options")
-    warm = load_warm_source(
-        config.warm_start,
-        tracking_uri=tracking_uri_or_none(config.tracking_uri),
-        schema_name=schema.name,
-        fallback=config.warm_start_fallback,
-    )
-    miner = None
-    if DomainRouting.for_model(
-        config.model_name, config.domain_source, model_overrides=model_cfg
-    ).needs_miner:
-        if domains_dir is None:
-            raise FileNotFoundError("domain source 'mined' needs the mine_domains output (domains_dir)")
-        from mdctr.domains.miner import DomainMiner
-
-        miner = DomainMiner.load(Path(domains_dir) / MINER_DIR)
-        if warm is not None:
-            miner, warm = warm_miner(
-                prepared, warm, miner, seed=config.seed, fallback=config.warm_start_fallback
-            )
-    entry = {"model": config.model_name, "domain_source": config.domain_source, "seed": config.seed}
-    run = None
+    inputs = prepare_entry(config, prepared_dir=prepared_dir, domains_dir=domains_dir)
     main_rank = is_main_rank()
+    run = None
     if config.parent_run_id and main_rank:
         # opened before training, so the run's duration, system metrics and epoch curves are the training's
-        run = _open_training_run(
-            config, entry=entry, train_cfg=train_cfg, model_cfg=model_cfg, miner=miner, prepared=prepared
-        )
+        run = _open_training_run(config, inputs)
     try:
-        trained = fit_entry(
-            prepared,
-            config.model_name,
-            config.domain_source,
-            model_config=model_cfg or None,
-            miner=miner,
-            config=train_cfg,
-            budget=config.flop_budget,
-            on_epoch=run.log_epoch if run is not None else None,
-            warm=warm,
-            warm_fallback=config.warm_start_fallback,
-        )
-        m = trained.metrics
-        per_domain = per_domain_entries(m, schema.domain_names)
-        overall = {
-            "auc": m["auc"],
-            "logloss": m["logloss"],
-            "flops_per_sample": trained.flops,
-            "dense_params": trained.dense_params,
-            "width": trained.width,
-            "train_samples_per_s": trained.fit.train_samples_per_s,
-            "best_valid_auc": trained.fit.best_valid_auc,
-            # of the returned model (calibrated when calibrate is set), beside the uncalibrated best epoch's
-            "valid_logloss": trained.valid_logloss,
-            "best_valid_logloss": trained.fit.best_valid_logloss,
-            # the train positive rate predicted for every test row: the logloss a useful model must beat
-            "base_rate_logloss": trained.base_rate.get("logloss", math.nan),
-            "train_positive_rate": trained.base_rate.get("positive_rate", math.nan),
-            "train_wall_s": trained.fit.wall_s,
-            "epochs_run": len(trained.fit.history),
-        }
+        trained, result = train_entry(config, inputs, on_epoch=run.log_epoch if run is not None else None)
         if not main_rank:  # another DDP rank: rank 0 writes the bundle and results
-            scalars = scalar_metrics(overall, per_domain)
-            return TrainStepOutput(
-                bundle_dir, results_dir, "", scalars, float(trained.flops), float(trained.width)
-            )
-        save_bundle(
-            bundle_dir,
-            model=trained.model,
-            model_name=config.model_name,
-            model_config=model_cfg,
-            width=trained.width,
-            spec=trained.spec or prepared.spec,  # a warm start's extended vocabularies
-            domain_source=config.domain_source,
-            miner=trained.routing.serving_miner(trained.model),
-            routing_state=trained.control.to_dict() if trained.control is not None else None,
-            calibration=trained.calibration.to_dict() if trained.calibration is not None else None,
-            metrics={
-                "overall": {k: v for k, v in overall.items() if _finite(v) is not None},
-                "per_domain": per_domain,
-            },
-        )
+            return TrainStepOutput.of(result, bundle_dir=bundle_dir, results_dir=results_dir)
+        _save_bundle(bundle_dir, config, inputs, trained, result)
     except BaseException:
         if run is not None:
             run.end("FAILED")
         raise
-    run_id = ""
-    if run is not None:
-        with run:
-            run.log_params(
-                {
-                    "width": trained.width,
-                    **{k: v for k, v in trained.extra.items() if not isinstance(v, dict)},
-                }
-            )
-            run.log_results(
-                metrics={k: v for k, v in overall.items() if _finite(v) is not None}, per_domain=per_domain
-            )
-        run_id = run.run_id
-    summary = {
-        "entry": entry,
-        "run_id": run_id,
-        "overall": overall,
-        "per_domain": per_domain,
-        "budget": trained.extra,
-        "history": trained.fit.history,
-        "num_routing_domains": trained.inputs.num_domains,
-        "early_stop_metric": trained.fit.early_stop_metric,
-        "warm_started": trained.warm_started,
-        "calibration": trained.calibration.to_dict() if trained.calibration is not None else None,
-        # the step's settings, so evaluate can put the pipeline's parameters on the parent run
-        "settings": {
-            "flop_budget": config.flop_budget,
-            "epochs": config.epochs,
-            "train_options": config.train_options,
-            "model_options": config.model_options,
-            "warm_start": config.warm_start,
-            "warm_start_fallback": config.warm_start_fallback,
-        },
-    }
-    with atomic_dir(results_dir) as tmp:
-        write_json_atomic(tmp / METRICS_FILE, summary)
-        np.savez(
-            tmp / PREDICTIONS_FILE,
-            labels=trained.labels,
-            probs=trained.predictions,
-            domains=prepared.test.handcrafted.numpy(),
-        )
-        example = Path(prepared_dir) / SERVING_EXAMPLE_FILE
-        if example.is_file():
-            shutil.copyfile(example, tmp / SERVING_EXAMPLE_FILE)
-    scalars = scalar_metrics(overall, per_domain)
-    log.info("%s: auc %.5f, %.0f FLOPs/sample, width %.4g", entry, m["auc"], trained.flops, trained.width)
-    return TrainStepOutput(
-        bundle_dir=bundle_dir,
-        results_dir=results_dir,
-        run_id=run_id,
-        metrics=scalars,
-        flops=float(trained.flops),
-        width=float(trained.width),
+    result = write_entry(result, trained, inputs, results_dir=results_dir, prepared_dir=prepared_dir, run=run)
+    entry = dataclasses.asdict(result.entry)
+    log.info(
+        "%s: auc %.5f, %.0f FLOPs/sample, width %.4g", entry, result.overall.auc, result.flops, result.width
     )
+    return TrainStepOutput.of(result, bundle_dir=bundle_dir, results_dir=results_dir)

@@ -1,12 +1,10 @@
-"""A ``train_model`` entry as a Kubeflow Trainer TrainJob: the task's side and the job's side.
+"""A ``train_model`` entry as a Kubeflow Trainer TrainJob, the task's side (the pods' side is
+:mod:`mdctr.steps.trainjob_pod`; the job's manifest and its submission are :mod:`mdctr.trainjob`).
 
 The task (``train_backend="trainjob"``) builds the job with :func:`mdctr.trainjob.trainjob_spec`, submits it
 and waits (:func:`mdctr.trainjob.submit_and_wait`), then copies the bundle and results the job wrote back into
 its own output directories, so evaluate, register and the KFP UI see the same artifacts as for an entry trained
-in the task. The job's pods run this module under ``torchrun`` (``python -m mdctr.steps.train_remote``): every
-rank fetches the inputs, runs the same :func:`~mdctr.steps.train_model.train_model` step (DDP on its share of
-every batch), and rank 0 alone logs the MLflow run and publishes ``bundle/`` and then ``results/`` under
-``--out``.
+in the task. The job's pods publish ``bundle/`` and then ``results/`` under the job's output location.
 
 Locations are URIs the pods can read and write: ``s3://…`` (KFP's artifact URIs; credentials from the
 pipeline's S3 Secret, read through fsspec/s3fs) or a path on a volume every pod mounts.
@@ -14,24 +12,15 @@ pipeline's S3 Secret, read through fsspec/s3fs) or a path on a volume every pod 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from mdctr.steps.mine_domains import MINER_DIR
-from mdctr.steps.train_model import (
-    METRICS_FILE,
-    TrainStepConfig,
-    TrainStepOutput,
-    is_main_rank,
-    scalar_metrics,
-    train_model,
-)
+from mdctr.steps.train_config import TrainStepConfig, TrainStepOutput
+from mdctr.training.entry_result import EntryResult
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +61,7 @@ def publish_tree(src: Path, uri: str) -> None:
         fs.put(str(src) + "/", path.rstrip("/") + "/", recursive=True)  # type: ignore[attr-defined]
 
 
-def _readable(uri: str, dest: Path) -> Path:
+def readable_dir(uri: str, dest: Path) -> Path:
     """A local directory holding ``uri``: the path itself on a shared volume, else a fetched copy."""
     _, path, local = _fs(uri)
     if local:
@@ -80,6 +69,12 @@ def _readable(uri: str, dest: Path) -> Path:
             raise FileNotFoundError(f"{uri}: no such directory (is the volume mounted in every pod?)")
         return Path(path)
     return fetch_tree(uri, dest)
+
+
+def local_path(uri: str) -> Path | None:
+    """The path ``uri`` names on this machine (a local or shared-volume path), or None for a remote URI."""
+    _, path, local = _fs(uri)
+    return Path(path) if local else None
 
 
 def train_in_trainjob(
@@ -132,63 +127,10 @@ def train_in_trainjob(
     try:
         fetch_tree(f"{output_uri}/{BUNDLE}", bundle_dir)
         fetch_tree(f"{output_uri}/{RESULTS}", results_dir)
-        summary = json.loads((results_dir / METRICS_FILE).read_text())
+        result = EntryResult.read(results_dir)
     except FileNotFoundError as e:
         raise FileNotFoundError(
             f"TrainJob {namespace}/{name} completed but its outputs are missing: {e}"
         ) from e
-    overall = summary["overall"]
-    log.info("TrainJob %s/%s: auc %.5f", namespace, name, overall["auc"])
-    return TrainStepOutput(
-        bundle_dir=bundle_dir,
-        results_dir=results_dir,
-        run_id=summary["run_id"],
-        metrics=scalar_metrics(overall, summary["per_domain"]),
-        flops=float(overall["flops_per_sample"]),
-        width=float(overall["width"]),
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The job's side: ``torchrun --module mdctr.steps.train_remote --prepared URI --domains URI --out URI
-    --config JSON`` in every pod."""
-    from mdctr.config import ConfigError, from_dict
-    from mdctr.steps.common import parse_options
-
-    parser = argparse.ArgumentParser(prog="python -m mdctr.steps.train_remote", description=main.__doc__)
-    parser.add_argument("--prepared", required=True, help="prepare_data output (URI or shared path)")
-    parser.add_argument("--domains", default="", help="mine_domains output; empty: the entry needs none")
-    parser.add_argument("--out", required=True, help="rank 0 writes bundle/ and results/ here")
-    parser.add_argument("--config", required=True, help="the entry's TrainStepConfig as a JSON object")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s rank{os.environ.get('RANK', '0')} %(message)s"
-    )
-    config = from_dict(TrainStepConfig, parse_options(args.config, what="--config"), where="--config")
-    if config.train_backend != "task":
-        raise ConfigError("--config: a job trains in its own processes; train_backend must be 'task'")
-    with tempfile.TemporaryDirectory(prefix="mdctr-trainjob-") as tmp_name:
-        tmp = Path(tmp_name)
-        prepared = _readable(args.prepared, tmp / "prepared")
-        domains = None
-        if args.domains:
-            miner_uri = f"{args.domains.rstrip('/')}/{MINER_DIR}"
-            _readable(miner_uri, tmp / "domains" / MINER_DIR)
-            _, path, local = _fs(args.domains)
-            domains = Path(path) if local else tmp / "domains"
-        out = train_model(
-            prepared_dir=prepared,
-            domains_dir=domains,
-            bundle_dir=tmp / BUNDLE,
-            results_dir=tmp / RESULTS,
-            config=config,
-        )
-        if is_main_rank():
-            # results last: its metrics.json is what the task reads, so it marks a complete publication
-            publish_tree(tmp / BUNDLE, f"{args.out.rstrip('/')}/{BUNDLE}")
-            publish_tree(tmp / RESULTS, f"{args.out.rstrip('/')}/{RESULTS}")
-            log.info("published %s and %s under %s (auc %.5f)", BUNDLE, RESULTS, args.out, out.metrics["auc"])
-
-
-if __name__ == "__main__":
-    main()
+    log.info("TrainJob %s/%s: auc %.5f", namespace, name, result.overall.auc)
+    return TrainStepOutput.of(result, bundle_dir=bundle_dir, results_dir=results_dir)
