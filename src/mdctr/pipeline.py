@@ -2,7 +2,8 @@
 
 * :func:`compile_pipeline` writes the KFP IR YAML; it reads no environment variable.
 * :func:`submit` uploads a new version of a named pipeline to a KFP server and starts a run (or a recurring
-  run) with the given parameters.
+  run) with the given parameters; it submits the training pipeline or the monitoring one
+  (``pipelines/monitoring.py``).
 * :func:`run_local` runs the whole DAG on this machine with the KFP local runner: ``runner="subprocess"``
   (the current interpreter; MLflow on SQLite by default) or ``runner="docker"`` (every task in the project's
   image as its non-root user, MLflow a tracking server the containers reach); outputs under ``runs/``.
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 #: the repository root: ``pipelines/`` and ``components/`` live beside ``src/``
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_MODULE = "pipelines.training"
+#: the pipelines `submit` (and `compile_pipeline`) can build: name → module under pipelines/
+PIPELINES = {"training": PIPELINE_MODULE, "monitoring": "pipelines.monitoring"}
 DEFAULT_RUNS_DIR = Path("runs")
 #: parameters whose local value differs from the cluster default compiled into the pipeline
 LOCAL_DATA_REV = "local"
@@ -105,37 +108,60 @@ def local_thread_env(cpus: int | None = None, parallel: int = LOCAL_PARALLEL_TAS
     return {var: share for var in THREAD_VARIABLES if var not in os.environ}
 
 
-def _pipeline_module() -> Any:
-    """Import ``pipelines.training`` from the source tree (it is not part of the installed package)."""
-    if not (PROJECT_ROOT / "pipelines" / "training.py").is_file():
+def _pipeline_module(pipeline: str = "training") -> Any:
+    """Import ``pipelines.<pipeline>`` from the source tree (it is not part of the installed package)."""
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"pipeline must be one of {sorted(PIPELINES)}, got {pipeline!r}")
+    module = PIPELINES[pipeline]
+    file = Path(*module.split(".")).with_suffix(".py")
+    if not (PROJECT_ROOT / file).is_file():
         raise FileNotFoundError(
-            f"pipelines/training.py not found under {PROJECT_ROOT}; compile from a source checkout "
-            "(pip install -e .)"
+            f"{file} not found under {PROJECT_ROOT}; compile from a source checkout (pip install -e .)"
         )
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))
-    return importlib.import_module(PIPELINE_MODULE)
+    return importlib.import_module(module)
 
 
-def load_pipeline(settings: ClusterSettings | None = None) -> Callable[..., Any]:
+def load_pipeline(settings: ClusterSettings | None = None, pipeline: str = "training") -> Callable[..., Any]:
     """The pipeline function; ``settings`` None gives the default build (``training_pipeline``)."""
-    module = _pipeline_module()
-    return module.training_pipeline if settings is None else module.build_pipeline(settings)
+    module = _pipeline_module(pipeline)
+    if settings is None and pipeline == "training":
+        return module.training_pipeline
+    return module.build_pipeline(settings)
 
 
-def pipeline_name() -> str:
-    return _pipeline_module().PIPELINE_NAME
+def pipeline_name(pipeline: str = "training") -> str:
+    return _pipeline_module(pipeline).PIPELINE_NAME
 
 
-def compile_pipeline(out: Path | str, settings: ClusterSettings | None = None) -> Path:
-    """Write the pipeline's IR YAML to ``out`` and return the path."""
+def compile_pipeline(
+    out: Path | str, settings: ClusterSettings | None = None, pipeline: str = "training"
+) -> Path:
+    """Write the pipeline's (``training`` or ``monitoring``) IR YAML to ``out`` and return the path."""
     from kfp import compiler
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(load_pipeline(settings), package_path=str(out))
-    log.info("compiled %s to %s", pipeline_name(), out)
+    compiler.Compiler().compile(load_pipeline(settings, pipeline), package_path=str(out))
+    log.info("compiled %s to %s", pipeline_name(pipeline), out)
     return out
+
+
+def check_parameters(package: Path, arguments: Mapping[str, Any]) -> None:
+    """Refuse arguments the compiled pipeline in ``package`` does not take, and required ones not given, in one
+    ``ConfigError`` line naming them and what the pipeline takes (before a server would reject the run)."""
+    import yaml
+
+    spec = next(yaml.safe_load_all(Path(package).read_text()))
+    params = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    name = spec["pipelineInfo"]["name"]
+    unknown = sorted(set(arguments) - set(params))
+    if unknown:
+        raise ConfigError(f"{name}: unknown parameter(s) {unknown}; it takes {sorted(params)}")
+    missing = sorted(k for k, p in params.items() if not p.get("isOptional") and k not in arguments)
+    if missing:
+        raise ConfigError(f"{name}: missing required parameter(s) {missing} (--params JSON)")
 
 
 @dataclass(frozen=True)
@@ -162,24 +188,36 @@ def submit(
     settings: ClusterSettings | None = None,
     package: Path | str | None = None,
     client: Any | None = None,
+    pipeline: str = "training",
 ) -> SubmitResult:
     """Upload a new pipeline version of ``name`` (creating the pipeline on first use) and start a run.
 
     ``cron`` makes it a recurring run instead; KFP cron expressions have six fields with a leading *seconds*
     field (``"0 0 3 * * *"`` = daily at 03:00). ``pipeline_root`` (e.g. ``s3://bucket/kfp``) overrides the
     server's default. ``client`` (a ``kfp.Client``) is for tests; otherwise one is made for ``host``.
+    ``pipeline``: ``training`` or ``monitoring`` (``pipelines/<it>.py``). Arguments the pipeline does not take,
+    required ones missing, a 5-field cron and (training; monitoring when given) a tracking URI pods cannot reach
+    are refused before anything reaches the server.
     """
     import tempfile
 
     import kfp
 
     params = dict(arguments or {})
-    require_remote_tracking_uri(params.get("tracking_uri"), where="submit")
-    client = client or kfp.Client(host=host, namespace=namespace)
-    name = name or pipeline_name()
+    if pipeline == "training" or params.get("tracking_uri"):
+        # monitoring is one task: no URI means the MLflow Secret's $MLFLOW_TRACKING_URI, or no MLflow run
+        require_remote_tracking_uri(params.get("tracking_uri"), where="submit")
+    if cron and len(cron.split()) != 6:
+        raise ConfigError(f"--cron {cron!r}: KFP cron needs 6 fields (seconds first), e.g. '0 0 6 * * *'")
+    module = _pipeline_module(pipeline)
+    if hasattr(module, "check_arguments"):  # the pipeline's own checks of argument values
+        module.check_arguments(params)
+    name = name or module.PIPELINE_NAME
     version = version or f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(package) if package else compile_pipeline(Path(tmp) / "pipeline.yaml", settings)
+        path = Path(package) if package else compile_pipeline(Path(tmp) / "pipeline.yaml", settings, pipeline)
+        check_parameters(path, params)
+        client = client or kfp.Client(host=host, namespace=namespace)
         pipeline_id = client.get_pipeline_id(name)
         if pipeline_id is None:
             created = client.upload_pipeline(str(path), pipeline_name=name, namespace=namespace)
@@ -196,8 +234,6 @@ def submit(
         pipeline_root=pipeline_root,
     )
     if cron:
-        if len(cron.split()) != 6:
-            raise ValueError(f"KFP cron needs 6 fields (seconds first), got {cron!r}")
         rec = client.create_recurring_run(cron_expression=cron, **common)
         log.info("recurring run %s: %s", rec.recurring_run_id, cron)
         return SubmitResult(

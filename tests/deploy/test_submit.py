@@ -114,3 +114,82 @@ def test_a_cluster_run_needs_a_tracking_server(uri: str | None, match: str) -> N
         submit("http://kfp.example", arguments=arguments, client=client)
     assert "--tracking-uri" in str(err.value)
     assert client.calls == [], "nothing may reach the server"
+
+
+MONITORING_PARAMS = {
+    "log_uri": "s3://mdctr-logs/serving",
+    "reference_uri": "s3://mdctr/kfp/run-1/prepare-data/prepared",
+    "reference_codes_uri": "s3://mdctr/kfp/run-1/mine-domains/domains",
+}
+
+
+def test_monitoring_pipeline_is_scheduled_as_a_recurring_run() -> None:
+    client = RecordingClient()
+    arguments = {**MONITORING_PARAMS, "feature_max_psi": '{"user_id": "inf"}'}
+    result = submit(
+        "http://kfp.example", arguments=arguments, cron="0 0 6 * * *", pipeline="monitoring", client=client
+    )
+    calls = dict(client.calls)
+    assert calls["get_pipeline_id"] == {"name": "mdctr-monitoring"}
+    assert calls["upload_pipeline"]["pipeline_name"] == "mdctr-monitoring"
+    spec = client.uploaded[0]
+    assert spec["pipelineInfo"]["name"] == "mdctr-monitoring"
+    assert set(spec["root"]["dag"]["tasks"]) == {"importer", "importer-2", "monitor"}
+    assert "feature_max_oov_share" in spec["root"]["inputDefinitions"]["parameters"]
+    rec = calls["create_recurring_run"]
+    assert rec["cron_expression"] == "0 0 6 * * *" and rec["params"] == arguments
+    assert rec["job_name"].startswith("mdctr-monitoring ")
+    assert result.recurring_run_id == "rr-1" and result.run_id is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "match"),
+    [
+        (
+            {"log_uri": "s3://l"},
+            r"missing required parameter\(s\) \['reference_codes_uri', 'reference_uri'\]",
+        ),
+        ({**MONITORING_PARAMS, "max_pis": 0.3}, r"unknown parameter\(s\) \['max_pis'\]"),
+        (
+            {**MONITORING_PARAMS, "feature_max_psi": '{"user_id": "lots"}'},
+            "feature_max_psi: column 'user_id'",
+        ),
+        (
+            {**MONITORING_PARAMS, "feature_max_oov_share": "[0.3]"},
+            "feature_max_oov_share: expected a JSON object",
+        ),
+        ({**MONITORING_PARAMS, "tracking_uri": "sqlite:///m.db"}, "local to this"),
+    ],
+)
+def test_bad_monitoring_params_are_refused_before_the_server(arguments: dict[str, Any], match: str) -> None:
+    client = RecordingClient()
+    with pytest.raises(ValueError, match=match):
+        submit("http://kfp.example", arguments=arguments, pipeline="monitoring", client=client)
+    assert client.calls == [], "nothing may reach the server"
+
+
+def test_unknown_training_param_is_refused() -> None:
+    client = RecordingClient()
+    with pytest.raises(ValueError, match=r"mdctr-training: unknown parameter\(s\) \['epoch'\]"):
+        submit("http://kfp.example", arguments={"epoch": 2, "tracking_uri": "http://m:5000"}, client=client)
+    assert client.calls == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--pipeline", "monitoring", "--params", '{"log_uri": "s3://l"}'], "missing required parameter(s)"),
+        (["--pipeline", "scoring"], "pipeline must be one of ['monitoring', 'training']"),
+        (["--pipeline", "monitoring", "--params", "{log_uri}"], "--params: not valid JSON"),
+    ],
+)
+def test_cli_refuses_bad_submit_in_one_line(args: list[str], expected: str) -> None:
+    from typer.testing import CliRunner
+
+    from mdctr.cli import app
+
+    # port 9 (discard): nothing listens; the command must fail before it tries to connect
+    res = CliRunner().invoke(app, ["pipeline", "submit", "--host", "http://127.0.0.1:9", *args])
+    assert res.exit_code == 2, res.output
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], res.output

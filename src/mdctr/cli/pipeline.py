@@ -409,9 +409,15 @@ def run_cmd(
 @app.command("submit")
 def submit_cmd(
     host: str = typer.Option(..., "--host", help="KFP API endpoint, e.g. http://localhost:8080."),
+    pipeline: str = typer.Option(
+        "training",
+        "--pipeline",
+        help="training, or monitoring (pipelines/monitoring.py; --params needs log_uri, reference_uri, "
+        "reference_codes_uri; see docs/monitoring.md).",
+    ),
     experiment: str = typer.Option("mdctr", "--experiment", help="KFP experiment."),
     pipeline_name: str | None = typer.Option(
-        None, "--pipeline-name", help="Pipeline (default mdctr-training)."
+        None, "--pipeline-name", help="Pipeline (default mdctr-training or mdctr-monitoring)."
     ),
     version: str | None = typer.Option(None, "--version", help="Pipeline version name (default: timestamp)."),
     namespace: str | None = typer.Option(None, "--namespace", help="Kubeflow profile namespace."),
@@ -421,7 +427,8 @@ def submit_cmd(
     tracking_uri: str | None = typer.Option(
         None,
         "--tracking-uri",
-        help="MLflow server every pod reaches (http(s)://…); required unless --params sets tracking_uri.",
+        help="MLflow server every pod reaches (http(s)://…); required for training unless --params sets "
+        "tracking_uri (monitoring without one: the MLflow Secret's MLFLOW_TRACKING_URI, or no MLflow run).",
     ),
     gpu: str | None = GpuOpt,
     pull_policy: str = PullOpt,
@@ -430,11 +437,12 @@ def submit_cmd(
 ) -> None:
     """Upload a new version of the pipeline to a KFP server and start a run (or a recurring run)."""
     from mdctr.pipeline import submit
+    from mdctr.steps.common import parse_options
 
-    arguments = json.loads(params)
-    if tracking_uri:
-        arguments["tracking_uri"] = tracking_uri
     with user_errors():
+        arguments = parse_options(params, what="--params")
+        if tracking_uri:
+            arguments["tracking_uri"] = tracking_uri
         result = submit(
             host,
             arguments=arguments,
@@ -445,5 +453,6 @@ def submit_cmd(
             pipeline_root=pipeline_root,
             cron=cron,
             settings=_settings(gpu, pull_policy, s3_secret, mlflow_secret),
+            pipeline=pipeline,
         )
     typer.echo(json.dumps(result.__dict__, indent=2))

@@ -106,6 +106,32 @@ def monitor(
     return MonitorOutput(report, summary, result.rows, result.breaches, metrics, run_id)
 
 
+def parse_feature_limits(text: str, *, what: str) -> tuple[tuple[str, float], ...]:
+    """Per-feature limits from a JSON object string (a pipeline parameter), e.g. ``'{"user_id": "inf", "zip":
+    0.5}'`` → ``(("user_id", inf), ("zip", 0.5))``; ``""`` or ``"{}"`` → ``()``. A limit is a number ≥ 0 or a
+    string that reads as one (JSON has no infinity: ``"inf"``); anything else is a ``ConfigError`` naming
+    ``what`` and the column. Whether the columns exist is checked against the reference when the step runs."""
+    import math
+
+    from mdctr.config import ConfigError
+    from mdctr.steps.common import parse_options
+
+    out = []
+    for column, value in parse_options(text, what=what).items():
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError
+            limit = float(value)
+        except ValueError:
+            limit = math.nan
+        if math.isnan(limit) or limit < 0:
+            raise ConfigError(
+                f'{what}: column {column!r}: expected a limit ≥ 0 (a number or "inf"), found {value!r}'
+            )
+        out.append((column, limit))
+    return tuple(out)
+
+
 def _check_feature_limits(cfg: Any, ref: Any) -> None:
     """A per-feature limit must name a feature the reference has (a typo would silently keep the default)."""
     from mdctr.config import ConfigError
