@@ -278,3 +278,128 @@ def _wait_for_server(port: int, timeout: float) -> None:
                 pass
         time.sleep(1)
     raise AssertionError(f"the serve container did not answer on port {port} within {timeout:.0f} s")
+
+
+@pytest.mark.timeout(2400)
+def test_the_loop_in_containers_warm_start_canary_serve_log_and_monitor(
+    first_run, images: dict, mlflow_server, tmp_path: Path
+) -> None:
+    """The production loop with every task and the server in the project's images: a retraining run warm-started
+    from the champion (loaded from the tracking server inside the train task's container) rolls out as a 20%
+    canary, ``mdctr models promote --finish`` completes it, the serve image logs what it scores
+    (``MDCTR_SERVE_LOG``, the variable a KServe manifest sets), and ``mdctr monitor`` reads that log: the
+    served data itself passes, one domain's share tripled is flagged. (Periods are a split option, the same code in a
+    container; the period loop runs on the host in tests/pipeline/test_production_loop.py.)"""
+    from typer.testing import CliRunner
+
+    from mdctr.cli import app
+    from mdctr.data.synthetic import generate
+    from mdctr.serving.server import free_port
+
+    uri = mlflow_server.url
+    champion = tracking.alias_version(uri, tracking.CHAMPION, name=NAME)
+    warm = run_local(
+        **{**RUN, "epochs": 2},
+        warm_start="champion",
+        warm_start_fallback="cold",  # the entry of the champion's model warm-starts, the other trains cold
+        canary_percent=20,
+        **_server_args(mlflow_server),
+        runs_dir=tmp_path / "runs",
+    )
+    from mdctr.tracking.setup import client as get_client
+
+    client = get_client(uri)
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    warmed = client.search_runs([exp.experiment_id], filter_string="params.warm_start = 'champion'")
+    assert warmed, "no training run of the warm run logged warm_start=champion"
+    if warm.promoted:
+        assert warm.alias == "canary"
+        version = warm.model_uri.rsplit("/", 1)[-1]
+        assert tracking.alias_version(uri, "canary", name=NAME) == version
+        assert tracking.alias_version(uri, tracking.CHAMPION, name=NAME) == champion
+        out = CliRunner().invoke(
+            app,
+            [
+                "models",
+                "promote",
+                "--finish",
+                "--tracking-uri",
+                uri,
+                "--manifest",
+                str(tmp_path / "isvc.yaml"),
+                "--artifacts-destination",
+                mlflow_server.artifacts_destination,
+            ],
+        )
+        assert out.exit_code == 0, out.stdout + out.stderr
+        assert tracking.alias_version(uri, tracking.CHAMPION, name=NAME) == version
+    else:  # the gate kept the champion: no canary was started
+        assert tracking.alias_version(uri, "canary", name=NAME) is None
+
+    # serve the champion from the serve image with the request log on; replay the data; SIGTERM flushes
+    logs = tmp_path / "requests"
+    logs.mkdir()
+    logs.chmod(0o777)  # the image runs as uid 10001
+    columns = list(tracking.load_input_example(uri, f"models:/{NAME}@{tracking.CHAMPION}").columns)
+    # the hand-crafted domain goes with every request (optional for a model that does not route by it), so the
+    # log holds the domain mix the monitor watches
+    columns += [] if "domain" in columns else ["domain"]
+    table = generate(rows=3000, seed=3).table
+    port = free_port()
+    name = f"mdctr-serve-loop-{port}"
+    subprocess.run(
+        [
+            "docker", "run", "-d", "--name", name, "--network", "host", "-v", f"{logs}:/logs",
+            "-e", f"MLFLOW_TRACKING_URI={uri}", "-e", f"MODEL_URI=models:/{NAME}@{tracking.CHAMPION}",
+            "-e", f"PORT={port}", "-e", "MDCTR_SERVE_LOG=/logs", str(images["serve"]),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    try:
+        _wait_for_server(port, timeout=300)
+        # planted drift: the smallest hand-crafted domain three times as likely (the synthetic ids are a closed
+        # vocabulary, which the server refuses to score unseen, so an id flood cannot pass through it)
+        domain = table["domain"].to_numpy()
+        weight = np.where(domain == np.bincount(domain).argmin(), 3.0, 1.0)
+        pick = np.random.default_rng(0).choice(len(table), size=len(table), p=weight / weight.sum())
+        flood = table.iloc[pick].reset_index(drop=True)
+        for tag, rows in (("clean", table), ("flood", flood)):
+            for i in range(0, len(rows), 500):
+                part = rows.iloc[i : i + 500][columns]
+                r = requests.post(
+                    f"http://127.0.0.1:{port}/invocations",
+                    json={"dataframe_split": json.loads(part.to_json(orient="split", index=False))},
+                    headers={"X-Request-Id": f"{tag}-{i}"},
+                    timeout=60,
+                )
+                assert r.status_code == 200, r.text[:2000]
+    finally:
+        subprocess.run(["docker", "stop", "-t", "60", name], capture_output=True, timeout=120)  # SIGTERM
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+    import pandas as pd
+
+    logged = pd.concat([pd.read_parquet(p) for p in sorted(logs.rglob("*.parquet"))])
+    assert len(logged) == 2 * len(table)
+    # the flood was sent after the clean replay: the first flood row's serving time splits the two windows
+    first_flood = logged.loc[logged["mdctr_request_id"].str.startswith("flood"), "mdctr_served_at"].min()
+    bound = first_flood.isoformat()
+    reference = (warm.run_dir if warm.promoted else first_run.run_dir) / "prepare-data" / "prepared"
+    monitor = [
+        "monitor",
+        "--log",
+        str(logs),
+        "--reference",
+        str(reference),
+        "--gx-rows",
+        "1000",
+        "--tracking-uri",
+        uri,
+    ]
+    clean = CliRunner().invoke(app, [*monitor, "--out", str(tmp_path / "m-clean"), "--until", bound])
+    assert clean.exit_code == 0, clean.stdout + clean.stderr
+    assert "monitored 3000 rows" in clean.stdout
+    flagged = CliRunner().invoke(app, [*monitor, "--out", str(tmp_path / "m-flood"), "--since", bound])
+    assert flagged.exit_code == 1, flagged.stdout + flagged.stderr
+    assert "handcrafted domain shares: PSI" in flagged.stderr and "monitored 3000 rows" in flagged.stdout
