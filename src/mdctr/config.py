@@ -29,3 +29,22 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "con
         if isinstance(value, list):
             data[key] = tuple(value)
     return cls(**data)
+
+
+def numbers_from_env(
+    cls: type, env: Mapping[str, str], name_of: Any, *, skip: tuple[str, ...] = ()
+) -> dict[str, int | float]:
+    """The int/float fields of dataclass ``cls`` that ``env`` sets, under the variable ``name_of(field name)``,
+    parsed by the field's type (fields in ``skip`` and unset variables left out); a value that does not parse
+    raises :class:`ConfigError` naming the variable."""
+    values: dict[str, int | float] = {}
+    for f in dataclasses.fields(cls):
+        raw = env.get(name_of(f.name))
+        if f.name in skip or raw is None:
+            continue
+        kind = int if f.type in ("int", int) else float
+        try:
+            values[f.name] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name_of(f.name)}={raw!r} is not a valid {kind.__name__}") from None
+    return values

@@ -121,20 +121,10 @@ class ServeLimits:
     @classmethod
     def from_env(cls, env: MutableMapping[str, str] | None = None) -> ServeLimits:
         """The limits from ``MDCTR_SERVE_<FIELD>`` variables; unset ones keep their defaults."""
+        from mdctr.config import numbers_from_env
+
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"{ENV_PREFIX}{f.name.upper()}")
-            if raw is None:
-                continue
-            kind = int if f.type in ("int", int) else float
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise ValueError(
-                    f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__}"
-                ) from None
-        return cls(**values)
+        return cls(**numbers_from_env(cls, env, lambda name: f"{ENV_PREFIX}{name.upper()}"))
 
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]

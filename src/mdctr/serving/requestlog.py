@@ -284,19 +284,13 @@ class RequestLogSettings:
         uri = env.get(LOG_ENV_PREFIX, "")
         if not uri:
             return None
-        values: dict[str, Any] = {"uri": uri}
-        for f in fields(cls):
-            raw = env.get(cls._env_name(f.name))
-            if f.name == "uri" or raw is None:
-                continue
-            kind = int if f.type in ("int", int) else float
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise RequestLogError(
-                    f"{cls._env_name(f.name)}={raw!r} is not a valid {kind.__name__}"
-                ) from None
-        return cls(**values)
+        from mdctr.config import ConfigError, numbers_from_env
+
+        try:
+            values = numbers_from_env(cls, env, cls._env_name, skip=("uri",))
+        except ConfigError as e:
+            raise RequestLogError(str(e)) from None
+        return cls(uri=uri, **values)
 
 
 def check_destination(uri: str) -> None:
