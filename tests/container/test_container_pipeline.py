@@ -22,7 +22,7 @@ import requests
 
 import mdctr
 from mdctr import tracking
-from mdctr.pipeline import PROJECT_ROOT, run_local
+from mdctr.pipeline import PROJECT_ROOT, PipelineArguments, run_local
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
 
@@ -38,7 +38,6 @@ RUN = dict(
     seeds=[0],
     epochs=1,
     train_options={"batch_size": 512},
-    runner="docker",
 )
 
 
@@ -113,13 +112,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture(scope="module")
 def first_run(images: dict, mlflow_server, tmp_path_factory: pytest.TempPathFactory) -> object:
     t0 = time.perf_counter()
-    result = run_local(**RUN, **_server_args(mlflow_server), runs_dir=tmp_path_factory.mktemp("runs"))
+    result = _run_docker(RUN, mlflow_server, runs_dir=tmp_path_factory.mktemp("runs"))
     print(f"container DAG: {time.perf_counter() - t0:.1f} s")
     return result
 
 
-def _server_args(server) -> dict[str, str]:
-    return {"tracking_uri": server.url, "artifacts_destination": server.artifacts_destination}
+def _run_docker(arguments: dict, server, runs_dir: Path) -> object:
+    """``run_local`` with the docker runner and ``server`` as the tracking server the containers reach."""
+    return run_local(
+        PipelineArguments.local(**arguments, tracking_uri=server.url),
+        runner="docker",
+        artifacts_destination=server.artifacts_destination,
+        runs_dir=runs_dir,
+    )
 
 
 @pytest.mark.timeout(3600)
@@ -154,10 +159,10 @@ def test_a_failing_task_fails_the_run_and_marks_the_parent_run_failed(
     from mdctr.tracking.setup import client as get_client
 
     with pytest.raises(RuntimeError, match="failed"):
-        run_local(
-            **{**RUN, "models": ["dnn"], "domain_sources": ["none"]},
-            miner_options={"no_such_option": 1},  # mine_domains rejects it: the deliberate failure
-            **_server_args(mlflow_server),
+        _run_docker(
+            # mine_domains rejects the miner option: the deliberate failure
+            {**RUN, "models": ["dnn"], "domain_sources": ["none"], "miner_options": {"no_such_option": 1}},
+            mlflow_server,
             runs_dir=tmp_path / "runs",
         )
     client = get_client(mlflow_server.url)
@@ -178,11 +183,11 @@ def test_a_container_that_fails_at_once_is_reported_failed(images: dict) -> None
     import docker
     from kfp.local import docker_task_handler as handler
 
-    from mdctr.pipeline import _docker_exit_codes
+    from mdctr.pipeline.runners import docker_exit_codes
 
     client = docker.from_env()
     before = {c.id for c in client.containers.list(all=True)}
-    with _docker_exit_codes():
+    with docker_exit_codes():
         codes = [
             handler.run_docker_container(
                 client, str(images["runtime"]), ["python3", "-c", f"import sys; sys.exit({code})"], {}
@@ -298,12 +303,15 @@ def test_the_loop_in_containers_warm_start_canary_serve_log_and_monitor(
 
     uri = mlflow_server.url
     champion = tracking.alias_version(uri, tracking.CHAMPION, name=NAME)
-    warm = run_local(
-        **{**RUN, "epochs": 2},
-        warm_start="champion",
-        warm_start_fallback="cold",  # the entry of the champion's model warm-starts, the other trains cold
-        canary_percent=20,
-        **_server_args(mlflow_server),
+    warm = _run_docker(
+        {
+            **RUN,
+            "epochs": 2,
+            "warm_start": "champion",
+            "warm_start_fallback": "cold",  # the entry of the champion's model warm-starts, the other trains cold
+            "canary_percent": 20,
+        },
+        mlflow_server,
         runs_dir=tmp_path / "runs",
     )
     from mdctr.tracking.setup import client as get_client

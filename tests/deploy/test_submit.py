@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mdctr.pipeline import TrackingURIError, submit
+from mdctr.pipeline import PipelineArguments, TrackingURIError, submit
 
 
 class RecordingClient:
@@ -72,6 +72,16 @@ def test_first_submit_creates_the_pipeline_then_a_version_and_a_run() -> None:
     assert dict(client.calls)["upload_pipeline_version"]["name"] == "v7"
     assert client.uploaded[0]["pipelineInfo"]["name"] == "mdctr-training"
     assert result.run_id == "r-1" and result.recurring_run_id is None
+
+
+def test_pipeline_arguments_are_sent_whole() -> None:
+    """A ``PipelineArguments`` sends every parameter (checked against the compiled package first)."""
+    client = RecordingClient()
+    args = PipelineArguments(epochs=2, tracking_uri="https://mlflow.example")
+    submit("http://kfp.example", arguments=args, client=client)
+    assert dict(client.calls)["run_pipeline"]["params"] == args.kfp_arguments()
+    with pytest.raises(TrackingURIError, match="tracking_uri is empty"):  # the default: no server pods reach
+        submit("http://kfp.example", arguments=PipelineArguments(), client=RecordingClient())
 
 
 def test_existing_pipeline_gets_a_new_version_and_a_cron_schedule() -> None:

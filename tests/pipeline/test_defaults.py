@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mdctr.models import model_names
-from mdctr.pipeline import _final_report, planned_training_tasks
+from mdctr.pipeline import PipelineArguments, planned_training_tasks
+from mdctr.pipeline.local import _final_report
 from mdctr.routing import CONTROL_SOURCES
 from mdctr.steps.plan_runs import DEFAULT_DOMAIN_SOURCES, PlanConfig, plan_runs
 
@@ -28,21 +29,26 @@ def test_the_default_grid_leaves_the_controls_out() -> None:
     assert not [e for e in entries if e["domain_source"] in CONTROL_SOURCES]
     assert {"handcrafted", "mined", "none"} == {e["domain_source"] for e in entries}  # dnn keeps "none"
     # what `pipeline run` plans with no --models/--domain-sources: 29 entries for one seed, not 68
-    assert planned_training_tasks(None, None, [0]) == len(entries) == 29
+    assert planned_training_tasks(PipelineArguments.local()) == len(entries) == 29
     # asked for explicitly, the controls are still trained (and shown on the leaderboard)
-    assert planned_training_tasks(["hamur"], ["random", "binned"], [0]) == 2
+    controls = PipelineArguments.local(
+        models=["hamur"], domain_sources=["random", "binned"], promote_controls=True
+    )
+    assert planned_training_tasks(controls) == 2
 
 
 def test_the_compiled_pipeline_default_leaves_the_controls_out() -> None:
     """A run started from the Kubeflow UI with the pipeline's own defaults trains no control either."""
-    from mdctr.pipeline import _pipeline_module
+    from mdctr.pipeline import load_pipeline
 
-    assert list(_pipeline_module().default_parameters().domain_sources) == list(DEFAULT_DOMAIN_SOURCES)
+    assert list(PipelineArguments().domain_sources) == list(DEFAULT_DOMAIN_SOURCES)
+    compiled = load_pipeline().component_spec.inputs["domain_sources"].default
+    assert list(compiled) == list(DEFAULT_DOMAIN_SOURCES)
 
 
 def test_a_plan_of_controls_only_is_refused_before_the_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"every planned entry routes by a control source"):
-        planned_training_tasks(["hamur"], ["random"], [0], promote_controls=False)
+        planned_training_tasks(PipelineArguments.local(models=["hamur"], domain_sources=["random"]))
     done = subprocess.run(
         [str(MDCTR), "pipeline", "run", "--dataset", "synthetic", "--models", "hamur", "--domain-sources",
          "random", "--runs-dir", str(tmp_path / "runs")],
@@ -60,7 +66,7 @@ def test_the_readme_entry_count_is_the_plan_of_make_run() -> None:
     readme = (ROOT / "README.md").read_text()
     models, entries = re.search(r"the (\d+) models that is (\d+) entries", readme).groups()
     assert int(models) == len(model_names())
-    assert int(entries) == planned_training_tasks(None, sources, [0])
+    assert int(entries) == planned_training_tasks(PipelineArguments.local(domain_sources=sources))
 
 
 def test_the_printed_report_is_the_final_one(tmp_path: Path) -> None:
@@ -80,10 +86,10 @@ def test_the_printed_report_is_the_final_one(tmp_path: Path) -> None:
 def test_the_winner_line_names_the_controls_ranked_above_it(tmp_path: Path) -> None:
     from mdctr.cli.pipeline import _ranked_above
 
-    board = tmp_path / "evaluate" / "tables" / "leaderboard.json"
-    board.parent.mkdir(parents=True)
+    board = tmp_path / "leaderboard.json"
     board.write_text(
         '{"entries": [{"entry": "hamur/random"}, {"entry": "star/mined"}, {"entry": "dnn/none"}]}'
     )
-    assert _ranked_above(tmp_path, "star/mined") == ["hamur/random"]
-    assert _ranked_above(tmp_path, "hamur/random") == []
+    assert _ranked_above(board, "star/mined") == ["hamur/random"]
+    assert _ranked_above(board, "hamur/random") == []
+    assert _ranked_above(None, "star/mined") == []  # evaluate wrote no table

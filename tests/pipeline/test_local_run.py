@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mdctr import tracking
-from mdctr.pipeline import run_local
+from mdctr.pipeline import PipelineArguments, run_local
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ NAME = tracking.registered_model_name("synthetic")
 
 
 def _run(root: Path, uri: str) -> object:
-    return run_local(
+    args = PipelineArguments.local(
         dataset="synthetic",
         dataset_options={"rows": 3000, "seed": 3},
         models=MODELS,
@@ -31,8 +31,8 @@ def _run(root: Path, uri: str) -> object:
         train_options={"batch_size": 512},
         miner_options={"epochs": 1},
         tracking_uri=uri,
-        runs_dir=root / "runs",
     )
+    return run_local(args, runs_dir=root / "runs")
 
 
 @pytest.mark.timeout(900)
@@ -43,7 +43,8 @@ def test_full_dag_runs_locally_and_gates_promotion(tmp_path: Path) -> None:
     # leaderboard: both entries, FLOP-matched, the winner named
     assert "dnn/none" in first.leaderboard and "adaptive2/mined" in first.leaderboard
     # the winner is the entry ranked first, and the ranking is by mean validation AUC (never test)
-    board = json.loads(next((first.run_dir / "evaluate").rglob("leaderboard.json")).read_text())["entries"]
+    assert first.leaderboard_table == next((first.run_dir / "evaluate").rglob("leaderboard.json"))
+    board = json.loads(first.leaderboard_table.read_text())["entries"]
     assert [e["entry"] for e in board] == sorted(
         (e["entry"] for e in board),
         key=lambda n: -next(e["valid_auc_mean"] for e in board if e["entry"] == n),

@@ -67,7 +67,7 @@ def test_the_leaderboard_shows_the_top_entries_and_the_baseline(tmp_path) -> Non
     (tables / "leaderboard.json").write_text(
         json.dumps({"attrs": {"baseline": "dnn/none"}, "entries": entries})
     )
-    rows = _compact_leaderboard(tmp_path, top=3)
+    rows = _compact_leaderboard(tables / "leaderboard.json", top=3)
     assert [r.split()[1] for r in rows[1:5]] == ["m0/mined", "m1/mined", "m2/mined", "dnn/none"]
     assert rows[1] == "   1  m0/mined                    0.8000  0.7900 [0.7800, 0.8000]         99,584"
     assert rows[-1] == f"  … 4 more of 8 entries: {tables / 'leaderboard.md'}"

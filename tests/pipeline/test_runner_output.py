@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import threading
 
-from mdctr.pipeline import TaskEvent, _RunnerOutput
+from mdctr.pipeline import TaskEvent
+from mdctr.pipeline.progress import RunnerOutput
 
 CYAN, RED, GREEN, OFF = "\x1b[96m", "\x1b[91m", "\x1b[92m", "\x1b[0m"
 
@@ -27,7 +28,7 @@ def _entry(model: str, source: str) -> str:
 def test_parallel_tasks_of_one_name_are_told_apart_by_thread() -> None:
     sink = io.StringIO()
     events: list[TaskEvent] = []
-    out = _RunnerOutput(sink, events.append)
+    out = RunnerOutput(sink, events.append)
     a_started, b_failed = threading.Event(), threading.Event()
 
     def task_a() -> None:  # starts first, finishes last, succeeds
@@ -73,7 +74,7 @@ def test_parallel_tasks_of_one_name_are_told_apart_by_thread() -> None:
 
 def test_a_line_without_newline_is_written_by_drain() -> None:
     sink = io.StringIO()
-    out = _RunnerOutput(sink)
+    out = RunnerOutput(sink)
     out.write("no newline yet")
     assert sink.getvalue() == ""
     out.drain()
@@ -81,7 +82,7 @@ def test_a_line_without_newline_is_written_by_drain() -> None:
 
 
 def test_the_tail_keeps_only_the_last_characters() -> None:
-    out = _RunnerOutput(io.StringIO(), limit=30)
+    out = RunnerOutput(io.StringIO(), limit=30)
     for i in range(100):
         out.write(f"line {i:03d}\n")
     assert out.text().splitlines()[-1] == "line 099" and len(out.text()) <= 30

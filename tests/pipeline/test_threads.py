@@ -22,7 +22,7 @@ def test_a_setting_the_user_made_is_kept(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_thread_settings_last_only_for_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mdctr.pipeline import _environ
+    from mdctr.pipeline.runners import _environ
 
     monkeypatch.setenv("MKL_NUM_THREADS", "3")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-
 from typer.testing import CliRunner
 
 from mdctr.cli import app
 from mdctr.cli.train import MAX_EPOCHS
-from mdctr.pipeline import run_local
+from mdctr.pipeline import PipelineArguments
 from mdctr.training import TrainConfig
 
 
@@ -20,14 +18,14 @@ def test_the_trainer_caps_generously_and_stops_on_patience() -> None:
 
 
 def test_cli_pipeline_and_local_run_use_the_trainer_cap() -> None:
-    from mdctr.pipeline import _pipeline_module, load_pipeline
+    from mdctr.pipeline import load_pipeline
 
-    default_parameters, training_pipeline = _pipeline_module().default_parameters, load_pipeline()
+    training_pipeline = load_pipeline()
     assert TrainConfig().epochs == MAX_EPOCHS  # spelt out in the CLI so it starts without torch
-    assert default_parameters().max_epochs == TrainConfig().epochs
+    assert PipelineArguments().epochs == TrainConfig().epochs
     assert training_pipeline.component_spec.inputs["epochs"].default == TrainConfig().epochs
-    # run_local leaves the cap to the pipeline default unless given one
-    assert inspect.signature(run_local).parameters["epochs"].default is None
+    # a local run (run_local's arguments) keeps the pipeline's cap unless given one
+    assert PipelineArguments.local().epochs == TrainConfig().epochs
 
 
 def test_cli_options_say_max_epochs() -> None:

@@ -120,14 +120,14 @@ class _Progress:
 TOP_ENTRIES = 5
 
 
-def _compact_leaderboard(run_dir: Path, top: int = TOP_ENTRIES) -> list[str]:
+def _compact_leaderboard(table: Path | None, top: int = TOP_ENTRIES) -> list[str]:
     """Rank, entry, validation and test AUC and FLOPs of the ``top`` entries and the baseline (the evaluate
-    task's JSON), where the full leaderboard is when rows were left out, and a warning line naming the shown
-    entries whose test logloss is worse than the base-rate predictor's."""
-    found = sorted((run_dir / "evaluate").rglob("leaderboard.json"))
-    if not found:
+    task's ``leaderboard.json``, :attr:`LocalRunResult.leaderboard_table`), where the full leaderboard is when
+    rows were left out, and a warning line naming the shown entries whose test logloss is worse than the
+    base-rate predictor's."""
+    if table is None:
         return []
-    board = json.loads(found[0].read_text())
+    board = json.loads(table.read_text())
     entries = board["entries"]
     baseline = board.get("attrs", {}).get("baseline")
     shown = [e for i, e in enumerate(entries) if i < top or e["entry"] == baseline]
@@ -139,7 +139,7 @@ def _compact_leaderboard(run_dir: Path, top: int = TOP_ENTRIES) -> list[str]:
             f"{e['auc_mean']:.4f} {ci:<18} {e['flops']:>12,.0f}"
         )
     if len(shown) < len(entries):
-        full = found[0].with_name("leaderboard.md")
+        full = table.with_name("leaderboard.md")
         rows.append(f"  … {len(entries) - len(shown)} more of {len(entries)} entries: {full}")
     worse = [e for e in shown if e.get("worse_than_base")]
     if worse:  # AUC can lead while the probabilities are worse than a constant's (issue #23)
@@ -150,10 +150,10 @@ def _compact_leaderboard(run_dir: Path, top: int = TOP_ENTRIES) -> list[str]:
     return rows
 
 
-def _ranked_above(run_dir: Path, winner: str) -> list[str]:
-    """The leaderboard entries ranked above ``winner``: the controls evaluate passed over (none normally)."""
-    found = sorted((run_dir / "evaluate").rglob("leaderboard.json"))
-    entries = [e["entry"] for e in json.loads(found[0].read_text())["entries"]] if found else []
+def _ranked_above(table: Path | None, winner: str) -> list[str]:
+    """The entries of the leaderboard ``table`` ranked above ``winner``: the controls evaluate passed over (none
+    normally)."""
+    entries = [e["entry"] for e in json.loads(table.read_text())["entries"]] if table else []
     return entries[: entries.index(winner)] if winner in entries else []
 
 
@@ -177,23 +177,9 @@ def _with_train_flags(train_options: dict[str, Any], **flags: Any) -> dict[str, 
     return merged
 
 
-def _periods_split(split: str | None, train_window: str, eval_period: str, fallback: str) -> str:
-    """The split to run with: ``time`` when periods are given and no split is, else ``split`` or ``random``.
-    Periods with a random split, an unparsable span or an unknown fallback fail here, before any task starts
-    (a dataset without a time column fails in the prepare task, naming the dataset)."""
-    from mdctr.data.encode import parse_span
-
-    if fallback not in ("error", "cold"):
-        raise typer.BadParameter(f"--warm-start-fallback must be error or cold; got {fallback!r}")
-    periods = bool(train_window or eval_period)
-    split = split or ("time" if periods else "random")
-    if periods and split != "time":
-        given = "--train-window" if train_window else "--eval-period"
-        raise typer.BadParameter(f"{given} selects periods by time: it cannot be used with --split {split}")
-    for option, text in (("--train-window", train_window), ("--eval-period", eval_period)):
-        if text:
-            parse_span(text, option=option)
-    return split
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (None: not given, so PipelineArguments' default holds)."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 @app.command("run")
@@ -299,18 +285,9 @@ def run_cmd(
     """Run the whole DAG on this machine (KFP local runner): one line per finished task and a progress bar over
     the training tasks, the runner's full output in a log file under --runs-dir, then the leaderboard and the
     promoted model. A failed task is named with its error and the log file; the exit status is then 1."""
-    from mdctr.pipeline import (
-        LocalRunError,
-        LocalRunInterrupted,
-        pipeline_name,
-        planned_training_tasks,
-        run_local,
-    )
+    from mdctr.pipeline import PipelineArguments, pipeline_name
     from mdctr.steps.common import parse_options
-    from mdctr.steps.fetch_data import check_source
 
-    out = sys.stdout
-    seed_list = [int(s) for s in _csv(seeds) or ["0"]]
     with user_errors():
         options = {
             name: parse_options(value, what=name)
@@ -320,85 +297,103 @@ def run_cmd(
                 ("--miner-options", miner_options),
             )
         }
-        options["--train-options"] = _with_train_flags(
-            options["--train-options"],
-            patience=patience,
-            early_stop_metric=early_stop_metric,
-            calibrate=calibrate,
+        args = PipelineArguments.local(
+            **_given(models=_csv(models), domain_sources=_csv(domain_sources), epochs=epochs),
+            **_given(flop_budget=flop_budget, tracking_uri=tracking_uri),
+            dataset=dataset,
+            dataset_options=options["--dataset-options"],
+            data_rev=data_rev,
+            data_md5=data_md5,
+            dvc_remote=dvc_remote,
+            source=str(source or ""),
+            # periods select by time: the time split unless one is named
+            split=split or ("time" if train_window or eval_period else "random"),
+            train_window=train_window,
+            eval_period=eval_period,
+            seeds=[int(s) for s in _csv(seeds) or ["0"]],
+            train_options=_with_train_flags(
+                options["--train-options"],
+                patience=patience,
+                early_stop_metric=early_stop_metric,
+                calibrate=calibrate,
+            ),
+            miner_options=options["--miner-options"],
+            warm_start=warm_start,
+            warm_start_fallback=warm_start_fallback,
+            promotion_tolerance=tolerance,
+            promote_controls=promote_controls,
+            canary_percent=canary,
         )
-        split = _periods_split(split, train_window, eval_period, warm_start_fallback)
-        # a table that cannot load fails here, in one line naming the user's file, before any task starts
-        check_source(dataset, source, options["--dataset-options"], split=split)
-        logging.disable(logging.INFO)  # the plan's own log line belongs to the run's log, not the terminal
-        try:
-            training = planned_training_tasks(
-                _csv(models), _csv(domain_sources), seed_list, promote_controls=promote_controls
-            )
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        finally:
-            logging.disable(logging.NOTSET)
+        training = _planned(args)
     log_file = Path(runs_dir).resolve() / LOG_DIR / f"{pipeline_name()}-{datetime.now():%Y%m%d-%H%M%S}.log"
     typer.echo(f"local pipeline run ({runner}): {training} training task(s); full log: {log_file}")
-    progress = _Progress(out, training)
+    result = _run_with_progress(args, runner, runs_dir, log_file, training)
+    _print_result(result, args, log_file)
+
+
+def _planned(args: Any) -> int:  # a mdctr.pipeline.PipelineArguments
+    """The number of training tasks; before that, a table that cannot load fails, in one line naming the
+    user's file, and so does a plan of control sources only: before any task starts."""
+    from mdctr.pipeline import planned_training_tasks
+    from mdctr.steps.fetch_data import check_source
+
+    check_source(args.dataset, args.source or None, args.dataset_options, split=args.split)
+    logging.disable(logging.INFO)  # the plan's own log line belongs to the run's log, not the terminal
     try:
-        with user_errors():
-            result = run_local(
-                dataset=dataset,
-                dataset_options=options["--dataset-options"],
-                source=source,
-                split=split,
-                train_window=train_window,
-                eval_period=eval_period,
-                warm_start=warm_start,
-                warm_start_fallback=warm_start_fallback,
-                models=_csv(models),
-                domain_sources=_csv(domain_sources),
-                seeds=seed_list,
-                epochs=epochs,
-                flop_budget=flop_budget,
-                train_options=options["--train-options"],
-                miner_options=options["--miner-options"],
-                promotion_tolerance=tolerance,
-                promote_controls=promote_controls,
-                canary_percent=canary,
-                tracking_uri=tracking_uri,
-                runs_dir=runs_dir,
-                runner=runner,
-                data_rev=data_rev,
-                data_md5=data_md5,
-                dvc_remote=dvc_remote,
-                log_file=log_file,
-                on_task=progress,
-            )
-    except LocalRunInterrupted as e:  # Ctrl-C or SIGTERM: one line, the exit status a shell expects
-        progress.close()
+        return planned_training_tasks(args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _run_with_progress(args: Any, runner: str, runs_dir: Path, log_file: Path, training: int) -> Any:
+    """``run_local`` with a progress line per task; a failure ends the command with one line (exit status 1,
+    or the signal's for a run stopped by Ctrl-C or SIGTERM)."""
+    from mdctr.pipeline import run_local
+
+    progress = _Progress(sys.stdout, training)
+    # user_errors outside: its typer.Exit is a RuntimeError too, not a failed run
+    with user_errors():
+        try:
+            return run_local(args, runner=runner, runs_dir=runs_dir, log_file=log_file, on_task=progress)
+        except RuntimeError as e:  # a task failed or stopped, outputs are missing, or the runner broke
+            progress.close()
+            raise typer.Exit(_report_failure(e, log_file)) from None
+        finally:
+            progress.close()
+
+
+def _report_failure(error: RuntimeError, log_file: Path) -> int:
+    """Say why a run failed, in one line (and where its full log is); the exit status."""
+    from mdctr.pipeline import LocalRunError, LocalRunInterrupted
+
+    if isinstance(error, LocalRunInterrupted):  # Ctrl-C or SIGTERM: the exit status a shell expects
         closed = (
-            f"MLflow parent run {', '.join(e.parent_runs)} marked FAILED"
-            if e.parent_runs
+            f"MLflow parent run {', '.join(error.parent_runs)} marked FAILED"
+            if error.parent_runs
             else "no MLflow parent run was open"
         )
-        typer.secho(f"{e.error}; {closed}; full log: {log_file}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(e.exit_code) from None
-    except LocalRunError as e:
-        progress.close()
-        typer.secho(f"failed: task {e.task}: {e.error}", fg=typer.colors.RED, err=True)
-        typer.echo(f"full log: {log_file}", err=True)
-        raise typer.Exit(1) from None
-    except RuntimeError as e:  # the run finished but its outputs are missing, or the runner broke
-        progress.close()
-        typer.secho(f"failed: {e}", fg=typer.colors.RED, err=True)
-        typer.echo(f"full log: {log_file}", err=True)
-        raise typer.Exit(1) from None
-    progress.close()
-    for line in _compact_leaderboard(result.run_dir):
+        typer.secho(f"{error.error}; {closed}; full log: {log_file}", fg=typer.colors.RED, err=True)
+        return error.exit_code
+    why = f"task {error.task}: {error.error}" if isinstance(error, LocalRunError) else str(error)
+    typer.secho(f"failed: {why}", fg=typer.colors.RED, err=True)
+    typer.echo(f"full log: {log_file}", err=True)
+    return 1
+
+
+def _print_result(result: Any, args: Any, log_file: Path) -> None:
+    """The leaderboard's top, the winner, the gate's decision and where the report, artifacts and log are."""
+    for line in _compact_leaderboard(result.leaderboard_table):
         typer.echo(line)
-    above = _ranked_above(result.run_dir, result.winner)
+    above = _ranked_above(result.leaderboard_table, result.winner)
     note = f" (ranked below {', '.join(above)}: control sources, baselines never promoted)" if above else ""
     typer.echo(f"winner: {result.winner}{note}")
     verdict = f"is now {result.alias}" if result.promoted else "stays challenger"
     if result.alias == "canary":
-        verdict += f" beside the champion ({canary}% of traffic; finish: mdctr models promote --finish)"
+        verdict += (
+            f" beside the champion ({args.canary_percent}% of traffic; finish: mdctr models promote --finish)"
+        )
     typer.echo(f"gate: {result.decision} ({result.gate_reason}); {result.model_uri} {verdict}")
     # register-model's report: the evaluation report with the gate decision filled in (the final one)
     typer.echo(f"report: {result.report or result.run_dir}")
