@@ -24,9 +24,9 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from mdctr.evaluation.benchmark import variant_name
 from mdctr.evaluation.leaderboard import read_run_store
 from mdctr.evaluation.significance import compare_entries, holm
+from mdctr.steps.grid import variant_name
 
 PAIRS = (
     ("mined", "handcrafted"),

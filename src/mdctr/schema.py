@@ -266,7 +266,6 @@ class FeatureSchema:
         ``source`` names the file or step the table came from; ``row_labels`` (one per row, e.g. ``"line 7"``)
         names offending rows in the message (default: row numbers from 1).
         """
-
         missing = [c for c in self.columns if c not in df.columns]
         if missing:
             raise SchemaError(
@@ -274,6 +273,14 @@ class FeatureSchema:
             )
         if len(df) == 0:
             raise SchemaError(f"{source}: table is empty (0 rows); expected at least 1 row")
+        self._check_nulls_and_types(df, source, row_labels)
+        self._check_values(df, source, raw, row_labels)
+        self._warn_small_domains(df, source)
+        self.check_duplicates(df, source, row_labels=row_labels)
+
+    def _check_nulls_and_types(self, df: Any, source: str, row_labels: Any) -> None:
+        """No missing values where the schema wants none; sparse ids never floats; dense floats; label, domain
+        and time integers."""
         not_null = self.sparse + (self.label, self.domain) + ((self.time,) if self.time else ())
         if not self.dense_nullable:
             not_null += self.dense
@@ -297,6 +304,10 @@ class FeatureSchema:
         for col, kind, what in kinds:
             if df[col].dtype.kind not in kind:
                 raise SchemaError(f"{source}: column {col!r} has dtype {df[col].dtype}; expected {what}")
+
+    def _check_values(self, df: Any, source: str, raw: Any, row_labels: Any) -> None:
+        """Label 0/1, :attr:`value_rules` (on ``raw`` for :attr:`raw_columns`), :attr:`dense_ranges`, domain
+        ids in ``0..num_domains-1``."""
         bad_label = (~df[self.label].isin([0, 1])).to_numpy()
         if bad_label.any():
             raise SchemaError(
@@ -331,21 +342,24 @@ class FeatureSchema:
                 f"{int(bad_dom.sum())} row(s) outside at {describe_rows(bad_dom, row_labels)}, "
                 f"e.g. {plain_value(df[self.domain].to_numpy()[bad_dom][0])!r}"
             )
-        if self.min_domain_rows > 0:
-            counts = np.bincount(df[self.domain].to_numpy().astype(np.int64), minlength=self.num_domains)
-            few = np.flatnonzero(counts < self.min_domain_rows)
-            if len(few):
-                # the one rule only the gate enforces: a sample or a filtered copy may lack some domains (the
-                # KuaiRand sample holds 1 of its 5 tabs) and still trains; a pipeline run stops at the gate
-                log.warning(
-                    "%s: %d domain(s) have fewer than %d rows, e.g. %r with %d; the data gate refuses this",
-                    source,
-                    len(few),
-                    self.min_domain_rows,
-                    self.domain_names[int(few[0])],
-                    int(counts[few[0]]),
-                )
-        self.check_duplicates(df, source, row_labels=row_labels)
+
+    def _warn_small_domains(self, df: Any, source: str) -> None:
+        """Log a warning when a domain has fewer than :attr:`min_domain_rows` rows."""
+        if self.min_domain_rows <= 0:
+            return
+        counts = np.bincount(df[self.domain].to_numpy().astype(np.int64), minlength=self.num_domains)
+        few = np.flatnonzero(counts < self.min_domain_rows)
+        if len(few):
+            # the one rule only the gate enforces: a sample or a filtered copy may lack some domains (the
+            # KuaiRand sample holds 1 of its 5 tabs) and still trains; a pipeline run stops at the gate
+            log.warning(
+                "%s: %d domain(s) have fewer than %d rows, e.g. %r with %d; the data gate refuses this",
+                source,
+                len(few),
+                self.min_domain_rows,
+                self.domain_names[int(few[0])],
+                int(counts[few[0]]),
+            )
 
     def check_duplicates(self, df: Any, source: str, *, row_labels: Any = None) -> None:
         """Raise :class:`SchemaError` when more than :attr:`max_duplicate_rate` of ``df``'s rows repeat an

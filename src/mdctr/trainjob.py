@@ -108,45 +108,11 @@ def trainjob_spec(
             Rank 0 writes ``bundle/`` and ``results/`` under ``output_uri``.
         domains_uri: the mine_domains output as the pods see it (``step_config`` only; ``""``: none).
     """
-    if not _NAME_RE.match(name):
-        raise ValueError(
-            f"TrainJob name {name!r} is not a DNS-1035 label (a-z, 0-9, '-', at most 63 characters)"
-        )
-    if num_nodes < 1 or num_proc_per_node < 1:
-        raise ValueError(
-            f"num_nodes and num_proc_per_node must be >= 1; got {num_nodes}, {num_proc_per_node}"
-        )
-    if streaming not in ("on", "off", "auto"):
-        raise ValueError(f"streaming must be on, off or auto; got {streaming!r}")
-    if not prepared_uri or not output_uri:
-        raise ValueError("prepared_uri and output_uri must name the data and artifact locations")
+    _check_job(name, num_nodes, num_proc_per_node, streaming, prepared_uri, output_uri)
     s = settings or ClusterSettings()
-    limits: dict[str, str] = {"cpu": s.training.cpu_limit, "memory": s.training.memory_limit}
-    if s.gpu_accelerator:
-        limits[s.gpu_accelerator] = str(s.gpu_count)
-    env = [{"name": k, "value": v} for k, v in s.env.items()]
-    env += [
-        {"name": "MDCTR_PREPARED_URI", "value": prepared_uri},
-        {"name": "MDCTR_OUTPUT_URI", "value": output_uri},
-    ]
-    env += _secret_env(s.s3_secret, S3_SECRET_KEYS, optional=False)
-    env += _secret_env(s.s3_secret, S3_OPTIONAL_KEYS, optional=True)
-    env += _secret_env(s.mlflow_secret, MLFLOW_SECRET_KEYS, optional=_MLFLOW_REQUIRED)
-    # torchrun takes nnodes / nproc-per-node / node rank / master address from the runtime's PET_* variables
+    # no --nnodes etc.: torchrun takes them (and the node rank, master address) from the runtime's PET_* variables
     if step_config is not None:
-        if not isinstance(json.loads(step_config), dict):
-            raise ValueError(f"step_config must be a JSON object; got {step_config[:80]!r}")
-        command = ["torchrun", "--module", STEP_MODULE]
-        args = [
-            "--prepared",
-            prepared_uri,
-            "--domains",
-            domains_uri,
-            "--out",
-            output_uri,
-            "--config",
-            step_config,
-        ]
+        command, args = _step_command(prepared_uri, output_uri, step_config, domains_uri)
     else:
         command = ["torchrun", "--no-python", "mdctr", "train"]
         args = [
@@ -160,20 +126,10 @@ def trainjob_spec(
             "--streaming", streaming,
             *extra_args,
         ]  # fmt: skip
-    metadata: dict[str, Any] = {
-        "name": name,
-        "labels": {
-            "app.kubernetes.io/part-of": "mdctr",
-            "mdctr/model": model,
-            "mdctr/domains": domain_source,
-        },
-    }
-    if namespace:
-        metadata["namespace"] = namespace
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainJob",
-        "metadata": metadata,
+        "metadata": _job_metadata(name, namespace, model, domain_source),
         "spec": {
             "runtimeRef": {
                 "name": RUNTIME,
@@ -184,15 +140,89 @@ def trainjob_spec(
                 "image": image or _default_image(),
                 "command": command,
                 "args": args,
-                "env": env,
+                "env": _trainer_env(s, prepared_uri, output_uri),
                 "numNodes": num_nodes,
                 "numProcPerNode": num_proc_per_node,
-                "resourcesPerNode": {
-                    "requests": {"cpu": s.training.cpu_request, "memory": s.training.memory_request},
-                    "limits": limits,
-                },
+                "resourcesPerNode": _resources_per_node(s),
             },
         },
+    }
+
+
+def _job_metadata(name: str, namespace: str | None, model: str, domain_source: str) -> dict[str, Any]:
+    """The job's name, namespace (when given) and labels (what it trains)."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        "labels": {
+            "app.kubernetes.io/part-of": "mdctr",
+            "mdctr/model": model,
+            "mdctr/domains": domain_source,
+        },
+    }
+    if namespace:
+        metadata["namespace"] = namespace
+    return metadata
+
+
+def _check_job(
+    name: str, num_nodes: int, num_proc_per_node: int, streaming: str, prepared_uri: str, output_uri: str
+) -> None:
+    """A ValueError for the first of :func:`trainjob_spec`'s arguments that cannot make a job."""
+    if not _NAME_RE.match(name):
+        raise ValueError(
+            f"TrainJob name {name!r} is not a DNS-1035 label (a-z, 0-9, '-', at most 63 characters)"
+        )
+    if num_nodes < 1 or num_proc_per_node < 1:
+        raise ValueError(
+            f"num_nodes and num_proc_per_node must be >= 1; got {num_nodes}, {num_proc_per_node}"
+        )
+    if streaming not in ("on", "off", "auto"):
+        raise ValueError(f"streaming must be on, off or auto; got {streaming!r}")
+    if not prepared_uri or not output_uri:
+        raise ValueError("prepared_uri and output_uri must name the data and artifact locations")
+
+
+def _step_command(
+    prepared_uri: str, output_uri: str, step_config: str, domains_uri: str
+) -> tuple[list[str], list[str]]:
+    """(command, args) of a job that runs one pipeline ``train_model`` entry (:data:`STEP_MODULE`)."""
+    if not isinstance(json.loads(step_config), dict):
+        raise ValueError(f"step_config must be a JSON object; got {step_config[:80]!r}")
+    command = ["torchrun", "--module", STEP_MODULE]
+    args = [
+        "--prepared",
+        prepared_uri,
+        "--domains",
+        domains_uri,
+        "--out",
+        output_uri,
+        "--config",
+        step_config,
+    ]
+    return command, args
+
+
+def _trainer_env(s: ClusterSettings, prepared_uri: str, output_uri: str) -> list[dict[str, Any]]:
+    """The pods' environment: the settings' env, the data and output locations, the S3 and MLflow Secrets."""
+    env = [{"name": k, "value": v} for k, v in s.env.items()]
+    env += [
+        {"name": "MDCTR_PREPARED_URI", "value": prepared_uri},
+        {"name": "MDCTR_OUTPUT_URI", "value": output_uri},
+    ]
+    env += _secret_env(s.s3_secret, S3_SECRET_KEYS, optional=False)
+    env += _secret_env(s.s3_secret, S3_OPTIONAL_KEYS, optional=True)
+    env += _secret_env(s.mlflow_secret, MLFLOW_SECRET_KEYS, optional=_MLFLOW_REQUIRED)
+    return env
+
+
+def _resources_per_node(s: ClusterSettings) -> dict[str, dict[str, str]]:
+    """Requests and limits of one training pod: the settings' training resources, plus its GPUs if any."""
+    limits: dict[str, str] = {"cpu": s.training.cpu_limit, "memory": s.training.memory_limit}
+    if s.gpu_accelerator:
+        limits[s.gpu_accelerator] = str(s.gpu_count)
+    return {
+        "requests": {"cpu": s.training.cpu_request, "memory": s.training.memory_request},
+        "limits": limits,
     }
 
 
@@ -283,80 +313,114 @@ def submit_and_wait(
         TrainJobFailed: the job failed (its namespace/name, reason and message, and how to read its logs).
         TimeoutError: it did not finish within ``timeout_s`` (it has been deleted).
     """
-    from kubernetes import client, watch
-    from kubernetes.client.exceptions import ApiException
+    from kubernetes import client
 
-    api = client.CustomObjectsApi(api_client)
-    name = spec["metadata"]["name"]
-    where = f"TrainJob {namespace}/{name}"
-    logs = f"kubectl -n {namespace} logs -l {JOBSET_LABEL}={name} --prefix"
-    body = {**spec, "metadata": {**spec["metadata"], "namespace": namespace}}
-
-    def get() -> dict[str, Any]:
-        try:
-            return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as e:
-            if e.status == 404:
-                raise TrainJobFailed(f"{where} disappeared while being waited for (deleted?)") from e
-            raise
-
-    def delete() -> None:
-        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-
-    try:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        log.info("created %s", where)
-    except ApiException as e:
-        if e.status != 409:
-            raise RuntimeError(f"creating {where} was refused: HTTP {e.status} {e.reason}: {e.body}") from e
-        done = _terminal(get())
-        if done is not None and done[0] == "Failed":
-            log.info("%s exists and failed before (%s): deleting it and creating it again", where, done[1])
-            delete()
-            _wait_gone(get, deadline=time.monotonic() + 120, where=where)
-            api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        else:
-            log.info("%s exists already (a retried task): waiting for it", where)
-
+    job = _Job(client.CustomObjectsApi(api_client), namespace, spec["metadata"]["name"])
+    logs = f"kubectl -n {namespace} logs -l {JOBSET_LABEL}={job.name} --prefix"
+    job.create_or_adopt({**spec, "metadata": {**spec["metadata"], "namespace": namespace}})
     deadline = time.monotonic() + timeout_s
     while True:
-        obj = get()
+        obj = job.get()
         done = _terminal(obj)
         remaining = deadline - time.monotonic()
         if done is None and remaining > 0:
-            w = watch.Watch()
-            try:
-                for event in w.stream(
-                    api.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    field_selector=f"metadata.name={name}",
-                    resource_version=obj.get("metadata", {}).get("resourceVersion"),
-                    timeout_seconds=max(1, int(min(watch_timeout_s, remaining))),
-                ):
-                    if event["type"] == "DELETED":
-                        raise TrainJobFailed(f"{where} was deleted while being waited for")
-                    if event["type"] != "ERROR" and _terminal(event["object"]) is not None:
-                        obj, done = event["object"], _terminal(event["object"])
-                        break
-            except ApiException as e:
-                if e.status != 410:  # 410 Gone: the resource version expired; get() again
-                    raise
-            finally:
-                w.stop()
+            obj, done = job.watch_until_done(obj, max(1, int(min(watch_timeout_s, remaining))))
         if done is not None:
             state, why = done
             if state == "Failed":
-                raise TrainJobFailed(f"{where} failed: {why or 'no reason given'}; its logs: {logs}")
-            log.info("%s completed", where)
+                raise TrainJobFailed(f"{job.where} failed: {why or 'no reason given'}; its logs: {logs}")
+            log.info("%s completed", job.where)
             return obj
         if time.monotonic() >= deadline:
-            delete()
+            job.delete()
             raise TimeoutError(
-                f"{where} did not finish within {timeout_s:.0f} s; deleted it. Its logs: {logs}"
+                f"{job.where} did not finish within {timeout_s:.0f} s; deleted it. Its logs: {logs}"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One TrainJob, by namespace and name, through a ``kubernetes`` CustomObjectsApi ``api``."""
+
+    api: Any
+    namespace: str
+    name: str
+
+    @property
+    def where(self) -> str:
+        return f"TrainJob {self.namespace}/{self.name}"
+
+    def create(self, body: Mapping[str, Any]) -> None:
+        self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def get(self) -> dict[str, Any]:
+        """The job object; :class:`TrainJobFailed` when it no longer exists."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        except ApiException as e:
+            if e.status == 404:
+                raise TrainJobFailed(f"{self.where} disappeared while being waited for (deleted?)") from e
+            raise
+
+    def delete(self) -> None:
+        self.api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+
+    def create_or_adopt(self, body: Mapping[str, Any]) -> None:
+        """Create the job from ``body``; a job of that name that exists already (a retried task) is kept to be
+        waited for, unless it has failed: then it is deleted and created again."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.create(body)
+            log.info("created %s", self.where)
+        except ApiException as e:
+            if e.status != 409:
+                raise RuntimeError(
+                    f"creating {self.where} was refused: HTTP {e.status} {e.reason}: {e.body}"
+                ) from e
+            done = _terminal(self.get())
+            if done is not None and done[0] == "Failed":
+                log.info(
+                    "%s exists and failed before (%s): deleting it and creating it again", self.where, done[1]
+                )
+                self.delete()
+                _wait_gone(self.get, deadline=time.monotonic() + 120, where=self.where)
+                self.create(body)
+            else:
+                log.info("%s exists already (a retried task): waiting for it", self.where)
+
+    def watch_until_done(
+        self, obj: dict[str, Any], timeout_seconds: int
+    ) -> tuple[dict[str, Any], tuple[str, str] | None]:
+        """Watch the job from ``obj``'s resource version for at most ``timeout_seconds``: (the job, its end as
+        :func:`_terminal` gives it) once it ends, else (``obj``, None) (the watch timed out or expired)."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        w = watch.Watch()
+        try:
+            for event in w.stream(
+                self.api.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                field_selector=f"metadata.name={self.name}",
+                resource_version=obj.get("metadata", {}).get("resourceVersion"),
+                timeout_seconds=timeout_seconds,
+            ):
+                if event["type"] == "DELETED":
+                    raise TrainJobFailed(f"{self.where} was deleted while being waited for")
+                if event["type"] != "ERROR" and (done := _terminal(event["object"])) is not None:
+                    return event["object"], done
+        except ApiException as e:
+            if e.status != 410:  # 410 Gone: the resource version expired; get() again
+                raise
+        finally:
+            w.stop()
+        return obj, None
 
 
 def _wait_gone(get: Any, *, deadline: float, where: str) -> None:

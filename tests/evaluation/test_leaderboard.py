@@ -9,9 +9,6 @@ import pandas as pd
 import pytest
 
 from mdctr.config import ConfigError
-from mdctr.data.prepare import prepare_in_memory
-from mdctr.data.synthetic import generate
-from mdctr.evaluation.benchmark import run_benchmark
 from mdctr.evaluation.leaderboard import (
     NoCandidateError,
     RunRecord,
@@ -21,6 +18,8 @@ from mdctr.evaluation.leaderboard import (
     to_markdown,
     write_leaderboard,
 )
+from mdctr.steps.grid import GridConfig
+from mdctr.steps.grid_run import run_grid
 from mdctr.training import TrainConfig
 from mdctr.training.entry_result import EntryKey, EntryMetrics, EntryResult
 
@@ -114,19 +113,17 @@ def test_validation_picks_the_winner_and_its_seed_when_test_disagrees() -> None:
     assert "valid AUC" in to_markdown(df)
 
 
+#: 1,500 rows, 2 domains, one random split (seed 0) for every seed: a run trains in well under a second
+SMALL = {"rows": 1500, "num_sparse": 3, "num_dense": 1, "vocab_size": 30, "num_domains": 2}
+ONE_EPOCH = TrainConfig(epochs=1, batch_size=256, device="cpu")
+
+
 def test_run_benchmark_on_synthetic(tmp_path: Path) -> None:
-    loaded = generate(rows=1500, num_sparse=3, num_dense=1, vocab_size=30, num_domains=2, seed=0)
-    df = run_benchmark(
-        "synthetic",
-        None,
-        ["dnn"],
-        ["none", "handcrafted"],
-        "model:dnn@0.25",
-        2,
-        tmp_path,
-        TrainConfig(epochs=1, batch_size=256, device="cpu"),
-        prepared=prepare_in_memory(loaded),
-    )
+    config = GridConfig(
+        "synthetic", tmp_path, ["dnn"], ["none", "handcrafted"], 2, "model:dnn@0.25",
+        dataset_options=SMALL, split_seed="0", train=ONE_EPOCH,
+    )  # fmt: skip
+    df = run_grid(config).leaderboard
     assert list(df["entry"]) == ["dnn/none"] and df.iloc[0]["seeds"] == 2
     assert BASE_COLUMNS | {"auc[d0]", "auc[d1]"} <= set(df.columns)
     assert df.iloc[0]["width"] == 0.25
@@ -140,40 +137,33 @@ def test_run_benchmark_on_synthetic(tmp_path: Path) -> None:
         "domain_auc.png",
     ):
         assert (tmp_path / name).is_file()
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+    assert len(list((tmp_path / "runs").glob("*-seed?.json"))) == 2  # one summary per run
 
 
 def test_run_benchmark_applies_model_configs(tmp_path: Path) -> None:
     """Per-model overrides reach every entry; a pre-trained-miner adaptive2 gets the benchmark's miner."""
     from mdctr.domains.miner import MinerConfig
 
-    loaded = generate(rows=1500, num_sparse=3, num_dense=1, vocab_size=30, num_domains=2, seed=0)
     configs = {"adaptive2": {"miner": "pretrained", "backbone": "star", "num_codes": 3}}
-    df = run_benchmark(
-        "synthetic",
-        None,
-        ["adaptive2"],
-        ["mined"],
-        "model:dnn",
-        1,
-        tmp_path,
-        TrainConfig(epochs=1, batch_size=256, device="cpu"),
-        MinerConfig(num_codes=3, epochs=1),
-        prepared=prepare_in_memory(loaded),
-        model_configs=configs,
-    )
+    config = GridConfig(
+        "synthetic", tmp_path, ["adaptive2"], ["mined"], variants={m: [c] for m, c in configs.items()},
+        dataset_options=SMALL, split_seed="0", train=ONE_EPOCH, miner=MinerConfig(num_codes=3, epochs=1),
+    )  # fmt: skip
+    df = run_grid(config).leaderboard
     assert list(df["entry"]) == ["adaptive2[miner=pretrained,backbone=star,num_codes=3]/mined"]
     assert (tmp_path / "miner").is_dir()  # pre-trained once, for the model to hold
-    summary = json.loads((tmp_path / "runs" / "adaptive2-mined-seed0.json").read_text())
+    # a variant's runs are named by its overrides, as its entry is
+    tag = "adaptive2[miner=pretrained,backbone=star,num_codes=3]-mined-seed0"
+    summary = json.loads((tmp_path / "runs" / f"{tag}.json").read_text())
     assert summary["model_config"] == configs["adaptive2"]
     assert abs(summary["flops_per_sample"] - summary["budget_flops"]) / summary["budget_flops"] <= 0.03
 
     with pytest.raises(ConfigError, match=r"model configs given for \['star'\]"):
-        run_benchmark(
-            "synthetic", None, ["dnn"], ["none"], "model:dnn", 1, tmp_path / "bad",
-            TrainConfig(epochs=1, batch_size=256, device="cpu"),
-            prepared=prepare_in_memory(loaded), model_configs={"star": {}},
-        )  # fmt: skip
+        run_grid(
+            GridConfig(
+                "synthetic", tmp_path / "bad", ["dnn"], ["none"], variants={"star": [{}]}, train=ONE_EPOCH
+            )
+        )
 
 
 def test_run_store_is_read_by_tag_and_a_bad_line_is_named(tmp_path: Path) -> None:
@@ -234,8 +224,6 @@ def test_a_leaderboard_of_controls_only_has_no_winner() -> None:
 
 def test_benchmark_titles_name_the_schema_not_the_adapter(tmp_path: Path) -> None:
     """`mdctr benchmark --dataset table` titled every table's leaderboard "table" (issue 22)."""
-    from mdctr.data import load_dataset
-
     table = tmp_path / "shop"
     table.mkdir()
     (table / "schema.yaml").write_text(
@@ -252,17 +240,10 @@ def test_benchmark_titles_name_the_schema_not_the_adapter(tmp_path: Path) -> Non
             "country": rng.choice(["us", "de"], n),
         }
     ).to_csv(table / "events.csv", index=False)
-    df = run_benchmark(
-        "table",
-        table,
-        ["dnn"],
-        ["none"],
-        "model:dnn",
-        1,
-        tmp_path / "bench",
-        TrainConfig(epochs=1, batch_size=256, device="cpu"),
-        prepared=prepare_in_memory(load_dataset("table", table)),
+    config = GridConfig(
+        "table", tmp_path / "bench", ["dnn"], ["none"], source_dir=table, split_seed="0", train=ONE_EPOCH
     )
+    df = run_grid(config).leaderboard
     assert df.attrs["dataset"] == "shop-bench"
     assert df.attrs["title"] == "FLOP-matched leaderboard: shop-bench"
     assert (

@@ -1,13 +1,11 @@
 """The selection options on the command line (issue #23 item 6): ``mdctr train``/``benchmark`` take
 ``--patience``, ``--early-stop-metric`` and ``--calibrate``; ``mdctr pipeline run`` merges them into the train
-options (checked before any task starts); ``benchmarks/grid.py`` records a non-default metric in its settings."""
+options (checked before any task starts); the benchmark grid (``mdctr.steps.grid``) records a non-default metric
+in its settings."""
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,6 @@ from mdctr.cli import app
 from mdctr.config import ConfigError
 
 runner = CliRunner()
-GRID = Path(__file__).resolve().parents[2] / "benchmarks" / "grid.py"
 
 
 def test_train_takes_the_selection_flags() -> None:
@@ -55,24 +52,22 @@ def test_pipeline_run_merges_the_flags_into_train_options() -> None:
         _with_train_flags({}, early_stop_metric="accuracy")
 
 
-def _grid_module():
-    spec = importlib.util.spec_from_file_location("grid_under_test", GRID)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["grid_under_test"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_grid_records_a_non_default_early_stop_metric_only() -> None:
-    grid = _grid_module()
-    base = dict(dataset="synthetic", budget="none", epochs=1, patience=3, batch_size=1024,
-                dataset_options="", split_seed="0")  # fmt: skip
-    default = grid._settings(argparse.Namespace(**base, early_stop_metric="auc"))
+    from mdctr.steps.grid import GridConfig, check_settings, grid_settings
+    from mdctr.training import TrainConfig
+
+    def settings(early_stop_metric: str) -> dict:
+        train = TrainConfig(epochs=1, patience=3, batch_size=1024, early_stop_metric=early_stop_metric)
+        return grid_settings(
+            GridConfig("synthetic", Path("unused"), budget="none", split_seed="0", train=train)
+        )
+
+    default = settings("auc")
     assert "early_stop_metric" not in default  # stores written before the option still read back
-    logloss = grid._settings(argparse.Namespace(**base, early_stop_metric="logloss"))
+    logloss = settings("logloss")
     assert logloss == {**default, "early_stop_metric": "logloss"}
     with pytest.raises(ValueError, match="early_stop_metric"):  # and the two are never mixed in one grid
-        grid._check_settings(default, logloss, "run.record.json")
+        check_settings(default, logloss, "run.record.json")
 
 
 def test_pipeline_run_summary_warns_about_entries_worse_than_the_base_rate(tmp_path: Path) -> None:
@@ -94,5 +89,5 @@ def test_pipeline_run_summary_warns_about_entries_worse_than_the_base_rate(tmp_p
     (tables / "leaderboard.json").write_text(
         json.dumps({"attrs": {"baseline": "dnn/none"}, "entries": entries})
     )
-    rows = _compact_leaderboard(tmp_path)
+    rows = _compact_leaderboard(tables / "leaderboard.json")
     assert rows[-1] == "  ⚠ test logloss worse than the base-rate predictor: star/none (0.5490 vs 0.5235)"

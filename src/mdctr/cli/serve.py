@@ -8,6 +8,7 @@ import signal
 import tempfile
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
@@ -36,153 +37,147 @@ from mdctr.serving.requestlog import (
 from mdctr.serving.server import DEFAULT_MODEL_URI, DEFAULT_PORT
 
 
+def _limit_option(field: str, default: float, help: str, *, low: float | None = 1) -> Any:
+    """The option ``--<field>`` (dashes for underscores) of the :class:`ServeLimits` field ``field``, also read from
+    ``$MDCTR_SERVE_<FIELD>`` (the variable :meth:`ServeLimits.from_env` reads)."""
+    flag = "--" + field.replace("_", "-")
+    return typer.Option(default, flag, min=low, envvar=f"{ENV_PREFIX}{field.upper()}", help=help)
+
+
+def _log_option(field: str, default: float, help: str, *, low: float, high: float | None = None) -> Any:
+    """The option ``--log-<field>`` of the :class:`RequestLogSettings` field ``field``, also read from
+    ``$MDCTR_SERVE_LOG_<FIELD>`` (the variable :meth:`RequestLogSettings.from_env` reads)."""
+    flag = "--log-" + field.replace("_", "-")
+    return typer.Option(
+        default, flag, min=low, max=high, envvar=f"{LOG_ENV_PREFIX}_{field.upper()}", help=help
+    )
+
+
+ModelUriOpt = typer.Option(
+    DEFAULT_MODEL_URI,
+    "--model-uri",
+    "-m",
+    envvar="MODEL_URI",
+    help="Model to serve: models:/NAME@ALIAS, runs:/…, s3://…, or a local MLflow model / bundle directory.",
+)
+HostOpt = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 in a container).")
+PortOpt = typer.Option(DEFAULT_PORT, "--port", "-p", envvar="PORT", help="TCP port.")
+TrackingUriOpt = typer.Option(
+    None,
+    "--tracking-uri",
+    help="Tracking server or store for models:/ URIs (default: $MLFLOW_TRACKING_URI, else ./mlruns).",
+)
+WorkersOpt = typer.Option(
+    1, "--workers", "-w", min=1, envvar="MDCTR_SERVE_WORKERS", help="uvicorn worker processes."
+)
+ModelNameOpt = typer.Option(
+    "",
+    "--model-name",
+    envvar="MDCTR_MODEL_NAME",
+    help="Name in the v2 routes /v2/models/NAME (default: the registered model's, mdctr-<schema name>).",
+)
+MaxBodyBytesOpt = _limit_option("max_body_bytes", DEFAULT_MAX_BODY_BYTES, "Larger → 413.")
+MaxRowsOpt = _limit_option("max_rows", DEFAULT_MAX_ROWS, "More rows per request → 413.")
+MaxAbsZOpt = _limit_option(
+    "max_abs_z", DEFAULT_MAX_ABS_Z, "Dense values beyond this many train std devs → 400.", low=None
+)
+MaxConcurrentOpt = _limit_option(
+    "max_concurrent",
+    DEFAULT_MAX_CONCURRENT,
+    "Requests in flight per worker (bodies being read included); more → 503.",
+)
+MaxHeaderBytesOpt = _limit_option(
+    "max_header_bytes",
+    DEFAULT_MAX_HEADER_BYTES,
+    "Request line + headers, bytes; more → 431, connection closed.",
+)
+MaxHeadersOpt = _limit_option("max_headers", DEFAULT_MAX_HEADERS, "Header fields per request; more → 431.")
+HeaderTimeoutOpt = _limit_option(
+    "header_timeout",
+    DEFAULT_HEADER_TIMEOUT_S,
+    "Seconds from a request's first byte to the end of its headers; later → 408, closed.",
+    low=0.001,
+)
+BodyTimeoutOpt = _limit_option(
+    "body_timeout",
+    DEFAULT_BODY_TIMEOUT_S,
+    "Seconds from the end of the headers to the end of the body; later → 408, closed.",
+    low=0.001,
+)
+KeepAliveTimeoutOpt = _limit_option(
+    "keep_alive_timeout",
+    DEFAULT_KEEP_ALIVE_S,
+    "Seconds an idle connection (new or between requests) stays open.",
+    low=0.001,
+)
+MaxConnectionsOpt = _limit_option(
+    "max_connections",
+    DEFAULT_MAX_CONNECTIONS,
+    "Open connections per worker; above it new connections get 503 except health probes.",
+)
+BacklogOpt = _limit_option(
+    "backlog", DEFAULT_BACKLOG, "Listen queue length (capped by the kernel's net.core.somaxconn)."
+)
+TorchThreadsOpt = typer.Option(1, "--torch-threads", min=1, help="Torch intra-op threads per worker.")
+LogUriOpt = typer.Option(
+    "",
+    "--log",
+    envvar=LOG_ENV_PREFIX,
+    help="Record served requests (raw features, domains, prediction, request id) as parquet under this "
+    "directory or s3://BUCKET/PREFIX (date=YYYY-MM-DD/part-*.parquet). Off when empty.",
+)
+LogSampleOpt = _log_option(
+    "sample", 1.0, "Share of requests logged (a hash of the request id decides).", low=0.0, high=1.0
+)
+LogQueueRowsOpt = _log_option(
+    "queue_rows",
+    DEFAULT_QUEUE_ROWS,
+    "Rows held in memory per worker; requests beyond it are dropped from the log (counted), never delayed.",
+    low=1,
+)
+LogFlushRowsOpt = _log_option(
+    "flush_rows", DEFAULT_FLUSH_ROWS, "Write a log file once this many rows are queued.", low=1
+)
+LogFlushSecondsOpt = _log_option(
+    "flush_seconds",
+    DEFAULT_FLUSH_SECONDS,
+    "Write a log file at least this often while rows are queued (and once more on shutdown).",
+    low=0.001,
+)
+DryRunOpt = typer.Option(False, "--dry-run", help="Resolve the model, print what would run, exit.")
+
+
 def serve(
-    model_uri: str = typer.Option(
-        DEFAULT_MODEL_URI,
-        "--model-uri",
-        "-m",
-        envvar="MODEL_URI",
-        help="Model to serve: models:/NAME@ALIAS, runs:/…, s3://…, or a local MLflow model / bundle directory.",
-    ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 in a container)."),
-    port: int = typer.Option(DEFAULT_PORT, "--port", "-p", envvar="PORT", help="TCP port."),
-    tracking_uri: str | None = typer.Option(
-        None,
-        "--tracking-uri",
-        help="Tracking server or store for models:/ URIs (default: $MLFLOW_TRACKING_URI, else ./mlruns).",
-    ),
-    workers: int = typer.Option(
-        1, "--workers", "-w", min=1, envvar="MDCTR_SERVE_WORKERS", help="uvicorn worker processes."
-    ),
-    model_name: str = typer.Option(
-        "",
-        "--model-name",
-        envvar="MDCTR_MODEL_NAME",
-        help="Name in the v2 routes /v2/models/NAME (default: the registered model's, mdctr-<schema name>).",
-    ),
-    max_body_bytes: int = typer.Option(
-        DEFAULT_MAX_BODY_BYTES,
-        "--max-body-bytes",
-        min=1,
-        envvar=f"{ENV_PREFIX}MAX_BODY_BYTES",
-        help="Larger → 413.",
-    ),
-    max_rows: int = typer.Option(
-        DEFAULT_MAX_ROWS,
-        "--max-rows",
-        min=1,
-        envvar=f"{ENV_PREFIX}MAX_ROWS",
-        help="More rows per request → 413.",
-    ),
-    max_abs_z: float = typer.Option(
-        DEFAULT_MAX_ABS_Z,
-        "--max-abs-z",
-        envvar=f"{ENV_PREFIX}MAX_ABS_Z",
-        help="Dense values beyond this many train std devs → 400.",
-    ),
-    max_concurrent: int = typer.Option(
-        DEFAULT_MAX_CONCURRENT,
-        "--max-concurrent",
-        min=1,
-        envvar=f"{ENV_PREFIX}MAX_CONCURRENT",
-        help="Requests in flight per worker (bodies being read included); more → 503.",
-    ),
-    max_header_bytes: int = typer.Option(
-        DEFAULT_MAX_HEADER_BYTES,
-        "--max-header-bytes",
-        min=1,
-        envvar=f"{ENV_PREFIX}MAX_HEADER_BYTES",
-        help="Request line + headers, bytes; more → 431, connection closed.",
-    ),
-    max_headers: int = typer.Option(
-        DEFAULT_MAX_HEADERS,
-        "--max-headers",
-        min=1,
-        envvar=f"{ENV_PREFIX}MAX_HEADERS",
-        help="Header fields per request; more → 431.",
-    ),
-    header_timeout: float = typer.Option(
-        DEFAULT_HEADER_TIMEOUT_S,
-        "--header-timeout",
-        min=0.001,
-        envvar=f"{ENV_PREFIX}HEADER_TIMEOUT",
-        help="Seconds from a request's first byte to the end of its headers; later → 408, closed.",
-    ),
-    body_timeout: float = typer.Option(
-        DEFAULT_BODY_TIMEOUT_S,
-        "--body-timeout",
-        min=0.001,
-        envvar=f"{ENV_PREFIX}BODY_TIMEOUT",
-        help="Seconds from the end of the headers to the end of the body; later → 408, closed.",
-    ),
-    keep_alive_timeout: float = typer.Option(
-        DEFAULT_KEEP_ALIVE_S,
-        "--keep-alive-timeout",
-        min=0.001,
-        envvar=f"{ENV_PREFIX}KEEP_ALIVE_TIMEOUT",
-        help="Seconds an idle connection (new or between requests) stays open.",
-    ),
-    max_connections: int = typer.Option(
-        DEFAULT_MAX_CONNECTIONS,
-        "--max-connections",
-        min=1,
-        envvar=f"{ENV_PREFIX}MAX_CONNECTIONS",
-        help="Open connections per worker; above it new connections get 503 except health probes.",
-    ),
-    backlog: int = typer.Option(
-        DEFAULT_BACKLOG,
-        "--backlog",
-        min=1,
-        envvar=f"{ENV_PREFIX}BACKLOG",
-        help="Listen queue length (capped by the kernel's net.core.somaxconn).",
-    ),
-    torch_threads: int = typer.Option(1, "--torch-threads", min=1, help="Torch intra-op threads per worker."),
-    log_uri: str = typer.Option(
-        "",
-        "--log",
-        envvar=LOG_ENV_PREFIX,
-        help="Record served requests (raw features, domains, prediction, request id) as parquet under this "
-        "directory or s3://BUCKET/PREFIX (date=YYYY-MM-DD/part-*.parquet). Off when empty.",
-    ),
-    log_sample: float = typer.Option(
-        1.0,
-        "--log-sample",
-        min=0.0,
-        max=1.0,
-        envvar=f"{LOG_ENV_PREFIX}_SAMPLE",
-        help="Share of requests logged (a hash of the request id decides).",
-    ),
-    log_queue_rows: int = typer.Option(
-        DEFAULT_QUEUE_ROWS,
-        "--log-queue-rows",
-        min=1,
-        envvar=f"{LOG_ENV_PREFIX}_QUEUE_ROWS",
-        help="Rows held in memory per worker; requests beyond it are dropped from the log (counted), never delayed.",
-    ),
-    log_flush_rows: int = typer.Option(
-        DEFAULT_FLUSH_ROWS,
-        "--log-flush-rows",
-        min=1,
-        envvar=f"{LOG_ENV_PREFIX}_FLUSH_ROWS",
-        help="Write a log file once this many rows are queued.",
-    ),
-    log_flush_seconds: float = typer.Option(
-        DEFAULT_FLUSH_SECONDS,
-        "--log-flush-seconds",
-        min=0.001,
-        envvar=f"{LOG_ENV_PREFIX}_FLUSH_SECONDS",
-        help="Write a log file at least this often while rows are queued (and once more on shutdown).",
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the model, print what would run, exit."),
+    model_uri: str = ModelUriOpt,
+    host: str = HostOpt,
+    port: int = PortOpt,
+    tracking_uri: str | None = TrackingUriOpt,
+    workers: int = WorkersOpt,
+    model_name: str = ModelNameOpt,
+    max_body_bytes: int = MaxBodyBytesOpt,
+    max_rows: int = MaxRowsOpt,
+    max_abs_z: float = MaxAbsZOpt,
+    max_concurrent: int = MaxConcurrentOpt,
+    max_header_bytes: int = MaxHeaderBytesOpt,
+    max_headers: int = MaxHeadersOpt,
+    header_timeout: float = HeaderTimeoutOpt,
+    body_timeout: float = BodyTimeoutOpt,
+    keep_alive_timeout: float = KeepAliveTimeoutOpt,
+    max_connections: int = MaxConnectionsOpt,
+    backlog: int = BacklogOpt,
+    torch_threads: int = TorchThreadsOpt,
+    log_uri: str = LogUriOpt,
+    log_sample: float = LogSampleOpt,
+    log_queue_rows: int = LogQueueRowsOpt,
+    log_flush_rows: int = LogFlushRowsOpt,
+    log_flush_seconds: float = LogFlushSecondsOpt,
+    dry_run: bool = DryRunOpt,
 ) -> None:
     """Serve MODEL_URI: POST /v2/models/NAME/infer (KServe v2) or /invocations ({"dataframe_split": ...}).
 
     The model is downloaded once (MLflow resolves models:/ and runs:/ URIs), then only its weights and JSON are
     read: nothing from the store is executed. Ctrl-C or SIGTERM stops the server and all its workers.
     """
-    from mdctr.serving.bundle import bundle_dir_of
-    from mdctr.serving.server import run_server
-
     limits = ServeLimits(
         max_body_bytes=max_body_bytes,
         max_rows=max_rows,
@@ -197,6 +192,38 @@ def serve(
         backlog=backlog,
     )
     request_log = _request_log(log_uri, log_sample, log_queue_rows, log_flush_rows, log_flush_seconds)
+    _serve_model(
+        model_uri,
+        tracking_uri=tracking_uri,
+        model_name=model_name,
+        host=host,
+        port=port,
+        workers=workers,
+        limits=limits,
+        torch_threads=torch_threads,
+        request_log=request_log,
+        dry_run=dry_run,
+    )
+
+
+def _serve_model(
+    model_uri: str,
+    *,
+    tracking_uri: str | None,
+    model_name: str,
+    host: str,
+    port: int,
+    workers: int,
+    limits: ServeLimits,
+    torch_threads: int,
+    request_log: RequestLogSettings | None,
+    dry_run: bool,
+) -> None:
+    """Resolve ``model_uri`` to a bundle (a remote model downloaded to a temporary directory, removed however
+    the server stops), refuse a bad one, say what will run and, unless ``dry_run``, run the server."""
+    from mdctr.serving.bundle import bundle_dir_of
+    from mdctr.serving.server import run_server
+
     version = ""
     download: Path | None = None  # the temporary copy of a remote model, removed however the server stops
     if model_uri.startswith("file://") or ":/" not in model_uri:  # a local MLflow model or bundle directory

@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def _load_prepared(
     return prepared, warm
 
 
-def _read_prepared(path: Path, config: Any, routing: Any) -> tuple[Any, Any]:
+def _read_prepared(path: Path, config: Any) -> tuple[Any, Any]:
     """Prepared data from ``path``: valid/test in memory; train in memory, or streamed when the config says so.
 
     When streaming, ``PreparedData.train`` holds only a bounded sample (the first rows), which budget fitting
@@ -183,7 +184,6 @@ def _training_data(
     source: Path | None,
     prepared_dir: Path | None,
     config: Any,
-    routing: Any,
     *,
     split: str | None,
     periods: Any,
@@ -208,7 +208,7 @@ def _training_data(
         raise typer.BadParameter(
             "--split, --train-window and --eval-period apply to --dataset; --prepared data was split already"
         )
-    prepared, train_stream = _read_prepared(prepared_dir, config, routing)
+    prepared, train_stream = _read_prepared(prepared_dir, config)
     warm = _warm_prepared(prepared, warm_start, warm_start_fallback, train_stream)
     if warm is not None:
         prepared = _extend(prepared, warm, warm_start_fallback)
@@ -253,220 +253,362 @@ def _write_result(out: Path, summary: dict[str, Any], model: Any) -> None:
     torch.save(model.state_dict(), out / "model.pt")
 
 
-def register(root: typer.Typer) -> None:
-    """Add ``train`` and ``benchmark`` to the root app."""
+TrainDatasetOpt = typer.Option(
+    None, "--dataset", "-d", help="Registered dataset name (e.g. ml-1m, synthetic); or --prepared."
+)
+TrainSplitOpt = typer.Option(
+    None,
+    "--split",
+    help="random (seeded 80/10/10) or time (needs a time column); default: time with "
+    "--train-window/--eval-period, else random.",
+)
+ModelOpt = typer.Option(..., "--model", "-m", help="Registered model (see `mdctr models list`).")
+DomainsOpt = typer.Option(
+    "handcrafted", "--domains", help="handcrafted | mined | mined-joint | none | random | binned (controls)."
+)
+TrainEpochsOpt = typer.Option(
+    MAX_EPOCHS,
+    "--max-epochs",
+    "--epochs",
+    min=1,
+    help="Maximum epochs; early stopping (--patience, --early-stop-metric) ends a run sooner.",
+)
+SeedOpt = typer.Option(0, help="Seeds initialisation, shuffling and dropout.")
+BatchSizeOpt = typer.Option(4096, help="Rows per step.")
+BudgetOpt = typer.Option(None, help="Fit the width to a FLOP budget: 'model:dnn' or a number.")
+WidthOpt = typer.Option(1.0, help="Width multiplier (ignored with --budget).")
+MinerOpt = typer.Option(None, "--miner", help="Saved miner for --domains mined.")
+CheckpointOpt = typer.Option(None, help="Per-epoch checkpoints; resumes if present.")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
+PreparedOpt = typer.Option(
+    None, "--prepared", help="Train on prepared data (train/valid/test.parquet) instead of --dataset."
+)
+StreamingOpt = typer.Option(
+    "off", help="off | on | auto: stream the train split from --prepared's parquet (bounded memory)."
+)
+TrainOutOpt = typer.Option(None, "--out", help="Write summary.json and model.pt here (rank 0).")
+WarmStartOpt = typer.Option(
+    "",
+    "--warm-start",
+    help="champion (the dataset's registered champion, $MLFLOW_TRACKING_URI) or a bundle directory: start "
+    "from its weights; vocabularies merged, its width and dense scalers kept (--width is ignored).",
+)
+WarmStartFallbackOpt = typer.Option(
+    "error",
+    "--warm-start-fallback",
+    help="error | cold: what to do when the warm start cannot be carried (another model, width, …).",
+)
 
-    @root.command("train")
-    def train(
-        dataset: str | None = typer.Option(
-            None, "--dataset", "-d", help="Registered dataset name (e.g. ml-1m, synthetic); or --prepared."
-        ),
-        source: Path | None = SourceOpt,
-        split: str | None = typer.Option(
-            None,
-            "--split",
-            help="random (seeded 80/10/10) or time (needs a time column); default: time with "
-            "--train-window/--eval-period, else random.",
-        ),
-        train_window: str | None = TrainWindowOpt,
-        eval_period: str | None = EvalPeriodOpt,
-        model: str = typer.Option(..., "--model", "-m", help="Registered model (see `mdctr models list`)."),
-        domains: str = typer.Option(
-            "handcrafted",
-            "--domains",
-            help="handcrafted | mined | mined-joint | none | random | binned (controls).",
-        ),
-        epochs: int = typer.Option(
-            MAX_EPOCHS,
-            "--max-epochs",
-            "--epochs",
-            min=1,
-            help="Maximum epochs; early stopping (--patience, --early-stop-metric) ends a run sooner.",
-        ),
-        patience: int = patience_option(),
-        early_stop_metric: str = early_stop_option(),
-        calibrate: str = calibrate_option(),
-        seed: int = typer.Option(0, help="Seeds initialisation, shuffling and dropout."),
-        batch_size: int = typer.Option(4096, help="Rows per step."),
-        budget: str | None = typer.Option(
-            None, help="Fit the width to a FLOP budget: 'model:dnn' or a number."
-        ),
-        width: float = typer.Option(1.0, help="Width multiplier (ignored with --budget)."),
-        miner_dir: Path | None = typer.Option(None, "--miner", help="Saved miner for --domains mined."),
-        checkpoint_dir: Path | None = typer.Option(None, help="Per-epoch checkpoints; resumes if present."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-        prepared_dir: Path | None = typer.Option(
-            None, "--prepared", help="Train on prepared data (train/valid/test.parquet) instead of --dataset."
-        ),
-        streaming: str = typer.Option(
-            "off", help="off | on | auto: stream the train split from --prepared's parquet (bounded memory)."
-        ),
-        out: Path | None = typer.Option(None, "--out", help="Write summary.json and model.pt here (rank 0)."),
-        warm_start: str = typer.Option(
-            "",
-            "--warm-start",
-            help="champion (the dataset's registered champion, $MLFLOW_TRACKING_URI) or a bundle directory: start "
-            "from its weights; vocabularies merged, its width and dense scalers kept (--width is ignored).",
-        ),
-        warm_start_fallback: str = typer.Option(
-            "error",
-            "--warm-start-fallback",
-            help="error | cold: what to do when the warm start cannot be carried (another model, width, …).",
-        ),
-    ) -> None:
-        """Train one model and print test AUC/logloss, per-domain AUC, FLOPs, params, throughput, wall time.
 
-        Under ``torchrun --nproc-per-node N`` every process trains on its share of each batch (DDP); rank 0 alone
-        checkpoints, prints and writes ``--out``.
-        """
-        from mdctr.data.prepare import Periods
-        from mdctr.routing import DomainRouting, model_inputs
-        from mdctr.training import TrainConfig, train_model
+@dataclass(frozen=True)
+class TrainOptions:
+    """``mdctr train``'s options as given on the command line (checked by :func:`_train_settings`)."""
 
-        with _errors():
-            if warm_start_fallback not in ("error", "cold"):
-                raise typer.BadParameter(
-                    f"--warm-start-fallback must be error or cold; got {warm_start_fallback!r}"
-                )
-            periods = Periods(train_window, eval_period)
-            routing = DomainRouting.for_model(model, domains)
-            if streaming not in ("off", "on", "auto"):
-                raise typer.BadParameter(f"--streaming must be off, on or auto; got {streaming!r}")
-            if streaming != "off" and prepared_dir is None:
-                raise typer.BadParameter("--streaming reads parquet shards: give --prepared DIR")
-            config = TrainConfig(
+    dataset: str | None
+    source: Path | None
+    split: str | None
+    train_window: str | None
+    eval_period: str | None
+    model: str
+    domains: str
+    epochs: int
+    patience: int
+    early_stop_metric: str
+    calibrate: str
+    seed: int
+    batch_size: int
+    budget: str | None
+    width: float
+    miner_dir: Path | None
+    checkpoint_dir: Path | None
+    as_json: bool
+    prepared_dir: Path | None
+    streaming: str
+    out: Path | None
+    warm_start: str
+    warm_start_fallback: str
+
+
+def train(
+    dataset: str | None = TrainDatasetOpt,
+    source: Path | None = SourceOpt,
+    split: str | None = TrainSplitOpt,
+    train_window: str | None = TrainWindowOpt,
+    eval_period: str | None = EvalPeriodOpt,
+    model: str = ModelOpt,
+    domains: str = DomainsOpt,
+    epochs: int = TrainEpochsOpt,
+    patience: int = patience_option(),
+    early_stop_metric: str = early_stop_option(),
+    calibrate: str = calibrate_option(),
+    seed: int = SeedOpt,
+    batch_size: int = BatchSizeOpt,
+    budget: str | None = BudgetOpt,
+    width: float = WidthOpt,
+    miner_dir: Path | None = MinerOpt,
+    checkpoint_dir: Path | None = CheckpointOpt,
+    as_json: bool = JsonOpt,
+    prepared_dir: Path | None = PreparedOpt,
+    streaming: str = StreamingOpt,
+    out: Path | None = TrainOutOpt,
+    warm_start: str = WarmStartOpt,
+    warm_start_fallback: str = WarmStartFallbackOpt,
+) -> None:
+    """Train one model and print test AUC/logloss, per-domain AUC, FLOPs, params, throughput, wall time.
+
+    Under ``torchrun --nproc-per-node N`` every process trains on its share of each batch (DDP); rank 0 alone
+    checkpoints, prints and writes ``--out``.
+    """
+    _train(
+        TrainOptions(
+            dataset=dataset,
+            source=source,
+            split=split,
+            train_window=train_window,
+            eval_period=eval_period,
+            model=model,
+            domains=domains,
+            epochs=epochs,
+            patience=patience,
+            early_stop_metric=early_stop_metric,
+            calibrate=calibrate,
+            seed=seed,
+            batch_size=batch_size,
+            budget=budget,
+            width=width,
+            miner_dir=miner_dir,
+            checkpoint_dir=checkpoint_dir,
+            as_json=as_json,
+            prepared_dir=prepared_dir,
+            streaming=streaming,
+            out=out,
+            warm_start=warm_start,
+            warm_start_fallback=warm_start_fallback,
+        )
+    )
+
+
+def _train(opts: TrainOptions) -> None:
+    """Check the options, load the data (and a miner when the routing needs one), train; on rank 0 write
+    ``--out`` and print the result."""
+    from mdctr.routing import DomainRouting
+    from mdctr.training import train_model
+
+    with _errors():
+        periods, routing, config = _train_settings(opts)
+        prepared, train_stream, warm = _training_data(
+            opts.dataset,
+            opts.source,
+            opts.prepared_dir,
+            config,
+            split=opts.split,
+            periods=periods,
+            warm_start=opts.warm_start,
+            warm_start_fallback=opts.warm_start_fallback,
+        )
+        miner = _miner(routing, opts, prepared, warm)
+        if train_stream is not None:
+            train_stream.domain_fn = DomainRouting.for_model(opts.model, opts.domains, miner=miner).domains
+        result = train_model(
+            prepared,
+            opts.model,
+            opts.domains,
+            width=opts.width,
+            miner=miner,
+            config=config,
+            budget=opts.budget,
+            train_stream=train_stream,
+            warm=warm,
+            warm_fallback=opts.warm_start_fallback,
+        )
+    summary = result.summary()
+    if not _is_rank0():
+        return
+    if opts.out is not None:
+        _write_result(opts.out, summary, result.model)
+    if opts.as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary, opts)
+
+
+def _train_settings(opts: TrainOptions) -> tuple[Any, Any, Any]:
+    """(periods, routing, train config) of ``opts``; the first option that cannot work is a user error."""
+    from mdctr.data.prepare import Periods
+    from mdctr.routing import DomainRouting
+    from mdctr.training import TrainConfig
+
+    if opts.warm_start_fallback not in ("error", "cold"):
+        raise typer.BadParameter(
+            f"--warm-start-fallback must be error or cold; got {opts.warm_start_fallback!r}"
+        )
+    periods = Periods(opts.train_window, opts.eval_period)
+    routing = DomainRouting.for_model(opts.model, opts.domains)
+    if opts.streaming not in ("off", "on", "auto"):
+        raise typer.BadParameter(f"--streaming must be off, on or auto; got {opts.streaming!r}")
+    if opts.streaming != "off" and opts.prepared_dir is None:
+        raise typer.BadParameter("--streaming reads parquet shards: give --prepared DIR")
+    config = TrainConfig(
+        epochs=opts.epochs,
+        seed=opts.seed,
+        batch_size=opts.batch_size,
+        patience=opts.patience,
+        early_stop_metric=opts.early_stop_metric,
+        calibrate=opts.calibrate,
+        checkpoint_dir=str(opts.checkpoint_dir) if opts.checkpoint_dir else None,
+        streaming={"off": False, "on": True, "auto": "auto"}[opts.streaming],
+    )
+    if (opts.dataset is None) == (opts.prepared_dir is None):
+        raise typer.BadParameter("give exactly one of --dataset and --prepared")
+    if opts.miner_dir is not None and opts.warm_start:
+        raise typer.BadParameter("--warm-start carries the champion's miner: drop --miner")
+    return periods, routing, config
+
+
+def _miner(routing: Any, opts: TrainOptions, prepared: Any, warm: Any) -> Any:
+    """The domain miner the routing needs (``--miner``, else one fitted on the train split, grown from the
+    warm source's), or None."""
+    if not routing.needs_miner:
+        return None
+    from mdctr.domains.miner import DomainMiner, MinerConfig, fit_miner
+    from mdctr.routing import model_inputs
+
+    if opts.miner_dir:
+        return DomainMiner.load(opts.miner_dir)
+    init = warm.miner if warm is not None else None  # a warm miner grows from the champion's
+    return fit_miner(prepared.train, model_inputs(prepared, 1), MinerConfig(seed=opts.seed), init=init)
+
+
+def _print_summary(summary: dict[str, Any], opts: TrainOptions) -> None:
+    typer.echo(
+        f"{opts.model} / {opts.domains} on {opts.dataset or opts.prepared_dir} "
+        f"(seed {opts.seed}, width {summary['width']:.4g})"
+    )
+    typer.echo(f"  test AUC      {_fmt(summary['test_auc'])}")
+    typer.echo(f"  test logloss  {_fmt(summary['test_logloss'])}")
+    typer.echo(f"  base-rate logloss {_fmt(summary['base_rate_logloss'])} (train positive rate, same rows)")
+    for name, auc in summary["domain_auc"].items():
+        typer.echo(f"  AUC {name:<10}{_fmt(auc)}")
+    typer.echo(f"  FLOPs/sample  {summary['flops_per_sample']:,.0f}")
+    typer.echo(f"  dense params  {summary['dense_params']:,}")
+    typer.echo(f"  train samples/s {summary['train_samples_per_s']:,.0f}")
+    typer.echo(f"  wall time     {summary['wall_s']:.1f}s (best epoch {summary['best_epoch']})")
+    if summary.get("warm_started"):
+        typer.echo(f"  warm start    {summary['warm_started']}")
+
+
+ModelsOpt = typer.Option("", help="Comma-separated models (default: all registered).")
+DomainSourcesOpt = typer.Option(
+    "handcrafted,mined,none", help="Comma-separated domain sources (also: random, binned)."
+)
+GridBudgetOpt = typer.Option("", help="FLOP budget (default: the configured FLOP_BUDGET_DEFAULT).")
+SeedsOpt = typer.Option(3, help="Seeds 0..N-1 per entry.")
+GridEpochsOpt = typer.Option(
+    MAX_EPOCHS,
+    "--max-epochs",
+    "--epochs",
+    min=1,
+    help="Maximum epochs per run; early stopping (--patience, --early-stop-metric) ends a run sooner.",
+)
+ThreadsOpt = typer.Option(None, help="CPU threads for torch (default: torch's choice).")
+GridOutOpt = typer.Option(Path("runs/benchmark"), "--out", "-o", help="Output directory.")
+ModelConfigOpt = typer.Option(
+    "", help='Config overrides per model, as JSON: \'{"adaptive2": {"backbone": "star"}}\'.'
+)
+WorkersOpt = typer.Option(1, min=1, help="Processes training at once (1: this process).")
+NoResumeOpt = typer.Option(
+    False,
+    "--no-resume",
+    help="Train every run again (default: read back the runs finished in --out with the same settings).",
+)
+DeadlineOpt = typer.Option(
+    float("inf"), "--deadline-s", help="Start no run after this many seconds; the rest are listed."
+)
+SplitSeedOpt = typer.Option(
+    "0",
+    help="The random split every seed trains on, or 'seed': seed s trains on the split drawn with s.",
+)
+
+
+def benchmark(
+    dataset: str = DatasetOpt,
+    source: Path | None = SourceOpt,
+    split: str = SplitOpt,
+    models: str = ModelsOpt,
+    domains: str = DomainSourcesOpt,
+    budget: str = GridBudgetOpt,
+    seeds: int = SeedsOpt,
+    epochs: int = GridEpochsOpt,
+    patience: int = patience_option(),
+    early_stop_metric: str = early_stop_option(),
+    calibrate: str = calibrate_option(),
+    batch_size: int = BatchSizeOpt,
+    threads: int | None = ThreadsOpt,
+    out: Path = GridOutOpt,
+    model_config: str = ModelConfigOpt,
+    workers: int = WorkersOpt,
+    no_resume: bool = NoResumeOpt,
+    deadline_s: float = DeadlineOpt,
+    split_seed: str = SplitSeedOpt,
+) -> None:
+    """FLOP-matched leaderboard over models × domain sources × seeds (Markdown, CSV, JSON, PNG)."""
+    import shlex
+    import sys
+
+    from mdctr.routing import FLOP_BUDGET_DEFAULT
+    from mdctr.steps.grid import GridConfig
+    from mdctr.training import TrainConfig
+
+    with _errors():
+        configs = _model_configs(model_config)
+        config = GridConfig(
+            dataset=dataset,
+            out=out,
+            models=[m for m in models.split(",") if m],
+            domain_sources=[d for d in domains.split(",") if d],
+            seeds=seeds,
+            budget=budget or FLOP_BUDGET_DEFAULT,
+            variants={m: [c] for m, c in configs.items()},
+            source_dir=source or datasets_dir(),
+            split=split,
+            split_seed=split_seed,
+            train=TrainConfig(
                 epochs=epochs,
-                seed=seed,
                 batch_size=batch_size,
+                num_threads=threads,
                 patience=patience,
                 early_stop_metric=early_stop_metric,
                 calibrate=calibrate,
-                checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
-                streaming={"off": False, "on": True, "auto": "auto"}[streaming],
-            )
-            if (dataset is None) == (prepared_dir is None):
-                raise typer.BadParameter("give exactly one of --dataset and --prepared")
-            if miner_dir is not None and warm_start:
-                raise typer.BadParameter("--warm-start carries the champion's miner: drop --miner")
-            prepared, train_stream, warm = _training_data(
-                dataset,
-                source,
-                prepared_dir,
-                config,
-                routing,
-                split=split,
-                periods=periods,
-                warm_start=warm_start,
-                warm_start_fallback=warm_start_fallback,
-            )
-            miner = None
-            if routing.needs_miner:
-                from mdctr.domains.miner import DomainMiner, MinerConfig, fit_miner
-
-                init = warm.miner if warm is not None else None  # a warm miner grows from the champion's
-                miner = (
-                    DomainMiner.load(miner_dir)
-                    if miner_dir
-                    else fit_miner(
-                        prepared.train, model_inputs(prepared, 1), MinerConfig(seed=seed), init=init
-                    )
-                )
-            if train_stream is not None:
-                train_stream.domain_fn = DomainRouting.for_model(model, domains, miner=miner).domains
-            result = train_model(
-                prepared,
-                model,
-                domains,
-                width=width,
-                miner=miner,
-                config=config,
-                budget=budget,
-                train_stream=train_stream,
-                warm=warm,
-                warm_fallback=warm_start_fallback,
-            )
-        summary = result.summary()
-        if not _is_rank0():
-            return
-        if out is not None:
-            _write_result(out, summary, result.model)
-        if as_json:
-            typer.echo(json.dumps(summary, indent=2))
-            return
-        typer.echo(
-            f"{model} / {domains} on {dataset or prepared_dir} (seed {seed}, width {summary['width']:.4g})"
+            ),
+            workers=workers,
+            deadline_s=deadline_s,
+            resume=not no_resume,
+            command=shlex.join(["mdctr", *sys.argv[1:]]),
         )
-        typer.echo(f"  test AUC      {_fmt(summary['test_auc'])}")
-        typer.echo(f"  test logloss  {_fmt(summary['test_logloss'])}")
-        typer.echo(
-            f"  base-rate logloss {_fmt(summary['base_rate_logloss'])} (train positive rate, same rows)"
-        )
-        for name, auc in summary["domain_auc"].items():
-            typer.echo(f"  AUC {name:<10}{_fmt(auc)}")
-        typer.echo(f"  FLOPs/sample  {summary['flops_per_sample']:,.0f}")
-        typer.echo(f"  dense params  {summary['dense_params']:,}")
-        typer.echo(f"  train samples/s {summary['train_samples_per_s']:,.0f}")
-        typer.echo(f"  wall time     {summary['wall_s']:.1f}s (best epoch {summary['best_epoch']})")
-        if summary.get("warm_started"):
-            typer.echo(f"  warm start    {summary['warm_started']}")
+    _benchmark(config)
 
-    @root.command("benchmark")
-    def benchmark(
-        dataset: str = DatasetOpt,
-        source: Path | None = SourceOpt,
-        split: str = SplitOpt,
-        models: str = typer.Option("", help="Comma-separated models (default: all registered)."),
-        domains: str = typer.Option(
-            "handcrafted,mined,none", help="Comma-separated domain sources (also: random, binned)."
-        ),
-        budget: str = typer.Option("", help="FLOP budget (default: the configured FLOP_BUDGET_DEFAULT)."),
-        seeds: int = typer.Option(3, help="Seeds 0..N-1 per entry."),
-        epochs: int = typer.Option(
-            MAX_EPOCHS,
-            "--max-epochs",
-            "--epochs",
-            min=1,
-            help="Maximum epochs per run; early stopping (--patience, --early-stop-metric) ends a run sooner.",
-        ),
-        patience: int = patience_option(),
-        early_stop_metric: str = early_stop_option(),
-        calibrate: str = calibrate_option(),
-        batch_size: int = typer.Option(4096, help="Rows per step."),
-        threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
-        out: Path = typer.Option(Path("runs/benchmark"), "--out", "-o", help="Output directory."),
-        model_config: str = typer.Option(
-            "", help='Config overrides per model, as JSON: \'{"adaptive2": {"backbone": "star"}}\'.'
-        ),
-    ) -> None:
-        """FLOP-matched leaderboard over models × domain sources × seeds (Markdown, CSV, JSON, PNG)."""
-        from mdctr.evaluation.benchmark import run_benchmark
-        from mdctr.evaluation.leaderboard import to_markdown
-        from mdctr.models import model_names
-        from mdctr.routing import FLOP_BUDGET_DEFAULT
-        from mdctr.training import TrainConfig
 
-        names = [m for m in models.split(",") if m] or model_names()
-        with _errors():
-            configs = _model_configs(model_config)
-            prepared, _ = _load_prepared(dataset, source, split)
-            df = run_benchmark(
-                dataset,
-                source or datasets_dir(),
-                names,
-                [d for d in domains.split(",") if d],
-                budget or FLOP_BUDGET_DEFAULT,
-                seeds,
-                out,
-                TrainConfig(
-                    epochs=epochs,
-                    batch_size=batch_size,
-                    num_threads=threads,
-                    patience=patience,
-                    early_stop_metric=early_stop_metric,
-                    calibrate=calibrate,
-                ),
-                model_configs=configs,
-                prepared=prepared,
-            )
-        typer.echo(to_markdown(df, df.attrs["title"]))  # names the schema (ml-100k), not the adapter (table)
-        typer.echo(f"wrote {out}")
+def _benchmark(config: Any) -> None:
+    """Run the grid of ``config`` (a :class:`mdctr.steps.grid.GridConfig`) and print its leaderboard, the runs
+    the deadline left unstarted and the failed ones (exit 1 when any failed)."""
+    from mdctr.evaluation.leaderboard import to_markdown
+    from mdctr.steps.grid_run import run_grid
+
+    with _errors():
+        result = run_grid(config)
+    df = result.leaderboard
+    if df is not None:  # names the schema (ml-100k), not the adapter (table)
+        typer.echo(to_markdown(df, df.attrs["title"]))
+    if result.skipped_by_deadline:
+        typer.echo(f"deadline: {len(result.skipped_by_deadline)} run(s) not started (listed in grid.json)")
+    for failure in result.failed:
+        typer.secho(f"failed: {failure['task']}: {failure['error']}", fg=typer.colors.RED, err=True)
+    typer.echo(f"wrote {config.out}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``train`` and ``benchmark`` to the root app."""
+    root.command("train")(train)
+    root.command("benchmark")(benchmark)

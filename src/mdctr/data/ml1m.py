@@ -79,10 +79,32 @@ def _read_colon_file(path: Path, names: list[str], dtypes: dict[str, str]) -> tu
     """
     n = len(names)
     fields = f"{n} '::'-separated fields per line ({', '.join(names)})"
+    df, lines = _without_blank_lines(_split_on_colons(path, n, fields))
+    if df.shape[1] != 2 * n - 1:  # the first line decided the width and it is wrong
+        first = int(lines[0])
+        text = _raw_lines(path, lines[:1]).get(first, "")
+        raise DataError(
+            f"ml-1m: {path} line {first}: expected {fields}; found {len(text.split('::'))}: {_shown(text)}"
+        )
+    df.iloc[:, -1] = df.iloc[:, -1].str.removesuffix("\r")
+    seps = df.iloc[:, 1::2]
+    data = df.iloc[:, ::2]
+    data.columns = names
+    _refuse_malformed_lines(path, data, seps, lines, fields)
+    out = {}
+    for col in names:
+        out[col] = _integers(path, data[col], lines) if dtypes.get(col, "str") == "int" else data[col]
+    return pd.DataFrame(out), lines
+
+
+def _split_on_colons(path: Path, n: int, fields: str) -> pd.DataFrame:
+    """Every line of ``path`` split on ':' as strings (fields and the empty separators between them, blank
+    lines included); a file with no rows, or lines the parser cannot take, or too few fields on every line is
+    a :class:`DataError` (``fields`` says what each line should hold)."""
     try:
         # QUOTE_NONE: a stray '"' in junk must not swallow the following lines into one field;
         # skip_blank_lines=False and only "\n" ending a line keep the row index equal to the line number (a '\r'
-        # in junk would otherwise start a line of its own; a CRLF file's '\r' is stripped below).
+        # in junk would otherwise start a line of its own; a CRLF file's '\r' is stripped later).
         df = pd.read_csv(
             path,
             sep=":",
@@ -111,66 +133,67 @@ def _read_colon_file(path: Path, names: list[str], dtypes: dict[str, str]) -> tu
         raise DataError(
             f"ml-1m: {path} must have {fields}; found {found} field(s) per line (wrong separator or column count?)"
         )
+    return df
+
+
+def _without_blank_lines(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """(``df`` without its blank lines, the 1-based line number of each row kept)."""
     # cheap pre-filter: a blank line has an empty first field ("\r" in a CRLF file) and nothing else
     blank = df.iloc[:, 0].isin(["", "\r"]).to_numpy().copy()
     if blank.any():
         blank[blank] = (df.loc[blank].iloc[:, 1:] == "").all(axis=1).to_numpy()
     lines = np.flatnonzero(~blank) + 1
-    df = df.loc[~blank].reset_index(drop=True)
-    if df.shape[1] != 2 * n - 1:  # the first line decided the width and it is wrong
-        first = int(lines[0])
-        text = _raw_lines(path, lines[:1]).get(first, "")
-        raise DataError(
-            f"ml-1m: {path} line {first}: expected {fields}; found {len(text.split('::'))}: {_shown(text)}"
-        )
-    df.iloc[:, -1] = df.iloc[:, -1].str.removesuffix("\r")
-    seps = df.iloc[:, 1::2]
-    data = df.iloc[:, ::2]
-    data.columns = names
+    return df.loc[~blank].reset_index(drop=True), lines
+
+
+def _refuse_malformed_lines(
+    path: Path, data: pd.DataFrame, seps: pd.DataFrame, lines: np.ndarray, fields: str
+) -> None:
+    """A :class:`DataError` for the first line with the wrong number of fields (and how many more there are),
+    else for the lines missing a value; nothing when every line has its fields."""
     # Junk, a truncated download or a stray ':' leaves a non-empty separator column or empty fields; whether a
     # line has the wrong number of fields or a missing value is decided on its raw text.
     suspect = (seps != "").any(axis=1).to_numpy() | (data == "").any(axis=1).to_numpy()
-    if suspect.any():
-        texts = _raw_lines(path, lines[suspect])
-        counts = {i: len(t.split("::")) for i, t in texts.items()}
-        malformed = np.zeros(len(lines), dtype=bool)
-        malformed[suspect] = [
-            counts[int(i)] != n or ":" in texts[int(i)].replace("::", "") for i in lines[suspect]
-        ]
-        where = SourceLines(path.name, lines)
-        if malformed.any():
-            line = int(lines[np.flatnonzero(malformed)[0]])
-            raise DataError(
-                f"ml-1m: {path} line {line}: expected {fields}; found {counts[line]}: {_shown(texts[line])}"
-                + (
-                    f" ({int(malformed.sum())} malformed lines: {describe_rows(malformed, where)})"
-                    if malformed.sum() > 1
-                    else ""
-                )
-            )
-        empty = data == ""
-        cols = [c for c in names if empty[c].any()]
+    if not suspect.any():
+        return
+    n = data.shape[1]
+    texts = _raw_lines(path, lines[suspect])
+    counts = {i: len(t.split("::")) for i, t in texts.items()}
+    malformed = np.zeros(len(lines), dtype=bool)
+    malformed[suspect] = [
+        counts[int(i)] != n or ":" in texts[int(i)].replace("::", "") for i in lines[suspect]
+    ]
+    where = SourceLines(path.name, lines)
+    if malformed.any():
+        line = int(lines[np.flatnonzero(malformed)[0]])
         raise DataError(
-            f"ml-1m: {path} has missing value(s) in column(s) {cols} at {describe_rows(suspect, where)} "
-            f"({int(suspect.sum())} line(s))"
+            f"ml-1m: {path} line {line}: expected {fields}; found {counts[line]}: {_shown(texts[line])}"
+            + (
+                f" ({int(malformed.sum())} malformed lines: {describe_rows(malformed, where)})"
+                if malformed.sum() > 1
+                else ""
+            )
         )
-    out = {}
-    for col in names:
-        if dtypes.get(col, "str") == "int":
-            values = data[col]
-            num = pd.to_numeric(values, errors="coerce")
-            if not pd.api.types.is_integer_dtype(num.dtype):
-                bad = (~values.str.fullmatch(_INTEGER)).to_numpy()
-                if bad.any():
-                    raise DataError(
-                        f"ml-1m: {path} column {col!r} expects integers; found {int(bad.sum())} bad line(s) at "
-                        f"{describe_rows(bad, SourceLines(path.name, lines))}, e.g. {values.to_numpy()[bad][0]!r}"
-                    )
-                num = pd.to_numeric(values)
-            out[col] = num.astype("int64")
-        else:
-            out[col] = data[col]
-    return pd.DataFrame(out), lines
+    empty = data == ""
+    cols = [c for c in data.columns if empty[c].any()]
+    raise DataError(
+        f"ml-1m: {path} has missing value(s) in column(s) {cols} at {describe_rows(suspect, where)} "
+        f"({int(suspect.sum())} line(s))"
+    )
+
+
+def _integers(path: Path, values: pd.Series, lines: np.ndarray) -> pd.Series:
+    """``values`` (strings) as int64; a :class:`DataError` naming the lines of any that are not integers."""
+    num = pd.to_numeric(values, errors="coerce")
+    if not pd.api.types.is_integer_dtype(num.dtype):
+        bad = (~values.str.fullmatch(_INTEGER)).to_numpy()
+        if bad.any():
+            raise DataError(
+                f"ml-1m: {path} column {values.name!r} expects integers; found {int(bad.sum())} bad line(s) at "
+                f"{describe_rows(bad, SourceLines(path.name, lines))}, e.g. {values.to_numpy()[bad][0]!r}"
+            )
+        num = pd.to_numeric(values)
+    return num.astype("int64")
 
 
 def _read_movies(path: Path) -> pd.DataFrame:

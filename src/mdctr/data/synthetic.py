@@ -94,6 +94,108 @@ def synthetic_schema(num_sparse: int, num_dense: int, num_domains: int) -> Featu
     )
 
 
+@dataclass(frozen=True)
+class _Structure:
+    """What a model learns: drawn from ``seed`` and the sizes alone, never from the number of rows.
+
+    K planted domains, S sparse columns of V ids, D dense columns, rank R of the f0 × f1 interaction.
+    """
+
+    domain_probs: np.ndarray  # [K] planted domain sizes
+    block_of: np.ndarray  # [S, K] which vocabulary block domain k owns in feature j
+    dense_mean: np.ndarray  # [K, D]
+    bias: np.ndarray  # [K]
+    shared_eff: np.ndarray  # [S, V]
+    domain_eff: np.ndarray  # [S, K, V]
+    dense_w: np.ndarray  # [K, D]
+    inter_a: np.ndarray  # [V, R]
+    inter_b: np.ndarray  # [V, R]
+    inter_sign: np.ndarray  # [K]: +1 in even domains, -1 in odd ones
+    conflict_eff: np.ndarray | None  # [V] the conflict column's per-id effect; None without conflict
+
+
+def _draw_structure(cfg: SyntheticConfig, rng: np.random.Generator) -> _Structure:
+    """The structure from its own stream ``rng`` (the conflict effects from theirs, keyed by ``seed``)."""
+    K, V, S, D = cfg.num_domains, cfg.vocab_size, cfg.num_sparse, cfg.num_dense
+    domain_probs = rng.dirichlet(np.full(K, 4.0))  # unequal but not tiny domains
+    # per feature, a permutation of blocks so domain k does not own the same id range in every feature
+    block_of = np.stack([rng.permutation(K) for _ in range(S)])
+    dense_mean = rng.normal(0.0, DENSE_SHIFT_STD, size=(K, D))
+    bias = rng.normal(-0.2, 0.5, size=K)
+    shared_eff = rng.normal(0.0, 1.0, size=(S, V))
+    domain_eff = rng.normal(0.0, 1.0, size=(S, K, V))
+    dense_w = rng.normal(0.0, 1.0, size=(K, D))
+    inter_a = rng.normal(0.0, 1.0 / math.sqrt(INTERACTION_RANK), size=(V, INTERACTION_RANK))
+    inter_b = rng.normal(0.0, 1.0 / math.sqrt(INTERACTION_RANK), size=(V, INTERACTION_RANK))
+    inter_sign = np.where(np.arange(K) % 2 == 0, 1.0, -1.0)  # the interaction conflicts by domain
+    # the conflict effects come from their own structure stream, so that conflict=0 leaves every draw as it
+    # was before the option existed
+    conflict_eff = (
+        np.random.default_rng(np.random.SeedSequence([cfg.seed, CONFLICT_STREAM])).normal(size=V)
+        if cfg.conflict
+        else None
+    )
+    return _Structure(
+        domain_probs=domain_probs,
+        block_of=block_of,
+        dense_mean=dense_mean,
+        bias=bias,
+        shared_eff=shared_eff,
+        domain_eff=domain_eff,
+        dense_w=dense_w,
+        inter_a=inter_a,
+        inter_b=inter_b,
+        inter_sign=inter_sign,
+        conflict_eff=conflict_eff,
+    )
+
+
+def _draw_features(
+    cfg: SyntheticConfig, st: _Structure, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(planted domain [N] int64, sparse ids [S, N] int64, dense values [N, D] float64) from the sample stream."""
+    K, V, N = cfg.num_domains, cfg.vocab_size, cfg.rows
+    block = V // K
+    planted = rng.choice(K, size=N, p=st.domain_probs).astype(np.int64)
+    sparse_ids = np.empty((cfg.num_sparse, N), dtype=np.int64)
+    for j in range(cfg.num_sparse):
+        own = st.block_of[j][planted] * block + rng.integers(0, block, size=N)
+        anywhere = rng.integers(0, V, size=N)
+        sparse_ids[j] = np.where(rng.random(N) < OWN_BLOCK_PROB, own, anywhere)
+    if cfg.conflict:
+        # the conflict column says nothing about the domain: uniform ids
+        sparse_ids[-1] = rng.integers(0, V, size=N)
+    dense = st.dense_mean[planted] + rng.standard_normal((N, cfg.num_dense))
+    return planted, sparse_ids, dense
+
+
+def _click_logit(
+    cfg: SyntheticConfig, st: _Structure, planted: np.ndarray, sparse_ids: np.ndarray, dense: np.ndarray
+) -> np.ndarray:
+    """[N] click logit of every row: its domain's bias, per-id effects, dense slopes, the f0 × f1 interaction
+    and (with ``conflict``) the last column's sign-reversed effect."""
+    num_sparse, num_dense = cfg.num_sparse, cfg.num_dense
+    logit = st.bias[planted].copy()
+    sparse_scale = 1.0 / math.sqrt(num_sparse)
+    for j in range(num_sparse):
+        ids = sparse_ids[j]
+        logit += sparse_scale * (0.5 * st.shared_eff[j, ids] + 0.8 * st.domain_eff[j, planted, ids])
+    if num_dense:
+        # slopes around each domain's own mean: the mean shift identifies the domain, the slope is the conflict
+        dense_scale = 0.8 / math.sqrt(num_dense)
+        for d in range(num_dense):
+            logit += dense_scale * (dense[:, d] - st.dense_mean[planted, d]) * st.dense_w[planted, d]
+    if num_sparse >= 2:
+        # rank-by-rank 1-D gathers: an einsum over gathered [N, R] rows is several times slower at 10M rows
+        pair = np.zeros(cfg.rows)
+        for r in range(INTERACTION_RANK):
+            pair += st.inter_a[:, r][sparse_ids[0]] * st.inter_b[:, r][sparse_ids[1]]
+        logit += 0.8 * st.inter_sign[planted] * pair
+    if st.conflict_eff is not None:
+        logit += cfg.conflict * st.inter_sign[planted] * st.conflict_eff[sparse_ids[-1]]
+    return logit
+
+
 def generate(
     rows: int = 20000,
     num_sparse: int = 4,
@@ -127,74 +229,25 @@ def generate(
     cfg = SyntheticConfig(
         rows, num_sparse, num_dense, vocab_size, num_domains, seed, handcrafted_noise, conflict
     )
-    K, V, N = num_domains, vocab_size, rows
     # Two independent streams: the structure must not depend on N, the samples must.
     structure_seq, sample_seq = np.random.SeedSequence(seed).spawn(2)
     if sample_seed is not None:
         sample_seq = np.random.SeedSequence([seed, sample_seed])
-    structure_rng, sample_rng = np.random.default_rng(structure_seq), np.random.default_rng(sample_seq)
-
-    # --- structure ---------------------------------------------------------------------------------------
-    domain_probs = structure_rng.dirichlet(np.full(K, 4.0))  # unequal but not tiny domains
-    block = V // K
-    # per feature, a permutation of blocks so domain k does not own the same id range in every feature
-    block_of = np.stack([structure_rng.permutation(K) for _ in range(num_sparse)])  # [S, K]
-    dense_mean = structure_rng.normal(0.0, DENSE_SHIFT_STD, size=(K, num_dense))  # [K, D]
-    bias = structure_rng.normal(-0.2, 0.5, size=K)  # [K]
-    shared_eff = structure_rng.normal(0.0, 1.0, size=(num_sparse, V))  # [S, V]
-    domain_eff = structure_rng.normal(0.0, 1.0, size=(num_sparse, K, V))  # [S, K, V]
-    dense_w = structure_rng.normal(0.0, 1.0, size=(K, num_dense))  # [K, D]
-    inter_a = structure_rng.normal(0.0, 1.0 / math.sqrt(INTERACTION_RANK), size=(V, INTERACTION_RANK))
-    inter_b = structure_rng.normal(0.0, 1.0 / math.sqrt(INTERACTION_RANK), size=(V, INTERACTION_RANK))
-    inter_sign = np.where(np.arange(K) % 2 == 0, 1.0, -1.0)  # [K]: the interaction conflicts by domain
-
-    # --- samples -----------------------------------------------------------------------------------------
-    planted = sample_rng.choice(K, size=N, p=domain_probs).astype(np.int64)  # [N]
-    cols: dict[str, np.ndarray] = {}
-    sparse_ids = np.empty((num_sparse, N), dtype=np.int64)
-    for j in range(num_sparse):
-        own = block_of[j][planted] * block + sample_rng.integers(0, block, size=N)
-        anywhere = sample_rng.integers(0, V, size=N)
-        sparse_ids[j] = np.where(sample_rng.random(N) < OWN_BLOCK_PROB, own, anywhere)
-        cols[f"f{j}"] = sparse_ids[j]
-    if conflict:
-        # the conflict column says nothing about the domain: uniform ids; its effects come from their own
-        # structure stream, so that conflict=0 leaves every draw as it was before the option existed
-        conflict_eff = np.random.default_rng(np.random.SeedSequence([seed, CONFLICT_STREAM])).normal(size=V)
-        sparse_ids[-1] = cols[f"f{num_sparse - 1}"] = sample_rng.integers(0, V, size=N)
-    dense = dense_mean[planted] + sample_rng.standard_normal((N, num_dense))  # [N, D]
-    for d in range(num_dense):
-        cols[f"x{d}"] = dense[:, d].astype(np.float32)
-
-    # --- label -------------------------------------------------------------------------------------------
-    logit = bias[planted].copy()
-    sparse_scale = 1.0 / math.sqrt(num_sparse)
-    for j in range(num_sparse):
-        ids = sparse_ids[j]
-        logit += sparse_scale * (0.5 * shared_eff[j, ids] + 0.8 * domain_eff[j, planted, ids])
-    if num_dense:
-        # slopes around each domain's own mean: the mean shift identifies the domain, the slope is the conflict
-        dense_scale = 0.8 / math.sqrt(num_dense)
-        for d in range(num_dense):
-            logit += dense_scale * (dense[:, d] - dense_mean[planted, d]) * dense_w[planted, d]
-    if num_sparse >= 2:
-        # rank-by-rank 1-D gathers: an einsum over gathered [N, R] rows is several times slower at 10M rows
-        pair = np.zeros(N)
-        for r in range(INTERACTION_RANK):
-            pair += inter_a[:, r][sparse_ids[0]] * inter_b[:, r][sparse_ids[1]]
-        logit += 0.8 * inter_sign[planted] * pair
-    if conflict:
-        logit += conflict * inter_sign[planted] * conflict_eff[sparse_ids[-1]]
-    label = (sample_rng.random(N) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
-
-    noisy = sample_rng.random(N) < handcrafted_noise
-    handcrafted = np.where(noisy, sample_rng.integers(0, K, size=N), planted).astype(np.int64)
+    sample_rng = np.random.default_rng(sample_seq)
+    structure = _draw_structure(cfg, np.random.default_rng(structure_seq))
+    planted, sparse_ids, dense = _draw_features(cfg, structure, sample_rng)
+    logit = _click_logit(cfg, structure, planted, sparse_ids, dense)
+    label = (sample_rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
+    noisy = sample_rng.random(rows) < handcrafted_noise
+    handcrafted = np.where(noisy, sample_rng.integers(0, num_domains, size=rows), planted).astype(np.int64)
 
     schema = synthetic_schema(num_sparse, num_dense, num_domains)
+    cols = {f"f{j}": sparse_ids[j] for j in range(num_sparse)}
+    cols |= {f"x{d}": dense[:, d].astype(np.float32) for d in range(num_dense)}
     cols[LABEL] = label
     cols[DOMAIN] = handcrafted
     table = pd.DataFrame({c: cols[c] for c in schema.columns}, copy=False)
-    log.debug("synthetic: %d rows, %d domains, positive rate %.3f", N, K, float(label.mean()))
+    log.debug("synthetic: %d rows, %d domains, positive rate %.3f", rows, num_domains, float(label.mean()))
     return LoadedDataset(
         table=table, schema=schema, extras={"planted_domain": planted, "config": asdict(cfg)}
     )

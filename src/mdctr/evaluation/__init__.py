@@ -1,10 +1,9 @@
-"""Evaluation: the FLOP-matched benchmark, significance tests and the leaderboard.
+"""Evaluation: pure scoring of trained runs: significance tests, the leaderboard and the HTML report.
 
-The FLOP definition and budget fitting live one layer down, in :mod:`mdctr.routing`, so that training uses
-them without importing this package.
+It sits below :mod:`mdctr.training` and imports none of it (the benchmark grid that trains runs is
+:mod:`mdctr.steps.grid`); the FLOP definition and budget fitting live in :mod:`mdctr.routing`.
 """
 
-from mdctr.evaluation.benchmark import run_benchmark
 from mdctr.evaluation.leaderboard import RunRecord, build_leaderboard, write_leaderboard
 
-__all__ = ["RunRecord", "build_leaderboard", "run_benchmark", "write_leaderboard"]
+__all__ = ["RunRecord", "build_leaderboard", "write_leaderboard"]

@@ -188,47 +188,7 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
     domains: list[str] = []
     for r in records:
         domains.extend(d for d in r.domain_auc if d not in domains)
-    # each seed's test labels: a grid may draw every seed's split anew (benchmarks/grid.py --split-seed seed)
-    labels = {r.seed: r.labels for r in records if r.labels is not None} or None
-
-    def by_seed(runs: list[RunRecord]) -> tuple[dict[int, float], dict[int, np.ndarray]]:
-        return (
-            {r.seed: r.auc for r in runs},
-            {r.seed: r.probs for r in runs if r.probs is not None},
-        )
-
-    rows = []
-    for (model, source), runs in groups.items():
-        aucs = [r.auc for r in runs]
-        losses = [r.logloss for r in runs]
-        valid = [r.valid_auc for r in runs]
-        ci_low, ci_high, _ = auc_confidence_interval(
-            aucs, runs[0].labels if len(runs) == 1 else None, runs[0].probs if len(runs) == 1 else None
-        )
-        row: dict[str, Any] = {
-            "entry": f"{model}/{source}",
-            "model": model,
-            "domain_source": source,
-            "seeds": len(runs),
-            "width": float(np.mean([r.width for r in runs])),
-            "flops": float(np.mean([r.flops for r in runs])),
-            "dense_params": int(np.mean([r.dense_params for r in runs])),
-            "valid_auc_mean": float(np.mean(valid)),
-            "valid_auc_std": _std(valid),
-            "auc_mean": float(np.mean(aucs)),
-            "auc_std": _std(aucs),
-            "auc_ci_low": ci_low,
-            "auc_ci_high": ci_high,
-            "logloss_mean": float(np.mean(losses)),
-            "logloss_std": _std(losses),
-        }
-        row |= _logloss_columns(runs)
-        for d in domains:
-            per_run = [r.domain_auc.get(d) for r in runs]
-            defined = [a for a in per_run if a is not None and not math.isnan(a)]
-            row[f"auc[{d}]"] = float(np.mean(defined)) if defined else math.nan
-        row["train_samples_per_s"] = float(np.mean([r.train_samples_per_s for r in runs]))
-        rows.append(row)
+    rows = [_entry_row(model, source, runs, domains) for (model, source), runs in groups.items()]
     # choose on validation: test AUC never orders the table (NaN validation AUCs, e.g. old runs, go last)
     df = (
         pd.DataFrame(rows)
@@ -236,12 +196,67 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
         .reset_index(drop=True)
     )
     df.insert(0, "rank", np.arange(1, len(df) + 1))
+    df = pd.concat([df, _significance_columns(df, groups, records)], axis=1)
+    df.attrs["domains"] = domains
+    df.attrs["baseline"] = "/".join(BASELINE)
+    df.attrs["significance"] = SIGNIFICANCE_NOTE
+    return df
 
+
+def _entry_row(model: str, source: str, runs: Sequence[RunRecord], domains: Sequence[str]) -> dict[str, Any]:
+    """One entry's row, aggregated over its runs (seeds): everything but the significance columns."""
+    aucs = [r.auc for r in runs]
+    losses = [r.logloss for r in runs]
+    valid = [r.valid_auc for r in runs]
+    ci_low, ci_high, _ = auc_confidence_interval(
+        aucs, runs[0].labels if len(runs) == 1 else None, runs[0].probs if len(runs) == 1 else None
+    )
+    row: dict[str, Any] = {
+        "entry": f"{model}/{source}",
+        "model": model,
+        "domain_source": source,
+        "seeds": len(runs),
+        "width": float(np.mean([r.width for r in runs])),
+        "flops": float(np.mean([r.flops for r in runs])),
+        "dense_params": int(np.mean([r.dense_params for r in runs])),
+        "valid_auc_mean": float(np.mean(valid)),
+        "valid_auc_std": _std(valid),
+        "auc_mean": float(np.mean(aucs)),
+        "auc_std": _std(aucs),
+        "auc_ci_low": ci_low,
+        "auc_ci_high": ci_high,
+        "logloss_mean": float(np.mean(losses)),
+        "logloss_std": _std(losses),
+    }
+    row |= _logloss_columns(runs)
+    for d in domains:
+        per_run = [r.domain_auc.get(d) for r in runs]
+        defined = [a for a in per_run if a is not None and not math.isnan(a)]
+        row[f"auc[{d}]"] = float(np.mean(defined)) if defined else math.nan
+    row["train_samples_per_s"] = float(np.mean([r.train_samples_per_s for r in runs]))
+    return row
+
+
+def _by_seed(runs: Sequence[RunRecord]) -> tuple[dict[int, float], dict[int, np.ndarray]]:
+    """An entry's test AUC and test predictions by seed, as :func:`compare_entries` pairs them."""
+    return (
+        {r.seed: r.auc for r in runs},
+        {r.seed: r.probs for r in runs if r.probs is not None},
+    )
+
+
+def _significance_columns(
+    df: pd.DataFrame, groups: dict[tuple[str, str], list[RunRecord]], records: Sequence[RunRecord]
+) -> pd.DataFrame:
+    """``vs_dnn_*`` and ``vs_best_*`` for each row of the ranked ``df``: each entry against the baseline and
+    against rank 1, with Holm-corrected p-values within each column."""
+    # each seed's test labels: a grid may draw every seed's split anew (benchmarks/grid.py --split-seed seed)
+    labels = {r.seed: r.labels for r in records if r.labels is not None} or None
     best_key = (df.loc[0, "model"], df.loc[0, "domain_source"])
     tests: list[dict[str, Any]] = []
     for _, row in df.iterrows():
         key = (row["model"], row["domain_source"])
-        auc_a, probs_a = by_seed(groups[key])
+        auc_a, probs_a = _by_seed(groups[key])
         cols: dict[str, Any] = {}
         for prefix, ref in (("vs_dnn", BASELINE), ("vs_best", best_key)):
             if ref not in groups:
@@ -249,7 +264,7 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
             elif ref == key:
                 cols |= _test_columns(prefix, None, "self")
             else:
-                auc_b, probs_b = by_seed(groups[ref])
+                auc_b, probs_b = _by_seed(groups[ref])
                 cols |= _test_columns(prefix, compare_entries(auc_a, auc_b, probs_a, probs_b, labels))
         tests.append(cols)
     tests_df = pd.DataFrame(tests)
@@ -259,11 +274,7 @@ def build_leaderboard(records: Sequence[RunRecord]) -> pd.DataFrame:
             f"{prefix}_p_holm",
             holm(tests_df[f"{prefix}_p"].tolist()),
         )
-    df = pd.concat([df, tests_df], axis=1)
-    df.attrs["domains"] = domains
-    df.attrs["baseline"] = "/".join(BASELINE)
-    df.attrs["significance"] = SIGNIFICANCE_NOTE
-    return df
+    return tests_df
 
 
 class NoCandidateError(ValueError):

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas is imported where a table is built, not when a step module is imported
     import pandas as pd
 
-    from mdctr.training.entry_result import EntryResult
-
 #: shown where the gate decision is not known yet: evaluate runs before register_model decides
 GATE_PENDING = (
     "decided after evaluation: register_model gates the winner against the champion and writes this page again "
@@ -127,12 +125,13 @@ def render_report(
     *,
     title: str,
     winner: str,
-    winner_result: EntryResult,
+    winner_result: Any,
     pngs: Mapping[str, Path],
     summary: ReportSummary | None = None,
 ) -> str:
     """The page for leaderboard ``df`` (from ``build_leaderboard``), the exported run's ``winner_result`` (its
-    ``train_model`` record) and ``pngs`` (caption → PNG path, embedded in order).
+    ``train_model`` record, a :class:`mdctr.training.entry_result.EntryResult`: read, not imported, as training
+    sits above evaluation) and ``pngs`` (caption → PNG path, embedded in order).
 
     ``winner`` is normally the first row; when entries routed by a control source rank above it
     (:func:`mdctr.evaluation.leaderboard.pick_winner`), the summary names them as passed over."""

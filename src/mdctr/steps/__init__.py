@@ -14,4 +14,5 @@ result out. Steps never import kfp; the components are thin adapters over them.
 | leaderboard + report + winner | :mod:`mdctr.steps.evaluate` |
 | MLflow registration + gate | :mod:`mdctr.steps.register_model` |
 | champion alias + KServe manifest | :mod:`mdctr.steps.promote_model` |
+| the benchmark grid (``mdctr benchmark``, ``benchmarks/grid.py``) | :mod:`mdctr.steps.grid`, :mod:`mdctr.steps.grid_run` |
 """

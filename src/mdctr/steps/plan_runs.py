@@ -33,25 +33,46 @@ class PlanOutput:
     skipped: tuple[tuple[str, str], ...]
 
 
-def plan_runs(*, config: PlanConfig) -> PlanOutput:
-    """Every planned (model, domain source) pair (:func:`mdctr.models.base.plan_pairs`) × seeds.
+def skip_reason(model: str) -> str:
+    """Why a requested source is not planned for ``model``: the sources it accepts."""
+    from mdctr.models.base import model_class
+
+    return f"accepts only {list(model_class(model).domain_sources)}"
+
+
+def plan_pairs_or_fail(
+    models: Sequence[str], domain_sources: Sequence[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (model, domain source) pairs to train and the requested ones a model does not accept
+    (:func:`mdctr.models.base.plan_pairs`), each skipped pair logged with why; the pipeline's plan and the
+    benchmark grid (:mod:`mdctr.steps.grid`) both plan with it.
 
     Raises ``KeyError`` for an unknown model, ``ValueError`` for an unknown source or an empty plan.
     """
     from mdctr.models.base import plan_pairs
 
+    pairs, skipped = plan_pairs(models, domain_sources)
+    for model, source in skipped:
+        log.info("not training %s with domain source %s: %s", model, source, skip_reason(model))
+    if not pairs:
+        raise ValueError(
+            f"no (model, domain source) pair to train: models {list(models)} accept none of {list(domain_sources)}"
+        )
+    return pairs, skipped
+
+
+def plan_runs(*, config: PlanConfig) -> PlanOutput:
+    """Every planned (model, domain source) pair (:func:`plan_pairs_or_fail`) × seeds.
+
+    Raises ``KeyError`` for an unknown model, ``ValueError`` for an unknown source or an empty plan.
+    """
     if not config.seeds:
         raise ValueError("no seeds given")
-    pairs, skipped = plan_pairs(config.models, config.domain_sources)
+    pairs, skipped = plan_pairs_or_fail(config.models, config.domain_sources)
     entries = [
         {"model": model, "domain_source": source, "seed": int(s)}
         for model, source in pairs
         for s in config.seeds
     ]
-    if not entries:
-        raise ValueError(
-            f"no (model, domain source) pair to train: models {list(config.models)} accept none of "
-            f"{list(config.domain_sources)}"
-        )
     log.info("planned %d training entries (skipped %d unsupported pairs)", len(entries), len(skipped))
     return PlanOutput(entries=tuple(entries), skipped=tuple(skipped))

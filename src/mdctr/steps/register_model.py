@@ -13,6 +13,7 @@ from mdctr.steps.evaluate import WINNER_BUNDLE_DIR, WINNER_ENTRY_FILE
 from mdctr.steps.prepare_data import SERVING_EXAMPLE_FILE
 
 if TYPE_CHECKING:
+    from mdctr.tracking import RegisteredVersion
     from mdctr.tracking.gate import GateDecision
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,7 @@ def register_model(
     written again to ``report_path`` with the gate's decision and reason in its summary, and replaces
     ``evaluation/report.html`` on the parent run, so both places show the run's final report.
     """
-    import pandas as pd
-
     from mdctr import tracking
-    from mdctr.serving.bundle import Predictor
 
     winner_dir = Path(winner_dir)
     entry = json.loads((winner_dir / WINNER_ENTRY_FILE).read_text())
@@ -81,18 +79,7 @@ def register_model(
             "register_model needs an MLflow run: the winner has no run id and no parent run is given"
         )
     uri = tracking_uri_or_none(config.tracking_uri)
-    example = pd.read_parquet(winner_dir / SERVING_EXAMPLE_FILE)
-    # loaded once: registration scores the input example with it and tags its dataset and feature schema
-    predictor = Predictor.load(winner_dir / WINNER_BUNDLE_DIR)
-    name = config.model_name or tracking.registered_model_name(predictor.spec.schema.name)
-    registered = tracking.register_bundle(
-        uri,
-        winner_dir / WINNER_BUNDLE_DIR,
-        run_id=run_id,
-        input_example=example,
-        predictor=predictor,
-        name=name,
-    )
+    name, registered = _register_winner(winner_dir, uri, run_id, config.model_name)
     validation = validation_set(prepared_dir) if prepared_dir is not None else None
     gate = tracking.decide_promotion(
         uri, registered.version, name=name, tolerance=config.tolerance, validation=validation
@@ -127,6 +114,31 @@ def register_model(
         reason=gate.reason,
         gate=gate.to_dict(),
     )
+
+
+def _register_winner(
+    winner_dir: Path, tracking_uri: str | None, run_id: str, model_name: str
+) -> tuple[str, RegisteredVersion]:
+    """Log and register ``winner_dir``'s bundle in run ``run_id`` → (the registered model's name: ``model_name``,
+    else the dataset's own; what :func:`mdctr.tracking.register_bundle` returns)."""
+    import pandas as pd
+
+    from mdctr import tracking
+    from mdctr.serving.bundle import Predictor
+
+    example = pd.read_parquet(winner_dir / SERVING_EXAMPLE_FILE)
+    # loaded once: registration scores the input example with it and tags its dataset and feature schema
+    predictor = Predictor.load(winner_dir / WINNER_BUNDLE_DIR)
+    name = model_name or tracking.registered_model_name(predictor.spec.schema.name)
+    registered = tracking.register_bundle(
+        tracking_uri,
+        winner_dir / WINNER_BUNDLE_DIR,
+        run_id=run_id,
+        input_example=example,
+        predictor=predictor,
+        name=name,
+    )
+    return name, registered
 
 
 def _tag_parent(

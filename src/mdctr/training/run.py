@@ -239,25 +239,34 @@ def train_model(
         budget=budget,
         seed=config.seed,
     )
-    prepared, routing, routed, model = setup.prepared, setup.routing, setup.routed, setup.model
-    width, extra, batch, inputs = setup.width, setup.extra, setup.batch, setup.routed.inputs
-    data = routed.data
+    routed, model = setup.routed, setup.model
     log.info(
         "training %s (source %s, width %.4g, %d routing domains, %d dense params, %s) on %d rows",
         model_name,
         domain_source,
-        width,
+        setup.width,
         routed.num_domains,
         model.dense_parameters(),
         f"warm from {warm_label}" if warm_label else "cold",
-        len(data.train),
+        len(routed.data.train),
     )
-    result = fit(
-        model, train_stream if train_stream is not None else data.train, data.valid, config, on_epoch=on_epoch
-    )
-    probs, labels, metrics, calibration, valid_logloss = _evaluate(model, data, prepared.spec, config)
-    base_rate = base_rate_metrics(prepared.train.label.numpy(), labels)
-    flops = routing.flops(model, batch)
+    train = train_stream if train_stream is not None else routed.data.train
+    result = fit(model, train, routed.data.valid, config, on_epoch=on_epoch)
+    return _measure(setup, model_name, domain_source, result, config, warm_label)
+
+
+def _measure(
+    setup: ModelSetup,
+    model_name: str,
+    domain_source: str,
+    result: FitResult,
+    config: TrainConfig,
+    warm_label: str,
+) -> TrainedModel:
+    """The trained model of ``setup`` scored on the test split (calibrated first when the config says so)."""
+    model, routed, prepared = setup.model, setup.routed, setup.prepared
+    probs, labels, metrics, calibration, valid_logloss = _evaluate(model, routed.data, prepared.spec, config)
+    flops = setup.routing.flops(model, setup.batch)
     log.info(
         "%s/%s: test auc %.5f logloss %.5f, %.0f FLOPs/sample",
         model_name,
@@ -270,20 +279,20 @@ def train_model(
         model=model,
         model_name=model_name,
         domain_source=domain_source,
-        width=width,
-        inputs=inputs,
+        width=setup.width,
+        inputs=routed.inputs,
         fit=result,
         metrics=metrics,
         predictions=probs,
         labels=labels,
         flops=flops,
         dense_params=model.dense_parameters(),
-        routing=routing,
+        routing=setup.routing,
         control=routed.control,
         seed=config.seed,
-        extra=extra,
+        extra=setup.extra,
         calibration=calibration,
-        base_rate=base_rate,
+        base_rate=base_rate_metrics(prepared.train.label.numpy(), labels),
         valid_logloss=valid_logloss,
         spec=prepared.spec,
         warm_started=warm_label,

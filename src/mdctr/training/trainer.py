@@ -220,14 +220,7 @@ def fit(
         torch.set_num_threads(config.num_threads)
     ctx = distributed.context(config.resolve_device())
     device = ctx.device(config.resolve_device())
-    if isinstance(train, ParquetStream) and (train.batch_size, train.seed) != (
-        config.batch_size,
-        config.seed,
-    ):
-        raise TrainingError(
-            f"stream batch_size/seed {train.batch_size}/{train.seed} differ from the train config's "
-            f"{config.batch_size}/{config.seed}"
-        )
+    _check_stream(train, config)
     model.to(device)
     net = distributed.wrap(model, ctx, device)
     optimizer = _optimizer(model, config, device)
@@ -259,8 +252,24 @@ def fit(
 
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
+    return _fit_result(state, config, len(train_dev), t_call)
+
+
+def _check_stream(train: TensorData | ParquetStream, config: TrainConfig) -> None:
+    """A stream must batch and shuffle as the config says: its batches are the optimiser's steps."""
+    if isinstance(train, ParquetStream) and (train.batch_size, train.seed) != (
+        config.batch_size,
+        config.seed,
+    ):
+        raise TrainingError(
+            f"stream batch_size/seed {train.batch_size}/{train.seed} differ from the train config's "
+            f"{config.batch_size}/{config.seed}"
+        )
+
+
+def _fit_result(state: _FitState, config: TrainConfig, n: int, t_call: float) -> FitResult:
+    """What :func:`fit` returns once its loop has ended: ``n`` train rows per epoch, ``t_call`` its start."""
     train_seconds = sum(h["train_seconds"] for h in state.history)
-    n = len(train_dev)
     best_record = state.history[state.best_epoch - 1] if state.best_epoch >= 1 else {}
     return FitResult(
         history=copy.deepcopy(state.history),

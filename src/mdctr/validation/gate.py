@@ -119,17 +119,26 @@ class ValidationResult:
 # -- the suite --------------------------------------------------------------------------------------------
 def suite_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
     """The expectations ``schema`` implies, in report order."""
-    specs: list[ExpectationSpec] = [
+    return [
         ExpectationSpec("expect_table_row_count_to_be_between", {"min_value": 1}, "the table has rows"),
+        *(
+            ExpectationSpec("expect_column_to_exist", {"column": c}, "schema column present")
+            for c in schema.columns
+        ),
+        *_column_type_specs(schema),
+        *_value_specs(schema),
+        *_table_specs(schema),
     ]
-    for col in schema.columns:
-        specs.append(ExpectationSpec("expect_column_to_exist", {"column": col}, "schema column present"))
-    for col in schema.columns:
-        if schema.dense_nullable and col in schema.dense:
-            continue  # a bring-your-own table may leave dense values empty; the encoder fills them
-        specs.append(
-            ExpectationSpec("expect_column_values_to_not_be_null", {"column": col}, "no missing values")
-        )
+
+
+def _column_type_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
+    """No missing values (dense ones allowed where :attr:`FeatureSchema.dense_nullable`), each role's types."""
+    specs = [
+        ExpectationSpec("expect_column_values_to_not_be_null", {"column": col}, "no missing values")
+        for col in schema.columns
+        # a bring-your-own table may leave dense values empty; the encoder fills them
+        if not (schema.dense_nullable and col in schema.dense)
+    ]
     role_types = (
         [(c, INT_TYPES + STRING_TYPES, "sparse: integer or string categories") for c in schema.sparse]
         + [(c, FLOAT_TYPES, "dense: floats") for c in schema.dense]
@@ -142,19 +151,21 @@ def suite_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
                 "expect_column_values_to_be_in_type_list", {"column": col, "type_list": types}, why
             )
         )
-    specs.append(
+    return specs
+
+
+def _value_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
+    """Label 0/1, known domain ids, the schema's value rules and dense ranges."""
+    specs = [
         ExpectationSpec(
             "expect_column_values_to_be_in_set", {"column": schema.label, "value_set": [0, 1]}, "label is 0/1"
-        )
-    )
-    domains = list(range(schema.num_domains))
-    specs.append(
+        ),
         ExpectationSpec(
             "expect_column_values_to_be_in_set",
-            {"column": schema.domain, "value_set": domains},
+            {"column": schema.domain, "value_set": list(range(schema.num_domains))},
             f"domain is a known id 0..{schema.num_domains - 1} ({', '.join(schema.domain_names)})",
-        )
-    )
+        ),
+    ]
     # id ranges come from each adapter's value rules: a bring-your-own table may use string ids
     for col, rule in schema.value_rules.items():
         raw = " (raw file value)" if col in schema.raw_columns else ""
@@ -185,18 +196,24 @@ def suite_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
                 f"dense value within [{rng.low}, {rng.high}]",
             )
         )
-    specs.append(
+    return specs
+
+
+def _table_specs(schema: FeatureSchema) -> list[ExpectationSpec]:
+    """The two table-level rules, on the derived columns :func:`validate_table` adds: duplicated rows, rows
+    per domain."""
+    specs = [
         ExpectationSpec(
             "expect_column_values_to_be_in_set",
             {"column": DUPLICATE_COL, "value_set": [False], "mostly": 1.0 - schema.max_duplicate_rate},
             f"at most {schema.max_duplicate_rate:.2%} of rows repeat an earlier row exactly (max_duplicate_rate)",
         )
-    )
+    ]
     if schema.min_domain_rows > 0:
         specs.append(
             ExpectationSpec(
                 "expect_column_distinct_values_to_contain_set",
-                {"column": schema.domain, "value_set": domains},
+                {"column": schema.domain, "value_set": list(range(schema.num_domains))},
                 "every domain has rows",
             )
         )
