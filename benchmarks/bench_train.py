@@ -3,14 +3,17 @@
 Usage:
     .venv/bin/python benchmarks/bench_train.py [--models dnn,hamur] [--epochs 1] [--batch-size 4096]
         [--threads N] [--device auto|cpu|cuda] [--out docs/benchmarks/training.md]
+        [--variants '{"hamur": [{"tower_batch": "masked"}, {"tower_batch": "sampled"}]}']
 
 Each model routes by hand-crafted domains where it accepts them (else mined for self-mining models, else
-none) at its default sizes (width 1). Writes a Markdown table with the command, machine and torch settings.
+none) at its default sizes (width 1); ``--variants`` trains a model once per config override instead, each row
+named by its overrides (``hamur[tower_batch=sampled]``). Writes a Markdown table with the command, machine and torch settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -25,6 +28,7 @@ from mdctr.data import load_dataset
 from mdctr.data.prepare import prepare_in_memory
 from mdctr.models import model_class, model_names
 from mdctr.routing import mines_own_domains
+from mdctr.steps.grid import variant_name
 from mdctr.training import TrainConfig, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--datasets-dir", default=os.environ.get("DATASETS_DIR", str(ROOT.parent / "shared" / "datasets"))
     )
+    parser.add_argument(
+        "--variants", default="{}", help="JSON: model → list of config overrides, each trained as its own row"
+    )
     parser.add_argument("--note", default="", help="a line written under the table (e.g. machine load)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "training.md"))
     args = parser.parse_args(argv)
@@ -58,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     prepared = prepare_in_memory(load_dataset("ml-1m", args.datasets_dir))
     prep_s = time.perf_counter() - t0
+    variants = json.loads(args.variants)
     rows = []
-    for name in models:
+    for name, overrides in ((m, o) for m in models for o in variants.get(m, [{}])):
         source = _source(name)
         config = TrainConfig(
             epochs=args.epochs,
@@ -68,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             num_threads=args.threads,
             device=args.device,
         )
-        trained = train_model(prepared, name, source, config=config)
+        trained = train_model(prepared, name, source, config=config, model_config=overrides or None)
         rows.append(
-            f"| {name} | {source} | {trained.fit.train_samples_per_s:,.0f} | {trained.flops:,.0f} | "
+            f"| {variant_name(name, overrides)} | {source} | {trained.fit.train_samples_per_s:,.0f} | {trained.flops:,.0f} | "
             f"{trained.dense_params:,} | {trained.metrics['auc']:.4f} | {trained.fit.wall_s:.1f} |"
         )
         print(rows[-1], flush=True)

@@ -7,7 +7,8 @@ miner's VQ-VAE and the models that hold one build on the same layers without imp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -77,12 +78,50 @@ class BatchNorm1d(nn.BatchNorm1d):
     population estimate is the best statistic available, and one sample must not skew it.
     """
 
+    #: per-row weights (summing to 1) for the batch statistics in training, set by :func:`weighted_statistics`;
+    #: None: every row counts equally (plain BatchNorm)
+    stat_weight: torch.Tensor | None = None
+    #: the number of rows the weighted statistics stand for (the running variance's Bessel correction)
+    stat_rows: int = 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.stat_weight is not None:
+            return self._weighted(x, self.stat_weight)
         if self.training and x.shape[0] == 1:
             return nn.functional.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
         return super().forward(x)
+
+    def _weighted(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Normalise x [n, C] with the w-weighted mean and (biased) variance over its rows; running statistics
+        move towards them as plain BatchNorm's do (unbiased variance over ``stat_rows`` rows)."""
+        w = w.unsqueeze(1)
+        mean = (w * x).sum(0)
+        var = (w * (x - mean).square()).sum(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                n = max(self.stat_rows, 2)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1), m)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+@contextmanager
+def weighted_statistics(weight: torch.Tensor, rows: int, *modules: nn.Module) -> Iterator[None]:
+    """Within the block, every :class:`BatchNorm1d` in ``modules`` normalises in training with per-row weights
+    ``weight`` [n] (summing to 1) standing for ``rows`` rows, e.g. a domain's rows plus a weighted sample of the
+    others, so the statistics estimate those of the whole batch without running the module on all of it."""
+    norms = [m for module in modules for m in module.modules() if isinstance(m, BatchNorm1d)]
+    for m in norms:
+        m.stat_weight, m.stat_rows = weight, rows
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.stat_weight, m.stat_rows = None, 0
 
 
 class MLP(nn.Sequential):

@@ -124,8 +124,9 @@ def test_under_half_of_the_bottleneck_is_saturated_at_init(init, random_batch):
     model = hamur(adapter_init=init).train()
     model(random_batch(ML1M, ROWS, domain="random"))
     pre = pre_activations(model)
-    # in training, masked towers (the default) run each domain's adapter on every row; routed ones on its own
-    assert model.config.tower_batch == "masked" and pre.shape == (ROWS * ML1M.num_domains, 32)
+    # in training, sampled towers (the default) run each domain's last adapter on its own rows only (the other
+    # domains' sampled rows feed the blocks' statistics and leave before it)
+    assert model.config.tower_batch == "sampled" and pre.shape == (ROWS, 32)
     assert (pre.abs() > SATURATED).float().mean() < 0.5
     assert pre.std(dim=1).min() > 0  # the units differ within every row
 
@@ -304,3 +305,51 @@ def test_hyper_domain_feeds_the_routing_domain_to_the_hyper_network(random_batch
             m.eval()
     assert torch.allclose(model(batch), routed, atol=1e-5)
     assert hamur(hyper_domain=True, adapter_layers=0).hyper_domain_embedding is None
+
+
+def test_sampled_towers_with_the_whole_batch_as_sample_are_the_masked_towers(random_batch):
+    """``tower_batch="sampled"`` weights a tower's own rows and a sample of the others so that its BatchNorms
+    see the whole batch's statistics; with every row in the sample that is exactly the masked computation:
+    the same logits, the same gradients and the same running statistics."""
+    batch = random_batch(ML1M, ROWS, domain="random")
+    models = {
+        mode: hamur(seed=5, tower_batch=mode, stats_sample=ROWS).train() for mode in ("masked", "sampled")
+    }
+    models["sampled"].load_state_dict(models["masked"].state_dict())
+    logits = {}
+    for mode, model in models.items():
+        logits[mode] = model(batch)
+        F.binary_cross_entropy_with_logits(logits[mode], batch.label).backward()
+    assert torch.allclose(logits["sampled"], logits["masked"], atol=1e-5)
+    grads = {mode: dict(model.named_parameters()) for mode, model in models.items()}
+    for name, p in grads["masked"].items():
+        if p.grad is not None:
+            assert torch.allclose(grads["sampled"][name].grad, p.grad, atol=1e-4, rtol=1e-3), name
+    stats = {mode: model.towers[2].blocks["layer1"].norm for mode, model in models.items()}
+    assert torch.allclose(stats["sampled"].running_mean, stats["masked"].running_mean, atol=1e-6)
+    assert torch.allclose(stats["sampled"].running_var, stats["masked"].running_var, atol=1e-5)
+
+
+def test_sampled_towers_estimate_the_batch_statistics_at_near_routed_cost(random_batch):
+    """A 256-row sample: the first block's batch mean is close to the whole batch's (not the domain's), and the
+    towers' training FLOPs grow by the sample, not by the number of domains."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = random_batch(ML1M, ROWS, domain="random")
+    # the domain is the third feature's id, so a domain's rows differ from the batch's in what the tower sees
+    batch = replace(batch, domain=batch.sparse[:, 2] % ML1M.num_domains)
+    model = hamur(seed=1, tower_batch="sampled", stats_sample=256).train()
+    x = model.embed(batch).detach()
+    z = model.towers[1].blocks["layer1"].linear(x).detach()
+    model(batch)
+    running = model.towers[1].blocks["layer1"].norm.running_mean / 0.1  # one step from 0, momentum 0.1
+    whole, own = z.mean(dim=0), z[batch.domain == 1].mean(dim=0)
+    assert (running - whole).norm() < 0.5 * (own - whole).norm()
+
+    def train_flops(m) -> int:
+        with FlopCounterMode(display=False) as counter:
+            m(batch)
+        return counter.get_total_flops()
+
+    flops = {mode: train_flops(hamur(tower_batch=mode).train()) for mode in ("routed", "masked", "sampled")}
+    assert flops["routed"] < flops["sampled"] < 1.5 * flops["routed"] < flops["masked"]
