@@ -65,7 +65,8 @@ def test_variants_resume_and_refuse_other_settings(tmp_path: Path) -> None:
     # a run trained under other model defaults (as after a default changed between sessions) is refused
     path = out / "runs" / "hamur-handcrafted-seed0.record.json"
     saved = json.loads(path.read_text())
-    assert saved["settings"]["model_config"]["tower_batch"] == "sampled"  # the whole config, defaults included
+    # the whole config, defaults included
+    assert saved["settings"]["model_config"]["tower_batch"] == "sampled"
     assert saved["settings"]["train_config"] == {"lr": 1e-3, "weight_decay": 1e-5, "aux_loss_weight": 1.0}
     saved["settings"]["model_config"]["tower_batch"] = "routed"
     path.write_text(json.dumps(saved))
