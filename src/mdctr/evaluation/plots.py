@@ -144,3 +144,35 @@ def plot_learning_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
+
+
+def plot_auc_vs_budget(curves: pd.DataFrame, path: Path | str, *, title: str) -> Path:
+    """AUC against FLOPs per sample across budgets: one line per entry, mean with a 95% CI over seeds.
+
+    ``curves``: one row per (entry, budget) with ``entry``, ``flops`` (mean over seeds), and for ``split`` in
+    (valid, test) ``{split}_mean`` and ``{split}_ci`` (half-width); two panels, validation (what entries are
+    chosen on) and test (what is reported)."""
+    styles = entry_styles(curves["entry"].tolist())
+    fig = Figure(figsize=(11, 4.6))
+    for i, split in enumerate(("valid", "test")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for entry, rows in curves.groupby("entry", sort=False):
+            rows = rows.sort_values("flops")
+            colour, marker = styles[entry]
+            ax.errorbar(
+                rows["flops"],
+                rows[f"{split}_mean"],
+                yerr=rows[f"{split}_ci"],
+                marker=marker,
+                color=colour,
+                capsize=3,
+                lw=1.2,
+                label=entry,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("forward FLOPs per sample (log scale)")
+        ax.set_ylabel(f"{'validation' if split == 'valid' else 'test'} AUC (mean, 95% CI)")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=10)
+    fig.axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
