@@ -353,3 +353,20 @@ def test_sampled_towers_estimate_the_batch_statistics_at_near_routed_cost(random
 
     flops = {mode: train_flops(hamur(tower_batch=mode).train()) for mode in ("routed", "masked", "sampled")}
     assert flops["routed"] < flops["sampled"] < 1.5 * flops["routed"] < flops["masked"]
+
+
+def test_a_tower_without_rows_in_the_batch_updates_its_statistics_as_the_masked_one_does(random_batch):
+    """No row of domain 2 in the batch: the masked towers still run tower 2 on every row (its running statistics
+    move, no loss reads it); sampled towers run it on the sample alone, which here is the whole batch."""
+    batch = random_batch(ML1M, ROWS, domain="random")
+    batch = replace(batch, domain=batch.domain % 2)  # domains 0 and 1 only
+    models = {
+        mode: hamur(seed=2, tower_batch=mode, stats_sample=ROWS).train() for mode in ("masked", "sampled")
+    }
+    models["sampled"].load_state_dict(models["masked"].state_dict())
+    for model in models.values():
+        model(batch)
+    norms = {mode: model.towers[2].blocks["layer2"].norm for mode, model in models.items()}
+    assert norms["masked"].num_batches_tracked == norms["sampled"].num_batches_tracked == 1
+    assert torch.allclose(norms["sampled"].running_mean, norms["masked"].running_mean, atol=1e-6)
+    assert torch.allclose(norms["sampled"].running_var, norms["masked"].running_var, atol=1e-5)

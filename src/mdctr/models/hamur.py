@@ -363,7 +363,10 @@ class HAMUR(CTRModel):
         order = torch.argsort(domain, stable=True)
         x, domain = x.index_select(0, order), domain.index_select(0, order)  # each domain's rows contiguous
         hyper = None if self.adapter_mode == "off" or self.hyper is None else self._hyper(x, domain)
-        sample = torch.randperm(rows, device=x.device)[: self.config.stats_sample]
+        if rows <= self.config.stats_sample:  # the whole batch: exactly the masked statistics, no random draw
+            sample = torch.arange(rows, device=x.device)
+        else:
+            sample = torch.randperm(rows, device=x.device)[: self.config.stats_sample]
         sample_domain = domain.index_select(0, sample)
         counts = torch.bincount(domain, minlength=self.inputs.num_domains).tolist()
         sample_needs_adapter = len(self.adapted) > 1 or self.config.adapter_norm == "batch"
@@ -373,9 +376,12 @@ class HAMUR(CTRModel):
         hyper_own = [None] * len(counts) if hyper is None else hyper.split(counts)
         out = []
         for d, n_own in enumerate(counts):
-            if not n_own:
-                continue
             others = sample[sample_domain != d]
+            if (
+                not n_own
+            ):  # as the masked towers do, the running statistics still see this batch (no loss reads it)
+                self._update_statistics(d, x, hyper, others, rows)
+                continue
             if (
                 n_own + len(others) == 1
             ):  # one row has no statistics: BatchNorm1d's running-statistics fallback
@@ -402,3 +408,18 @@ class HAMUR(CTRModel):
                 )
             out.append(self.towers[d].head(h[:n_own]))
         return torch.empty_like(domain, dtype=x.dtype).index_copy_(0, order, torch.cat(out).squeeze(1))
+
+    @torch.no_grad()
+    def _update_statistics(
+        self, d: int, x: torch.Tensor, hyper: torch.Tensor | None, sample: torch.Tensor, rows: int
+    ) -> None:
+        """Tower ``d`` has no row in this batch: run it on the sample alone (equal weights: a uniform sample of the
+        batch) so that its BatchNorms' running statistics move as the masked towers' do; nothing is returned."""
+        if len(sample) < 2:
+            return
+        tower_hyper = x.new_empty(0) if hyper is None else hyper.index_select(0, sample)
+        adapters = self.domain_adapters(d)
+        with weighted_statistics(
+            x.new_full((len(sample),), 1.0 / len(sample)), rows, self.towers[d], adapters
+        ):
+            self.towers[d].hidden(x.index_select(0, sample), tower_hyper, adapters)
