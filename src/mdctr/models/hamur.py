@@ -377,14 +377,12 @@ class HAMUR(CTRModel):
         out = []
         for d, n_own in enumerate(counts):
             others = sample[sample_domain != d]
-            if (
-                not n_own
-            ):  # as the masked towers do, the running statistics still see this batch (no loss reads it)
+            if not n_own:
+                # as the masked towers do, the running statistics still see this batch (no loss reads it)
                 self._update_statistics(d, x, hyper, others, rows)
                 continue
-            if (
-                n_own + len(others) == 1
-            ):  # one row has no statistics: BatchNorm1d's running-statistics fallback
+            if n_own + len(others) == 1:
+                # one row has no statistics: BatchNorm1d's running-statistics fallback
                 out.append(self._tower(d, x_own[d], hyper_own[d]))
                 continue
             weight = x.new_full((n_own + len(others),), 1.0 / rows)
